@@ -1,0 +1,39 @@
+// Backend selection: the one place the backends meet. A CUDA request without CUDA is an error, never a
+// silent fall back to the CPU.
+#include "engine/backend.h"
+
+#include "absl/strings/str_cat.h"
+
+#ifdef DELTAGATE_HAVE_CUDA
+#include "engine/cuda/cuda_device.h"
+#endif
+
+namespace dg {
+
+std::unique_ptr<Backend> make_cpu_backend();  // engine/cpu/cpu_backend.cpp
+
+absl::StatusOr<BackendKind> backend_kind_from_name(const std::string& name) {
+    if (name == "cpu") return BackendKind::kCpu;
+    if (name == "cuda") return BackendKind::kCuda;
+    return absl::InvalidArgumentError(absl::StrCat("unknown backend '", name, "' (cpu or cuda)"));
+}
+
+bool cuda_available() {
+#ifdef DELTAGATE_HAVE_CUDA
+    return cuda::device_count() > 0;
+#else
+    return false;
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> make_backend(BackendKind kind) {
+    if (kind == BackendKind::kCpu) return make_cpu_backend();
+#ifndef DELTAGATE_HAVE_CUDA
+    return absl::FailedPreconditionError("backend cuda: this build of deltagate has no CUDA support (nvcc was not found)");
+#else
+    if (!cuda_available()) return absl::FailedPreconditionError("backend cuda: no CUDA device is visible");
+    return absl::UnimplementedError("backend cuda: the CUDA forward pass is not implemented yet (issue 6)");
+#endif
+}
+
+}  // namespace dg

@@ -1,0 +1,92 @@
+// The backend interface: the coarse fused ops the forward pass (engine/model.cpp) is written over, plus
+// memory for activations, KV blocks and state slots. The CPU backend (engine/cpu/) implements every op
+// plainly and is the oracle for the CUDA backend (engine/cuda/), op by op. A backend is chosen once, at
+// model load (make_backend), and never switched.
+//
+// Pointers passed to ops are backend memory (host for CPU, device for CUDA) from alloc(), except
+// Matrix data and the small f32 weight vectors, which the backend maps with prepare_weights().
+// Activations are f32, row-major, one row per token.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/batch.h"
+#include "engine/formats/dtype.h"
+#include "engine/weights.h"
+
+namespace dg {
+
+// Storage of the paged KV cache of every full-attention layer, and of the GDN state slots.
+struct CacheLayout {
+    DType kv_type = DType::F16;   // f32, f16, bf16, q8_0, q4_0
+    int32_t block_tokens = 16;    // tokens per KV block
+    int32_t n_blocks = 0;         // blocks per attention layer
+    int32_t n_state_slots = 0;    // GDN state slots (running sequences + checkpoint spares)
+};
+
+struct GdnDims { int64_t Hk, Hv, dk, dv, K, conv_dim; };
+struct AttnDims { int64_t Hq, Hkv, hd, rotary_dim; float rope_theta; };
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string name() const = 0;
+
+    // --- memory
+    virtual absl::StatusOr<float*> alloc_f32(int64_t n) = 0;
+    virtual void free(float* p) = 0;
+    virtual void to_host(const float* src, float* dst_host, int64_t n) = 0;
+    virtual void from_host(const float* src_host, float* dst, int64_t n) = 0;
+    // Makes the weights usable by the ops (CUDA: uploads; CPU: nothing).
+    virtual absl::Status prepare_weights(const ModelWeights& w) = 0;
+
+    // --- caches: KV blocks for `n_attn_layers` layers and GDN state slots for `n_gdn_layers` layers
+    virtual absl::Status init_caches(const ModelConfig& c, const CacheLayout& layout) = 0;
+    virtual const CacheLayout& cache_layout() const = 0;
+    virtual void state_clear(int32_t slot) = 0;                        // fresh sequence: zero conv + S
+    virtual void state_copy(int32_t dst_slot, int32_t src_slot) = 0;   // fork / checkpoint / restore on device
+    virtual int64_t state_floats() const = 0;                           // floats in one slot
+    virtual void state_download(int32_t slot, float* host) = 0;        // checkpoint to host RAM
+    virtual void state_upload(int32_t slot, const float* host) = 0;    // restore from host RAM
+
+    // --- ops (n = rows/tokens in the step)
+    virtual void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x_n_h) = 0;
+    // y = x / sqrt(mean(x^2) + eps) * w (w already holds 1+w for zero-centred norms). x and y may alias.
+    virtual void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) = 0;
+    // y[n, W.rows] = x[n, W.cols] · Wᵀ, fp32 accumulation.
+    virtual void matmul(const float* x, int32_t n, const Matrix& W, float* y) = 0;
+    virtual void add(float* y, const float* x, int64_t n) = 0;  // y += x
+    // out = SiLU(gate) * up, elementwise over `count` values. out may alias gate.
+    virtual void swiglu(const float* gate, const float* up, int64_t count, float* out) = 0;
+    // y[i] = x[rows[i]] for i < n_rows (rows: host array), dim floats per row.
+    virtual void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) = 0;
+
+    // Gated DeltaNet mixer core, for one layer `gdn_layer` (index among GDN layers):
+    //   qkv_n_c: in_proj_qkv outputs (pre-conv); z_n_v: gate; b_n_hv, a_n_hv: beta/alpha projections.
+    //   Runs conv (+state), SiLU, gates, L2 norm, delta rule (chunked for len > 1, recurrent for len 1),
+    //   and the gated RMSNorm; writes o_n_v [n, Hv*dv] ready for out_proj. Updates each sequence's slot.
+    virtual void gdn_mixer(const StepBatch& b, int32_t gdn_layer, const GdnDims& d, const GdnWeights& w,
+                           float eps, float* qkv_n_c, const float* z_n_v, const float* b_n_hv,
+                           const float* a_n_hv, float* o_n_v) = 0;
+
+    // Gated attention core for attention layer `attn_layer`: splits q_proj output into query and gate,
+    // q/k RMSNorm, partial RoPE at each row's position, writes K/V into the sequence's blocks, causal
+    // GQA softmax attention over [0, pos], multiplies by sigmoid(gate). out_n_q: [n, Hq*hd].
+    virtual void attention(const StepBatch& b, int32_t attn_layer, const AttnDims& d, const AttnWeights& w,
+                           float eps, const float* qg_n_2q, const float* k_n_kv, const float* v_n_kv,
+                           float* out_n_q) = 0;
+
+    // MoE FFN: softmax router, top-k renormalised, experts, sigmoid-gated shared expert. y[n, H].
+    virtual void moe_ffn(const float* x_n_h, int32_t n, const MoeWeights& w, int64_t top_k, float* y_n_h) = 0;
+};
+
+enum class BackendKind { kCpu, kCuda };
+absl::StatusOr<BackendKind> backend_kind_from_name(const std::string& name);  // "cpu" | "cuda"
+// CUDA without a GPU (or a build without CUDA) is a clear FailedPrecondition, never a silent CPU run.
+absl::StatusOr<std::unique_ptr<Backend>> make_backend(BackendKind kind);
+bool cuda_available();  // built with CUDA and a device is present
+
+}  // namespace dg

@@ -1,0 +1,95 @@
+// Gated full attention on the CPU over the paged KV cache: q/gate split, zero-centred q/k RMSNorm,
+// partial NeoX RoPE, K/V written into the sequence's blocks (in the cache's storage type), causal GQA
+// softmax over every cached position, sigmoid output gate. Math: docs/qwen35-model.md §3.
+#include <cmath>
+#include <vector>
+
+#include "engine/cpu/ops.h"
+#include "engine/cpu/parallel.h"
+
+namespace dg::cpu {
+namespace {
+
+void rms_norm_row(float* x, const float* w, int64_t n, float eps) {
+    float ss = 0.f;
+    for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+    const float inv = 1.f / std::sqrt(ss / float(n) + eps);
+    for (int64_t i = 0; i < n; ++i) x[i] = x[i] * inv * w[i];
+}
+
+// Rotates dims [0, rd) of a head in half-split pairs (x_j, x_{j+rd/2}); frequencies in f32 as HF does.
+void rope_row(float* x, int64_t rd, float theta, int64_t pos) {
+    const int64_t half = rd / 2;
+    for (int64_t j = 0; j < half; ++j) {
+        const float inv_freq = 1.f / std::pow(theta, float(2 * j) / float(rd));
+        const float ang = float(pos) * inv_freq;
+        const float c = float(std::cos(double(ang))), s = float(std::sin(double(ang)));
+        const float x1 = x[j], x2 = x[j + half];
+        x[j] = x1 * c - x2 * s;
+        x[j + half] = x2 * c + x1 * s;
+    }
+}
+
+}  // namespace
+
+void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, float eps, const float* qg,
+               const float* k_in, const float* v_in, float* out, const KvLayer& kv) {
+    const int64_t Hq = d.Hq, Hkv = d.Hkv, hd = d.hd, group = Hq / Hkv;
+    const float scale = 1.f / std::sqrt(float(hd));
+    auto kv_row = [&](uint8_t* base, const SeqSlice& s, int64_t pos, int64_t head) {
+        const int64_t block = s.blocks[pos / kv.block_tokens], off = pos % kv.block_tokens;
+        return base + ((block * kv.block_tokens + off) * Hkv + head) * kv.row_bytes;
+    };
+
+    // 1. K: norm + RoPE, then K and V stored at their positions.
+    for (const SeqSlice& s : b.seqs) {
+        parallel_for(int64_t(s.len) * Hkv, [&](int64_t i0, int64_t i1) {
+            std::vector<float> row(hd);
+            for (int64_t i = i0; i < i1; ++i) {
+                const int64_t t = i / Hkv, h = i % Hkv, pos = s.pos0 + t, r = s.begin + t;
+                const float* kr = k_in + (r * Hkv + h) * hd;
+                for (int64_t j = 0; j < hd; ++j) row[j] = kr[j];
+                rms_norm_row(row.data(), w.k_norm.data(), hd, eps);
+                rope_row(row.data(), d.rotary_dim, d.rope_theta, pos);
+                quantize_row(kv.type, row.data(), kv_row(kv.k, s, pos, h), hd);
+                quantize_row(kv.type, v_in + (r * Hkv + h) * hd, kv_row(kv.v, s, pos, h), hd);
+            }
+        });
+    }
+
+    // 2. Each query row attends to positions [0, pos] of its own sequence.
+    for (const SeqSlice& s : b.seqs) {
+        parallel_for(int64_t(s.len) * Hq, [&](int64_t i0, int64_t i1) {
+            std::vector<float> q(hd), krow(hd), vrow(hd), acc(hd), scores;
+            for (int64_t i = i0; i < i1; ++i) {
+                const int64_t t = i / Hq, h = i % Hq, pos = s.pos0 + t, r = s.begin + t, kvh = h / group;
+                const float* qsrc = qg + (r * Hq + h) * 2 * hd;  // per head [query hd | gate hd]
+                const float* gate = qsrc + hd;
+                for (int64_t j = 0; j < hd; ++j) q[j] = qsrc[j];
+                rms_norm_row(q.data(), w.q_norm.data(), hd, eps);
+                rope_row(q.data(), d.rotary_dim, d.rope_theta, pos);
+                scores.resize(pos + 1);
+                float mx = -INFINITY;
+                for (int64_t p = 0; p <= pos; ++p) {
+                    dequantize_row(kv.type, kv_row(kv.k, s, p, kvh), krow.data(), hd);
+                    float dot = 0.f;
+                    for (int64_t j = 0; j < hd; ++j) dot += q[j] * krow[j];
+                    scores[p] = dot * scale;
+                    mx = std::max(mx, scores[p]);
+                }
+                float sum = 0.f;
+                for (int64_t p = 0; p <= pos; ++p) sum += scores[p] = std::exp(scores[p] - mx);
+                std::fill(acc.begin(), acc.end(), 0.f);
+                for (int64_t p = 0; p <= pos; ++p) {
+                    dequantize_row(kv.type, kv_row(kv.v, s, p, kvh), vrow.data(), hd);
+                    const float pr = scores[p] / sum;
+                    for (int64_t j = 0; j < hd; ++j) acc[j] += pr * vrow[j];
+                }
+                float* o = out + (r * Hq + h) * hd;
+                for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] / (1.f + std::exp(-gate[j]));
+            }
+        });
+    }
+}
+
+}  // namespace dg::cpu

@@ -1,0 +1,123 @@
+// The CPU backend: host memory, and every op from engine/cpu/ops.h. Used for tests (the oracle), tiny
+// models and machines without a GPU.
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend.h"
+#include "engine/cpu/ops.h"
+#include "engine/status.h"
+
+namespace dg {
+namespace {
+
+class CpuBackend final : public Backend {
+public:
+    std::string name() const override { return "cpu"; }
+
+    absl::StatusOr<float*> alloc_f32(int64_t n) override {
+        float* p = new (std::nothrow) float[n];
+        if (!p) return absl::ResourceExhaustedError(absl::StrCat("cpu: cannot allocate ", n * 4, " bytes"));
+        return p;
+    }
+    void free(float* p) override { delete[] p; }
+    void to_host(const float* src, float* dst, int64_t n) override { std::memcpy(dst, src, n * sizeof(float)); }
+    void from_host(const float* src, float* dst, int64_t n) override { std::memcpy(dst, src, n * sizeof(float)); }
+    absl::Status prepare_weights(const ModelWeights&) override { return absl::OkStatus(); }
+
+    absl::Status init_caches(const ModelConfig& c, const CacheLayout& layout) override {
+        layout_ = layout;
+        if (c.n_attention_layers() > 0) {
+            if (layout.block_tokens <= 0 || layout.n_blocks <= 0)
+                return absl::InvalidArgumentError("KV cache: block_tokens and n_blocks must be positive");
+            auto rb = row_bytes(layout.kv_type, c.head_dim);
+            if (!rb.ok())
+                return absl::InvalidArgumentError(absl::StrCat("KV cache type ", dtype_info(layout.kv_type).name,
+                                                               " cannot store head_dim ", c.head_dim, ": ",
+                                                               rb.status().message()));
+            kv_row_bytes_ = int64_t(*rb);
+            const uint64_t bytes = uint64_t(layout.n_blocks) * layout.block_tokens * c.n_kv_heads * kv_row_bytes_;
+            kv_.assign(c.n_attention_layers(), {});
+            for (auto& l : kv_) {
+                l.k.assign(bytes, 0);
+                l.v.assign(bytes, 0);
+            }
+        }
+        conv_floats_ = (c.conv_kernel - 1) * c.conv_dim();
+        s_floats_ = c.lin_v_heads * c.lin_k_dim * c.lin_v_dim;
+        n_gdn_ = c.n_gdn_layers();
+        if (n_gdn_ > 0 && layout.n_state_slots <= 0)
+            return absl::InvalidArgumentError("state pool: n_state_slots must be positive");
+        states_.assign(uint64_t(layout.n_state_slots) * state_floats(), 0.f);
+        return absl::OkStatus();
+    }
+    const CacheLayout& cache_layout() const override { return layout_; }
+    int64_t state_floats() const override { return n_gdn_ * (conv_floats_ + s_floats_); }
+    float* slot(int32_t s) { return states_.data() + int64_t(s) * state_floats(); }
+    void state_clear(int32_t s) override { std::fill_n(slot(s), state_floats(), 0.f); }
+    void state_copy(int32_t dst, int32_t src) override {
+        if (dst != src) std::memcpy(slot(dst), slot(src), state_floats() * sizeof(float));
+    }
+    void state_download(int32_t s, float* host) override { std::memcpy(host, slot(s), state_floats() * sizeof(float)); }
+    void state_upload(int32_t s, const float* host) override { std::memcpy(slot(s), host, state_floats() * sizeof(float)); }
+
+    void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x) override {
+        for (int32_t t = 0; t < n; ++t) dequantize_row(table.type, table.row(tokens[t]), x + int64_t(t) * table.cols, table.cols);
+    }
+    void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
+        cpu::rmsnorm(x, w, rows, dim, eps, y);
+    }
+    void matmul(const float* x, int32_t n, const Matrix& W, float* y) override { cpu::matmul(x, n, W, y); }
+    void add(float* y, const float* x, int64_t n) override {
+        for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+    }
+    void swiglu(const float* gate, const float* up, int64_t count, float* out) override {
+        cpu::swiglu(gate, up, count, out);
+    }
+    void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) override {
+        for (int32_t i = 0; i < n_rows; ++i) std::memmove(y + int64_t(i) * dim, x + int64_t(rows[i]) * dim, dim * sizeof(float));
+    }
+
+    void gdn_mixer(const StepBatch& b, int32_t gdn_layer, const GdnDims& d, const GdnWeights& w, float eps,
+                   float* qkv, const float* z, const float* bp, const float* ap, float* o) override {
+        StateCtx ctx{this, gdn_layer};
+        cpu::gdn_mixer(b, d, w, eps, qkv, z, bp, ap, o, &StateCtx::get, &ctx);
+    }
+
+    void attention(const StepBatch& b, int32_t attn_layer, const AttnDims& d, const AttnWeights& w, float eps,
+                   const float* qg, const float* k, const float* v, float* out) override {
+        KvStore& l = kv_[attn_layer];
+        cpu::KvLayer kv{layout_.kv_type, layout_.block_tokens, kv_row_bytes_, l.k.data(), l.v.data()};
+        cpu::attention(b, d, w, eps, qg, k, v, out, kv);
+    }
+
+    void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) override {
+        cpu::moe_ffn(x, n, w, top_k, y);
+    }
+
+private:
+    struct StateCtx {
+        CpuBackend* self;
+        int32_t layer;
+        static cpu::GdnState get(void* p, int32_t s) {
+            auto* c = static_cast<StateCtx*>(p);
+            float* base = c->self->slot(s) + int64_t(c->layer) * (c->self->conv_floats_ + c->self->s_floats_);
+            return {base, base + c->self->conv_floats_};
+        }
+    };
+    struct KvStore {
+        std::vector<uint8_t> k, v;
+    };
+
+    CacheLayout layout_;
+    int64_t kv_row_bytes_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
+    std::vector<KvStore> kv_;
+    std::vector<float> states_;  // [slot][gdn layer][conv (K-1)*C | S Hv*dk*dv]
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace dg

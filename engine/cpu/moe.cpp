@@ -1,0 +1,72 @@
+// MoE FFN on the CPU: softmax router over all experts, top-k renormalised (Qwen3.5 always renormalises),
+// tokens grouped per expert so each expert's weights are read once per step, plus the shared expert
+// scaled by sigmoid(shared_gate · x). docs/qwen35-model.md §4.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "engine/cpu/ops.h"
+
+namespace dg::cpu {
+namespace {
+
+void swiglu_mlp(const float* x, int32_t n, const MlpWeights& m, float* y) {
+    const int64_t I = m.gate.rows;
+    std::vector<float> g(int64_t(n) * I), u(int64_t(n) * I);
+    matmul(x, n, m.gate, g.data());
+    matmul(x, n, m.up, u.data());
+    swiglu(g.data(), u.data(), int64_t(n) * I, g.data());
+    matmul(g.data(), n, m.down, y);
+}
+
+}  // namespace
+
+void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) {
+    const int64_t E = w.router.rows, H = w.router.cols;
+    std::vector<float> logits(int64_t(n) * E);
+    matmul(x, n, w.router, logits.data());
+
+    std::vector<std::vector<std::pair<int32_t, float>>> routed(E);  // expert -> (token, weight)
+    std::vector<int32_t> order(E);
+    for (int32_t t = 0; t < n; ++t) {
+        float* p = logits.data() + int64_t(t) * E;
+        const float mx = *std::max_element(p, p + E);
+        float sum = 0.f;
+        for (int64_t e = 0; e < E; ++e) sum += p[e] = std::exp(p[e] - mx);
+        for (int64_t e = 0; e < E; ++e) p[e] /= sum;
+        std::iota(order.begin(), order.end(), 0);
+        // Ties go to the lower expert index (stable), like the reference.
+        std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
+        float norm = 0.f;
+        for (int64_t k = 0; k < top_k; ++k) norm += p[order[k]];
+        for (int64_t k = 0; k < top_k; ++k) routed[order[k]].push_back({t, p[order[k]] / norm});
+    }
+
+    // Shared expert first (it writes y), then routed experts accumulate.
+    swiglu_mlp(x, n, w.shared, y);
+    std::vector<float> sg(n);
+    matmul(x, n, w.shared_gate, sg.data());
+    for (int32_t t = 0; t < n; ++t) {
+        const float gate = 1.f / (1.f + std::exp(-sg[t]));
+        for (int64_t i = 0; i < H; ++i) y[int64_t(t) * H + i] *= gate;
+    }
+
+    std::vector<float> xs, ys;
+    for (int64_t e = 0; e < E; ++e) {
+        const auto& toks = routed[e];
+        if (toks.empty()) continue;
+        const int32_t m = int32_t(toks.size());
+        xs.resize(int64_t(m) * H);
+        ys.resize(int64_t(m) * H);
+        for (int32_t i = 0; i < m; ++i) std::copy_n(x + int64_t(toks[i].first) * H, H, xs.data() + int64_t(i) * H);
+        swiglu_mlp(xs.data(), m, w.experts[e], ys.data());
+        for (int32_t i = 0; i < m; ++i) {
+            float* yt = y + int64_t(toks[i].first) * H;
+            const float wt = toks[i].second;
+            for (int64_t j = 0; j < H; ++j) yt[j] += wt * ys[int64_t(i) * H + j];
+        }
+    }
+}
+
+}  // namespace dg::cpu

@@ -1,0 +1,49 @@
+// The CPU backend's ops as plain functions on host memory: the reference every other backend is
+// tested against. One file per op family (matmul.cpp, gdn.cpp, attention.cpp, moe.cpp, elementwise.cpp).
+#pragma once
+
+#include <cstdint>
+
+#include "engine/backend.h"
+
+namespace dg::cpu {
+
+void matmul(const float* x, int32_t n, const Matrix& W, float* y);
+void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y);
+void swiglu(const float* gate, const float* up, int64_t count, float* out);
+
+// One GDN layer's recurrent state for one sequence: conv [K-1][conv_dim], then S [Hv][dk][dv].
+struct GdnState {
+    float* conv;
+    float* S;
+};
+
+// Causal depthwise conv + SiLU over a sequence's `len` rows of qkv (in place), updating conv state.
+void gdn_conv(float* qkv_len_c, int32_t len, const GdnDims& d, const float* conv_w, float* conv_state);
+// Delta rule for one value head over `len` tokens. q, k: row stride `qk_stride` (already L2-normed,
+// q scaled); v, o: stride `vo_stride`; g (log decay) and beta per token. S: [dk][dv], updated.
+void gdn_recurrent_head(const float* q, const float* k, int64_t qk_stride, const float* v, int64_t vo_stride,
+                        const float* g, const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
+// Same result, chunked WY/UT form with chunk size 64 (docs/qwen35-model.md §2.8).
+void gdn_chunked_head(const float* q, const float* k, int64_t qk_stride, const float* v, int64_t vo_stride,
+                      const float* g, const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
+constexpr int32_t kGdnChunk = 64;
+
+void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float eps, float* qkv_n_c,
+               const float* z_n_v, const float* b_n_hv, const float* a_n_hv, float* o_n_v,
+               GdnState (*state_of)(void* ctx, int32_t slot), void* ctx);
+
+// KV storage of one attention layer: rows of hd elements in `type`, [block][token in block][kv head].
+struct KvLayer {
+    DType type;
+    int32_t block_tokens;
+    int64_t row_bytes;
+    uint8_t* k;
+    uint8_t* v;
+};
+void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, float eps, const float* qg_n_2q,
+               const float* k_n_kv, const float* v_n_kv, float* out_n_q, const KvLayer& kv);
+
+void moe_ffn(const float* x_n_h, int32_t n, const MoeWeights& w, int64_t top_k, float* y_n_h);
+
+}  // namespace dg::cpu
