@@ -1,0 +1,3 @@
+#include <gtest/gtest.h>
+#include "engine/tokenizer/tokenizer.h"
+TEST(Smoke, Builds) { SUCCEED(); }
