@@ -44,13 +44,13 @@ void gdn_conv(float* u, int32_t len, const GdnDims& d, const float* conv_w, floa
     std::memcpy(conv_state, tail.data(), P * C * sizeof(float));
 }
 
-void gdn_recurrent_head(const float* q, const float* k, int64_t qk_stride, const float* v, int64_t vo_stride,
-                        const float* g, const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o) {
+void gdn_recurrent_head(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
+                        const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o) {
     std::vector<float> mem(dv);
     for (int32_t t = 0; t < len; ++t) {
-        const float* qt = q + t * qk_stride;
-        const float* kt = k + t * qk_stride;
-        const float* vt = v + t * vo_stride;
+        const float* qt = q + t * stride.qkv;
+        const float* kt = k + t * stride.qkv;
+        const float* vt = v + t * stride.qkv;
         const float decay = std::exp(g[t]);
         std::fill(mem.begin(), mem.end(), 0.f);
         for (int64_t i = 0; i < dk; ++i) {
@@ -61,7 +61,7 @@ void gdn_recurrent_head(const float* q, const float* k, int64_t qk_stride, const
             }
         }
         for (int64_t j = 0; j < dv; ++j) mem[j] = beta[t] * (vt[j] - mem[j]);  // delta
-        float* ot = o + t * vo_stride;
+        float* ot = o + t * stride.o;
         std::fill(ot, ot + dv, 0.f);
         for (int64_t i = 0; i < dk; ++i) {
             float* Si = S + i * dv;
@@ -73,14 +73,14 @@ void gdn_recurrent_head(const float* q, const float* k, int64_t qk_stride, const
     }
 }
 
-void gdn_chunked_head(const float* q, const float* k, int64_t qk_stride, const float* v, int64_t vo_stride,
-                      const float* g, const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o) {
+void gdn_chunked_head(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
+                      const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o) {
     const int64_t W = dv + dk;  // X rows: [U (dv) | W (dk)]
     std::vector<float> gam(kGdnChunk), A(kGdnChunk * kGdnChunk), X(kGdnChunk * W), Vp(kGdnChunk * dv), qs(dv);
     for (int32_t c0 = 0; c0 < len; c0 += kGdnChunk) {
         const int32_t m = std::min<int32_t>(kGdnChunk, len - c0);
-        auto Q = [&](int r) { return q + int64_t(c0 + r) * qk_stride; };
-        auto Kr = [&](int r) { return k + int64_t(c0 + r) * qk_stride; };
+        auto Q = [&](int r) { return q + int64_t(c0 + r) * stride.qkv; };
+        auto Kr = [&](int r) { return k + int64_t(c0 + r) * stride.qkv; };
         float acc = 0.f;
         for (int r = 0; r < m; ++r) gam[r] = acc += g[c0 + r];
         // A = strict_lower(beta_r k_r.k_s exp(gam_r - gam_s)); rhs = [beta v | beta exp(gam) k]
@@ -92,7 +92,7 @@ void gdn_chunked_head(const float* q, const float* k, int64_t qk_stride, const f
                 A[r * kGdnChunk + s] = br * dot * std::exp(gam[r] - gam[s]);
             }
             float* xr = X.data() + r * W;
-            const float* vr = v + int64_t(c0 + r) * vo_stride;
+            const float* vr = v + int64_t(c0 + r) * stride.qkv;
             const float eg = std::exp(gam[r]);
             for (int64_t j = 0; j < dv; ++j) xr[j] = br * vr[j];
             for (int64_t i = 0; i < dk; ++i) xr[dv + i] = br * eg * Kr(r)[i];
@@ -116,7 +116,7 @@ void gdn_chunked_head(const float* q, const float* k, int64_t qk_stride, const f
         }
         // O_r = exp(gam_r) q_r S + sum_{s<=r} (q_r.k_s) exp(gam_r - gam_s) V'_s
         for (int r = 0; r < m; ++r) {
-            float* orow = o + int64_t(c0 + r) * vo_stride;
+            float* orow = o + int64_t(c0 + r) * stride.o;
             std::fill(qs.begin(), qs.end(), 0.f);
             for (int64_t i = 0; i < dk; ++i) {
                 const float qi = Q(r)[i];
@@ -189,10 +189,11 @@ void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float 
             float* oh = o + int64_t(s.begin) * Hv * dv + h * dv;
             const float* gh = g_hn.data() + h * n + s.begin;
             const float* bh = beta_hn.data() + h * n + s.begin;
+            const GdnStrides st{C, Hv * dv};
             if (s.len == 1)
-                gdn_recurrent_head(qh, kk, C, vh, Hv * dv, gh, bh, s.len, dk, dv, S, oh);
+                gdn_recurrent_head(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
             else
-                gdn_chunked_head(qh, kk, C, vh, Hv * dv, gh, bh, s.len, dk, dv, S, oh);
+                gdn_chunked_head(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
         }
     });
 

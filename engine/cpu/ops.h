@@ -20,13 +20,18 @@ struct GdnState {
 
 // Causal depthwise conv + SiLU over a sequence's `len` rows of qkv (in place), updating conv state.
 void gdn_conv(float* qkv_len_c, int32_t len, const GdnDims& d, const float* conv_w, float* conv_state);
-// Delta rule for one value head over `len` tokens. q, k: row stride `qk_stride` (already L2-normed,
-// q scaled); v, o: stride `vo_stride`; g (log decay) and beta per token. S: [dk][dv], updated.
-void gdn_recurrent_head(const float* q, const float* k, int64_t qk_stride, const float* v, int64_t vo_stride,
-                        const float* g, const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
+// Delta rule for one value head over `len` tokens. Token t's q, k, v are at q + t*stride.qkv (q, k
+// already L2-normed, q scaled) and its output at o + t*stride.o; g (log decay) and beta per token,
+// contiguous. S: [dk][dv], updated in place.
+struct GdnStrides {
+    int64_t qkv;  // row stride of q, k, v (the conv output row)
+    int64_t o;    // row stride of the output
+};
+void gdn_recurrent_head(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
+                        const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
 // Same result, chunked WY/UT form with chunk size 64 (docs/qwen35-model.md §2.8).
-void gdn_chunked_head(const float* q, const float* k, int64_t qk_stride, const float* v, int64_t vo_stride,
-                      const float* g, const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
+void gdn_chunked_head(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
+                      const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
 constexpr int32_t kGdnChunk = 64;
 
 void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float eps, float* qkv_n_c,
