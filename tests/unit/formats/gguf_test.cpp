@@ -286,6 +286,39 @@ TEST(GgufReader, ReadsReferenceConverterOutput) {
     for (int i = 0; i < 32; ++i) EXPECT_NEAR(n1[i], n2[i] + 1.0f, 1e-6f);
 }
 
+// quant_mix.gguf was written byte by byte by make_fixtures.py: alignment 64, nested array, and one
+// tensor per quant type whose decoded values NumPy computed independently.
+TEST(GgufReader, ReadsPythonWrittenQuantFile) {
+    auto r = GgufFile::open(fixture("quant_mix.gguf"));
+    ASSERT_TRUE(r.ok()) << r.status();
+    const GgufFile& f = **r;
+    EXPECT_EQ(*f.get_uint("general.alignment"), 64u);
+    EXPECT_TRUE(*f.get_bool("test.flag"));
+    EXPECT_EQ(*f.get_float("test.f64"), 0.125);
+    const auto& nested = std::get<std::shared_ptr<GgufArray>>(f.find("test.nested")->v);
+    ASSERT_EQ(nested->items.size(), 2u);
+    EXPECT_EQ(std::get<int64_t>(std::get<std::shared_ptr<GgufArray>>(nested->items[0].v)->items[0].v), -1);
+    ASSERT_EQ(f.tensors().size(), 6u);
+    for (const GgufTensor& t : f.tensors()) {
+        const DTypeInfo& info = dtype_info(t.type);
+        EXPECT_EQ(t.name, std::string(info.name) + ".weight");
+        EXPECT_EQ(t.offset % 64, 0u);
+        ASSERT_EQ(t.ne.size(), 2u);
+        EXPECT_EQ(t.ne[1], 2);
+        const auto want = test::read_array<float>(fixture(std::string("quant_") + info.name + ".f32"));
+        ASSERT_EQ(static_cast<size_t>(t.n_elements()), want.size());
+        const uint64_t rb = *row_bytes(t.type, t.ne[0]);
+        EXPECT_EQ(t.nbytes, 2 * rb);
+        std::vector<float> got(want.size());
+        for (int row = 0; row < 2; ++row) {
+            dequantize_row(t.type, t.data + row * rb, got.data() + row * t.ne[0], t.ne[0]);
+        }
+        for (size_t i = 0; i < got.size(); ++i) {
+            ASSERT_NEAR(got[i], want[i], 1e-6f * std::fabs(want[i]) + 1e-30f) << t.name << " " << i;
+        }
+    }
+}
+
 // Every proper prefix that cuts into the header or any tensor's bytes must fail with the file name;
 // prefixes that only drop the trailing padding still hold every tensor and parse.
 TEST(GgufReader, EveryTruncationIsAnError) {

@@ -15,6 +15,7 @@ Files (little-endian raw arrays):
   f16_in.u16 / f16_out.f32       f16 bit patterns -> f32
   f32_to_f16_in.f32 / _out.u16   f32 -> f16, round to nearest even (incl. ties, subnormals, overflow)
   f32_to_bf16_in.f32 / _out.u16  f32 -> bf16, round to nearest even
+  quant_mix.gguf                 alignment 64, nested array, one 2-row tensor per quant type (the blocks above)
   tiny.gguf                      to_gguf.py --f16 of a tiny random model (make_model.py)
   tiny_st/                       that model's sharded safetensors + model.safetensors.index.json
   ref_stio.safetensors           written by stio.save (F32, with __metadata__)
@@ -247,6 +248,44 @@ def bf16_nearest(v):
     return hi
 
 
+# ----------------------------------------------------------------------------- a GGUF with quantised tensors
+
+GGML_IDS = {"q4_0": 2, "q4_1": 3, "q8_0": 8, "q4_k": 12, "q5_k": 13, "q6_k": 14}
+
+
+def gguf_str(s):
+    b = s.encode("utf-8")
+    return struct.pack("<Q", len(b)) + b
+
+
+def write_quant_gguf():
+    """quant_mix.gguf: alignment 64, a nested array, and one tensor per quant type holding the blocks of
+    quant_<type>.bin (so the reader test can compare against quant_<type>.f32). Written byte by byte here,
+    independently of both C++ and to_gguf.py."""
+    align = 64
+    kv = [gguf_str("general.alignment") + struct.pack("<II", 4, align),
+          gguf_str("general.architecture") + struct.pack("<I", 8) + gguf_str("quant_mix"),
+          gguf_str("test.nested") + struct.pack("<IIQ", 9, 9, 2) + struct.pack("<IQii", 5, 2, -1, 2)
+          + struct.pack("<IQi", 5, 1, 3),
+          gguf_str("test.flag") + struct.pack("<IB", 7, 1),
+          gguf_str("test.f64") + struct.pack("<Id", 12, 0.125)]
+    infos, blobs, off = [], [], 0
+    for name, (size, _, _) in QUANTS.items():
+        data = open(os.path.join(OUT, f"quant_{name}.bin"), "rb").read()
+        n_blocks = len(data) // size
+        elems = {"q4_0": 32, "q4_1": 32, "q8_0": 32}.get(name, 256)
+        ne = [elems * n_blocks // 2, 2]  # two rows
+        infos.append(gguf_str(f"{name}.weight") + struct.pack("<I", 2) + struct.pack("<2Q", *ne)
+                     + struct.pack("<IQ", GGML_IDS[name], off))
+        pad = (-len(data)) % align
+        blobs.append(data + b"\0" * pad)
+        off += len(data) + pad
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(infos), len(kv)) + b"".join(kv) + b"".join(infos)
+    head += b"\0" * ((-len(head)) % align)
+    with open(os.path.join(OUT, "quant_mix.gguf"), "wb") as f:
+        f.write(head + b"".join(blobs))
+
+
 # ----------------------------------------------------------------------------- model files
 
 def write_models(ref):
@@ -283,6 +322,7 @@ def main():
     rng = np.random.default_rng(20240601)
     write_quant_blocks(rng)
     write_ref_quants(rng)
+    write_quant_gguf()
     write_halves(rng)
     write_models(a.ref)
     print(f"wrote {OUT}")
