@@ -128,6 +128,8 @@ absl::Status Tokenizer::encode_ordinary(std::string_view text, std::vector<int32
 
 absl::Status Tokenizer::encode_append(std::string_view text, const EncodeOptions& opt,
                                       std::vector<int32_t>& out) const {
+    // No token covers more than max_token_bytes_ bytes, so longer text cannot fit: reject it unread.
+    if (opt.max_tokens && text.size() / max_token_bytes_ > opt.max_tokens) return too_long(opt.max_tokens);
     std::string repaired;
     if (size_t bad = utf8_find_invalid(text); bad != std::string_view::npos) {
         if (opt.invalid_utf8 == InvalidUtf8::kError)
@@ -138,8 +140,6 @@ absl::Status Tokenizer::encode_append(std::string_view text, const EncodeOptions
     }
     const size_t base = out.size();
     const size_t limit = opt.max_tokens ? base + opt.max_tokens : 0;
-    // No token covers more than max_token_bytes_ bytes, so longer text cannot fit: reject it unread.
-    if (opt.max_tokens && text.size() / max_token_bytes_ > opt.max_tokens) return too_long(opt.max_tokens);
     size_t pos = 0;
     while (pos < text.size()) {
         const Added* hit = nullptr;

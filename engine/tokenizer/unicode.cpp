@@ -153,7 +153,8 @@ size_t utf8_complete_prefix(std::string_view s) {
     for (size_t back = 1; back <= 3 && back <= n; ++back) {
         const auto b = static_cast<uint8_t>(s[n - back]);
         if ((b & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead
-        size_t want = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+        if (b < 0xC2 || b > 0xF4) return n;  // ASCII or a byte that never starts a sequence
+        size_t want = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : 2;
         if (want > back && maximal_subpart(s, n - back) == back) return n - back;  // valid so far, incomplete
         return n;
     }

@@ -1,3 +1,0 @@
-#include <gtest/gtest.h>
-#include "engine/tokenizer/tokenizer.h"
-TEST(Smoke, Builds) { SUCCEED(); }
