@@ -275,8 +275,7 @@ nlohmann::json config_to_hf_json(const ModelConfig& c) {
     for (bool a : c.is_attention) lt.push_back(a ? "full_attention" : "linear_attention");
     j["layer_types"] = lt;
     j["full_attention_interval"] = 4;
-    int64_t half = c.rotary_dim / 2;
-    int64_t s0 = half * 11 / 32, s1 = half * 11 / 32;
+    const int64_t half = c.rotary_dim / 2, s0 = (half + 2) / 3, s1 = (half + 1) / 3;  // [11, 11, 10] for 64
     j["rope_parameters"] = {{"rope_type", "default"},
                             {"rope_theta", c.rope_theta},
                             {"partial_rotary_factor", c.head_dim ? double(c.rotary_dim) / double(c.head_dim) : 0.25},
