@@ -106,7 +106,7 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     const auto* p = static_cast<const uint8_t*>(src);
     switch (t) {
         case DType::F32:
-            std::memcpy(dst, p, static_cast<size_t>(n) * 4);
+            if (n > 0) std::memcpy(dst, p, static_cast<size_t>(n) * 4);
             return;
         case DType::F16: {
             const float* table = qb::f16_table();

@@ -190,7 +190,7 @@ absl::Status GgufWriter::write(const std::string& path) const {
     for (const Pending& t : tensors_) {
         // Zero-filled so a producer that writes less than promised leaves zeros, not stale bytes.
         buf.assign(t.nbytes, 0);
-        if (t.produce) t.produce(buf.data(), t.nbytes);
+        if (t.produce && t.nbytes > 0) t.produce(buf.data(), t.nbytes);
         DG_RETURN_IF_ERROR(out.write(buf.data(), t.nbytes));
         DG_RETURN_IF_ERROR(out.pad_to(t.nbytes, align));
     }

@@ -274,7 +274,7 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
     auto* out = static_cast<uint8_t*>(dst);
     switch (t) {
         case DType::F32:
-            std::memcpy(out, src, static_cast<size_t>(n) * 4);
+            if (n > 0) std::memcpy(out, src, static_cast<size_t>(n) * 4);
             return;
         case DType::F16:
             for (int64_t i = 0; i < n; ++i) store_u16(out + 2 * i, f32_to_f16(src[i]));

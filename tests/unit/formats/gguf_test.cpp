@@ -80,7 +80,7 @@ std::vector<uint8_t> pattern(uint64_t n, uint8_t seed) {
 GgufWriter::Producer fill(uint8_t seed) {
     return [seed](uint8_t* dst, uint64_t n) {
         const auto p = pattern(n, seed);
-        std::memcpy(dst, p.data(), n);
+        if (n > 0) std::memcpy(dst, p.data(), n);
     };
 }
 
