@@ -57,10 +57,22 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
         });
     }
 
-    // 2. Each query row attends to positions [0, pos] of its own sequence.
+    // 2. Each query row attends to positions [0, pos] of its own sequence. The sequence's K/V are
+    //    dequantised once into f32 ([kv head][position][hd]) and shared by every query row and head.
+    std::vector<float> kf, vf;
     for (const SeqSlice& s : b.seqs) {
+        const int64_t P = int64_t(s.pos0) + s.len;
+        kf.resize(Hkv * P * hd);
+        vf.resize(Hkv * P * hd);
+        parallel_for(P * Hkv, [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) {
+                const int64_t h = i / P, p = i % P;
+                dequantize_row(kv.type, kv_row(kv.k, s, p, h), &kf[(h * P + p) * hd], hd);
+                dequantize_row(kv.type, kv_row(kv.v, s, p, h), &vf[(h * P + p) * hd], hd);
+            }
+        }, 64);
         parallel_for(int64_t(s.len) * Hq, [&](int64_t i0, int64_t i1) {
-            std::vector<float> q(hd), krow(hd), vrow(hd), acc(hd), scores;
+            std::vector<float> q(hd), acc(hd), scores;
             for (int64_t i = i0; i < i1; ++i) {
                 const int64_t t = i / Hq, h = i % Hq, pos = s.pos0 + t, r = s.begin + t, kvh = h / group;
                 const float* qsrc = qg + (r * Hq + h) * 2 * hd;  // per head [query hd | gate hd]
@@ -68,12 +80,13 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
                 for (int64_t j = 0; j < hd; ++j) q[j] = qsrc[j];
                 rms_norm_row(q.data(), w.q_norm.data(), hd, eps);
                 rope_row(q.data(), d.rotary_dim, d.rope_theta, pos);
+                const float* K = &kf[kvh * P * hd];
+                const float* V = &vf[kvh * P * hd];
                 scores.resize(pos + 1);
                 float mx = -INFINITY;
                 for (int64_t p = 0; p <= pos; ++p) {
-                    dequantize_row(kv.type, kv_row(kv.k, s, p, kvh), krow.data(), hd);
                     float dot = 0.f;
-                    for (int64_t j = 0; j < hd; ++j) dot += q[j] * krow[j];
+                    for (int64_t j = 0; j < hd; ++j) dot += q[j] * K[p * hd + j];
                     scores[p] = dot * scale;
                     mx = std::max(mx, scores[p]);
                 }
@@ -81,9 +94,8 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
                 for (int64_t p = 0; p <= pos; ++p) sum += scores[p] = std::exp(scores[p] - mx);
                 std::fill(acc.begin(), acc.end(), 0.f);
                 for (int64_t p = 0; p <= pos; ++p) {
-                    dequantize_row(kv.type, kv_row(kv.v, s, p, kvh), vrow.data(), hd);
                     const float pr = scores[p] / sum;
-                    for (int64_t j = 0; j < hd; ++j) acc[j] += pr * vrow[j];
+                    for (int64_t j = 0; j < hd; ++j) acc[j] += pr * V[p * hd + j];
                 }
                 float* o = out + (r * Hq + h) * hd;
                 for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] / (1.f + std::exp(-gate[j]));
