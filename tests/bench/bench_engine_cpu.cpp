@@ -1,0 +1,148 @@
+// CPU forward-pass throughput (prefill and decode tok/s) for the tiny and 0.8B shapes, beside the
+// bound: decode bytes per token (weights + GDN state + KV) over measured read bandwidth, prefill
+// FLOPs per token over the achieved FLOP rate. Prints a table; never asserts on time.
+//
+//   bench_engine_cpu [--presets tiny,0.8b] [--type f32|f16|bf16|q8_0|...] [--prefill N] [--decode N]
+// Models are written once to $TMPDIR/deltagate-bench/<preset>-<type>.gguf by the same exporter as
+// `deltagate make-model`.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/cpu/parallel.h"
+#include "engine/model_export.h"
+#include "engine/model_source.h"
+#include "engine/runner.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Read bandwidth: all threads summing a buffer far larger than the caches (what streaming weights needs).
+double read_gbs() {
+    const size_t n = size_t(512) << 20;
+    std::vector<float> a(n / sizeof(float), 1.f);
+    double best = 0;
+    volatile float sink = 0;
+    for (int rep = 0; rep < 4; ++rep) {
+        auto t = Clock::now();
+        const int64_t chunks = int64_t(a.size() >> 18);
+        std::vector<float> part(chunks);
+        dg::cpu::parallel_for(chunks, [&](int64_t c0, int64_t c1) {
+            for (int64_t c = c0; c < c1; ++c) {
+                float acc[16] = {};
+                const float* p = a.data() + (c << 18);
+                for (int64_t i = 0; i < (1 << 18); i += 16)
+                    for (int j = 0; j < 16; ++j) acc[j] += p[i + j];
+                for (float x : acc) part[c] += x;
+            }
+        });
+        for (float x : part) sink = sink + x;
+        best = std::max(best, double(n) / seconds_since(t) / 1e9);
+    }
+    return best;
+}
+
+// Multiply-adds per token in the matrices (the attention and delta-rule terms are small at these lengths).
+double matmul_flops_per_token(const dg::ModelWeights& w) {
+    const dg::ModelConfig& c = w.config;
+    auto m = [](const dg::Matrix& x) { return x.empty() ? 0.0 : double(x.rows) * double(x.cols); };
+    double macs = m(w.lm_head);
+    for (const auto& l : w.layers) {
+        if (l.is_attention) macs += m(l.attn.q) + m(l.attn.k) + m(l.attn.v) + m(l.attn.o);
+        else macs += m(l.gdn.qkv) + m(l.gdn.z) + m(l.gdn.beta) + m(l.gdn.alpha) + m(l.gdn.out);
+        macs += m(l.mlp.gate) + m(l.mlp.up) + m(l.mlp.down);
+        if (c.is_moe()) {
+            macs += m(l.moe.router) + m(l.moe.shared.gate) + m(l.moe.shared.up) + m(l.moe.shared.down);
+            macs += double(c.n_experts_used) * 3.0 * double(c.expert_intermediate) * double(c.hidden);
+        }
+    }
+    return 2.0 * macs;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string presets = "tiny,0.8b", type = "f32";
+    int64_t n_prefill = 128, n_decode = 32;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        std::string k = argv[i], v = argv[i + 1];
+        if (k == "--presets") presets = v;
+        else if (k == "--type") type = v;
+        else if (k == "--prefill") (void)absl::SimpleAtoi(v, &n_prefill);
+        else if (k == "--decode") (void)absl::SimpleAtoi(v, &n_decode);
+        else {
+            std::fprintf(stderr, "unknown flag %s\n", k.c_str());
+            return 2;
+        }
+    }
+    const double bw = read_gbs();
+    std::printf("machine: %d threads, read bandwidth %.1f GB/s\n\n", dg::cpu::num_threads(), bw);
+    std::printf("| model | weights | prefill tok/s (%lld tok) | prefill GFLOP/s | decode tok/s | decode GB/s | decode bound tok/s | %% of bound |\n",
+                (long long)n_prefill);
+    std::printf("|---|---|---|---|---|---|---|---|\n");
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / "deltagate-bench";
+    fs::create_directories(dir);
+    for (absl::string_view preset : absl::StrSplit(presets, ',')) {
+        auto cfg = dg::preset_config(std::string(preset));
+        if (!cfg.ok()) {
+            std::fprintf(stderr, "%s\n", std::string(cfg.status().message()).c_str());
+            return 1;
+        }
+        const fs::path file = dir / (std::string(preset) + "-" + type + ".gguf");
+        if (!fs::exists(file)) {
+            std::fprintf(stderr, "writing %s ...\n", file.c_str());
+            dg::GgufExportOptions opt;
+            opt.type = type;
+            auto s = dg::export_gguf(dg::random_model(*cfg, 0), file.string(), opt);
+            if (!s.ok()) {
+                std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+                return 1;
+            }
+        }
+        dg::RunnerOptions ro;
+        ro.max_seqs = 1;
+        ro.max_tokens_per_seq = n_prefill + n_decode + 1;
+        ro.prefill_chunk = int32_t(n_prefill);
+        auto r = dg::Runner::open(file.string(), dg::BackendKind::kCpu, ro);
+        if (!r.ok()) {
+            std::fprintf(stderr, "%s\n", std::string(r.status().message()).c_str());
+            return 1;
+        }
+        dg::Runner& run = **r;
+        const dg::ModelWeights& w = run.model().weights();
+        std::vector<int32_t> prompt;
+        for (int64_t i = 0; i < n_prefill; ++i) prompt.push_back(int32_t((i * 7919 + 13) % cfg->vocab_size));
+        auto seq = run.new_sequence();
+        auto t0 = Clock::now();
+        auto l = run.feed(*seq, prompt, false);
+        const double t_prefill = seconds_since(t0);
+        t0 = Clock::now();
+        for (int64_t i = 0; i < n_decode && l.ok(); ++i) l = run.feed(*seq, std::vector<int32_t>{int32_t(i % 100)}, false);
+        const double t_decode = seconds_since(t0);
+        if (!l.ok()) {
+            std::fprintf(stderr, "%s\n", std::string(l.status().message()).c_str());
+            return 1;
+        }
+        // Bytes one decode step must read: all matrices except the embedding table (one row of it),
+        // the GDN state read and written, and the KV of the attention layers at the average depth.
+        const double weight_bytes = double(w.total_bytes()) - (w.lm_head.data == w.embed.data ? 0.0 : double(w.embed.rows) * w.embed.row_bytes);
+        const double kv_bytes = double(cfg->n_attention_layers()) * 2 * cfg->n_kv_heads * cfg->head_dim * 2.0 /*f16*/ *
+                                (double(n_prefill) + n_decode / 2.0);
+        const double bytes = weight_bytes + 2.0 * double(cfg->state_bytes_per_seq()) + kv_bytes;
+        const double dec_tps = n_decode / t_decode, pre_tps = n_prefill / t_prefill;
+        const double bound = bw * 1e9 / bytes;
+        std::printf("| %s | %s %.2f GB | %.1f | %.1f | %.2f | %.2f | %.1f | %.0f%% |\n", std::string(preset).c_str(),
+                    type.c_str(), weight_bytes / 1e9, pre_tps, pre_tps * matmul_flops_per_token(w) / 1e9, dec_tps,
+                    dec_tps * bytes / 1e9, bound, 100.0 * dec_tps / bound);
+        std::fflush(stdout);
+    }
+    return 0;
+}
