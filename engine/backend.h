@@ -51,6 +51,9 @@ public:
     virtual int64_t state_floats() const = 0;                           // floats in one slot
     virtual void state_download(int32_t slot, float* host) = 0;        // checkpoint to host RAM
     virtual void state_upload(int32_t slot, const float* host) = 0;    // restore from host RAM
+    // Copies KV block `src` to `dst` in every attention layer (K and V). The scheduler uses it to give a
+    // sequence resuming from a checkpoint at a position inside a block its own copy of that block.
+    virtual void kv_copy_block(int32_t dst, int32_t src) = 0;
 
     // --- ops (n = rows/tokens in the step)
     virtual void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x_n_h) = 0;

@@ -37,6 +37,7 @@ public:
                                                                " cannot store head_dim ", c.head_dim, ": ",
                                                                rb.status().message()));
             kv_row_bytes_ = int64_t(*rb);
+            n_kv_heads_ = c.n_kv_heads;
             const uint64_t bytes = uint64_t(layout.n_blocks) * layout.block_tokens * c.n_kv_heads * kv_row_bytes_;
             kv_.assign(c.n_attention_layers(), {});
             for (auto& l : kv_) {
@@ -61,6 +62,14 @@ public:
     }
     void state_download(int32_t s, float* host) override { std::memcpy(host, slot(s), state_floats() * sizeof(float)); }
     void state_upload(int32_t s, const float* host) override { std::memcpy(slot(s), host, state_floats() * sizeof(float)); }
+    void kv_copy_block(int32_t dst, int32_t src) override {
+        if (dst == src) return;
+        const int64_t block_bytes = int64_t(layout_.block_tokens) * n_kv_heads_ * kv_row_bytes_;
+        for (KvStore& l : kv_) {
+            std::memcpy(l.k.data() + dst * block_bytes, l.k.data() + src * block_bytes, block_bytes);
+            std::memcpy(l.v.data() + dst * block_bytes, l.v.data() + src * block_bytes, block_bytes);
+        }
+    }
 
     void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x) override {
         for (int32_t t = 0; t < n; ++t) dequantize_row(table.type, table.row(tokens[t]), x + int64_t(t) * table.cols, table.cols);
@@ -111,7 +120,7 @@ private:
     };
 
     CacheLayout layout_;
-    int64_t kv_row_bytes_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
+    int64_t kv_row_bytes_ = 0, n_kv_heads_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
     std::vector<KvStore> kv_;
     std::vector<float> states_;  // [slot][gdn layer][conv (K-1)*C | S Hv*dk*dv]
 };
