@@ -10,19 +10,6 @@
 
 namespace dg {
 
-namespace qb {
-
-const float* f16_table() {
-    static const float* table = [] {
-        auto* t = new float[65536];
-        for (uint32_t h = 0; h < 65536; ++h) t[h] = f16_to_f32(static_cast<uint16_t>(h));
-        return t;
-    }();
-    return table;
-}
-
-}  // namespace qb
-
 namespace {
 
 using BlockFn = void (*)(const uint8_t*, float*);
@@ -109,12 +96,11 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
             if (n > 0) std::memcpy(dst, p, static_cast<size_t>(n) * 4);
             return;
         case DType::F16: {
-            const float* table = qb::f16_table();
-            for (int64_t i = 0; i < n; ++i) dst[i] = table[qb::load_u16(p + 2 * i)];
+            for (int64_t i = 0; i < n; ++i) dst[i] = qb::f16_to_f32_fast(qb::load_u16(p + 2 * i));
             return;
         }
         case DType::BF16:
-            for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(qb::load_u16(p + 2 * i));
+            for (int64_t i = 0; i < n; ++i) dst[i] = qb::bf16_to_f32_fast(qb::load_u16(p + 2 * i));
             return;
         default:
             break;
@@ -144,16 +130,15 @@ float dot_row(DType t, const void* row, const float* x, int64_t n) {
         case DType::BF16: {
             // Convert 256 at a time into a stack buffer, then the f32 kernel.
             alignas(64) float buf[256];
-            const float* table = qb::f16_table();
             float s = 0.0f;
             for (int64_t i = 0; i < n; i += 256) {
                 const int64_t m = n - i < 256 ? n - i : 256;
                 if (t == DType::F32) {
                     std::memcpy(buf, p + 4 * i, static_cast<size_t>(m) * 4);
                 } else if (t == DType::F16) {
-                    for (int64_t j = 0; j < m; ++j) buf[j] = table[qb::load_u16(p + 2 * (i + j))];
+                    for (int64_t j = 0; j < m; ++j) buf[j] = qb::f16_to_f32_fast(qb::load_u16(p + 2 * (i + j)));
                 } else {
-                    for (int64_t j = 0; j < m; ++j) buf[j] = bf16_to_f32(qb::load_u16(p + 2 * (i + j)));
+                    for (int64_t j = 0; j < m; ++j) buf[j] = qb::bf16_to_f32_fast(qb::load_u16(p + 2 * (i + j)));
                 }
                 s += dot_f32_any(buf, x + i, m);
             }

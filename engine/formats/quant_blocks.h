@@ -3,6 +3,7 @@
 // blocks of 18/34/210 bytes leave the f16 fields at any alignment.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 
@@ -27,7 +28,22 @@ inline uint16_t load_u16(const uint8_t* p) {
     return v;
 }
 inline void store_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
-inline float load_f16(const uint8_t* p) { return f16_to_f32(load_u16(p)); }
+// Branch-free, inlinable conversions for hot loops (the exported f16_to_f32 lives in another TU, and a
+// call per element blocks vectorisation). Selects are written as bit masks so GCC if-converts and
+// vectorises them; subnormals go through an exact int->float conversion, so no denormal arithmetic
+// (slow on x86) is involved.
+inline float f16_to_f32_fast(uint16_t h) {
+    const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+    const uint32_t em = h & 0x7fffu;
+    const uint32_t is_sub = 0u - static_cast<uint32_t>(em < 0x400u);
+    const uint32_t is_special = 0u - static_cast<uint32_t>(em >= 0x7c00u);  // inf / NaN
+    // Normal: rebias the exponent by 127 - 15; inf/NaN: a second 112 lifts it to all ones.
+    const uint32_t normal = (em << 13) + (112u << 23) + (is_special & (112u << 23));
+    const uint32_t sub = std::bit_cast<uint32_t>(static_cast<float>(static_cast<int32_t>(em)) * 5.9604644775390625e-8f);
+    return std::bit_cast<float>(((normal & ~is_sub) | (sub & is_sub)) | sign);
+}
+inline float bf16_to_f32_fast(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+inline float load_f16(const uint8_t* p) { return f16_to_f32_fast(load_u16(p)); }
 
 // K-quant packed 6-bit (scale, min) pair j of 8 (ggml's get_scale_min_k4).
 inline void scale_min_k4(int j, const uint8_t* s, uint8_t* sc, uint8_t* mn) {
@@ -106,27 +122,26 @@ inline void dequant_q5_k(const uint8_t* b, float* y) {
 }
 
 inline void dequant_q6_k(const uint8_t* b, float* y) {
-    const float d = load_f16(b + kQ6_K_D);
+    // Pass 1 unpacks the 6-bit levels in element order; pass 2 scales each 16-element sub-block. Both
+    // loops are simple enough to vectorise, unlike a fused loop with per-element scale lookups.
+    int8_t q[256];
     for (int half = 0; half < 2; ++half) {
         const uint8_t* ql = b + kQ6_K_Ql + 64 * half;
         const uint8_t* qh = b + kQ6_K_Qh + 32 * half;
-        const int8_t* sc = reinterpret_cast<const int8_t*>(b + kQ6_K_Sc) + 8 * half;
-        float* out = y + 128 * half;
+        int8_t* out = q + 128 * half;
         for (int l = 0; l < 32; ++l) {
-            const int is = l / 16;
-            const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-            const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            out[l] = d * sc[is] * static_cast<float>(q1);
-            out[l + 32] = d * sc[is + 2] * static_cast<float>(q2);
-            out[l + 64] = d * sc[is + 4] * static_cast<float>(q3);
-            out[l + 96] = d * sc[is + 6] * static_cast<float>(q4);
+            out[l] = static_cast<int8_t>(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+            out[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            out[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            out[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
         }
     }
+    const float d = load_f16(b + kQ6_K_D);
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + kQ6_K_Sc);
+    for (int j = 0; j < 16; ++j) {
+        const float dl = d * sc[j];  // (d * sc) * q, the order ggml multiplies in
+        for (int i = 0; i < 16; ++i) y[16 * j + i] = dl * static_cast<float>(q[16 * j + i]);
+    }
 }
-
-// 64K-entry f16 -> f32 table: x86-64-v2 has no F16C, and a lookup beats the bit fiddling in hot loops.
-const float* f16_table();
 
 }  // namespace dg::qb

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "engine/formats/dtype.h"
+#include "engine/formats/quant_blocks.h"
 #include "test_util.h"
 
 namespace dg {
@@ -96,6 +97,15 @@ TEST(HalfConversion, F16RoundTripsEveryPattern) {
         }
     }
     EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(std::nanf("")))));
+}
+
+// The inlinable conversions used in hot loops agree with the exported ones on every pattern.
+TEST(HalfConversion, FastPathsMatchForEveryPattern) {
+    for (uint32_t h = 0; h < 65536; ++h) {
+        const auto x = static_cast<uint16_t>(h);
+        ASSERT_EQ(bits(qb::f16_to_f32_fast(x)), bits(f16_to_f32(x))) << std::hex << h;
+        ASSERT_EQ(bits(qb::bf16_to_f32_fast(x)), bits(bf16_to_f32(x))) << std::hex << h;
+    }
 }
 
 TEST(HalfConversion, F32ToBf16MatchesNearestSearch) {
