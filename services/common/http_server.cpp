@@ -1,0 +1,167 @@
+#include "services/common/http_server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "services/common/metrics.h"
+
+namespace dg {
+namespace {
+
+constexpr size_t kMaxRequestBytes = 16 * 1024;
+constexpr int kIoTimeoutMs = 5000;  // a stuck client gives up its turn after this
+
+const char* reason(int status) {
+    switch (status) {
+        case 200: return "OK";
+        case 400: return "Bad Request";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 431: return "Request Header Fields Too Large";
+        default: return status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+bool write_all(int fd, const std::string& data) {
+    size_t off = 0;
+    while (off < data.size()) {
+        pollfd p{fd, POLLOUT, 0};
+        if (poll(&p, 1, kIoTimeoutMs) <= 0) return false;
+        const ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0) return false;
+        off += size_t(n);
+    }
+    return true;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& address, Handler handler) {
+    const size_t colon = address.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535)
+        return absl::InvalidArgumentError(absl::StrCat("http: listen address must be host:port, got '", address, "'"));
+    std::unique_ptr<HttpServer> s(new HttpServer());
+    s->handler_ = std::move(handler);
+    s->host_ = address.substr(0, colon);
+    if (s->host_.empty()) s->host_ = "0.0.0.0";
+
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    if (int rc = getaddrinfo(s->host_.c_str(), nullptr, &hints, &res); rc != 0 || !res)
+        return absl::InvalidArgumentError(absl::StrCat("http: cannot resolve '", s->host_, "': ", gai_strerror(rc)));
+    sockaddr_in sa = *reinterpret_cast<sockaddr_in*>(res->ai_addr);
+    freeaddrinfo(res);
+    sa.sin_port = htons(uint16_t(port));
+
+    s->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s->listen_fd_ < 0) return absl::InternalError(absl::StrCat("http: socket: ", std::strerror(errno)));
+    int one = 1;
+    setsockopt(s->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(s->listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+        return absl::UnavailableError(absl::StrCat("http: cannot listen on ", address, ": ", std::strerror(errno)));
+    if (::listen(s->listen_fd_, 16) != 0)
+        return absl::UnavailableError(absl::StrCat("http: listen ", address, ": ", std::strerror(errno)));
+    socklen_t len = sizeof sa;
+    getsockname(s->listen_fd_, reinterpret_cast<sockaddr*>(&sa), &len);
+    s->port_ = ntohs(sa.sin_port);
+    if (::pipe2(s->wake_, O_CLOEXEC) != 0) return absl::InternalError("http: pipe failed");
+    s->thread_ = std::thread([p = s.get()] { p->run(); });
+    return s;
+}
+
+HttpServer::~HttpServer() {
+    stop();
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    for (int fd : wake_)
+        if (fd >= 0) ::close(fd);
+}
+
+void HttpServer::stop() {
+    if (stopping_.exchange(true)) return;
+    if (wake_[1] >= 0) {
+        const char c = 0;
+        [[maybe_unused]] ssize_t n = ::write(wake_[1], &c, 1);
+    }
+    if (thread_.joinable()) thread_.join();
+}
+
+void HttpServer::run() {
+    while (!stopping_.load()) {
+        pollfd p[2] = {{listen_fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        if (p[1].revents) return;
+        if (!(p[0].revents & POLLIN)) continue;
+        const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) continue;
+        serve(fd);
+        ::close(fd);
+    }
+}
+
+void HttpServer::serve(int fd) {
+    std::string buf;
+    size_t header_end = std::string::npos;
+    while (header_end == std::string::npos) {
+        if (buf.size() > kMaxRequestBytes) {
+            write_all(fd, "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            return;
+        }
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, kIoTimeoutMs) <= 0) return;
+        char chunk[4096];
+        const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        buf.append(chunk, size_t(n));
+        header_end = buf.find("\r\n\r\n");
+    }
+    // Request line: METHOD SP target SP HTTP/1.x
+    const std::string line = buf.substr(0, buf.find("\r\n"));
+    const size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+    HttpResponse resp;
+    HttpRequest req;
+    if (sp1 == std::string::npos || sp2 == sp1 || line.compare(sp2 + 1, 5, "HTTP/") != 0) {
+        resp = {400, "text/plain; charset=utf-8", "bad request line\n"};
+    } else {
+        req.method = line.substr(0, sp1);
+        std::string target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+        if (const size_t q = target.find('?'); q != std::string::npos) {
+            req.query = target.substr(q + 1);
+            target.resize(q);
+        }
+        req.path = target;
+        if (req.method != "GET" && req.method != "HEAD") resp = {405, "text/plain; charset=utf-8", "GET or HEAD only\n"};
+        else resp = handler_(req);
+    }
+    std::string out = absl::StrCat("HTTP/1.1 ", resp.status, " ", reason(resp.status), "\r\nContent-Type: ",
+                                   resp.content_type, "\r\nContent-Length: ", resp.body.size(),
+                                   resp.status == 405 ? "\r\nAllow: GET, HEAD" : "", "\r\nConnection: close\r\n\r\n");
+    if (req.method != "HEAD") out += resp.body;
+    write_all(fd, out);
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> serve_metrics(const std::string& address, metrics::Registry& registry) {
+    return HttpServer::start(address, [&registry](const HttpRequest& r) {
+        if (r.path == "/metrics") return HttpResponse{200, metrics::kContentType, registry.render()};
+        return HttpResponse{404, "text/plain; charset=utf-8", "not found: try /metrics\n"};
+    });
+}
+
+}  // namespace dg
