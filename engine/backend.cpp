@@ -32,7 +32,7 @@ absl::StatusOr<std::unique_ptr<Backend>> make_backend(BackendKind kind) {
     return absl::FailedPreconditionError("backend cuda: this build of deltagate has no CUDA support (nvcc was not found)");
 #else
     if (!cuda_available()) return absl::FailedPreconditionError("backend cuda: no CUDA device is visible");
-    return absl::UnimplementedError("backend cuda: the CUDA forward pass is not implemented yet (issue 6)");
+    return cuda::make_cuda_backend();
 #endif
 }
 

@@ -26,7 +26,10 @@ Inputs make(int32_t len, int64_t dk, int64_t dv, float gmin, float gmax, bool st
         for (int32_t t = 0; t < len; ++t) {
             float ss = 0;
             std::vector<float> r(dk);
-            for (auto& e : r) ss += (e = n01(rng)) * e;
+            for (auto& e : r) {
+                e = n01(rng);
+                ss += e * e;
+            }
             for (auto e : r) x.push_back(e / std::sqrt(ss) * scale);
         }
     };
