@@ -58,6 +58,9 @@ absl::StatusOr<RequestId> EngineLoop::submit(Request r) {
     if (r.n < 1 || r.n > opt_.max_n)
         return absl::InvalidArgumentError(absl::StrCat("request: n must be in [1, ", opt_.max_n, "], got ", r.n));
     DG_RETURN_IF_ERROR(validate_sampling(r.sampling));
+    if (r.top_logprobs < 0 || r.top_logprobs > kMaxTopLogprobs)
+        return absl::InvalidArgumentError(
+            absl::StrCat("request: top_logprobs must be in [0, ", kMaxTopLogprobs, "], got ", r.top_logprobs));
     for (int32_t t : r.stop_tokens)
         if (t < 0 || t >= V) return absl::InvalidArgumentError(absl::StrCat("request: stop token ", t, " is outside the vocabulary"));
     for (int32_t p : r.checkpoint_at)
@@ -116,7 +119,7 @@ void EngineLoop::end_request(RequestId id, FinishReason why, const absl::Status&
         if (seqs_.contains(sid)) finish(sid, why, st);
 }
 
-void EngineLoop::finish(SeqId id, FinishReason why, const absl::Status& st, bool emit_token, int32_t token) {
+void EngineLoop::finish(SeqId id, FinishReason why, const absl::Status& st, const Event* with_token) {
     Seq& s = seqs_.at(id);
     const RequestId rid = s.req;
     ReqState& r = reqs_.at(rid);
@@ -128,10 +131,9 @@ void EngineLoop::finish(SeqId id, FinishReason why, const absl::Status& st, bool
     } else {
         std::erase(waiting_, id);
     }
-    Event e;
+    Event e = with_token ? *with_token : Event{};
     e.id = rid;
     e.index = s.index;
-    e.token = emit_token ? token : -1;
     e.finish = why;
     if (why == FinishReason::kError || why == FinishReason::kCancelled || why == FinishReason::kDeadline) e.status = st;
     seqs_.erase(id);
@@ -412,7 +414,16 @@ void EngineLoop::on_token(SeqId id, std::span<const float> logits) {
         fork(id, logits);
     }
     Seq& me = seqs_.at(id);  // fork() inserted into seqs_ (std::map: references stay valid, but be plain)
-    const int32_t token = me.sampler.sample(logits);
+    const int32_t token = me.sampler.sample(logits, me.tokens, me.prompt_len);
+    Event e;
+    e.id = me.req;
+    e.index = me.index;
+    e.token = token;
+    if (r.req.logprobs || r.req.top_logprobs > 0) {
+        TokenLogprobs lp = compute_logprobs(logits, token, r.req.top_logprobs);
+        e.logprob = lp.logprob;
+        e.top_logprobs = std::move(lp.top);
+    }
     me.tokens.push_back(token);
     ++me.generated;
     ++r.usage.completion_tokens;
@@ -420,13 +431,9 @@ void EngineLoop::on_token(SeqId id, std::span<const float> logits) {
     if (stop_token(me, token)) why = FinishReason::kStop;
     else if (me.generated >= r.req.max_tokens || int32_t(me.tokens.size()) > max_seq_len_) why = FinishReason::kLength;
     if (why != FinishReason::kNone) {
-        finish(id, why, absl::OkStatus(), /*emit_token=*/true, token);
+        finish(id, why, absl::OkStatus(), &e);
         return;
     }
-    Event e;
-    e.id = me.req;
-    e.index = me.index;
-    e.token = token;
     emit(r, e);
 }
 

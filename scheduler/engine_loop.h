@@ -75,6 +75,9 @@ public:
     absl::StatusOr<bool> step();
     absl::Status run_until_idle();
     bool idle() const { return running_.empty() && waiting_.empty(); }
+    int32_t n_running() const { return int32_t(running_.size()); }
+    int32_t n_waiting() const { return int32_t(waiting_.size()); }  // sequences (fork children count)
+    int32_t n_requests() const { return int32_t(reqs_.size()); }
 
     LoadDigest digest() const;
     // Proves that every block, slot and checkpoint reference is accounted for (invariants.cpp).
@@ -140,8 +143,8 @@ private:
     void fork(SeqId parent, std::span<const float> logits);
     bool stop_token(const Seq& s, int32_t token) const;
     void release(Seq& s);
-    void finish(SeqId id, FinishReason why, const absl::Status& st = absl::OkStatus(), bool emit_token = false,
-                int32_t token = -1);
+    // `with_token`: the event carrying the last sampled token (and its logprobs), if any.
+    void finish(SeqId id, FinishReason why, const absl::Status& st = absl::OkStatus(), const Event* with_token = nullptr);
     void end_request(RequestId id, FinishReason why, const absl::Status& st);
     void emit(ReqState& r, Event e);
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -38,6 +39,9 @@ struct Event {
     bool request_done = false;  // the request's last event: `usage` is final, the id is forgotten
     Usage usage;                // set when request_done
     absl::Status status;        // set when finish == kError
+    // When the request asked for logprobs and `token` >= 0: log-softmax of the raw logits.
+    float logprob = 0.f;
+    std::vector<std::pair<int32_t, float>> top_logprobs;  // best first (top_logprobs of them)
 };
 
 struct Request {
@@ -50,6 +54,8 @@ struct Request {
     int32_t priority = 0;           // higher first
     uint64_t cache_salt = 0;        // isolates prefix sharing between tenants
     std::vector<int32_t> checkpoint_at;  // client hints: also checkpoint after these prompt positions
+    bool logprobs = false;          // report each sampled token's logprob
+    int32_t top_logprobs = 0;       // and the n best (implies logprobs); [0, kMaxTopLogprobs]
     std::optional<Clock::time_point> deadline;
     // Called from inside EngineLoop::step()/cancel(); must not call back into the loop.
     std::function<void(const Event&)> on_event;

@@ -17,7 +17,68 @@ absl::Status validate_sampling(const SamplingParams& p) {
         return absl::InvalidArgumentError(absl::StrCat("sampling: top_p must be in (0, 1], got ", p.top_p));
     if (!(p.min_p >= 0 && p.min_p <= 1))
         return absl::InvalidArgumentError(absl::StrCat("sampling: min_p must be in [0, 1], got ", p.min_p));
+    if (!std::isfinite(p.repetition_penalty) || p.repetition_penalty <= 0)
+        return absl::InvalidArgumentError(
+            absl::StrCat("sampling: repetition_penalty must be > 0 (1 = off), got ", p.repetition_penalty));
+    if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2))
+        return absl::InvalidArgumentError(
+            absl::StrCat("sampling: presence_penalty must be in [-2, 2], got ", p.presence_penalty));
+    if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2))
+        return absl::InvalidArgumentError(
+            absl::StrCat("sampling: frequency_penalty must be in [-2, 2], got ", p.frequency_penalty));
     return absl::OkStatus();
+}
+
+bool has_penalties(const SamplingParams& p) {
+    return p.repetition_penalty != 1.f || p.presence_penalty != 0.f || p.frequency_penalty != 0.f;
+}
+
+void apply_penalties(const SamplingParams& p, std::span<float> logits, std::span<const int32_t> tokens,
+                     int32_t prompt_len) {
+    const int32_t V = int32_t(logits.size());
+    prompt_len = std::clamp<int32_t>(prompt_len, 0, int32_t(tokens.size()));
+    if (p.repetition_penalty != 1.f) {
+        // Each distinct token once, whether it appears once or many times.
+        std::vector<int32_t> seen(tokens.begin(), tokens.end());
+        std::sort(seen.begin(), seen.end());
+        seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+        for (int32_t t : seen) {
+            if (t < 0 || t >= V) continue;
+            float& l = logits[t];
+            l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
+        }
+    }
+    if (p.presence_penalty != 0.f || p.frequency_penalty != 0.f) {
+        std::vector<int32_t> gen(tokens.begin() + prompt_len, tokens.end());
+        std::sort(gen.begin(), gen.end());
+        for (size_t i = 0; i < gen.size();) {
+            size_t j = i;
+            while (j < gen.size() && gen[j] == gen[i]) ++j;
+            if (gen[i] >= 0 && gen[i] < V)
+                logits[gen[i]] -= p.frequency_penalty * float(j - i) + p.presence_penalty;
+            i = j;
+        }
+    }
+}
+
+TokenLogprobs compute_logprobs(std::span<const float> logits, int32_t token, int32_t top_n) {
+    const int32_t V = int32_t(logits.size());
+    TokenLogprobs out;
+    if (V == 0) return out;
+    const double mx = *std::max_element(logits.begin(), logits.end());
+    double sum = 0;
+    for (float l : logits) sum += std::exp(double(l) - mx);
+    const double lse = mx + std::log(sum);
+    if (token >= 0 && token < V) out.logprob = float(double(logits[token]) - lse);
+    top_n = std::min(top_n, V);
+    if (top_n > 0) {
+        std::vector<int32_t> idx(V);
+        std::iota(idx.begin(), idx.end(), 0);
+        std::partial_sort(idx.begin(), idx.begin() + top_n, idx.end(),
+                          [&](int32_t a, int32_t b) { return logits[a] != logits[b] ? logits[a] > logits[b] : a < b; });
+        for (int32_t i = 0; i < top_n; ++i) out.top.emplace_back(idx[i], float(double(logits[idx[i]]) - lse));
+    }
+    return out;
 }
 
 uint64_t child_seed(uint64_t seed, int32_t index) {
@@ -34,7 +95,14 @@ double Sampler::uniform() {
     return double(z >> 11) * 0x1.0p-53;
 }
 
-int32_t Sampler::sample(std::span<const float> logits) {
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> tokens, int32_t prompt_len) {
+    if (!has_penalties(p_)) return sample_adjusted(logits);
+    std::vector<float> adjusted(logits.begin(), logits.end());
+    apply_penalties(p_, adjusted, tokens, prompt_len);
+    return sample_adjusted(adjusted);
+}
+
+int32_t Sampler::sample_adjusted(std::span<const float> logits) {
     const int32_t V = int32_t(logits.size());
     // Greedy: the first maximum, as std::max_element picks it (the Runner-based reference does too).
     if (p_.temperature == 0.f) return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());

@@ -1,10 +1,14 @@
-// Token sampling on the host: greedy (temperature 0) or seeded random sampling with temperature,
-// top-k, top-p and min-p, applied in that order (as llama.cpp and vLLM do). Deterministic: the same
-// logits, parameters and seed give the same tokens on every machine (own RNG, own uniform mapping).
+// Token sampling on the host: penalties first (repetition, frequency, presence), then greedy
+// (temperature 0) or seeded random sampling with temperature, top-k, top-p and min-p, applied in that
+// order (as llama.cpp and vLLM do). Deterministic: the same logits, parameters and seed give the same
+// tokens on every machine (own RNG, own uniform mapping). Logprobs are computed apart, from the raw
+// logits (compute_logprobs).
 #pragma once
 
 #include <cstdint>
 #include <span>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -16,9 +20,31 @@ struct SamplingParams {
     float top_p = 1.f;        // 1 = off; (0, 1]
     float min_p = 0.f;        // 0 = off; [0, 1]: drop tokens below min_p × the top probability
     uint64_t seed = 0;
+    // Penalties, as vLLM defines them: repetition over the prompt and the generated tokens (HF/CTRL:
+    // a positive logit is divided by it, a negative one multiplied); frequency (× occurrences) and
+    // presence (once) subtracted for tokens the continuation generated (OpenAI).
+    float repetition_penalty = 1.f;  // 1 = off; > 0
+    float presence_penalty = 0.f;    // 0 = off; [-2, 2]
+    float frequency_penalty = 0.f;   // 0 = off; [-2, 2]
 };
 
+// Largest top-n logprobs a request may ask for (OpenAI's limit).
+inline constexpr int32_t kMaxTopLogprobs = 20;
+
 absl::Status validate_sampling(const SamplingParams& p);
+bool has_penalties(const SamplingParams& p);
+
+// Applies p's penalties to `logits` in place. `tokens` = prompt then generated; the first `prompt_len`
+// are the prompt.
+void apply_penalties(const SamplingParams& p, std::span<float> logits, std::span<const int32_t> tokens,
+                     int32_t prompt_len);
+
+struct TokenLogprobs {
+    float logprob = 0.f;                            // of the chosen token
+    std::vector<std::pair<int32_t, float>> top;     // best first, ties by lower id
+};
+// Log-softmax of the raw logits: the chosen token's value and the `top_n` best.
+TokenLogprobs compute_logprobs(std::span<const float> logits, int32_t token, int32_t top_n);
 
 // The seed of fork child `index` (n > 1): child 0 keeps the request's seed.
 uint64_t child_seed(uint64_t seed, int32_t index);
@@ -26,9 +52,11 @@ uint64_t child_seed(uint64_t seed, int32_t index);
 class Sampler {
 public:
     explicit Sampler(const SamplingParams& p = {});
-    int32_t sample(std::span<const float> logits);
+    // `tokens`/`prompt_len` (prompt then generated) feed the penalties; unused without them.
+    int32_t sample(std::span<const float> logits, std::span<const int32_t> tokens = {}, int32_t prompt_len = 0);
 
 private:
+    int32_t sample_adjusted(std::span<const float> logits);
     double uniform();  // [0, 1), 53 bits
     SamplingParams p_;
     uint64_t state_;   // splitmix64 stream

@@ -1,0 +1,184 @@
+#include "services/worker/worker_core.h"
+
+#include "absl/strings/str_cat.h"
+#include "services/worker/convert.h"
+
+namespace dg::worker {
+namespace {
+
+double seconds_between(sched::Clock::time_point a, sched::Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+WorkerCore::WorkerCore(const WorkerOptions& opt, std::unique_ptr<sched::EngineLoop> loop, metrics::Registry& registry)
+    : opt_(opt), max_seq_len_(loop->max_seq_len()), metrics_(registry) {
+    engine_ = std::make_unique<EngineThread>(std::move(loop), [this](sched::EngineLoop& l) { after_work(l); });
+    engine_->post([](sched::EngineLoop&) {});  // publish the first digest
+}
+
+WorkerCore::~WorkerCore() { engine_->stop(); }
+
+void WorkerCore::reject(const std::shared_ptr<GenerateStream>& s, const grpc::Status& st) {
+    metrics_.request_finished(code_label(st.error_code()));
+    s->finish(st);
+}
+
+grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerCore::generate(const pb::GenerateRequest& req,
+                                                                 std::optional<sched::Clock::time_point> deadline) {
+    const uint64_t sid = next_stream_.fetch_add(1);
+    // The cancel callback runs on a gRPC thread: it only posts.
+    std::shared_ptr<GenerateStream> stream = GenerateStream::create(
+        [this, sid] { engine_->post([this, sid](sched::EngineLoop& l) { cancel_stream(sid, l); }); });
+    // Count first, then check: drain() sets the flag, then waits for the count, so no request slips in.
+    n_live_.fetch_add(1);
+    if (draining_.load()) {
+        reject(stream, grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker is draining: send the request to another worker"));
+        request_ended();
+        return stream.get();
+    }
+    sched::Request r = to_request(req, max_seq_len_);
+    r.deadline = deadline;
+    engine_->post([this, sid, stream, r = std::move(r), name = req.request_id(),
+                   start = sched::Clock::now()](sched::EngineLoop& l) mutable {
+        submit(sid, std::move(stream), std::move(r), std::move(name), start, l);
+    });
+    return stream.get();
+}
+
+void WorkerCore::submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sched::Request r, std::string name,
+                        sched::Clock::time_point start, sched::EngineLoop& loop) {
+    auto fail = [&](const grpc::Status& st) {
+        reject(stream, st);
+        request_ended();
+    };
+    if (!name.empty() && by_name_.contains(name)) {
+        fail(grpc::Status(grpc::StatusCode::ALREADY_EXISTS, absl::StrCat("request_id '", name, "' is already running here")));
+        return;
+    }
+    if (opt_.max_queue > 0 && loop.n_waiting() >= opt_.max_queue) {
+        fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("worker queue is full (", loop.n_waiting(), " waiting, --max-queue ", opt_.max_queue,
+                                       "): retry later or on another worker")));
+        return;
+    }
+    r.on_event = [this, sid](const sched::Event& e) { on_event(sid, e); };
+    absl::StatusOr<sched::RequestId> id = loop.submit(std::move(r));
+    if (!id.ok()) {
+        fail(to_grpc(id.status()));
+        return;
+    }
+    Live& L = live_[sid];
+    L.rid = *id;
+    L.stream = std::move(stream);
+    L.name = name;
+    L.start = start;
+    if (!name.empty()) by_name_[name] = sid;
+}
+
+void WorkerCore::on_event(uint64_t sid, const sched::Event& e) {
+    auto it = live_.find(sid);
+    if (it == live_.end()) return;
+    Live& L = it->second;
+    const sched::Clock::time_point now = sched::Clock::now();
+    if (e.token >= 0) {
+        if (!L.first_token) {
+            L.first_token = true;
+            metrics_.first_token(seconds_between(L.start, now));
+        }
+        if (auto last = L.last_token.find(e.index); last != L.last_token.end())
+            metrics_.inter_token(seconds_between(last->second, now));
+        L.last_token[e.index] = now;
+    }
+    if (e.finish == sched::FinishReason::kError && L.error.ok()) L.error = to_grpc(e.status);
+    pb::GenerateEvent ev;
+    to_proto(e, &ev);
+    L.stream->push(std::move(ev));
+    if (!e.request_done) return;
+
+    grpc::Status st = L.error;
+    if (st.ok()) {
+        switch (e.finish) {
+            case sched::FinishReason::kCancelled:
+                st = grpc::Status(grpc::StatusCode::CANCELLED,
+                                  L.aborted ? absl::StrCat("request '", L.name, "' was aborted") : "the call was cancelled");
+                break;
+            case sched::FinishReason::kDeadline:
+                st = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request passed its deadline");
+                break;
+            case sched::FinishReason::kError: st = to_grpc(e.status); break;
+            default: break;
+        }
+    }
+    metrics_.usage(e.usage);
+    metrics_.e2e(seconds_between(L.start, now));
+    metrics_.request_finished(code_label(st.error_code()));
+    L.stream->finish(st);
+    if (!L.name.empty()) by_name_.erase(L.name);
+    live_.erase(it);
+    request_ended();
+}
+
+void WorkerCore::request_ended() {
+    if (n_live_.fetch_sub(1) == 1) {
+        std::lock_guard lock(idle_mu_);
+        idle_cv_.notify_all();
+    }
+}
+
+void WorkerCore::cancel_stream(uint64_t sid, sched::EngineLoop& loop) {
+    auto it = live_.find(sid);
+    if (it == live_.end()) return;  // already finished
+    const sched::RequestId rid = it->second.rid;
+    (void)loop.cancel(rid);  // emits the final event synchronously: `it` is gone after this
+}
+
+void WorkerCore::abort(const pb::AbortRequest& req, pb::AbortResponse* resp, std::function<void()> done) {
+    std::vector<std::string> names(req.request_ids().begin(), req.request_ids().end());
+    engine_->post([this, names = std::move(names), resp, done = std::move(done)](sched::EngineLoop& loop) {
+        int32_t found = 0;
+        for (const std::string& n : names) {
+            auto b = by_name_.find(n);
+            if (b == by_name_.end()) continue;
+            auto it = live_.find(b->second);
+            if (it == live_.end()) continue;
+            it->second.aborted = true;
+            ++found;
+            (void)loop.cancel(it->second.rid);
+        }
+        resp->set_found(found);
+        done();
+    });
+}
+
+void WorkerCore::set_worker_id(std::string id) {
+    engine_->post([this, id = std::move(id)](sched::EngineLoop&) { opt_.worker_id = id; });
+}
+
+void WorkerCore::start_draining() {
+    draining_.store(true);
+    engine_->post([](sched::EngineLoop&) {});  // republish the digest with draining = true
+}
+
+void WorkerCore::wait_idle() {
+    std::unique_lock lock(idle_mu_);
+    idle_cv_.wait(lock, [&] { return n_live_.load() == 0; });
+}
+
+void WorkerCore::after_work(sched::EngineLoop& loop) {
+    const sched::Clock::time_point now = sched::Clock::now();
+    // Rate-limited while busy; always when idle (rounds are rare then, and the idle state is the one
+    // a router most wants to see promptly).
+    if (!loop.idle() && now - last_publish_ < std::chrono::milliseconds(opt_.load_publish_ms)) return;
+    last_publish_ = now;
+    const sched::LoadDigest d = loop.digest();
+    metrics_.digest(d, draining_.load());
+    pb::LoadReport rep;
+    to_proto(d, &rep);
+    rep.set_draining(draining_.load());
+    rep.set_worker_id(opt_.worker_id);
+    hub_.publish(rep);
+}
+
+}  // namespace dg::worker

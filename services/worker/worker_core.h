@@ -1,0 +1,95 @@
+// The worker's request registry on top of the engine thread: turns Generate calls into scheduler
+// requests and scheduler events into stream messages, handles Abort and cancellation, bounds the
+// admission queue, drains, and publishes the load digest (WatchLoad, /metrics gauges).
+//
+// Thread model: public methods are called from gRPC threads and never block (they post to the
+// engine thread), except drain() and the test hooks. Everything under "engine thread only" is touched
+// only by tasks and event callbacks running on the engine thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "deltagate/worker/v1/worker.grpc.pb.h"
+#include "services/common/metrics.h"
+#include "services/worker/engine_thread.h"
+#include "services/worker/generate_stream.h"
+#include "services/worker/load_hub.h"
+#include "services/worker/worker_metrics.h"
+#include "services/worker/worker_options.h"
+
+namespace dg::worker {
+
+class WorkerCore {
+public:
+    WorkerCore(const WorkerOptions& opt, std::unique_ptr<sched::EngineLoop> loop, metrics::Registry& registry);
+    ~WorkerCore();  // stops the engine thread: shut the gRPC server down first
+
+    // Starts one Generate call; the returned reactor belongs to gRPC.
+    grpc::ServerWriteReactor<deltagate::worker::v1::GenerateEvent>* generate(
+        const deltagate::worker::v1::GenerateRequest& req, std::optional<sched::Clock::time_point> deadline);
+    // Cancels the named requests; `done` runs on the engine thread once resp is filled.
+    void abort(const deltagate::worker::v1::AbortRequest& req, deltagate::worker::v1::AbortResponse* resp,
+               std::function<void()> done);
+
+    LoadHub& load_hub() { return hub_; }
+    void set_worker_id(std::string id);  // reported in every LoadReport from now on
+    int32_t max_seq_len() const { return max_seq_len_; }
+
+    // Refuse new requests (UNAVAILABLE) from now on and publish draining = true.
+    void start_draining();
+    bool draining() const { return draining_.load(); }
+    // Blocks until no request is in flight.
+    void wait_idle();
+    int32_t in_flight() const { return n_live_.load(); }
+
+    // Test hooks.
+    EngineThread& engine() { return *engine_; }
+
+private:
+    struct Live {
+        sched::RequestId rid = 0;
+        std::shared_ptr<GenerateStream> stream;
+        std::string name;
+        bool aborted = false;
+        bool first_token = false;
+        sched::Clock::time_point start;
+        std::map<int32_t, sched::Clock::time_point> last_token;  // per continuation
+        grpc::Status error;
+    };
+
+    void reject(const std::shared_ptr<GenerateStream>& s, const grpc::Status& st);
+    void request_ended();  // n_live_ - 1, waking wait_idle()
+    // Engine thread only.
+    void submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sched::Request r, std::string name,
+                sched::Clock::time_point start, sched::EngineLoop& loop);
+    void on_event(uint64_t sid, const sched::Event& e);
+    void cancel_stream(uint64_t sid, sched::EngineLoop& loop);
+    void after_work(sched::EngineLoop& loop);
+
+    WorkerOptions opt_;
+    int32_t max_seq_len_;
+    WorkerMetrics metrics_;
+    LoadHub hub_;
+    std::atomic<bool> draining_{false};
+    std::atomic<uint64_t> next_stream_{1};
+    std::atomic<int32_t> n_live_{0};
+    std::mutex idle_mu_;
+    std::condition_variable idle_cv_;
+
+    // Engine thread only.
+    std::map<uint64_t, Live> live_;
+    std::map<std::string, uint64_t> by_name_;
+    sched::Clock::time_point last_publish_{};
+
+    std::unique_ptr<EngineThread> engine_;  // last: its thread stops first
+};
+
+}  // namespace dg::worker

@@ -1,0 +1,92 @@
+#include "services/worker/worker_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status.h"
+#include "engine/formats/dtype.h"
+#include "engine/weights.h"
+
+namespace dg::worker {
+
+namespace pb = ::deltagate::worker::v1;
+
+absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions opt) {
+    std::unique_ptr<WorkerServer> w(new WorkerServer());
+    DG_ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, load_model(opt.model_path));
+    const ModelConfig config = weights->config;
+    DG_ASSIGN_OR_RETURN(std::unique_ptr<sched::EngineLoop> loop,
+                        sched::EngineLoop::create(std::move(weights), opt.backend, opt.cache, opt.sched));
+
+    pb::WorkerInfo info;
+    info.set_model_path(opt.model_path);
+    info.set_arch(config.arch);
+    info.set_vocab_size(int32_t(config.vocab_size));
+    info.set_max_seq_len(loop->max_seq_len());
+    for (int32_t e : config.eos_ids) info.add_eos_token_ids(e);
+    info.set_backend(loop->model().backend().name());
+    info.set_kv_type(dtype_info(opt.cache.kv_type).name);
+    info.set_kv_block_tokens(opt.cache.block_tokens);
+    info.set_kv_blocks(opt.cache.n_blocks);
+    info.set_max_running(opt.sched.max_running);
+    info.set_host_cache_bytes(opt.sched.host_cache_bytes);
+    info.set_max_n(opt.sched.max_n);
+    info.set_max_top_logprobs(sched::kMaxTopLogprobs);
+    info.set_max_queue(opt.max_queue);
+
+    // Health and reflection are process-wide switches that must be set before the builder runs.
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+    w->registry_ = std::make_unique<metrics::Registry>();
+    grpc::ServerBuilder b;
+    b.AddListeningPort(opt.listen, grpc::InsecureServerCredentials(), &w->port_);
+    w->opt_ = opt;
+    w->core_ = std::make_unique<WorkerCore>(opt, std::move(loop), *w->registry_);
+    w->service_ = std::make_unique<WorkerService>(*w->core_, info, opt.default_watch_interval_ms);
+    b.RegisterService(w->service_.get());
+    w->server_ = b.BuildAndStart();
+    if (!w->server_ || w->port_ == 0)
+        return absl::UnavailableError(absl::StrCat("worker: cannot listen on ", opt.listen, " (address in use or invalid?)"));
+    const std::string host = opt.listen.substr(0, opt.listen.rfind(':'));
+    w->address_ = absl::StrCat(host, ":", w->port_);
+    const std::string id = opt.worker_id.empty() ? w->address_ : opt.worker_id;
+    w->core_->set_worker_id(id);
+    w->service_->set_worker_id(id);
+    w->server_->GetHealthCheckService()->SetServingStatus(true);
+    w->server_->GetHealthCheckService()->SetServingStatus(kWorkerServiceName, true);
+
+    if (!opt.metrics_listen.empty()) {
+        DG_ASSIGN_OR_RETURN(w->http_, serve_metrics(opt.metrics_listen, *w->registry_));
+    }
+    return w;
+}
+
+WorkerServer::~WorkerServer() { shutdown(); }
+
+void WorkerServer::drain() {
+    if (!server_) return;
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    core_->start_draining();
+    core_->wait_idle();
+    shutdown();
+}
+
+void WorkerServer::shutdown() {
+    std::lock_guard lock(shutdown_mu_);
+    if (shut_down_ || !server_) return;
+    shut_down_ = true;
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    // Endless streams first (WatchLoad), or Shutdown would wait for them until its deadline.
+    core_->load_hub().close_all(grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker is shutting down"));
+    // In-flight Generate calls get a short grace, then are cancelled: their OnCancel posts a cancel to
+    // the engine thread, which is still running and frees their blocks and slots.
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (http_) http_->stop();
+    core_.reset();  // stops the engine thread
+}
+
+}  // namespace dg::worker

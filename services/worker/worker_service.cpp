@@ -1,0 +1,46 @@
+#include "services/worker/worker_service.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace dg::worker {
+
+namespace pb = ::deltagate::worker::v1;
+
+grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerService::Generate(grpc::CallbackServerContext* ctx,
+                                                                     const pb::GenerateRequest* req) {
+    // The gRPC deadline (system clock) becomes a steady-clock hard stop in the scheduler.
+    std::optional<sched::Clock::time_point> deadline;
+    const auto d = ctx->deadline();
+    if (d != std::chrono::system_clock::time_point::max()) {
+        const auto left = d - std::chrono::system_clock::now();
+        deadline = sched::Clock::now() + std::chrono::duration_cast<sched::Clock::duration>(left);
+    }
+    return core_.generate(*req, deadline);
+}
+
+grpc::ServerUnaryReactor* WorkerService::Abort(grpc::CallbackServerContext* ctx, const pb::AbortRequest* req,
+                                               pb::AbortResponse* resp) {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    core_.abort(*req, resp, [r] { r->Finish(grpc::Status::OK); });
+    return r;
+}
+
+grpc::ServerUnaryReactor* WorkerService::GetInfo(grpc::CallbackServerContext* ctx, const pb::GetInfoRequest*,
+                                                 pb::WorkerInfo* resp) {
+    {
+        std::lock_guard lock(mu_);
+        *resp = info_;
+    }
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status::OK);
+    return r;
+}
+
+grpc::ServerWriteReactor<pb::LoadReport>* WorkerService::WatchLoad(grpc::CallbackServerContext*,
+                                                                   const pb::WatchLoadRequest* req) {
+    const int32_t ms = req->interval_ms() > 0 ? std::min(req->interval_ms(), 60'000) : default_watch_ms_;
+    return core_.load_hub().watch(std::chrono::milliseconds(ms));
+}
+
+}  // namespace dg::worker
