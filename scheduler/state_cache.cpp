@@ -74,11 +74,12 @@ void StateCache::drop(uint64_t key) {
 }
 
 bool StateCache::drop_one_with_tail() {
-    // Host-tier entries first: they are the colder ones.
+    // Host-tier entries first: they are the colder ones. Only a tail that no sequence still uses
+    // frees a block; dropping the others would lose state for nothing.
     for (Tier t : {Tier::kHost, Tier::kDevice})
         for (uint64_t key : lru(t)) {
             Checkpoint& c = entries_.at(key);
-            if (c.tail_block >= 0) {
+            if (c.tail_block >= 0 && blocks_->refs(c.tail_block) == 1) {
                 ++stats_.drops;
                 erase(c);
                 return true;

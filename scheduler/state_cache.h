@@ -53,7 +53,8 @@ public:
     // Copies the checkpoint's state into `dst_slot` and marks it most recently used. Returns its tier.
     Tier restore(uint64_t key, int32_t dst_slot);
     void drop(uint64_t key);
-    // Drops the least recently used checkpoint holding a tail block (KV pressure). False if none.
+    // KV pressure: drops the least recently used checkpoint that is the last holder of its tail block,
+    // freeing that block. False if there is none.
     bool drop_one_with_tail();
 
     int32_t n_device() const { return int32_t(lru_[0].size()); }
