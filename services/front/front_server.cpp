@@ -1,0 +1,112 @@
+#include "services/front/front_server.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace dg::front {
+namespace {
+
+absl::StatusOr<std::string> read_file(const std::string& path, const char* what) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat(what, " '", path, "' cannot be read"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FrontServer>> FrontServer::start(FrontOptions opt) {
+    std::unique_ptr<tok::Tokenizer> tokenizer;
+    if (!opt.tokenizer_path.empty()) {
+        auto t = tok::load_tokenizer(opt.tokenizer_path);
+        if (!t.ok()) return t.status();
+        tokenizer = std::move(*t);
+    }
+    auto tcfg = tracer_config_from_env("deltagate-front");
+    if (!tcfg.ok()) return tcfg.status();
+    auto pool = WorkerPool::start(opt.pool);
+    if (!pool.ok()) return pool.status();
+
+    std::unique_ptr<FrontServer> fs(new FrontServer());
+    fs->state_ = std::make_unique<FrontState>(opt, std::move(*pool), std::move(tokenizer),
+                                              std::make_unique<Tracer>(*tcfg));
+    fs->service_ = std::make_unique<InferenceService>(*fs->state_);
+
+    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+    if (!opt.tls_cert.empty() || !opt.tls_key.empty()) {
+        if (opt.tls_cert.empty() || opt.tls_key.empty())
+            return absl::InvalidArgumentError("TLS needs both --tls-cert and --tls-key");
+        auto cert = read_file(opt.tls_cert, "--tls-cert");
+        if (!cert.ok()) return cert.status();
+        auto key = read_file(opt.tls_key, "--tls-key");
+        if (!key.ok()) return key.status();
+        grpc::SslServerCredentialsOptions ssl;
+        ssl.pem_key_cert_pairs.push_back({*key, *cert});
+        creds = grpc::SslServerCredentials(ssl);
+    }
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder b;
+    b.AddListeningPort(opt.listen, creds, &fs->port_);
+    b.RegisterService(fs->service_.get());
+    b.SetMaxReceiveMessageSize(int(opt.limits.max_message_bytes));
+    b.SetMaxSendMessageSize(64 << 20);
+    fs->server_ = b.BuildAndStart();
+    if (!fs->server_ || fs->port_ == 0)
+        return absl::UnavailableError(absl::StrCat("cannot listen on ", opt.listen, " (address in use or not local?)"));
+    if (!opt.metrics_listen.empty()) {
+        auto& reg = fs->state_->registry();
+        auto http = HttpServer::start(opt.metrics_listen, [&reg](const HttpRequest& r) {
+            if (r.path == "/metrics") return HttpResponse{200, metrics::kContentType, reg.render()};
+            return HttpResponse{404, "text/plain; charset=utf-8", "not found: try /metrics\n"};
+        });
+        if (!http.ok()) return http.status();
+        fs->http_ = std::move(*http);
+    }
+    fs->health_ = std::thread([raw = fs.get()] { raw->health_loop(); });
+    return fs;
+}
+
+// SERVING while at least one worker is healthy (readiness: a front with no worker cannot serve).
+void FrontServer::health_loop() {
+    auto* hc = server_->GetHealthCheckService();
+    int last = -1;
+    std::unique_lock<std::mutex> l(mu_);
+    while (!stopping_) {
+        const int serving = state_->pool().healthy_count() > 0;
+        if (serving != last) {
+            hc->SetServingStatus(serving != 0);
+            hc->SetServingStatus("deltagate.v1.Inference", serving != 0);
+            last = serving;
+        }
+        cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stopping_; });
+    }
+}
+
+void FrontServer::shutdown(int grace_ms) {
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        if (stopping_) return;
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    if (health_.joinable()) health_.join();
+    server_->GetHealthCheckService()->Shutdown();
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
+    if (http_) http_->stop();
+}
+
+void FrontServer::wait() { server_->Wait(); }
+
+FrontServer::~FrontServer() {
+    shutdown(0);
+    server_->Wait();
+}
+
+}  // namespace dg::front

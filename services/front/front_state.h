@@ -1,0 +1,77 @@
+// What every RPC handler of one front shares: options, the worker pool, the tokenizer, the tracer,
+// metrics, session affinity and the running calls (for Abort).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "absl/status/statusor.h"
+#include "services/common/metrics.h"
+#include "services/front/front_metrics.h"
+#include "services/front/request_builder.h"
+#include "services/front/router.h"
+#include "services/front/tracer.h"
+#include "services/front/worker_pool.h"
+
+namespace dg::front {
+
+struct FrontOptions {
+    std::string listen = "0.0.0.0:50051";
+    std::string metrics_listen;          // host:port for /metrics; empty = none
+    WorkerPoolOptions pool;
+    FrontLimits limits;
+    RouteOptions route;
+    std::string tokenizer_path;          // tokenizer.json or GGUF; empty = the workers' model file if readable here
+    std::string model_name;              // empty = the model file's base name
+    std::string tls_cert, tls_key;       // PEM files; both or neither
+    std::string auth_token;              // required as "authorization: Bearer <token>" when set
+    int max_attempts = 3;                // worker attempts per request before the first token
+};
+
+class GenerateCall;
+
+class FrontState {
+public:
+    FrontState(FrontOptions opt, std::unique_ptr<WorkerPool> pool, std::unique_ptr<tok::Tokenizer> tokenizer,
+               std::unique_ptr<Tracer> tracer);
+
+    const FrontOptions& options() const { return opt_; }
+    WorkerPool& pool() { return *pool_; }
+    Tracer& tracer() { return *tracer_; }
+    FrontMetrics& metrics() { return metrics_; }
+    metrics::Registry& registry() { return registry_; }
+    SessionTable& sessions() { return sessions_; }
+
+    // The model as the workers describe it; UNAVAILABLE while no worker has answered GetInfo.
+    absl::StatusOr<ModelFacts> model();
+    // Null when the front has none (token-id prompts only). Loaded from the workers' model file on first
+    // use when no --tokenizer was given.
+    const tok::Tokenizer* tokenizer();
+
+    // Running streams, by request id (Abort).
+    bool register_call(const std::string& id, GenerateCall* call);
+    void unregister_call(const std::string& id, GenerateCall* call);
+    int abort_calls(const std::vector<std::string>& ids);
+
+    std::atomic<int32_t> inflight{0};
+
+private:
+    FrontOptions opt_;
+    std::unique_ptr<WorkerPool> pool_;
+    metrics::Registry registry_;
+    FrontMetrics metrics_;
+    std::unique_ptr<Tracer> tracer_;
+    SessionTable sessions_;
+
+    std::mutex tok_mu_;
+    std::unique_ptr<tok::Tokenizer> tokenizer_;
+    bool tokenizer_tried_ = false;
+
+    std::mutex calls_mu_;
+    std::unordered_map<std::string, GenerateCall*> calls_;
+};
+
+}  // namespace dg::front

@@ -1,0 +1,552 @@
+#include "services/front/generate_call.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "services/front/front_state.h"
+
+namespace dg::front {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+v1::FinishReason map_reason(worker::v1::FinishReason r) {
+    switch (r) {
+    case worker::v1::FINISH_REASON_STOP: return v1::FINISH_REASON_STOP;
+    case worker::v1::FINISH_REASON_LENGTH: return v1::FINISH_REASON_LENGTH;
+    case worker::v1::FINISH_REASON_CANCELLED:
+    case worker::v1::FINISH_REASON_DEADLINE: return v1::FINISH_REASON_CANCELLED;
+    default: return v1::FINISH_REASON_ERROR;
+    }
+}
+
+const char* reason_name(v1::FinishReason r) {
+    switch (r) {
+    case v1::FINISH_REASON_STOP: return "stop";
+    case v1::FINISH_REASON_LENGTH: return "length";
+    case v1::FINISH_REASON_TOOL_CALLS: return "tool_calls";
+    case v1::FINISH_REASON_CANCELLED: return "cancelled";
+    default: return "error";
+    }
+}
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+// One worker call of one leg. Owned by the GenerateCall; its callbacks run on gRPC threads.
+class GenerateCall::Attempt : public grpc::ClientReadReactor<worker::v1::GenerateEvent> {
+public:
+    Attempt(GenerateCall* call, int leg, std::shared_ptr<WorkerHandle> worker)
+        : call_(call), leg_(leg), worker_(std::move(worker)) {}
+
+    void OnReadDone(bool ok) override {
+        if (!ok) return;  // the stream ended: OnDone follows
+        std::vector<Attempt*> to_launch;
+        const EventAction act = call_->on_event(this, event_, &to_launch);
+        for (Attempt* a : to_launch) call_->launch(a);
+        if (act == EventAction::kRead) StartRead(&event_);
+        else if (act == EventAction::kCancel) ctx_.TryCancel();
+        // kStop: the worker sent its last event; the status follows.
+    }
+    void OnDone(const grpc::Status& s) override { call_->on_attempt_done(this, s); }
+
+    GenerateCall* call_;
+    int leg_;
+    std::shared_ptr<WorkerHandle> worker_;
+    grpc::ClientContext ctx_;
+    worker::v1::GenerateEvent event_;
+    Span span_;
+};
+
+GenerateCall::GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, CallPlan plan)
+    : front_(front), ctx_(ctx), plan_(std::move(plan)) {
+    for (auto& lp : plan_.legs) legs_.push_back(Leg{.plan = std::move(lp)});
+    plan_.legs.clear();
+    for (size_t i = 0; i < plan_.tracks.size(); ++i)
+        tracks_.push_back(std::make_unique<OutputTrack>(int(i), plan_.tracks[i]));
+    last_token_at_.resize(tracks_.size());
+    front_.inflight.fetch_add(1);
+    front_.metrics().running.add(1);
+    // The gen_ai span nests in the server span and parents the worker calls (GenAI semconv).
+    gen_span_.trace_id = plan_.server_span.trace_id;
+    gen_span_.span_id = new_span_id();
+    gen_span_.parent_span_id = plan_.server_span.span_id;
+    gen_span_.name = plan_.operation + " " + plan_.model;
+    gen_span_.kind = SpanKind::kInternal;
+    gen_span_.start_ns = unix_nanos_now();
+}
+
+GenerateCall::~GenerateCall() {
+    if (registered_) front_.unregister_call(plan_.request_id, this);
+    front_.inflight.fetch_sub(1);
+    front_.metrics().running.add(-1);
+}
+
+void GenerateCall::hold() {
+    std::lock_guard<std::mutex> l(mu_);
+    ++pending_;
+}
+
+void GenerateCall::start() {
+    hold();  // a Finish below must not let OnDone delete us before start() returns
+    registered_ = front_.register_call(plan_.request_id, this);
+    std::vector<Attempt*> to_launch;
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        const size_t first_batch = plan_.stagger ? 1 : legs_.size();
+        for (size_t i = 0; i < first_batch && !finish_status_; ++i) {
+            grpc::Status err;
+            Attempt* a = make_attempt_locked(int(i), &err);
+            if (!a) {
+                std::vector<Attempt*> cancel;
+                fail_locked(err, &cancel);
+                for (Attempt* c : cancel) c->ctx_.TryCancel();
+                break;
+            }
+            to_launch.push_back(a);
+        }
+    }
+    for (Attempt* a : to_launch) launch(a);
+    pump();
+    release();
+}
+
+GenerateCall::Attempt* GenerateCall::make_attempt_locked(int li, grpc::Status* err) {
+    Leg& leg = legs_[li];
+    auto workers = front_.pool().workers();
+    std::vector<WorkerView> views;
+    for (size_t i = 0; i < workers.size(); ++i) views.push_back(workers[i]->view(int(i)));
+    // Siblings of a fan-out go where leg 0 went (its prefix checkpoint is there), unless that worker failed.
+    int sticky = -1;
+    std::string sticky_addr;
+    if (li > 0 && legs_[0].worker) sticky_addr = legs_[0].worker->address();
+    else if (!plan_.session_id.empty()) sticky_addr = front_.sessions().get(plan_.session_id);
+    for (size_t i = 0; i < workers.size(); ++i)
+        if (workers[i]->address() == sticky_addr) sticky = int(i);
+    std::vector<int> exclude;
+    for (size_t i = 0; i < workers.size(); ++i)
+        if (std::find(leg.tried.begin(), leg.tried.end(), workers[i]->address()) != leg.tried.end())
+            exclude.push_back(int(i));
+    const auto& prompt = leg.plan.request.prompt_token_ids();
+    RouteChoice c = choose_worker(views, std::span<const int32_t>(prompt.data(), size_t(prompt.size())),
+                                  plan_.cache_salt, sticky, exclude, front_.options().route);
+    if (c.id < 0) {
+        int healthy = 0;
+        for (auto& v : views) healthy += v.healthy && !v.draining;
+        *err = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            leg.tried.empty()
+                                ? absl::StrCat("no healthy worker (", healthy, " of ", workers.size(),
+                                               " up): check that the workers are running and reachable from the front")
+                                : absl::StrCat("the request failed on ", leg.tried.size(),
+                                               " worker(s) and no other healthy worker is left; retry later"));
+        return nullptr;
+    }
+    auto w = workers[size_t(c.id)];
+    leg.tried.push_back(w->address());
+    leg.worker = w;
+    leg.started = true;
+    if (li == 0 && !plan_.session_id.empty()) front_.sessions().put(plan_.session_id, w->address());
+    front_.metrics().routed(w->address(), c.reason);
+    if (leg.tried.size() > 1) front_.metrics().retries.inc();
+
+    auto a = std::make_unique<Attempt>(this, li, w);
+    Attempt* raw = a.get();
+    attempts_.push_back(std::move(a));
+    leg.current = raw;
+    ++pending_;
+    w->inflight.fetch_add(1);
+
+    // Worker call span (CLIENT); its id is the parent the worker's spans hang under.
+    Span& s = raw->span_;
+    s.trace_id = plan_.server_span.trace_id;
+    s.span_id = new_span_id();
+    s.parent_span_id = gen_span_.span_id;
+    s.name = "deltagate.worker.v1.Worker/Generate";
+    s.kind = SpanKind::kClient;
+    s.start_ns = unix_nanos_now();
+    s.set("rpc.system", std::string("grpc"));
+    s.set("rpc.service", std::string("deltagate.worker.v1.Worker"));
+    s.set("rpc.method", std::string("Generate"));
+    s.set("server.address", w->address());
+    s.set("deltagate.route.reason", std::string(c.reason));
+    s.set("deltagate.route.cached_tokens", int64_t(c.cached_tokens));
+    s.set("deltagate.attempt", int64_t(leg.tried.size()));
+    s.set("deltagate.worker.request_id", leg.plan.request.request_id());
+
+    // Deadline and trace context travel to the worker; cancellation is done by TryCancel (OnCancel).
+    raw->ctx_.set_deadline(ctx_->deadline());
+    const bool sampled = front_.tracer().enabled() && plan_.server_span.trace_id != TraceId{} &&
+                         (plan_.incoming ? plan_.incoming->sampled : true);
+    if (front_.tracer().enabled()) {
+        TraceContext tc{.trace_id = s.trace_id, .span_id = s.span_id, .sampled = sampled};
+        raw->ctx_.AddMetadata("traceparent", format_traceparent(tc));
+    } else if (!plan_.incoming_traceparent.empty()) {
+        raw->ctx_.AddMetadata("traceparent", plan_.incoming_traceparent);
+    }
+    if (plan_.incoming && !plan_.incoming->tracestate.empty())
+        raw->ctx_.AddMetadata("tracestate", plan_.incoming->tracestate);
+    raw->ctx_.AddMetadata("x-deltagate-request-id", plan_.request_id);
+    return raw;
+}
+
+void GenerateCall::launch(Attempt* a) {
+    a->worker_->stub().async()->Generate(&a->ctx_, &legs_[size_t(a->leg_)].plan.request, a);
+    a->StartRead(&a->event_);
+    a->StartCall();
+}
+
+GenerateCall::EventAction GenerateCall::on_event(Attempt* a, const worker::v1::GenerateEvent& ev,
+                                                 std::vector<Attempt*>* to_launch) {
+    std::lock_guard<std::mutex> l(mu_);
+    Leg& leg = legs_[size_t(a->leg_)];
+    if (leg.current != a || finish_status_) return EventAction::kCancel;
+    const auto now = Clock::now();
+    if (ev.index() < 0 || ev.index() >= int(leg.plan.out_index.size())) {
+        std::vector<Attempt*> cancel;
+        fail_locked(grpc::Status(grpc::StatusCode::INTERNAL,
+                                 absl::StrCat("worker ", a->worker_->address(), " sent continuation index ", ev.index(),
+                                              " of a request with n = ", leg.plan.out_index.size())),
+                    &cancel);
+        return EventAction::kCancel;
+    }
+    const int out = leg.plan.out_index[size_t(ev.index())];
+    OutputTrack& track = *tracks_[size_t(out)];
+    if (ev.token_id() >= 0 && !track.finished()) {
+        v1::Delta d;
+        const bool stopped = track.push(ev.token_id(), &d);
+        if (plan_.logprobs) {
+            auto* lp = d.add_logprobs();
+            lp->set_token_id(ev.token_id());
+            lp->set_logprob(ev.logprob());
+            if (ev.top_logprobs_size() > 0) {
+                auto* list = d.add_top_logprobs();
+                for (const auto& t : ev.top_logprobs()) {
+                    auto* c = list->add_candidates();
+                    c->set_token_id(t.token_id());
+                    c->set_logprob(t.logprob());
+                }
+            }
+        }
+        leg.emitted = true;
+        leg.last_token = ev.token_id();
+        if (!first_token_) {
+            first_token_ = now;
+            front_.metrics().ttft.observe(std::chrono::duration<double>(now - plan_.start).count());
+        } else if (last_token_at_[size_t(out)] != Clock::time_point{}) {
+            front_.metrics().inter_token.observe(std::chrono::duration<double>(now - last_token_at_[size_t(out)]).count());
+        }
+        last_token_at_[size_t(out)] = now;
+        last_token_ = now;
+        front_.metrics().generation_tokens.inc();
+        if (stopped) {
+            v1::GenerateResponse fin;
+            track.finish(v1::FINISH_REASON_STOP, -1, &d, fin.mutable_finished());
+            enqueue_delta_locked(std::move(d));
+            enqueue_locked(std::move(fin));
+        } else {
+            enqueue_delta_locked(std::move(d));
+        }
+    }
+    if (ev.finish_reason() != worker::v1::FINISH_REASON_UNSPECIFIED && !track.finished()) {
+        v1::Delta d;
+        v1::GenerateResponse fin;
+        track.finish(map_reason(ev.finish_reason()), leg.last_token, &d, fin.mutable_finished());
+        if (!d.text().empty() || !d.reasoning_text().empty()) enqueue_delta_locked(std::move(d));
+        enqueue_locked(std::move(fin));
+    }
+    if (ev.done()) {
+        leg.has_usage = ev.has_usage();
+        leg.usage = ev.usage();
+    }
+    // The first event of leg 0 means its prefill (and the prefix checkpoint) is done: start the siblings.
+    if (plan_.stagger && a->leg_ == 0) {
+        for (size_t i = 1; i < legs_.size() && !finish_status_; ++i) {
+            if (legs_[i].started) continue;
+            grpc::Status err;
+            if (Attempt* s = make_attempt_locked(int(i), &err)) {
+                to_launch->push_back(s);
+            } else {
+                std::vector<Attempt*> cancel;
+                fail_locked(err, &cancel);
+                for (Attempt* c : cancel)
+                    if (c != a) c->ctx_.TryCancel();
+                return EventAction::kCancel;
+            }
+        }
+    }
+    if (ev.done()) return EventAction::kStop;
+    bool all_done = true;
+    for (int idx : leg.plan.out_index) all_done &= tracks_[size_t(idx)]->finished();
+    if (all_done) {
+        // Stop strings ended every continuation of this leg: free the worker now.
+        leg.closed_by_front = true;
+        return EventAction::kCancel;
+    }
+    return EventAction::kRead;
+}
+
+void GenerateCall::on_attempt_done(Attempt* a, const grpc::Status& s) {
+    std::vector<Attempt*> to_launch, to_cancel;
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        a->worker_->inflight.fetch_sub(1);
+        a->span_.end_ns = unix_nanos_now();
+        a->span_.set("rpc.grpc.status_code", int64_t(s.error_code()));
+        if (!s.ok()) {
+            a->span_.status = SpanStatus::kError;
+            a->span_.status_message = s.error_message();
+        }
+        if (plan_.server_span.trace_id != TraceId{}) front_.tracer().submit(a->span_);
+        Leg& leg = legs_[size_t(a->leg_)];
+        if (leg.current == a) {
+            leg.current = nullptr;
+            const bool clean = s.ok() || leg.closed_by_front;
+            if (finish_status_) {
+                // The call is already ending (client gone, another leg failed): nothing to do.
+            } else if (clean) {
+                leg.complete = true;
+                // A worker that ended without finishing a continuation: report it as an error ending.
+                for (int idx : leg.plan.out_index) {
+                    OutputTrack& t = *tracks_[size_t(idx)];
+                    if (t.finished()) continue;
+                    v1::Delta d;
+                    v1::GenerateResponse fin;
+                    t.finish(v1::FINISH_REASON_ERROR, -1, &d, fin.mutable_finished());
+                    enqueue_delta_locked(std::move(d));
+                    enqueue_locked(std::move(fin));
+                }
+                maybe_complete_locked();
+            } else {
+                const auto code = s.error_code();
+                if (code == grpc::StatusCode::UNAVAILABLE) a->worker_->mark_failed();
+                const bool retryable = !leg.emitted && int(leg.tried.size()) < front_.options().max_attempts &&
+                                       (code == grpc::StatusCode::UNAVAILABLE ||
+                                        code == grpc::StatusCode::RESOURCE_EXHAUSTED || code == grpc::StatusCode::UNKNOWN ||
+                                        code == grpc::StatusCode::INTERNAL);
+                if (retryable) {
+                    grpc::Status err;
+                    if (Attempt* next = make_attempt_locked(a->leg_, &err)) {
+                        to_launch.push_back(next);
+                    } else if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+                        fail_locked(grpc::Status(code, absl::StrCat("every worker is busy (", s.error_message(),
+                                                                    "); retry later")),
+                                    &to_cancel);
+                    } else {
+                        fail_locked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                                 absl::StrCat(err.error_message(), " (last error from ",
+                                                              a->worker_->address(), ": ", s.error_message(), ")")),
+                                    &to_cancel);
+                    }
+                } else if (leg.emitted) {
+                    front_.metrics().midstream_failures.inc();
+                    fail_locked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                             absl::StrCat("worker ", a->worker_->address(),
+                                                          " failed after the stream had started (",
+                                                          grpc::StatusCode(code) == grpc::StatusCode::DEADLINE_EXCEEDED
+                                                              ? "deadline"
+                                                              : s.error_message(),
+                                                          "); the output is incomplete: retry the request")),
+                                &to_cancel);
+                    if (code == grpc::StatusCode::DEADLINE_EXCEEDED)
+                        finish_status_ = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                                      "the request's deadline passed during generation");
+                } else {
+                    // The worker's own verdict (INVALID_ARGUMENT, DEADLINE_EXCEEDED, ...) passes through.
+                    fail_locked(grpc::Status(code, absl::StrCat("worker ", a->worker_->address(), ": ", s.error_message())),
+                                &to_cancel);
+                }
+            }
+        }
+    }
+    for (Attempt* c : to_cancel) c->ctx_.TryCancel();
+    for (Attempt* n : to_launch) launch(n);
+    pump();
+    release();
+}
+
+void GenerateCall::maybe_complete_locked() {
+    for (const Leg& leg : legs_)
+        if (!leg.complete) return;
+    v1::GenerateResponse msg;
+    v1::Final* f = msg.mutable_final();
+    f->set_request_id(plan_.request_id);
+    f->set_model(plan_.model);
+    if (legs_[0].worker) f->set_worker(legs_[0].worker->address());
+    v1::Usage* u = f->mutable_usage();
+    double queue_ms = 0, prefill_ms = 0;
+    for (const Leg& leg : legs_) {
+        const int32_t prompt = leg.has_usage && leg.usage.prompt_tokens() > 0 ? leg.usage.prompt_tokens()
+                                                                             : leg.plan.request.prompt_token_ids_size();
+        u->set_prompt_tokens(u->prompt_tokens() + prompt);
+        u->set_cached_tokens_device(u->cached_tokens_device() + leg.usage.cached_tokens_device());
+        u->set_cached_tokens_host(u->cached_tokens_host() + leg.usage.cached_tokens_host());
+        queue_ms = std::max(queue_ms, leg.usage.queue_ms());
+        prefill_ms = std::max(prefill_ms, leg.usage.prefill_ms());
+    }
+    for (const auto& t : tracks_) {
+        u->set_completion_tokens(u->completion_tokens() + t->completion_tokens());
+        u->set_reasoning_tokens(u->reasoning_tokens() + t->reasoning_tokens());
+    }
+    const auto now = Clock::now();
+    v1::Timings* t = f->mutable_timings();
+    t->set_queue_ms(queue_ms);
+    t->set_prefill_ms(prefill_ms);
+    if (first_token_) {
+        t->set_ttft_ms(ms_between(plan_.start, *first_token_));
+        t->set_decode_ms(ms_between(*first_token_, *last_token_));
+    }
+    t->set_total_ms(ms_between(plan_.start, now));
+    front_.metrics().prompt_tokens.inc(u->prompt_tokens());
+    front_.metrics().cached_device.inc(u->cached_tokens_device());
+    front_.metrics().cached_host.inc(u->cached_tokens_host());
+    front_.metrics().e2e.observe(std::chrono::duration<double>(now - plan_.start).count());
+
+    Span& g = gen_span_;
+    g.set("gen_ai.usage.input_tokens", int64_t(u->prompt_tokens()));
+    g.set("gen_ai.usage.output_tokens", int64_t(u->completion_tokens()));
+    g.set("gen_ai.usage.cache_read.input_tokens", int64_t(u->cached_tokens_device() + u->cached_tokens_host()));
+    g.set("gen_ai.usage.reasoning.output_tokens", int64_t(u->reasoning_tokens()));
+    if (first_token_) g.set("gen_ai.response.time_to_first_chunk", t->ttft_ms() / 1000.0);
+    g.set("gen_ai.response.id", plan_.request_id);
+    enqueue_locked(std::move(msg));
+    finish_status_ = grpc::Status::OK;
+}
+
+void GenerateCall::enqueue_locked(v1::GenerateResponse msg) {
+    if (server_done_ || finish_called_) return;
+    out_.push_back(std::move(msg));
+}
+
+void GenerateCall::enqueue_delta_locked(v1::Delta d) {
+    if (d.token_ids_size() == 0 && d.text().empty() && d.reasoning_text().empty()) return;
+    // Merge into a waiting delta of the same continuation: fewer frames when the client reads slowly.
+    if (!out_.empty() && out_.back().has_delta() && out_.back().delta().index() == d.index()) {
+        v1::Delta* m = out_.back().mutable_delta();
+        m->mutable_token_ids()->MergeFrom(d.token_ids());
+        m->mutable_text()->append(d.text());
+        m->mutable_reasoning_text()->append(d.reasoning_text());
+        m->mutable_logprobs()->MergeFrom(d.logprobs());
+        m->mutable_top_logprobs()->MergeFrom(d.top_logprobs());
+        return;
+    }
+    v1::GenerateResponse msg;
+    *msg.mutable_delta() = std::move(d);
+    enqueue_locked(std::move(msg));
+}
+
+void GenerateCall::fail_locked(grpc::Status s, std::vector<Attempt*>* to_cancel) {
+    if (finish_status_) return;
+    finish_status_ = std::move(s);
+    out_.clear();  // an error ends the stream; undelivered deltas would only mislead
+    for (Leg& leg : legs_)
+        if (leg.current) to_cancel->push_back(leg.current);
+}
+
+void GenerateCall::abort(const std::string& why) {
+    std::vector<Attempt*> cancel;
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        fail_locked(grpc::Status(grpc::StatusCode::CANCELLED, why), &cancel);
+    }
+    for (Attempt* c : cancel) c->ctx_.TryCancel();
+    pump();
+}
+
+void GenerateCall::OnCancel() {
+    std::vector<Attempt*> cancel;
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        const bool expired = ctx_->deadline() <= std::chrono::system_clock::now();
+        fail_locked(grpc::Status(expired ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED,
+                                 expired ? "the request's deadline passed" : "cancelled by the client"),
+                    &cancel);
+    }
+    for (Attempt* c : cancel) c->ctx_.TryCancel();
+    pump();
+}
+
+void GenerateCall::OnWriteDone(bool ok) {
+    std::vector<Attempt*> cancel;
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        writing_ = false;
+        if (!ok) fail_locked(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"), &cancel);
+    }
+    for (Attempt* c : cancel) c->ctx_.TryCancel();
+    pump();
+}
+
+void GenerateCall::pump() {
+    enum { kNone, kWrite, kFinish } act = kNone;
+    grpc::Status status;
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        if (server_done_ || finish_called_ || writing_) return;
+        if (!out_.empty()) {
+            writing_msg_ = std::move(out_.front());
+            out_.pop_front();
+            writing_ = true;
+            act = kWrite;
+        } else if (finish_status_) {
+            finish_called_ = true;
+            status = *finish_status_;
+            act = kFinish;
+        }
+    }
+    if (act == kWrite) {
+        StartWrite(&writing_msg_);
+    } else if (act == kFinish) {
+        finish_span(status);
+        Finish(status);
+    }
+}
+
+void GenerateCall::finish_span(const grpc::Status& s) {
+    front_.metrics().request_done(plan_.rpc, status_code_name(int(s.error_code())));
+    if (plan_.server_span.trace_id == TraceId{}) return;
+    const uint64_t now = unix_nanos_now();
+    std::vector<std::string> reasons;
+    // Reading tracks without mu_ is safe here: Finish is decided once and no event is processed after.
+    gen_span_.end_ns = now;
+    for (const auto& t : tracks_) reasons.push_back(t->finished() ? reason_name(t->reason()) : "incomplete");
+    gen_span_.set("gen_ai.response.finish_reasons", reasons);
+    plan_.server_span.end_ns = now;
+    plan_.server_span.set("rpc.grpc.status_code", int64_t(s.error_code()));
+    plan_.server_span.set("rpc.status_code", std::string(status_code_name(int(s.error_code()))));
+    if (!s.ok()) {
+        plan_.server_span.status = SpanStatus::kError;
+        plan_.server_span.status_message = s.error_message();
+        plan_.server_span.set("error.type", std::string(status_code_name(int(s.error_code()))));
+        gen_span_.status = SpanStatus::kError;
+        gen_span_.status_message = s.error_message();
+    }
+    for (const auto& [k, v] : plan_.server_span.attributes)
+        if (k.rfind("gen_ai.", 0) == 0) gen_span_.attributes.emplace_back(k, v);
+    front_.tracer().submit(gen_span_);
+    front_.tracer().submit(plan_.server_span);
+}
+
+void GenerateCall::OnDone() {
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        server_done_ = true;
+    }
+    release();
+}
+
+void GenerateCall::release() {
+    bool last;
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        last = --pending_ == 0;
+    }
+    if (last) delete this;
+}
+
+}  // namespace dg::front

@@ -1,0 +1,118 @@
+#include "services/front/output_track.h"
+
+#include "engine/tokenizer/tool_call_parser.h"
+
+namespace dg::front {
+namespace {
+
+constexpr std::string_view kToolCallOpen = "<tool_call>";
+
+// Length of the longest suffix of `s` that is a proper prefix of `tag` (text that may still become it).
+size_t partial_tag_suffix(std::string_view s, std::string_view tag) {
+    for (size_t n = std::min(s.size(), tag.size() - 1); n > 0; --n)
+        if (s.substr(s.size() - n) == tag.substr(0, n)) return n;
+    return 0;
+}
+
+}  // namespace
+
+OutputTrack::OutputTrack(int index, TrackOptions opt) : index_(index), opt_(std::move(opt)) {
+    if (opt_.tokenizer) {
+        tok::StreamOptions so;
+        so.stop = opt_.stop;
+        so.include_stop = opt_.include_stop;
+        decoder_ = std::make_unique<tok::StreamDecoder>(*opt_.tokenizer, so);
+        if (opt_.thinking) reasoning_ = std::make_unique<tok::ReasoningParser>(true);
+    }
+}
+
+bool OutputTrack::push(int32_t id, v1::Delta* delta) {
+    if (finished_) return false;
+    ++completion_;
+    if (reasoning_ && reasoning_->in_reasoning()) ++reasoning_tokens_;
+    delta->set_index(index_);
+    delta->add_token_ids(id);
+    if (!decoder_) return false;
+    auto text = decoder_->push(id);
+    // An id the tokenizer does not know (a model whose vocabulary is larger than its tokenizer's: padding
+    // rows) produces no text rather than failing the stream.
+    if (text.ok()) add_text(*text, delta);
+    return decoder_->stopped();
+}
+
+void OutputTrack::add_text(const std::string& text, v1::Delta* delta) {
+    if (text.empty()) return;
+    if (!reasoning_) {
+        add_answer(text, delta);
+        return;
+    }
+    tok::ReasoningDelta d = reasoning_->push(text);
+    if (!d.reasoning.empty() && opt_.return_text) delta->mutable_reasoning_text()->append(d.reasoning);
+    add_answer(d.content, delta);
+}
+
+void OutputTrack::add_answer(const std::string& text, v1::Delta* delta) {
+    if (text.empty()) return;
+    if (opt_.tools.empty()) {
+        if (opt_.return_text) delta->mutable_text()->append(text);
+        return;
+    }
+    answer_tail_ += text;
+    if (in_tool_calls_) return;
+    const size_t open = answer_tail_.find(kToolCallOpen);
+    size_t emit;
+    if (open != std::string::npos) {
+        in_tool_calls_ = true;
+        emit = open;
+    } else {
+        emit = answer_tail_.size() - partial_tag_suffix(answer_tail_, kToolCallOpen);
+    }
+    if (opt_.return_text) delta->mutable_text()->append(answer_tail_, 0, emit);
+    answer_tail_.erase(0, emit);
+}
+
+void OutputTrack::finish(v1::FinishReason reason, int32_t last_token, v1::Delta* delta, v1::Finished* fin) {
+    if (finished_) return;
+    finished_ = true;
+    delta->set_index(index_);
+    if (decoder_) {
+        const std::string rest = decoder_->finish();
+        if (reasoning_) {
+            tok::ReasoningDelta d = reasoning_->push(rest);
+            tok::ReasoningDelta e = reasoning_->finish();
+            if (opt_.return_text) delta->mutable_reasoning_text()->append(d.reasoning + e.reasoning);
+            add_answer(d.content + e.content, delta);
+        } else {
+            add_answer(rest, delta);
+        }
+    }
+    fin->set_index(index_);
+    fin->set_matched_stop_token_id(-1);
+    if (decoder_ && decoder_->stopped()) {
+        fin->set_matched_stop(decoder_->matched_stop());
+        reason = v1::FINISH_REASON_STOP;
+    } else if (reason == v1::FINISH_REASON_STOP && last_token >= 0) {
+        fin->set_matched_stop_token_id(last_token);
+    }
+    if (!answer_tail_.empty()) {
+        auto parsed = tok::parse_tool_calls(answer_tail_, opt_.tools);
+        if (parsed.ok() && !parsed->calls.empty()) {
+            for (const auto& c : parsed->calls) {
+                auto* tc = fin->add_tool_calls();
+                tc->set_name(c.name);
+                tc->set_arguments_json(c.arguments.dump(-1, ' ', false, tok::ojson::error_handler_t::replace));
+            }
+            if (opt_.return_text) delta->mutable_text()->append(parsed->content);
+            if (reason == v1::FINISH_REASON_STOP) reason = v1::FINISH_REASON_TOOL_CALLS;
+        } else if (opt_.return_text) {
+            delta->mutable_text()->append(answer_tail_);  // malformed: the raw text, never a half-parsed call
+        }
+        answer_tail_.clear();
+    }
+    reason_ = reason;
+    fin->set_finish_reason(reason);
+    fin->set_completion_tokens(completion_);
+    fin->set_reasoning_tokens(reasoning_tokens_);
+}
+
+}  // namespace dg::front
