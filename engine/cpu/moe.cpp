@@ -3,10 +3,10 @@
 // scaled by sigmoid(shared_gate · x). docs/qwen35-model.md §4.
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <vector>
 
 #include "engine/cpu/ops.h"
+#include "engine/moe_routing.h"
 
 namespace dg::cpu {
 namespace {
@@ -27,21 +27,7 @@ void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, floa
     std::vector<float> logits(int64_t(n) * E);
     matmul(x, n, w.router, logits.data());
 
-    std::vector<std::vector<std::pair<int32_t, float>>> routed(E);  // expert -> (token, weight)
-    std::vector<int32_t> order(E);
-    for (int32_t t = 0; t < n; ++t) {
-        float* p = logits.data() + int64_t(t) * E;
-        const float mx = *std::max_element(p, p + E);
-        float sum = 0.f;
-        for (int64_t e = 0; e < E; ++e) sum += p[e] = std::exp(p[e] - mx);
-        for (int64_t e = 0; e < E; ++e) p[e] /= sum;
-        std::iota(order.begin(), order.end(), 0);
-        // Ties go to the lower expert index (stable), like the reference.
-        std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
-        float norm = 0.f;
-        for (int64_t k = 0; k < top_k; ++k) norm += p[order[k]];
-        for (int64_t k = 0; k < top_k; ++k) routed[order[k]].push_back({t, p[order[k]] / norm});
-    }
+    const auto routed = route_top_k(logits.data(), n, E, top_k);  // expert -> (token, weight)
 
     // Shared expert first (it writes y), then routed experts accumulate.
     swiglu_mlp(x, n, w.shared, y);

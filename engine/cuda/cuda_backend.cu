@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <numeric>
 #include <unordered_map>
 #include <vector>
 
@@ -15,6 +14,7 @@
 #include "engine/cuda/cuda_common.cuh"
 #include "engine/cuda/cuda_device.h"
 #include "engine/cuda/ops.cuh"
+#include "engine/moe_routing.h"
 #include "engine/status.h"
 
 namespace dg::cuda {
@@ -203,20 +203,7 @@ public:
         matmul(x, n, w.router, logits);
         std::vector<float> p(size_t(n) * E);
         DG_CUDA_CHECK(cudaMemcpy(p.data(), logits, p.size() * 4, cudaMemcpyDeviceToHost));
-        std::vector<std::vector<std::pair<int32_t, float>>> routed(E);
-        std::vector<int32_t> order(E);
-        for (int32_t t = 0; t < n; ++t) {
-            float* pt = p.data() + int64_t(t) * E;
-            const float mx = *std::max_element(pt, pt + E);
-            float sum = 0.f;
-            for (int64_t e = 0; e < E; ++e) sum += pt[e] = std::exp(pt[e] - mx);
-            for (int64_t e = 0; e < E; ++e) pt[e] /= sum;
-            std::iota(order.begin(), order.end(), 0);
-            std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t c) { return pt[a] > pt[c]; });
-            float norm = 0.f;
-            for (int64_t k = 0; k < top_k; ++k) norm += pt[order[k]];
-            for (int64_t k = 0; k < top_k; ++k) routed[order[k]].push_back({t, pt[order[k]] / norm});
-        }
+        const auto routed = route_top_k(p.data(), n, E, top_k);
         const int64_t Is = w.shared.gate.rows;
         float* g = moe_a_.need(size_t(n) * std::max<int64_t>(Is, 1));
         float* u = moe_b_.need(size_t(n) * std::max<int64_t>(Is, 1));
