@@ -1,0 +1,4 @@
+# The engine subcommands of `deltagate`, run as a user runs them (tests/cli/cli_test.sh).
+add_test(NAME cli_engine_commands
+         COMMAND bash ${PROJECT_SOURCE_DIR}/tests/cli/cli_test.sh $<TARGET_FILE:deltagate> ${PROJECT_SOURCE_DIR})
+set_tests_properties(cli_engine_commands PROPERTIES TIMEOUT 300 LABELS cli)
