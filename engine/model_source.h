@@ -46,7 +46,9 @@ ModelSource random_model(const ModelConfig& config, uint64_t seed, int64_t row_p
 // The tensors of an HF directory (safetensors; F32/F16/BF16), names normalised to the text layout.
 absl::StatusOr<ModelSource> hf_model_source(const std::string& dir);
 
-// Named shapes: "tiny" (dense, Hk != Hv, real head sizes), "tiny-moe", "0.8b", "27b", "35b-a3b".
+// Named shapes: "tiny" (dense, Hk != Hv, real head sizes), "tiny-moe", "tiny-text" (tiny with 151,936
+// tied embedding rows: room for a real Qwen3 tokenizer, so text tests run on a tiny model), "0.8b", "27b",
+// "35b-a3b".
 absl::StatusOr<ModelConfig> preset_config(const std::string& name);
 std::vector<std::string> preset_names();
 

@@ -156,13 +156,17 @@ ModelConfig shape(const char* arch, int64_t vocab, int64_t hidden, int64_t layer
 
 }  // namespace
 
-std::vector<std::string> preset_names() { return {"tiny", "tiny-moe", "0.8b", "27b", "35b-a3b"}; }
+std::vector<std::string> preset_names() { return {"tiny", "tiny-moe", "tiny-text", "0.8b", "27b", "35b-a3b"}; }
 
 absl::StatusOr<ModelConfig> preset_config(const std::string& name) {
     ModelConfig c;
     if (name == "tiny") {  // 27B's head ratios (6:1 q/kv, 1:3 linear K/V) at real head sizes
         c = shape("qwen35", 1024, 256, 8, 12, 2, 256, 4, 12, 128, 768, false);
         c.max_context = 32768;
+    } else if (name == "tiny-text") {  // "tiny" with a Qwen3 tokenizer's embedding rows (tied), for text tests
+        c = shape("qwen35", 151936, 256, 8, 12, 2, 256, 4, 12, 128, 768, true);
+        c.max_context = 32768;
+        c.eos_ids = {151645, 151643};  // <|im_end|>, <|endoftext|> in the Qwen3 vocabulary
     } else if (name == "tiny-moe") {  // 35B-A3B's ratios
         c = shape("qwen35moe", 1024, 256, 8, 16, 2, 256, 4, 8, 128, 0, false);
         c.n_experts = 16, c.n_experts_used = 4, c.expert_intermediate = 64, c.shared_intermediate = 96;

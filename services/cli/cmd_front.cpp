@@ -1,0 +1,126 @@
+// deltagate front: the stateless gRPC front (docs/front.md) in front of running workers.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "services/cli/command.h"
+#include "services/cli/flags.h"
+#include "services/front/front_server.h"
+
+namespace dg::cli {
+
+// Shared with cmd_up.cpp: the front's flags and their parsing.
+extern const std::set<std::string> kFrontFlags;
+absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o);
+// Blocks SIGINT/SIGTERM in this thread and every thread started after (call it first), so that
+// wait_for_stop_signal() receives them.
+void block_stop_signals();
+int wait_for_stop_signal();
+
+const std::set<std::string> kFrontFlags = {
+    "listen", "metrics-listen", "tokenizer", "model-name", "max-prompt-tokens", "max-tokens", "max-fanout",
+    "max-message-bytes", "max-inflight", "tls-cert", "tls-key", "auth-token", "load-penalty", "max-attempts"};
+
+absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
+    auto num = [&](const char* name, auto& out, int64_t lo, int64_t hi) -> absl::Status {
+        auto v = f.get(name);
+        if (!v) return absl::OkStatus();
+        int64_t x = 0;
+        if (!absl::SimpleAtoi(*v, &x) || x < lo || x > hi)
+            return absl::InvalidArgumentError(std::string("--") + name + " must be an integer in [" + std::to_string(lo) +
+                                              ", " + std::to_string(hi) + "]");
+        out = decltype(out)(x);
+        return absl::OkStatus();
+    };
+    if (auto v = f.get("listen")) o.listen = *v;
+    if (auto v = f.get("metrics-listen")) o.metrics_listen = *v;
+    if (auto v = f.get("tokenizer")) o.tokenizer_path = *v;
+    if (auto v = f.get("model-name")) o.model_name = *v;
+    if (auto v = f.get("tls-cert")) o.tls_cert = *v;
+    if (auto v = f.get("tls-key")) o.tls_key = *v;
+    if (const char* t = std::getenv("DELTAGATE_AUTH_TOKEN"); t && *t) o.auth_token = t;
+    if (auto v = f.get("auth-token")) o.auth_token = *v;
+    if (auto s = num("max-prompt-tokens", o.limits.max_prompt_tokens, 0, 1 << 30); !s.ok()) return s;
+    if (auto s = num("max-tokens", o.limits.max_tokens, 1, 1 << 30); !s.ok()) return s;
+    if (auto s = num("max-fanout", o.limits.max_fanout, 1, 4096); !s.ok()) return s;
+    if (auto s = num("max-message-bytes", o.limits.max_message_bytes, 1024, int64_t(1) << 30); !s.ok()) return s;
+    if (auto s = num("max-inflight", o.limits.max_inflight, 1, 1 << 20); !s.ok()) return s;
+    if (auto s = num("max-attempts", o.max_attempts, 1, 16); !s.ok()) return s;
+    if (auto v = f.get("load-penalty"); v && !absl::SimpleAtod(*v, &o.route.load_penalty_tokens))
+        return absl::InvalidArgumentError("--load-penalty must be a number (prompt tokens per queued request)");
+    return absl::OkStatus();
+}
+
+void block_stop_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int wait_for_stop_signal() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    int sig = 0;
+    sigwait(&set, &sig);
+    return sig;
+}
+
+namespace {
+
+const char* kUsage =
+    "usage: deltagate front (--workers HOST:PORT,... | --workers-dns NAME:PORT) [--listen HOST:PORT]\n"
+    "         [--metrics-listen HOST:PORT] [--tokenizer tokenizer.json|model.gguf] [--model-name NAME]\n"
+    "         [--max-prompt-tokens N] [--max-tokens N] [--max-fanout N] [--max-message-bytes N] [--max-inflight N]\n"
+    "         [--tls-cert PEM --tls-key PEM] [--auth-token TOKEN (or $DELTAGATE_AUTH_TOKEN)]\n"
+    "         [--load-penalty TOKENS] [--max-attempts N] [--dns-refresh-ms MS]\n"
+    "Tracing: OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 (OTLP/HTTP JSON), OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER.\n";
+
+int run_front(const std::vector<std::string>& args) {
+    auto flags = kFrontFlags;
+    flags.insert({"workers", "workers-dns", "dns-refresh-ms"});
+    auto f = parse_flags(args, flags, {"help"});
+    if (!f.ok() || f->has("help")) {
+        if (!f.ok()) std::fprintf(stderr, "deltagate front: %s\n", std::string(f.status().message()).c_str());
+        std::fprintf(stderr, "%s", kUsage);
+        return f.ok() ? 0 : 2;
+    }
+    front::FrontOptions o;
+    if (auto s = apply_front_flags(*f, o); !s.ok()) {
+        std::fprintf(stderr, "deltagate front: %s\n", std::string(s.message()).c_str());
+        return 2;
+    }
+    if (auto w = f->get("workers"))
+        for (auto part : absl::StrSplit(*w, ',', absl::SkipWhitespace())) o.pool.static_workers.emplace_back(part);
+    if (auto d = f->get("workers-dns")) o.pool.dns_name = *d;
+    if (auto r = f->get("dns-refresh-ms"); r && (!absl::SimpleAtoi(*r, &o.pool.dns_refresh_ms) || o.pool.dns_refresh_ms < 100)) {
+        std::fprintf(stderr, "deltagate front: --dns-refresh-ms must be an integer >= 100\n");
+        return 2;
+    }
+    block_stop_signals();
+    auto server = front::FrontServer::start(o);
+    if (!server.ok()) {
+        std::fprintf(stderr, "deltagate front: %s\n", std::string(server.status().message()).c_str());
+        return 1;
+    }
+    // One machine-readable line: tests and scripts read the port from it.
+    std::printf("front listening on port %d%s%s\n", (*server)->port(),
+                (*server)->metrics_address().empty() ? "" : ", metrics on http://",
+                (*server)->metrics_address().empty() ? "" : ((*server)->metrics_address() + "/metrics").c_str());
+    std::fflush(stdout);
+    const int sig = wait_for_stop_signal();
+    std::fprintf(stderr, "front: signal %d, draining\n", sig);
+    (*server)->shutdown(5000);
+    return 0;
+}
+
+}  // namespace
+
+DG_COMMAND("front", "the gRPC front: public API, routing to workers, tracing, /metrics", run_front);
+
+}  // namespace dg::cli

@@ -1,0 +1,168 @@
+// deltagate up: a whole cluster on one machine — N `deltagate worker` child processes and a front in this
+// process — for trying deltagate out. Ctrl-C (or SIGTERM) stops everything; children also die with us
+// (PR_SET_PDEATHSIG) if this process is killed outright.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/model_export.h"
+#include "engine/model_source.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "services/cli/command.h"
+#include "services/cli/model_args.h"
+#include "services/front/front_server.h"
+
+namespace dg::cli {
+
+extern const std::set<std::string> kFrontFlags;
+absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o);
+void block_stop_signals();
+int wait_for_stop_signal();
+
+namespace {
+
+// A free loopback port (bind to 0, read it back, close). Racy in principle; fine for a local cluster.
+int free_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    int port = 0;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+        port = ntohs(a.sin_port);
+    ::close(fd);
+    return port;
+}
+
+pid_t spawn(const std::vector<std::string>& argv) {
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid != 0) return pid;
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv("/proc/self/exe", args.data());
+    std::perror("deltagate up: exec");
+    ::_exit(127);
+}
+
+// The built-in tiny model with a real tokenizer's vocabulary embedded ("tiny-text" preset), cached next to
+// the plain built-in model, so text and chat work without downloading a model.
+absl::StatusOr<std::string> tiny_text_model(const std::string& tokenizer_path) {
+    namespace fs = std::filesystem;
+    auto base = default_model_path();
+    if (!base.ok()) return base.status();
+    const fs::path file = fs::path(*base).parent_path() / "tiny-text-f16.gguf";
+    std::error_code ec;
+    if (fs::exists(file, ec)) return file.string();
+    auto tok = tok::load_tokenizer(tokenizer_path);
+    if (!tok.ok()) return tok.status();
+    auto cfg = preset_config("tiny-text");
+    if (!cfg.ok()) return cfg.status();
+    std::fprintf(stderr, "deltagate up: writing a tiny model with the vocabulary of %s to %s\n", tokenizer_path.c_str(),
+                 file.string().c_str());
+    GgufExportOptions opt;
+    opt.type = "f16";
+    opt.name = "deltagate built-in tiny-text (random weights)";
+    opt.tokenizer = tok->get();
+    const std::string tmp = file.string() + ".partial";
+    if (auto s = export_gguf(random_model(*cfg, 0), tmp, opt); !s.ok()) return s;
+    fs::rename(tmp, file, ec);
+    if (ec) return absl::InternalError(absl::StrCat(file.string(), ": ", ec.message()));
+    return file.string();
+}
+
+int run_up(const std::vector<std::string>& args) {
+    auto flags = kFrontFlags;
+    flags.insert({"model", "workers", "backend", "worker-arg"});
+    auto f = parse_flags(args, flags, {"help"});
+    if (!f.ok() || f->has("help")) {
+        if (!f.ok()) std::fprintf(stderr, "deltagate up: %s\n", std::string(f.status().message()).c_str());
+        std::fprintf(stderr,
+                     "usage: deltagate up [--model PATH] [--workers N] [--backend cpu|cuda] [--listen HOST:PORT]\n"
+                     "         [--metrics-listen HOST:PORT] [--tokenizer tokenizer.json] [any `deltagate front` flag]\n"
+                     "Starts N workers (default 2) and a front on this machine. Without --model: the built-in tiny\n"
+                     "model (token ids only), or with --tokenizer, a tiny model carrying that tokenizer's vocabulary\n"
+                     "(text and chat work; the weights are random, so the words are too).\n");
+        return f.ok() && f->has("help") ? 0 : 2;
+    }
+    int n = 2;
+    if (auto w = f->get("workers"); w && (!absl::SimpleAtoi(*w, &n) || n < 1 || n > 64)) {
+        std::fprintf(stderr, "deltagate up: --workers must be in [1, 64]\n");
+        return 2;
+    }
+    front::FrontOptions o;
+    o.listen = "127.0.0.1:50051";
+    o.metrics_listen = "127.0.0.1:9400";
+    if (auto s = apply_front_flags(*f, o); !s.ok()) {
+        std::fprintf(stderr, "deltagate up: %s\n", std::string(s.message()).c_str());
+        return 2;
+    }
+    std::string model;
+    if (auto m = f->get("model")) {
+        model = *m;
+    } else {
+        auto p = o.tokenizer_path.empty() ? default_model_path() : tiny_text_model(o.tokenizer_path);
+        if (!p.ok()) {
+            std::fprintf(stderr, "deltagate up: %s\n", std::string(p.status().message()).c_str());
+            return 1;
+        }
+        model = *p;
+        if (!o.tokenizer_path.empty()) o.tokenizer_path = model;  // the GGUF now carries it
+    }
+    block_stop_signals();
+    std::vector<pid_t> children;
+    for (int i = 0; i < n; ++i) {
+        const std::string addr = absl::StrCat("127.0.0.1:", free_port());
+        std::vector<std::string> argv = {"deltagate", "worker", "--model", model, "--listen", addr};
+        if (auto b = f->get("backend")) argv.insert(argv.end(), {"--backend", *b});
+        children.push_back(spawn(argv));
+        o.pool.static_workers.push_back(addr);
+    }
+    auto stop_children = [&] {
+        for (pid_t c : children) ::kill(c, SIGTERM);
+        for (pid_t c : children) ::waitpid(c, nullptr, 0);
+    };
+    auto server = front::FrontServer::start(o);
+    if (!server.ok()) {
+        std::fprintf(stderr, "deltagate up: %s\n", std::string(server.status().message()).c_str());
+        stop_children();
+        return 1;
+    }
+    const int up = (*server)->state().pool().wait_healthy(n, 120000);
+    std::printf("deltagate up: front on 127.0.0.1:%d (gRPC deltagate.v1.Inference), %d/%d workers ready, model %s\n",
+                (*server)->port(), up, n, model.c_str());
+    if (!(*server)->metrics_address().empty())
+        std::printf("  metrics: http://%s/metrics\n", (*server)->metrics_address().c_str());
+    std::printf("  try:     deltagate chat --front 127.0.0.1:%d\n  stop:    Ctrl-C\n", (*server)->port());
+    std::fflush(stdout);
+    wait_for_stop_signal();
+    std::fprintf(stderr, "deltagate up: stopping\n");
+    (*server)->shutdown(2000);
+    server->reset();
+    stop_children();
+    return 0;
+}
+
+}  // namespace
+
+DG_COMMAND("up", "a local cluster: a front and N workers on this machine (default: the built-in tiny model)", run_up);
+
+}  // namespace dg::cli
