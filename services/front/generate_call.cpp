@@ -50,6 +50,7 @@ public:
         std::vector<Attempt*> to_launch;
         const EventAction act = call_->on_event(this, event_, &to_launch);
         for (Attempt* a : to_launch) call_->launch(a);
+        call_->pump();  // the attempt's pending reference keeps the call alive here
         if (act == EventAction::kRead) StartRead(&event_);
         else if (act == EventAction::kCancel) ctx_.TryCancel();
         // kStop: the worker sent its last event; the status follows.
