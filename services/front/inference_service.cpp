@@ -72,6 +72,13 @@ void reject_span(FrontState& front, CallPlan& plan, const grpc::Status& s) {
     front.tracer().submit(plan.server_span);
 }
 
+// A stream rejected before it started: counted, its span closed, and a reactor that finishes with `s`.
+grpc::ServerWriteReactor<v1::GenerateResponse>* reject_stream(FrontState& front, CallPlan& plan, const grpc::Status& s) {
+    front.metrics().request_done(plan.rpc, status_code_name(int(s.error_code())));
+    reject_span(front, plan, s);
+    return new ErrorStream(s);
+}
+
 void add_gen_ai_attrs(Span& s, const std::string& op, const std::string& model, const v1::SamplingParams& sp,
                       int32_t max_tokens, int n, const std::string& session, uint64_t seed) {
     if (s.trace_id == TraceId{}) return;
@@ -150,41 +157,46 @@ grpc::ServerUnaryReactor* InferenceService::unary_done(grpc::CallbackServerConte
     return r;
 }
 
+grpc::Status InferenceService::admit_stream(grpc::CallbackServerContext* ctx, const std::string& model_name,
+                                            ModelFacts* model) {
+    if (auto s = check_auth(ctx); !s.ok()) return s;
+    const FrontLimits& lim = front_.options().limits;
+    if (front_.inflight.load() >= lim.max_inflight)
+        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            absl::StrCat("this front already runs ", lim.max_inflight,
+                                         " streams (--max-inflight): retry later or add front replicas"));
+    auto m = front_.model();
+    if (!m.ok()) return to_grpc(m.status());
+    if (auto s = validate_model_name(model_name, *m); !s.ok()) return to_grpc(s);
+    *model = *std::move(m);
+    return grpc::Status::OK;
+}
+
 grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(grpc::CallbackServerContext* ctx,
                                                                             const v1::GenerateRequest* req) {
     CallPlan plan;
     plan.start = std::chrono::steady_clock::now();
     plan.rpc = "Generate";
     start_trace(front_, ctx, "Generate", plan);
-    auto reject = [&](const grpc::Status& s) -> grpc::ServerWriteReactor<v1::GenerateResponse>* {
-        front_.metrics().request_done(plan.rpc, status_code_name(int(s.error_code())));
-        reject_span(front_, plan, s);
-        return new ErrorStream(s);
-    };
-    if (auto s = check_auth(ctx); !s.ok()) return reject(s);
+    auto reject = [&](const grpc::Status& s) { return reject_stream(front_, plan, s); };
+    ModelFacts facts;
+    if (auto s = admit_stream(ctx, req->model(), &facts); !s.ok()) return reject(s);
     const FrontLimits& lim = front_.options().limits;
-    if (front_.inflight.load() >= lim.max_inflight)
-        return reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                   absl::StrCat("this front already runs ", lim.max_inflight,
-                                                " streams (--max-inflight): retry later or add front replicas")));
-    auto model = front_.model();
-    if (!model.ok()) return reject(to_grpc(model.status()));
-    if (auto s = validate_model_name(req->model(), *model); !s.ok()) return reject(to_grpc(s));
     const int n = req->n() == 0 ? 1 : req->n();
     if (n < 0 || n > lim.max_fanout)
         return reject(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                    absl::StrCat("n = ", req->n(), ": must be in [1, ", lim.max_fanout, "] (--max-fanout)")));
     if (auto s = validate_sampling(req->sampling()); !s.ok()) return reject(to_grpc(s));
-    if (auto s = validate_stop(req->stop(), *model, lim); !s.ok()) return reject(to_grpc(s));
+    if (auto s = validate_stop(req->stop(), facts, lim); !s.ok()) return reject(to_grpc(s));
     if (auto s = validate_logprobs(req->logprobs(), lim); !s.ok()) return reject(to_grpc(s));
     const tok::Tokenizer* tok = front_.tokenizer();
-    auto prompt = build_prompt(req->prompt(), tok, *model, lim);
+    auto prompt = build_prompt(req->prompt(), tok, facts, lim);
     if (!prompt.ok()) return reject(to_grpc(prompt.status()));
-    auto max_tokens = resolve_max_tokens(req->stop(), prompt->ids.size(), *model, lim);
+    auto max_tokens = resolve_max_tokens(req->stop(), prompt->ids.size(), facts, lim);
     if (!max_tokens.ok()) return reject(to_grpc(max_tokens.status()));
 
     plan.request_id = req->request_id().empty() ? new_request_id() : req->request_id();
-    plan.model = model->name;
+    plan.model = facts.name;
     plan.operation = prompt->chat ? "chat" : "text_completion";
     plan.session_id = req->cache().session_id();
     plan.cache_salt = salt_from_string(req->cache().cache_salt());
@@ -215,21 +227,11 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::BatchGenerate(
     plan.start = std::chrono::steady_clock::now();
     plan.rpc = "BatchGenerate";
     start_trace(front_, ctx, "BatchGenerate", plan);
-    auto reject = [&](const grpc::Status& s) -> grpc::ServerWriteReactor<v1::GenerateResponse>* {
-        front_.metrics().request_done(plan.rpc, status_code_name(int(s.error_code())));
-        reject_span(front_, plan, s);
-        return new ErrorStream(s);
-    };
+    auto reject = [&](const grpc::Status& s) { return reject_stream(front_, plan, s); };
     auto bad = [&](auto&&... parts) { return reject(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat(parts...))); };
-    if (auto s = check_auth(ctx); !s.ok()) return reject(s);
+    ModelFacts facts;
+    if (auto s = admit_stream(ctx, req->model(), &facts); !s.ok()) return reject(s);
     const FrontLimits& lim = front_.options().limits;
-    if (front_.inflight.load() >= lim.max_inflight)
-        return reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                   absl::StrCat("this front already runs ", lim.max_inflight,
-                                                " streams (--max-inflight): retry later or add front replicas")));
-    auto model = front_.model();
-    if (!model.ok()) return reject(to_grpc(model.status()));
-    if (auto s = validate_model_name(req->model(), *model); !s.ok()) return reject(to_grpc(s));
     const int k = req->continuations_size();
     if (k == 0) return bad("continuations is empty: give at least one");
     if (k > lim.max_fanout) return bad(k, " continuations; this front allows at most ", lim.max_fanout, " (--max-fanout)");
@@ -237,7 +239,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::BatchGenerate(
     const tok::Tokenizer* tok = front_.tokenizer();
 
     plan.request_id = req->request_id().empty() ? new_request_id() : req->request_id();
-    plan.model = model->name;
+    plan.model = facts.name;
     plan.session_id = req->cache().session_id();
     plan.cache_salt = salt_from_string(req->cache().cache_salt());
     plan.logprobs = req->logprobs().logprobs() || req->logprobs().top_logprobs() > 0;
@@ -257,16 +259,16 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::BatchGenerate(
         const v1::SamplingParams& sp = c.has_sampling() ? c.sampling() : req->default_sampling();
         const v1::StopCriteria& st = c.has_stop() ? c.stop() : req->default_stop();
         if (auto s = validate_sampling(sp); !s.ok()) return bad("continuations[", i, "]: ", s.message());
-        if (auto s = validate_stop(st, *model, lim); !s.ok()) return bad("continuations[", i, "]: ", s.message());
+        if (auto s = validate_stop(st, facts, lim); !s.ok()) return bad("continuations[", i, "]: ", s.message());
         std::string text = c.text();
         std::vector<int32_t> ids(c.token_ids().ids().begin(), c.token_ids().ids().end());
-        auto p = build_prompt(req->prefix(), tok, *model, lim, c.has_text() ? &text : nullptr,
+        auto p = build_prompt(req->prefix(), tok, facts, lim, c.has_text() ? &text : nullptr,
                               c.has_token_ids() ? &ids : nullptr);
         if (!p.ok()) {
             grpc::Status g = to_grpc(p.status());
             return reject(grpc::Status(g.error_code(), absl::StrCat("continuations[", i, "]: ", g.error_message())));
         }
-        auto mt = resolve_max_tokens(st, p->ids.size(), *model, lim);
+        auto mt = resolve_max_tokens(st, p->ids.size(), facts, lim);
         if (!mt.ok()) return bad("continuations[", i, "]: ", mt.status().message());
         built.push_back({std::move(*p), sp, st, *mt});
     }

@@ -29,6 +29,8 @@ public:
 
 private:
     grpc::Status check_auth(grpc::CallbackServerContext* ctx) const;
+    // What every streaming RPC checks before planning: the bearer token, the in-flight limit, the model.
+    grpc::Status admit_stream(grpc::CallbackServerContext* ctx, const std::string& model_name, ModelFacts* model);
     grpc::ServerUnaryReactor* unary_done(grpc::CallbackServerContext* ctx, const char* rpc, const grpc::Status& s);
 
     FrontState& front_;
