@@ -125,11 +125,9 @@ __global__ void attn_kernel(DevSeq s, const float* qg, const float* q_norm, Attn
 
 }  // namespace
 
-void attention(const DevSeq* seqs_dev, const SeqSlice* seqs, int32_t n_seqs, const AttnDims& d, const float* q_norm,
-               const float* k_norm, float eps, const float* qg, const float* k_in, const float* v_in, float* out,
-               const KvLayerDev& kv, float* scores, int64_t scores_floats, cudaStream_t st) {
-    (void)seqs_dev;
-    (void)scores_floats;
+void attention(const SeqSlice* seqs, int32_t n_seqs, const AttnDims& d, const float* q_norm, const float* k_norm,
+               float eps, const float* qg, const float* k_in, const float* v_in, float* out, const KvLayerDev& kv,
+               float* scores, cudaStream_t st) {
     for (int32_t i = 0; i < n_seqs; ++i) {
         const SeqSlice& q = seqs[i];
         DevSeq ds{q.begin, q.len, q.pos0, q.state_slot, q.blocks};  // q.blocks: device copy (see CudaBackend)

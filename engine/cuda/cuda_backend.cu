@@ -180,7 +180,7 @@ public:
         std::vector<SeqSlice> seqs = upload_seqs(b);
         float* scratch = gdn_scratch_.need(size_t(2) * b.n_tokens() * d.Hv);
         GdnLayerState st{states_ + int64_t(layer) * (conv_floats_ + s_floats_), state_floats(), conv_floats_};
-        cuda::gdn_mixer(dev_seqs_.ptr, seqs.data(), int32_t(seqs.size()), b.n_tokens(), d, dvec(w.conv_w.data()),
+        cuda::gdn_mixer(dev_seqs_.ptr, int32_t(seqs.size()), b.n_tokens(), d, dvec(w.conv_w.data()),
                         dvec(w.dt_bias.data()), dvec(w.ssm_a.data()), dvec(w.norm_w.data()), eps, qkv, z, bp, ap, o,
                         scratch, st, 0);
     }
@@ -192,8 +192,8 @@ public:
         for (const SeqSlice& s : seqs) need = std::max(need, size_t(s.len) * d.Hq * (size_t(s.pos0) + s.len));
         float* scores = scores_.need(need);
         KvLayerDev kv{layout_.kv_type, layout_.block_tokens, kv_row_bytes_, kv_[layer].k, kv_[layer].v};
-        cuda::attention(dev_seqs_.ptr, seqs.data(), int32_t(seqs.size()), d, dvec(w.q_norm.data()),
-                        dvec(w.k_norm.data()), eps, qg, k, v, out, kv, scores, int64_t(need), 0);
+        cuda::attention(seqs.data(), int32_t(seqs.size()), d, dvec(w.q_norm.data()), dvec(w.k_norm.data()), eps, qg, k,
+                        v, out, kv, scores, 0);
     }
 
     // Routing on the host (one small device->host copy per layer), experts as grouped matmuls.

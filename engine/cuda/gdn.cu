@@ -105,7 +105,7 @@ __global__ void gated_norm_kernel(float* o, const float* z, const float* w, int6
 
 }  // namespace
 
-void gdn_mixer(const DevSeq* seqs_dev, const SeqSlice* seqs, int32_t n_seqs, int32_t n, const GdnDims& d,
+void gdn_mixer(const DevSeq* seqs_dev, int32_t n_seqs, int32_t n, const GdnDims& d,
                const float* conv_w, const float* dt_bias, const float* ssm_a, const float* norm_w, float eps, float* qkv,
                const float* z, const float* b, const float* a, float* o, float* scratch, const GdnLayerState& st,
                cudaStream_t s) {

@@ -34,7 +34,7 @@ struct GdnLayerState {
     int64_t slot_stride;  // floats between slots
     int64_t conv_floats;  // (K-1) * conv_dim, then S: Hv * dk * dv
 };
-void gdn_mixer(const DevSeq* seqs_dev, const SeqSlice* seqs_host, int32_t n_seqs, int32_t n_tokens, const GdnDims& d,
+void gdn_mixer(const DevSeq* seqs_dev, int32_t n_seqs, int32_t n_tokens, const GdnDims& d,
                const float* conv_w, const float* dt_bias, const float* ssm_a, const float* norm_w, float eps,
                float* qkv, const float* z, const float* b, const float* a, float* o, float* scratch,
                const GdnLayerState& st, cudaStream_t s);
@@ -46,9 +46,10 @@ struct KvLayerDev {
     uint8_t* k;
     uint8_t* v;
 };
-void attention(const DevSeq* seqs_dev, const SeqSlice* seqs_host, int32_t n_seqs, const AttnDims& d,
-               const float* q_norm, const float* k_norm, float eps, const float* qg, const float* k_in,
-               const float* v_in, float* out, const KvLayerDev& kv, float* scores, int64_t scores_floats,
-               cudaStream_t s);
+// seqs: host slices whose `blocks` point at device block tables; scores: at least len * Hq * (pos0 + len)
+// floats for the longest sequence.
+void attention(const SeqSlice* seqs, int32_t n_seqs, const AttnDims& d, const float* q_norm, const float* k_norm,
+               float eps, const float* qg, const float* k_in, const float* v_in, float* out, const KvLayerDev& kv,
+               float* scores, cudaStream_t s);
 
 }  // namespace dg::cuda
