@@ -4,7 +4,7 @@ set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
       nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
-      python3 python3-numpy clang libclang-rt-dev nodejs npm
+      python3 python3-numpy python3-yaml clang libclang-rt-dev nodejs npm
       libicu-dev)
 missing=()
 for p in "${PKGS[@]}"; do
