@@ -1,7 +1,8 @@
 // The CUDA backend, v0 (correctness first): device memory for weights, activations, KV blocks and
 // state slots, and every op of engine/backend.h as a plain kernel (engine/cuda/*.cu). Mirrors
-// engine/cpu/cpu_backend.cpp op for op so tests/unit/gpu compares the two. Not yet: fused GDN
-// kernels, chunked prefill, tensor-core GEMM, split-K attention, CUDA graphs (issue 6).
+// engine/cpu/cpu_backend.cpp op for op so tests/unit/gpu compares the two. GDN runs the fused decode
+// and chunked prefill kernels (docs/cuda.md). Not yet: tensor-core GEMM, split-K attention, CUDA graphs
+// (issue 6).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -175,14 +176,38 @@ public:
         cuda::copy_rows(x, d, n_rows, dim, y, 0);
     }
 
+    // Decode slices (len 1) run the fused decode kernel, longer ones the chunked prefill kernel
+    // (engine/cuda/gdn*.cu); their descriptors go to the device decode-first. The token-by-token kernels
+    // (gdn_mixer_reference) are the tests' reference, used here only for dk > 128, which no Qwen3.5 has.
     void gdn_mixer(const StepBatch& b, int32_t layer, const GdnDims& d, const GdnWeights& w, float eps, float* qkv,
                    const float* z, const float* bp, const float* ap, float* o) override {
-        std::vector<SeqSlice> seqs = upload_seqs(b);
-        float* scratch = gdn_scratch_.need(size_t(2) * b.n_tokens() * d.Hv);
+        std::vector<DevSeq> ds;
+        for (int decode = 1; decode >= 0; --decode)
+            for (const SeqSlice& s : b.seqs)
+                if (s.len > 0 && (s.len == 1) == bool(decode))
+                    ds.push_back(DevSeq{s.begin, s.len, s.pos0, s.state_slot, nullptr});
+        if (ds.empty()) return;
+        const int32_t n_dec = int32_t(std::count_if(ds.begin(), ds.end(), [](const DevSeq& s) { return s.len == 1; }));
+        DG_CUDA_CHECK(cudaMemcpy(gdn_seqs_.need(ds.size()), ds.data(), ds.size() * sizeof(DevSeq), cudaMemcpyHostToDevice));
         GdnLayerState st{states_ + int64_t(layer) * (conv_floats_ + s_floats_), state_floats(), conv_floats_};
-        cuda::gdn_mixer(dev_seqs_.ptr, int32_t(seqs.size()), b.n_tokens(), d, dvec(w.conv_w.data()),
-                        dvec(w.dt_bias.data()), dvec(w.ssm_a.data()), dvec(w.norm_w.data()), eps, qkv, z, bp, ap, o,
-                        scratch, st, 0);
+        const GdnLayerArgs args{d, dvec(w.conv_w.data()), dvec(w.dt_bias.data()), dvec(w.ssm_a.data()),
+                                dvec(w.norm_w.data()), eps, qkv, z, bp, ap, o, st};
+        if (!gdn_fast_supported(d)) {
+            static bool warned = false;
+            if (!warned) std::fprintf(stderr, "deltagate cuda: GDN dk %lld > %lld: running the token-by-token reference kernels\n",
+                                      (long long)d.dk, (long long)kGdnMaxDk);
+            warned = true;
+            float* scratch = gdn_scratch_.need(size_t(2) * b.n_tokens() * d.Hv);
+            cuda::gdn_mixer_reference(args, gdn_seqs_.ptr, int32_t(ds.size()), b.n_tokens(), scratch, 0);
+            return;
+        }
+        // The arrival counters must start zeroed; the kernels leave them zero, so zero only new memory.
+        const size_t words = size_t(gdn_arrival_words(n_dec, d));
+        const size_t cap = gdn_arrivals_.cap;
+        uint32_t* arrivals = gdn_arrivals_.need(words);
+        if (gdn_arrivals_.cap != cap) DG_CUDA_CHECK(cudaMemset(arrivals, 0, gdn_arrivals_.cap * sizeof(uint32_t)));
+        const GdnWorkspace ws{gdn_scratch_.need(size_t(gdn_workspace_floats(n_dec, d))), arrivals};
+        cuda::gdn_mixer(args, gdn_seqs_.ptr, ds.data(), n_dec, int32_t(ds.size()) - n_dec, ws, GdnTiling{}, 0);
     }
 
     void attention(const StepBatch& b, int32_t layer, const AttnDims& d, const AttnWeights& w, float eps,
@@ -307,7 +332,8 @@ private:
     std::unordered_map<const uint8_t*, uint8_t*> dev_data_;
     std::unordered_map<const float*, float*> dev_vec_;
     Scratch<int32_t> tok_, rows_, blocks_;
-    Scratch<DevSeq> dev_seqs_;
+    Scratch<DevSeq> dev_seqs_, gdn_seqs_;
+    Scratch<uint32_t> gdn_arrivals_;
     Scratch<float> gdn_scratch_, scores_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_x_, moe_y_, moe_w_;
 };
 

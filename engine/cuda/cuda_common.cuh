@@ -110,6 +110,12 @@ __device__ __forceinline__ float block_sum(float v, float* shared32) {
     v = threadIdx.x < blockDim.x / kWarp ? shared32[lane] : 0.f;
     return warp_sum(v);
 }
+// Activations of the GDN mixer, with the CPU's formulas (engine/cpu/gdn.cpp): softplus uses torch's
+// threshold 20.
+__device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
+__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+__device__ __forceinline__ float softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+
 __device__ __forceinline__ float block_max(float v, float* shared32) {
     v = warp_max(v);
     const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp;
@@ -118,6 +124,14 @@ __device__ __forceinline__ float block_max(float v, float* shared32) {
     __syncthreads();
     v = threadIdx.x < blockDim.x / kWarp ? shared32[lane] : -INFINITY;
     return warp_max(v);
+}
+
+// An attribute of the current device (SM count, shared-memory limits), for launch geometry.
+inline int device_attribute(cudaDeviceAttr attr) {
+    int dev = 0, v = 0;
+    DG_CUDA_CHECK(cudaGetDevice(&dev));
+    DG_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+    return v;
 }
 
 }  // namespace dg::cuda

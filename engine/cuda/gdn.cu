@@ -1,8 +1,9 @@
-// Gated DeltaNet on CUDA, v0: causal conv with state, q/k L2 norm, gates, the delta rule run token by
-// token (the recurrent form, also for prefill), gated RMSNorm. Twin of engine/cpu/gdn.cpp; value head
-// h reads key head h % Hk (tiled). The chunked WY/UT prefill kernel of issue 6 replaces gdn_scan for
-// prefill; this version exists so the backend is complete and the op tests have a baseline.
+// Gated DeltaNet on CUDA: the dispatcher of the fast path (decode rows to engine/cuda/gdn_decode.cu,
+// longer slices to engine/cuda/gdn_prefill.cu) and the v0 token-by-token reference kernels the GPU tests
+// compare it with. Twin of engine/cpu/gdn.cpp; value head h reads key head h % Hk (tiled). Geometry and
+// bounds: docs/cuda.md.
 #include <algorithm>
+#include <cstdio>
 
 #include "engine/cuda/cuda_common.cuh"
 #include "engine/cuda/ops.cuh"
@@ -10,6 +11,8 @@
 
 namespace dg::cuda {
 namespace {
+
+// ---- reference (v0): conv in place, then a scan with S in global memory, one token at a time ----------
 
 constexpr int kMaxConvK = 8;
 
@@ -105,21 +108,40 @@ __global__ void gated_norm_kernel(float* o, const float* z, const float* w, int6
 
 }  // namespace
 
-void gdn_mixer(const DevSeq* seqs_dev, int32_t n_seqs, int32_t n, const GdnDims& d,
-               const float* conv_w, const float* dt_bias, const float* ssm_a, const float* norm_w, float eps, float* qkv,
-               const float* z, const float* b, const float* a, float* o, float* scratch, const GdnLayerState& st,
-               cudaStream_t s) {
+void gdn_mixer_reference(const GdnLayerArgs& a, const DevSeq* seqs_dev, int32_t n_seqs, int32_t n, float* scratch,
+                         cudaStream_t s) {
+    const GdnDims& d = a.d;
     DG_CHECK(d.K <= kMaxConvK, "conv kernel %d > %d", d.K, kMaxConvK);
-    conv_kernel<<<dim3(n_seqs, unsigned((d.conv_dim + 127) / 128)), 128, 0, s>>>(seqs_dev, qkv, d.conv_dim, int(d.K),
-                                                                                 conv_w, st);
-    qk_norm_kernel<<<unsigned(n * 2 * d.Hk), 128, 0, s>>>(qkv, d.conv_dim, d.Hk, d.dk);
+    if (n_seqs == 0 || n == 0) return;
+    conv_kernel<<<dim3(n_seqs, unsigned((d.conv_dim + 127) / 128)), 128, 0, s>>>(seqs_dev, a.qkv, d.conv_dim,
+                                                                                 int(d.K), a.conv_w, a.st);
+    qk_norm_kernel<<<unsigned(n * 2 * d.Hk), 128, 0, s>>>(a.qkv, d.conv_dim, d.Hk, d.dk);
     float* beta = scratch;
     float* g = scratch + int64_t(n) * d.Hv;
-    gates_kernel<<<unsigned((n * d.Hv + 255) / 256), 256, 0, s>>>(b, a, dt_bias, ssm_a, n, d.Hv, beta, g);
+    gates_kernel<<<unsigned((n * d.Hv + 255) / 256), 256, 0, s>>>(a.b, a.a, a.dt_bias, a.ssm_a, n, d.Hv, beta, g);
     const int threads = int(std::min<int64_t>(((d.dv + 31) / 32) * 32, 1024));
     scan_kernel<<<dim3(n_seqs, unsigned(d.Hv)), threads, 2 * d.dk * sizeof(float), s>>>(
-        seqs_dev, qkv, d.conv_dim, d.Hk, d.Hv, d.dk, d.dv, beta, g, o, st);
-    gated_norm_kernel<<<unsigned(n * d.Hv), 128, 0, s>>>(o, z, norm_w, d.dv, eps);
+        seqs_dev, a.qkv, d.conv_dim, d.Hk, d.Hv, d.dk, d.dv, beta, g, a.o, a.st);
+    gated_norm_kernel<<<unsigned(n * d.Hv), 128, 0, s>>>(a.o, a.z, a.norm_w, d.dv, a.eps);
+    DG_CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- the fast path -----------------------------------------------------------------------------------
+
+int64_t gdn_workspace_floats(int32_t n_decode, const GdnDims& d) {
+    return std::max<int64_t>(1, int64_t(n_decode) * d.Hv * ((d.dv + 31) / 32));  // partial sums per dv tile
+}
+int64_t gdn_arrival_words(int32_t n_decode, const GdnDims& d) {
+    return std::max<int64_t>(1, int64_t(n_decode) * (d.Hk + d.Hv));  // [seq][Hk] conv, then [seq][Hv] norm
+}
+
+void gdn_mixer(const GdnLayerArgs& a, const DevSeq* seqs_dev, const DevSeq* seqs_host, int32_t n_decode,
+               int32_t n_prefill, const GdnWorkspace& ws, const GdnTiling& tiling, cudaStream_t s) {
+    DG_CHECK(gdn_fast_supported(a.d), "GDN fast kernels need 1 <= dk <= %d and Hv %% Hk == 0 (dk %d, Hk %d, Hv %d)",
+             int(kGdnMaxDk), int(a.d.dk), int(a.d.Hk), int(a.d.Hv));
+    // Decode and prefill sequences own different state slots, so the two launches are independent.
+    if (n_decode > 0) gdn_decode(a, seqs_dev, n_decode, ws, tiling.decode_cols, s);
+    if (n_prefill > 0) gdn_prefill(a, seqs_dev + n_decode, seqs_host + n_decode, n_prefill, tiling.prefill_cols, s);
 }
 
 }  // namespace dg::cuda

@@ -34,10 +34,63 @@ struct GdnLayerState {
     int64_t slot_stride;  // floats between slots
     int64_t conv_floats;  // (K-1) * conv_dim, then S: Hv * dk * dv
 };
-void gdn_mixer(const DevSeq* seqs_dev, int32_t n_seqs, int32_t n_tokens, const GdnDims& d,
-               const float* conv_w, const float* dt_bias, const float* ssm_a, const float* norm_w, float eps,
-               float* qkv, const float* z, const float* b, const float* a, float* o, float* scratch,
-               const GdnLayerState& st, cudaStream_t s);
+
+// One GDN layer call (engine/cuda/gdn*.cu, docs/cuda.md). All pointers are device memory. Value head h
+// reads key head h % Hk (tiled order, engine/weights.h).
+struct GdnLayerArgs {
+    GdnDims d;
+    const float* conv_w;   // [conv_dim][K]
+    const float* dt_bias;  // [Hv]
+    const float* ssm_a;    // [Hv] = -exp(A_log)
+    const float* norm_w;   // [dv]
+    float eps;             // gated RMSNorm epsilon
+    float* qkv;            // [n][conv_dim] pre-conv rows: the fast kernels only read it (the reference
+                           // convolves it in place)
+    const float* z;        // [n][Hv*dv]
+    const float* b;        // [n][Hv]
+    const float* a;        // [n][Hv]
+    float* o;              // [n][Hv*dv] out, ready for out_proj
+    GdnLayerState st;
+};
+
+// Scratch of the fast path, sized by the two functions below for n_decode decode sequences.
+// `arrivals` must be all zero on entry; the kernels leave it zero (allocate and zero it once).
+struct GdnWorkspace {
+    float* partial;      // gdn_workspace_floats
+    uint32_t* arrivals;  // gdn_arrival_words
+};
+int64_t gdn_workspace_floats(int32_t n_decode, const GdnDims& d);
+int64_t gdn_arrival_words(int32_t n_decode, const GdnDims& d);
+
+// Columns of the state per thread block; 0 = chosen from the batch and the device. Tests and the
+// benchmark force the other geometries: decode 32 | 64 | 128, prefill 16 | 32 | 64 | 128.
+struct GdnTiling {
+    int decode_cols = 0;
+    int prefill_cols = 0;
+};
+constexpr int64_t kGdnMaxDk = 128;  // the fast kernels need dk <= 128 (every Qwen3.5 size has 128)
+inline bool gdn_fast_supported(const GdnDims& d) { return d.dk >= 1 && d.dk <= kGdnMaxDk && d.Hv % d.Hk == 0; }
+// Dynamic shared memory of the prefill kernel for a tile of `cols` state columns.
+int64_t gdn_prefill_smem_bytes(int cols, int64_t dk);
+
+// The fast path for one layer: seqs_dev / seqs_host are the same descriptors (device and host copies),
+// the n_decode sequences with len == 1 first, then n_prefill with len > 1. Decode sequences go through
+// the fused decode kernel (one launch), the others through the chunked (64) WY/UT prefill kernel and a
+// conv-state update (two launches, three when a head's dv is split over blocks).
+void gdn_mixer(const GdnLayerArgs& a, const DevSeq* seqs_dev, const DevSeq* seqs_host, int32_t n_decode,
+               int32_t n_prefill, const GdnWorkspace& ws, const GdnTiling& tiling, cudaStream_t s);
+// The two halves, for tests and the benchmark. seqs_* hold only that kind of sequence.
+void gdn_decode(const GdnLayerArgs& a, const DevSeq* seqs_dev, int32_t n_seqs, const GdnWorkspace& ws,
+                int cols, cudaStream_t s);
+void gdn_prefill(const GdnLayerArgs& a, const DevSeq* seqs_dev, const DevSeq* seqs_host, int32_t n_seqs, int cols,
+                 cudaStream_t s);
+int gdn_decode_cols(const GdnLayerArgs& a, int32_t n_seqs, int forced);   // the geometry gdn_decode runs
+int gdn_prefill_cols(const GdnDims& d, int32_t n_seqs, int forced);       // the geometry gdn_prefill runs
+
+// The v0 token-by-token kernels (conv in place, scan with S in global memory): the reference the GPU
+// tests compare the fast path with. Any sequence lengths, any order. scratch: 2 * n_tokens * Hv floats.
+void gdn_mixer_reference(const GdnLayerArgs& a, const DevSeq* seqs_dev, int32_t n_seqs, int32_t n_tokens,
+                         float* scratch, cudaStream_t s);
 
 struct KvLayerDev {
     DType type;
