@@ -101,6 +101,26 @@ absl::Status EngineLoop::cancel(RequestId id) {
     return absl::OkStatus();
 }
 
+absl::Status EngineLoop::cancel_continuation(RequestId id, int32_t index) {
+    auto it = reqs_.find(id);
+    if (it == reqs_.end()) return absl::NotFoundError(absl::StrCat("request ", id, " is not known (finished or never submitted)"));
+    const ReqState& r = it->second;
+    if (index < 0 || index >= r.req.n)
+        return absl::InvalidArgumentError(absl::StrCat("continuation ", index, " is out of range: request ", id, " has n = ", r.req.n));
+    for (SeqId sid : r.seqs) {
+        auto s = seqs_.find(sid);
+        if (s == seqs_.end() || s->second.index != index) continue;
+        if (index == 0 && s->second.fork_pending)
+            return absl::FailedPreconditionError(absl::StrCat("request ", id, " has not forked yet: cancel the whole request"));
+        finish(sid, FinishReason::kCancelled,
+               absl::CancelledError(absl::StrCat("continuation ", index, " of request ", id, " was cancelled")));
+        return absl::OkStatus();
+    }
+    if (index > 0 && r.seqs.size() == 1)
+        return absl::FailedPreconditionError(absl::StrCat("request ", id, " has not forked yet: cancel the whole request"));
+    return absl::NotFoundError(absl::StrCat("continuation ", index, " of request ", id, " already ended"));
+}
+
 absl::Status EngineLoop::preempt(RequestId id) {
     auto it = reqs_.find(id);
     if (it == reqs_.end()) return absl::NotFoundError(absl::StrCat("request ", id, " is not known"));
@@ -200,6 +220,7 @@ EngineLoop::AdmitResult EngineLoop::try_admit(SeqId id) {
     s.blocks = m.blocks;
     Backend& be = model_->backend();
     Tier tier = Tier::kDevice;
+    const Clock::time_point restore_start = Clock::now();
     if (m.pos > 0) {
         tier = cache_->restore(m.checkpoint_key, slot);
         if (m.pos % bt != 0) {
@@ -227,8 +248,10 @@ EngineLoop::AdmitResult EngineLoop::try_admit(SeqId id) {
     }
     if (!r.has_admitted) {
         r.has_admitted = true;
-        r.admitted = Clock::now();
+        r.admitted = restore_start;
+        r.usage.admitted = true;
         r.usage.queue_ms = ms_between(r.submitted, r.admitted);
+        if (m.pos > 0) r.usage.restore_ms = ms_between(restore_start, Clock::now());
     }
     return AdmitResult::kAdmitted;
 }
@@ -405,6 +428,7 @@ void EngineLoop::on_token(SeqId id, std::span<const float> logits) {
     ReqState& r = reqs_.at(s.req);
     if (!r.has_first_token) {
         r.has_first_token = true;
+        r.usage.first_token = true;
         r.first_token = Clock::now();
         r.usage.prefill_ms = ms_between(r.admitted, r.first_token);
         r.usage.ttft_ms = ms_between(r.submitted, r.first_token);

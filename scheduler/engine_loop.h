@@ -67,6 +67,10 @@ public:
     absl::StatusOr<RequestId> submit(Request r);
     // Ends every continuation of the request now, freeing its blocks and slots (no checkpoint).
     absl::Status cancel(RequestId id);
+    // Ends one continuation (fork child `index`) of a running request, as cancel() does for all of them;
+    // the others go on. NotFound when that continuation already ended; FailedPrecondition before the
+    // fork (continuations other than 0 exist only after the first token).
+    absl::Status cancel_continuation(RequestId id, int32_t index);
     // Preempts the request's running continuations as memory pressure would (tests, operators).
     absl::Status preempt(RequestId id);
 

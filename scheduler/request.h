@@ -28,7 +28,12 @@ struct Usage {
     int32_t recomputed_tokens = 0;     // generated tokens computed again after a preemption lost them
     int32_t completion_tokens = 0;     // over all children
     int32_t preemptions = 0;
-    double queue_ms = 0, prefill_ms = 0, ttft_ms = 0, decode_ms = 0;
+    // Wall-clock phases from submit: queue (until first admission), restore (copying a cached state and
+    // tail block into the sequence's slot at that admission; inside prefill), prefill (admission to the
+    // first token), ttft (submit to the first token), decode (first token to the end).
+    double queue_ms = 0, restore_ms = 0, prefill_ms = 0, ttft_ms = 0, decode_ms = 0;
+    bool admitted = false;     // the request reached a slot (false: it ended while queued)
+    bool first_token = false;  // it produced at least one token
 };
 
 struct Event {

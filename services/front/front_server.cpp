@@ -28,14 +28,14 @@ absl::StatusOr<std::unique_ptr<FrontServer>> FrontServer::start(FrontOptions opt
         if (!t.ok()) return t.status();
         tokenizer = std::move(*t);
     }
-    auto tcfg = tracer_config_from_env("deltagate-front");
+    auto tcfg = trace::tracer_config_from_env("deltagate-front");
     if (!tcfg.ok()) return tcfg.status();
     auto pool = WorkerPool::start(opt.pool);
     if (!pool.ok()) return pool.status();
 
     std::unique_ptr<FrontServer> fs(new FrontServer());
     fs->state_ = std::make_unique<FrontState>(opt, std::move(*pool), std::move(tokenizer),
-                                              std::make_unique<Tracer>(*tcfg));
+                                              std::make_unique<trace::Tracer>(*tcfg));
     fs->service_ = std::make_unique<InferenceService>(*fs->state_);
 
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();

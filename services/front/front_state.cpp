@@ -8,7 +8,7 @@
 namespace dg::front {
 
 FrontState::FrontState(FrontOptions opt, std::unique_ptr<WorkerPool> pool, std::unique_ptr<tok::Tokenizer> tokenizer,
-                       std::unique_ptr<Tracer> tracer)
+                       std::unique_ptr<trace::Tracer> tracer)
     : opt_(std::move(opt)),
       pool_(std::move(pool)),
       metrics_(registry_),
@@ -79,23 +79,25 @@ void FrontState::unregister_call(const std::string& id, GenerateCall* call) {
     if (it != calls_.end() && it->second == call) calls_.erase(it);
 }
 
-int FrontState::abort_calls(const std::vector<std::string>& ids) {
+std::vector<std::string> FrontState::abort_calls(const std::vector<std::string>& ids) {
     // A call unregisters itself (under calls_mu_) before it is deleted, so a hold taken here is safe; the
     // abort itself runs outside the lock (cancelling may run the call's completions on this thread).
     std::vector<GenerateCall*> found;
+    std::vector<std::string> found_ids;
     {
         std::lock_guard<std::mutex> l(calls_mu_);
         for (const auto& id : ids)
             if (auto it = calls_.find(id); it != calls_.end()) {
                 it->second->hold();
                 found.push_back(it->second);
+                found_ids.push_back(id);
             }
     }
     for (GenerateCall* c : found) {
         c->abort("aborted by an Abort request");
         c->release();
     }
-    return int(found.size());
+    return found_ids;
 }
 
 }  // namespace dg::front

@@ -13,7 +13,7 @@
 #include "services/front/front_metrics.h"
 #include "services/front/request_builder.h"
 #include "services/front/router.h"
-#include "services/front/tracer.h"
+#include "services/common/tracer.h"
 #include "services/front/worker_pool.h"
 
 namespace dg::front {
@@ -36,11 +36,11 @@ class GenerateCall;
 class FrontState {
 public:
     FrontState(FrontOptions opt, std::unique_ptr<WorkerPool> pool, std::unique_ptr<tok::Tokenizer> tokenizer,
-               std::unique_ptr<Tracer> tracer);
+               std::unique_ptr<trace::Tracer> tracer);
 
     const FrontOptions& options() const { return opt_; }
     WorkerPool& pool() { return *pool_; }
-    Tracer& tracer() { return *tracer_; }
+    trace::Tracer& tracer() { return *tracer_; }
     FrontMetrics& metrics() { return metrics_; }
     metrics::Registry& registry() { return registry_; }
     SessionTable& sessions() { return sessions_; }
@@ -54,7 +54,8 @@ public:
     // Running streams, by request id (Abort).
     bool register_call(const std::string& id, GenerateCall* call);
     void unregister_call(const std::string& id, GenerateCall* call);
-    int abort_calls(const std::vector<std::string>& ids);
+    // Aborts the named streams running on this replica; returns the ids found.
+    std::vector<std::string> abort_calls(const std::vector<std::string>& ids);
 
     std::atomic<int32_t> inflight{0};
 
@@ -63,7 +64,7 @@ private:
     std::unique_ptr<WorkerPool> pool_;
     metrics::Registry registry_;
     FrontMetrics metrics_;
-    std::unique_ptr<Tracer> tracer_;
+    std::unique_ptr<trace::Tracer> tracer_;
     SessionTable sessions_;
 
     std::mutex tok_mu_;

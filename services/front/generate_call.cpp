@@ -62,7 +62,7 @@ public:
     std::shared_ptr<WorkerHandle> worker_;
     grpc::ClientContext ctx_;
     worker::v1::GenerateEvent event_;
-    Span span_;
+    trace::Span span_;
 };
 
 GenerateCall::GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, CallPlan plan)
@@ -76,11 +76,11 @@ GenerateCall::GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, 
     front_.metrics().running.add(1);
     // The gen_ai span nests in the server span and parents the worker calls (GenAI semconv).
     gen_span_.trace_id = plan_.server_span.trace_id;
-    gen_span_.span_id = new_span_id();
+    gen_span_.span_id = trace::new_span_id();
     gen_span_.parent_span_id = plan_.server_span.span_id;
     gen_span_.name = plan_.operation + " " + plan_.model;
-    gen_span_.kind = SpanKind::kInternal;
-    gen_span_.start_ns = unix_nanos_now();
+    gen_span_.kind = trace::SpanKind::kInternal;
+    gen_span_.start_ns = trace::unix_nanos_now();
 }
 
 GenerateCall::~GenerateCall() {
@@ -164,13 +164,13 @@ GenerateCall::Attempt* GenerateCall::make_attempt_locked(int li, grpc::Status* e
     w->inflight.fetch_add(1);
 
     // Worker call span (CLIENT); its id is the parent the worker's spans hang under.
-    Span& s = raw->span_;
+    trace::Span& s = raw->span_;
     s.trace_id = plan_.server_span.trace_id;
-    s.span_id = new_span_id();
+    s.span_id = trace::new_span_id();
     s.parent_span_id = gen_span_.span_id;
     s.name = "deltagate.worker.v1.Worker/Generate";
-    s.kind = SpanKind::kClient;
-    s.start_ns = unix_nanos_now();
+    s.kind = trace::SpanKind::kClient;
+    s.start_ns = trace::unix_nanos_now();
     s.set("rpc.system", std::string("grpc"));
     s.set("rpc.service", std::string("deltagate.worker.v1.Worker"));
     s.set("rpc.method", std::string("Generate"));
@@ -182,11 +182,11 @@ GenerateCall::Attempt* GenerateCall::make_attempt_locked(int li, grpc::Status* e
 
     // Deadline and trace context travel to the worker; cancellation is done by TryCancel (OnCancel).
     raw->ctx_.set_deadline(ctx_->deadline());
-    const bool sampled = front_.tracer().enabled() && plan_.server_span.trace_id != TraceId{} &&
+    const bool sampled = front_.tracer().enabled() && plan_.server_span.trace_id != trace::TraceId{} &&
                          (plan_.incoming ? plan_.incoming->sampled : true);
     if (front_.tracer().enabled()) {
-        TraceContext tc{.trace_id = s.trace_id, .span_id = s.span_id, .sampled = sampled};
-        raw->ctx_.AddMetadata("traceparent", format_traceparent(tc));
+        trace::TraceContext tc{.trace_id = s.trace_id, .span_id = s.span_id, .sampled = sampled};
+        raw->ctx_.AddMetadata("traceparent", trace::format_traceparent(tc));
     } else if (!plan_.incoming_traceparent.empty()) {
         raw->ctx_.AddMetadata("traceparent", plan_.incoming_traceparent);
     }
@@ -218,9 +218,10 @@ GenerateCall::EventAction GenerateCall::on_event(Attempt* a, const worker::v1::G
     }
     const int out = leg.plan.out_index[size_t(ev.index())];
     OutputTrack& track = *tracks_[size_t(out)];
+    bool stopped = false;  // a stop string ended this continuation here
     if (ev.token_id() >= 0 && !track.finished()) {
         v1::Delta d;
-        const bool stopped = track.push(ev.token_id(), &d);
+        stopped = track.push(ev.token_id(), &d);
         if (plan_.logprobs) {
             auto* lp = d.add_logprobs();
             lp->set_token_id(ev.token_id());
@@ -289,6 +290,15 @@ GenerateCall::EventAction GenerateCall::on_event(Attempt* a, const worker::v1::G
         leg.closed_by_front = true;
         return EventAction::kCancel;
     }
+    if (stopped) {
+        // Only this continuation is done: free its slot and blocks on the worker while its siblings go on.
+        // Its later events (if any race the abort) are ignored: the track is finished.
+        worker::v1::AbortRequest req;
+        auto* c = req.add_continuations();
+        c->set_request_id(leg.plan.request.request_id());
+        c->set_index(ev.index());
+        abort_async(a->worker_, std::move(req), 2000, nullptr);
+    }
     return EventAction::kRead;
 }
 
@@ -297,13 +307,13 @@ void GenerateCall::on_attempt_done(Attempt* a, const grpc::Status& s) {
     {
         std::lock_guard<std::mutex> l(mu_);
         a->worker_->inflight.fetch_sub(1);
-        a->span_.end_ns = unix_nanos_now();
+        a->span_.end_ns = trace::unix_nanos_now();
         a->span_.set("rpc.grpc.status_code", int64_t(s.error_code()));
         if (!s.ok()) {
-            a->span_.status = SpanStatus::kError;
+            a->span_.status = trace::SpanStatus::kError;
             a->span_.status_message = s.error_message();
         }
-        if (plan_.server_span.trace_id != TraceId{}) front_.tracer().submit(a->span_);
+        if (plan_.server_span.trace_id != trace::TraceId{}) front_.tracer().submit(a->span_);
         Leg& leg = legs_[size_t(a->leg_)];
         if (leg.current == a) {
             leg.current = nullptr;
@@ -344,6 +354,11 @@ void GenerateCall::on_attempt_done(Attempt* a, const grpc::Status& s) {
                                                               a->worker_->address(), ": ", s.error_message(), ")")),
                                     &to_cancel);
                     }
+                } else if (code == grpc::StatusCode::CANCELLED) {
+                    // The worker ended it on purpose: an Abort (maybe sent to another front replica).
+                    fail_locked(grpc::Status(code, absl::StrCat("the request was aborted (worker ", a->worker_->address(),
+                                                                ": ", s.error_message(), ")")),
+                                &to_cancel);
                 } else if (leg.emitted) {
                     front_.metrics().midstream_failures.inc();
                     fail_locked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -408,7 +423,7 @@ void GenerateCall::maybe_complete_locked() {
     front_.metrics().cached_host.inc(u->cached_tokens_host());
     front_.metrics().e2e.observe(std::chrono::duration<double>(now - plan_.start).count());
 
-    Span& g = gen_span_;
+    trace::Span& g = gen_span_;
     g.set("gen_ai.usage.input_tokens", int64_t(u->prompt_tokens()));
     g.set("gen_ai.usage.output_tokens", int64_t(u->completion_tokens()));
     g.set("gen_ai.usage.cache_read.input_tokens", int64_t(u->cached_tokens_device() + u->cached_tokens_host()));
@@ -510,8 +525,8 @@ void GenerateCall::pump() {
 
 void GenerateCall::finish_span(const grpc::Status& s) {
     front_.metrics().request_done(plan_.rpc, status_code_name(int(s.error_code())));
-    if (plan_.server_span.trace_id == TraceId{}) return;
-    const uint64_t now = unix_nanos_now();
+    if (plan_.server_span.trace_id == trace::TraceId{}) return;
+    const uint64_t now = trace::unix_nanos_now();
     std::vector<std::string> reasons;
     // Reading tracks without mu_ is safe here: Finish is decided once and no event is processed after.
     gen_span_.end_ns = now;
@@ -521,10 +536,10 @@ void GenerateCall::finish_span(const grpc::Status& s) {
     plan_.server_span.set("rpc.grpc.status_code", int64_t(s.error_code()));
     plan_.server_span.set("rpc.status_code", std::string(status_code_name(int(s.error_code()))));
     if (!s.ok()) {
-        plan_.server_span.status = SpanStatus::kError;
+        plan_.server_span.status = trace::SpanStatus::kError;
         plan_.server_span.status_message = s.error_message();
         plan_.server_span.set("error.type", std::string(status_code_name(int(s.error_code()))));
-        gen_span_.status = SpanStatus::kError;
+        gen_span_.status = trace::SpanStatus::kError;
         gen_span_.status_message = s.error_message();
     }
     for (const auto& [k, v] : plan_.server_span.attributes)

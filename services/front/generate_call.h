@@ -24,7 +24,7 @@
 #include "deltagate/v1/inference.pb.h"
 #include "deltagate/worker/v1/worker.grpc.pb.h"
 #include "services/front/output_track.h"
-#include "services/front/span.h"
+#include "services/common/span.h"
 #include "services/front/worker_pool.h"
 
 namespace dg::front {
@@ -48,8 +48,8 @@ struct CallPlan {
     std::vector<TrackOptions> tracks;     // one per public continuation index
     std::vector<std::string> stop;        // for the span
     bool stagger = false;                 // start legs 1.. after leg 0's first event
-    Span server_span;                     // started by the handler
-    std::optional<TraceContext> incoming; // the client's traceparent
+    trace::Span server_span;                     // started by the handler
+    std::optional<trace::TraceContext> incoming; // the client's traceparent
     std::string incoming_traceparent;     // as received (passed through when tracing is off here)
     std::chrono::steady_clock::time_point start;
 };
@@ -117,7 +117,7 @@ private:
     bool registered_ = false;
     std::optional<std::chrono::steady_clock::time_point> first_token_, last_token_;
     std::vector<std::chrono::steady_clock::time_point> last_token_at_;  // per continuation
-    Span gen_span_;
+    trace::Span gen_span_;
 };
 
 }  // namespace dg::front

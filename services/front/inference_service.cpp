@@ -2,6 +2,7 @@
 
 #include <map>
 #include <random>
+#include <set>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -26,7 +27,7 @@ std::string metadata(grpc::CallbackServerContext* ctx, const std::string& key) {
 
 std::string new_request_id() {
     thread_local std::mt19937_64 gen(std::random_device{}());
-    return absl::StrCat("req-", to_hex(new_span_id()));
+    return absl::StrCat("req-", trace::to_hex(trace::new_span_id()));
 }
 
 uint64_t random_seed() {
@@ -38,24 +39,24 @@ uint64_t random_seed() {
 // traceparent, else starts one. trace_id stays zero when the span is not sampled (nothing exported).
 void start_trace(FrontState& front, grpc::CallbackServerContext* ctx, const std::string& method, CallPlan& plan) {
     plan.incoming_traceparent = metadata(ctx, "traceparent");
-    plan.incoming = parse_traceparent(plan.incoming_traceparent);
+    plan.incoming = trace::parse_traceparent(plan.incoming_traceparent);
     if (plan.incoming) plan.incoming->tracestate = metadata(ctx, "tracestate");
     if (!front.tracer().enabled()) return;
-    const TraceId trace = plan.incoming ? plan.incoming->trace_id : new_trace_id();
-    if (!should_sample(front.tracer().config(), plan.incoming, trace)) {
+    const trace::TraceId trace = plan.incoming ? plan.incoming->trace_id : trace::new_trace_id();
+    if (!trace::should_sample(front.tracer().config(), plan.incoming, trace)) {
         // Not sampled: the worker still gets a traceparent with the sampled flag off.
-        plan.incoming = plan.incoming ? plan.incoming : std::optional<TraceContext>(TraceContext{trace, new_span_id()});
+        plan.incoming = plan.incoming ? plan.incoming : std::optional<trace::TraceContext>(trace::TraceContext{trace, trace::new_span_id()});
         plan.incoming->sampled = false;
         return;
     }
-    Span& s = plan.server_span;
+    trace::Span& s = plan.server_span;
     s.trace_id = trace;
-    s.span_id = new_span_id();
+    s.span_id = trace::new_span_id();
     if (plan.incoming) s.parent_span_id = plan.incoming->span_id;
     if (plan.incoming) s.tracestate = plan.incoming->tracestate;
     s.name = "deltagate.v1.Inference/" + method;
-    s.kind = SpanKind::kServer;
-    s.start_ns = unix_nanos_now();
+    s.kind = trace::SpanKind::kServer;
+    s.start_ns = trace::unix_nanos_now();
     s.set("rpc.system", std::string("grpc"));
     s.set("rpc.service", std::string("deltagate.v1.Inference"));
     s.set("rpc.method", method);
@@ -63,9 +64,9 @@ void start_trace(FrontState& front, grpc::CallbackServerContext* ctx, const std:
 
 // Finishes a span of a request rejected before streaming.
 void reject_span(FrontState& front, CallPlan& plan, const grpc::Status& s) {
-    if (plan.server_span.trace_id == TraceId{}) return;
-    plan.server_span.end_ns = unix_nanos_now();
-    plan.server_span.status = SpanStatus::kError;
+    if (plan.server_span.trace_id == trace::TraceId{}) return;
+    plan.server_span.end_ns = trace::unix_nanos_now();
+    plan.server_span.status = trace::SpanStatus::kError;
     plan.server_span.status_message = s.error_message();
     plan.server_span.set("rpc.grpc.status_code", int64_t(s.error_code()));
     plan.server_span.set("error.type", std::string(status_code_name(int(s.error_code()))));
@@ -79,9 +80,9 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* reject_stream(FrontState& front,
     return new ErrorStream(s);
 }
 
-void add_gen_ai_attrs(Span& s, const std::string& op, const std::string& model, const v1::SamplingParams& sp,
+void add_gen_ai_attrs(trace::Span& s, const std::string& op, const std::string& model, const v1::SamplingParams& sp,
                       int32_t max_tokens, int n, const std::string& session, uint64_t seed) {
-    if (s.trace_id == TraceId{}) return;
+    if (s.trace_id == trace::TraceId{}) return;
     s.set("gen_ai.operation.name", op);
     s.set("gen_ai.provider.name", std::string("deltagate"));
     s.set("gen_ai.request.model", model);
@@ -375,8 +376,43 @@ grpc::ServerUnaryReactor* InferenceService::Abort(grpc::CallbackServerContext* c
                                                   v1::AbortResponse* resp) {
     if (auto s = check_auth(ctx); !s.ok()) return unary_done(ctx, "Abort", s);
     std::vector<std::string> ids(req->request_ids().begin(), req->request_ids().end());
-    resp->set_found(front_.abort_calls(ids));
-    return unary_done(ctx, "Abort", grpc::Status::OK);
+    // Streams on this replica end here; the request may also run from another front replica (behind a
+    // load balancer): every worker is asked to abort the legs sent under these public ids, which ends
+    // that replica's stream with CANCELLED too. The answer waits for the workers (bounded).
+    struct Pending {
+        std::mutex mu;
+        std::set<std::string> found;
+        int left = 0;
+    };
+    auto p = std::make_shared<Pending>();
+    for (std::string& id : front_.abort_calls(ids)) p->found.insert(std::move(id));
+    std::vector<std::shared_ptr<WorkerHandle>> workers;
+    for (auto& w : front_.pool().workers())
+        if (w->healthy()) workers.push_back(std::move(w));
+    auto* reactor = ctx->DefaultReactor();
+    auto finish = [this, reactor, resp, p] {
+        resp->set_found(int32_t(p->found.size()));
+        front_.metrics().request_done("Abort", status_code_name(0));
+        reactor->Finish(grpc::Status::OK);
+    };
+    if (ids.empty() || workers.empty()) {
+        finish();
+        return reactor;
+    }
+    p->left = int(workers.size());
+    worker::v1::AbortRequest wreq;
+    for (const std::string& id : ids) wreq.add_public_request_ids(id);
+    for (auto& w : workers)
+        abort_async(std::move(w), wreq, 2000, [p, finish](const grpc::Status& st, const worker::v1::AbortResponse& r) {
+            bool last;
+            {
+                std::lock_guard<std::mutex> l(p->mu);
+                if (st.ok()) p->found.insert(r.found_ids().begin(), r.found_ids().end());
+                last = --p->left == 0;
+            }
+            if (last) finish();
+        });
+    return reactor;
 }
 
 }  // namespace dg::front

@@ -223,4 +223,21 @@ int WorkerPool::wait_healthy(int n, int timeout_ms) const {
     }
 }
 
+void abort_async(std::shared_ptr<WorkerHandle> worker, worker::v1::AbortRequest req, int timeout_ms,
+                 std::function<void(const grpc::Status&, const worker::v1::AbortResponse&)> done) {
+    struct Call {
+        std::shared_ptr<WorkerHandle> worker;
+        grpc::ClientContext ctx;
+        worker::v1::AbortRequest req;
+        worker::v1::AbortResponse resp;
+        std::function<void(const grpc::Status&, const worker::v1::AbortResponse&)> done;
+    };
+    auto* c = new Call{std::move(worker), {}, std::move(req), {}, std::move(done)};
+    c->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+    c->worker->stub().async()->Abort(&c->ctx, &c->req, &c->resp, [c](grpc::Status st) {
+        if (c->done) c->done(st, c->resp);
+        delete c;
+    });
+}
+
 }  // namespace dg::front

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -92,6 +93,11 @@ private:
     std::vector<std::shared_ptr<WorkerHandle>> workers_;
     std::thread resolver_;
 };
+
+// Sends one Abort to the worker without waiting; `done` (may be empty) runs on a gRPC thread with the
+// call's status and response. The handle is kept alive until then.
+void abort_async(std::shared_ptr<WorkerHandle> worker, worker::v1::AbortRequest req, int timeout_ms,
+                 std::function<void(const grpc::Status&, const worker::v1::AbortResponse&)> done);
 
 // "host:port" -> the "ip:port" of every address the name resolves to (IPv4 and IPv6), sorted.
 absl::StatusOr<std::vector<std::string>> resolve_all(const std::string& host_port);

@@ -53,6 +53,7 @@ void to_proto(const sched::Usage& u, pb::Usage* out) {
     out->set_prefill_ms(u.prefill_ms);
     out->set_ttft_ms(u.ttft_ms);
     out->set_decode_ms(u.decode_ms);
+    out->set_restore_ms(u.restore_ms);
 }
 
 void to_proto(const sched::Event& e, pb::GenerateEvent* out) {

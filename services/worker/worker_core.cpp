@@ -12,8 +12,9 @@ double seconds_between(sched::Clock::time_point a, sched::Clock::time_point b) {
 
 }  // namespace
 
-WorkerCore::WorkerCore(const WorkerOptions& opt, std::unique_ptr<sched::EngineLoop> loop, metrics::Registry& registry)
-    : opt_(opt), max_seq_len_(loop->max_seq_len()), metrics_(registry) {
+WorkerCore::WorkerCore(const WorkerOptions& opt, std::unique_ptr<sched::EngineLoop> loop, metrics::Registry& registry,
+                       trace::Tracer* tracer)
+    : opt_(opt), tracer_(tracer), max_seq_len_(loop->max_seq_len()), metrics_(registry) {
     engine_ = std::make_unique<EngineThread>(std::move(loop), [this](sched::EngineLoop& l) { after_work(l); });
     engine_->post([](sched::EngineLoop&) {});  // publish the first digest
 }
@@ -26,7 +27,8 @@ void WorkerCore::reject(const std::shared_ptr<GenerateStream>& s, const grpc::St
 }
 
 grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerCore::generate(const pb::GenerateRequest& req,
-                                                                 std::optional<sched::Clock::time_point> deadline) {
+                                                                 std::optional<sched::Clock::time_point> deadline,
+                                                                 const CallMeta& meta) {
     const uint64_t sid = next_stream_.fetch_add(1);
     // The cancel callback runs on a gRPC thread: it only posts.
     std::shared_ptr<GenerateStream> stream = GenerateStream::create(
@@ -38,18 +40,50 @@ grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerCore::generate(const pb::Gene
         request_ended();
         return stream.get();
     }
+    Live live;
+    live.start = sched::Clock::now();
+    live.name = req.request_id();
+    live.public_id = meta.public_request_id;
+    live.trace = start_trace(req, meta);
     sched::Request r = to_request(req, max_seq_len_);
     r.deadline = deadline;
-    engine_->post([this, sid, stream, r = std::move(r), name = req.request_id(),
-                   start = sched::Clock::now()](sched::EngineLoop& l) mutable {
-        submit(sid, std::move(stream), std::move(r), std::move(name), start, l);
+    engine_->post([this, sid, stream, r = std::move(r), live = std::move(live)](sched::EngineLoop& l) mutable {
+        submit(sid, std::move(stream), std::move(r), std::move(live), l);
     });
     return stream.get();
 }
 
-void WorkerCore::submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sched::Request r, std::string name,
-                        sched::Clock::time_point start, sched::EngineLoop& loop) {
+std::optional<RequestTrace> WorkerCore::start_trace(const pb::GenerateRequest& req, const CallMeta& meta) const {
+    if (!tracer_ || !tracer_->enabled()) return std::nullopt;
+    const std::optional<trace::TraceContext> parent = trace::parse_traceparent(meta.traceparent);
+    RequestTrace t;
+    t.trace_id = parent ? parent->trace_id : trace::new_trace_id();
+    if (!trace::should_sample(tracer_->config(), parent, t.trace_id)) return std::nullopt;
+    if (parent) {
+        t.parent = parent->span_id;
+        t.tracestate = meta.tracestate;
+    }
+    t.start_ns = trace::unix_nanos_now();
+    t.request_id = req.request_id();
+    t.public_request_id = meta.public_request_id;
+    t.n = std::max(1, req.n());
+    t.max_tokens = req.max_tokens();
+    return t;
+}
+
+void WorkerCore::end_trace(const Live& L, const sched::Usage& u, const grpc::Status& st) {
+    if (!L.trace) return;
+    RequestTrace t = *L.trace;
+    t.worker_id = opt_.worker_id;
+    for (trace::Span& s : request_spans(t, u, trace::unix_nanos_now(), int(st.error_code()), st.error_message()))
+        tracer_->submit(std::move(s));
+}
+
+void WorkerCore::submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sched::Request r, Live live,
+                        sched::EngineLoop& loop) {
+    const std::string name = live.name;
     auto fail = [&](const grpc::Status& st) {
+        end_trace(live, sched::Usage{}, st);
         reject(stream, st);
         request_ended();
     };
@@ -69,11 +103,10 @@ void WorkerCore::submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sc
         fail(to_grpc(id.status()));
         return;
     }
-    Live& L = live_[sid];
-    L.rid = *id;
-    L.stream = std::move(stream);
-    L.name = name;
-    L.start = start;
+    live.rid = *id;
+    live.stream = std::move(stream);
+    if (!live.public_id.empty()) by_public_.emplace(live.public_id, sid);
+    live_[sid] = std::move(live);
     if (!name.empty()) by_name_[name] = sid;
 }
 
@@ -101,6 +134,7 @@ void WorkerCore::on_event(uint64_t sid, const sched::Event& e) {
     if (st.ok()) {
         switch (e.finish) {
             case sched::FinishReason::kCancelled:
+                if (!L.aborted && L.aborted_continuations.contains(e.index)) break;  // the rest ended normally
                 st = grpc::Status(grpc::StatusCode::CANCELLED,
                                   L.aborted ? absl::StrCat("request '", L.name, "' was aborted") : "the call was cancelled");
                 break;
@@ -115,7 +149,13 @@ void WorkerCore::on_event(uint64_t sid, const sched::Event& e) {
     metrics_.e2e(seconds_between(L.start, now));
     metrics_.request_finished(code_label(st.error_code()));
     L.stream->finish(st);
+    end_trace(L, e.usage, st);
     if (!L.name.empty()) by_name_.erase(L.name);
+    for (auto [b, end] = by_public_.equal_range(L.public_id); b != end; ++b)
+        if (b->second == sid) {
+            by_public_.erase(b);
+            break;
+        }
     live_.erase(it);
     request_ended();
 }
@@ -135,17 +175,48 @@ void WorkerCore::cancel_stream(uint64_t sid, sched::EngineLoop& loop) {
 }
 
 void WorkerCore::abort(const pb::AbortRequest& req, pb::AbortResponse* resp, std::function<void()> done) {
-    std::vector<std::string> names(req.request_ids().begin(), req.request_ids().end());
-    engine_->post([this, names = std::move(names), resp, done = std::move(done)](sched::EngineLoop& loop) {
+    engine_->post([this, req, resp, done = std::move(done)](sched::EngineLoop& loop) {
         int32_t found = 0;
-        for (const std::string& n : names) {
+        // Marks and collects first: cancelling emits the final event synchronously, which erases the
+        // request from the maps being walked.
+        std::vector<sched::RequestId> to_cancel;
+        auto take = [&](uint64_t sid) {
+            auto it = live_.find(sid);
+            if (it == live_.end() || it->second.aborted) return false;
+            it->second.aborted = true;
+            to_cancel.push_back(it->second.rid);
+            return true;
+        };
+        for (const std::string& n : req.request_ids()) {
             auto b = by_name_.find(n);
+            if (b != by_name_.end() && take(b->second)) {
+                ++found;
+                resp->add_found_ids(n);
+            }
+        }
+        for (const std::string& p : req.public_request_ids()) {
+            bool any = false;
+            for (auto [b, end] = by_public_.equal_range(p); b != end; ++b)
+                if (take(b->second)) {
+                    ++found;
+                    any = true;
+                }
+            if (any) resp->add_found_ids(p);
+        }
+        for (sched::RequestId rid : to_cancel) (void)loop.cancel(rid);
+        for (const auto& c : req.continuations()) {
+            auto b = by_name_.find(c.request_id());
             if (b == by_name_.end()) continue;
             auto it = live_.find(b->second);
             if (it == live_.end()) continue;
-            it->second.aborted = true;
-            ++found;
-            (void)loop.cancel(it->second.rid);
+            // NotFound (already ended) and FailedPrecondition (not forked yet) abort nothing.
+            // Recorded first: a successful cancel emits the continuation's (maybe the request's) last event
+            // at once. A failed one emits nothing and leaves `it` valid.
+            it->second.aborted_continuations.insert(c.index());
+            if (loop.cancel_continuation(it->second.rid, c.index()).ok())
+                ++found;
+            else
+                it->second.aborted_continuations.erase(c.index());
         }
         resp->set_found(found);
         done();

@@ -14,28 +14,42 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "deltagate/worker/v1/worker.grpc.pb.h"
 #include "services/common/metrics.h"
+#include "services/common/tracer.h"
 #include "services/worker/engine_thread.h"
 #include "services/worker/generate_stream.h"
 #include "services/worker/load_hub.h"
+#include "services/worker/request_spans.h"
 #include "services/worker/worker_metrics.h"
 #include "services/worker/worker_options.h"
 
 namespace dg::worker {
 
+// What a Generate call's metadata says beyond the request message.
+struct CallMeta {
+    std::string traceparent;        // W3C; the front's worker-call span
+    std::string tracestate;
+    std::string public_request_id;  // x-deltagate-request-id
+};
+
 class WorkerCore {
 public:
-    WorkerCore(const WorkerOptions& opt, std::unique_ptr<sched::EngineLoop> loop, metrics::Registry& registry);
+    // `tracer` (may be null: no spans) must outlive the core.
+    WorkerCore(const WorkerOptions& opt, std::unique_ptr<sched::EngineLoop> loop, metrics::Registry& registry,
+               trace::Tracer* tracer = nullptr);
     ~WorkerCore();  // stops the engine thread: shut the gRPC server down first
 
     // Starts one Generate call; the returned reactor belongs to gRPC.
     grpc::ServerWriteReactor<deltagate::worker::v1::GenerateEvent>* generate(
-        const deltagate::worker::v1::GenerateRequest& req, std::optional<sched::Clock::time_point> deadline);
-    // Cancels the named requests; `done` runs on the engine thread once resp is filled.
+        const deltagate::worker::v1::GenerateRequest& req, std::optional<sched::Clock::time_point> deadline,
+        const CallMeta& meta = {});
+    // Cancels the named requests (by request id, by the front's public id, or single continuations);
+    // `done` runs on the engine thread once resp is filled.
     void abort(const deltagate::worker::v1::AbortRequest& req, deltagate::worker::v1::AbortResponse* resp,
                std::function<void()> done);
 
@@ -58,7 +72,10 @@ private:
         sched::RequestId rid = 0;
         std::shared_ptr<GenerateStream> stream;
         std::string name;
+        std::string public_id;
+        std::optional<RequestTrace> trace;  // set when this request is sampled
         bool aborted = false;
+        std::set<int32_t> aborted_continuations;  // ended by Abort(continuations): not a request failure
         bool first_token = false;
         sched::Clock::time_point start;
         std::map<int32_t, sched::Clock::time_point> last_token;  // per continuation
@@ -68,13 +85,17 @@ private:
     void reject(const std::shared_ptr<GenerateStream>& s, const grpc::Status& st);
     void request_ended();  // n_live_ - 1, waking wait_idle()
     // Engine thread only.
-    void submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sched::Request r, std::string name,
-                sched::Clock::time_point start, sched::EngineLoop& loop);
+    void submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sched::Request r, Live live,
+                sched::EngineLoop& loop);
+    // Whether to trace this call, and under which parent.
+    std::optional<RequestTrace> start_trace(const deltagate::worker::v1::GenerateRequest& req, const CallMeta& meta) const;
+    void end_trace(const Live& L, const sched::Usage& u, const grpc::Status& st);
     void on_event(uint64_t sid, const sched::Event& e);
     void cancel_stream(uint64_t sid, sched::EngineLoop& loop);
     void after_work(sched::EngineLoop& loop);
 
     WorkerOptions opt_;
+    trace::Tracer* tracer_;
     int32_t max_seq_len_;
     WorkerMetrics metrics_;
     LoadHub hub_;
@@ -87,6 +108,7 @@ private:
     // Engine thread only.
     std::map<uint64_t, Live> live_;
     std::map<std::string, uint64_t> by_name_;
+    std::multimap<std::string, uint64_t> by_public_;  // front request id -> its legs here
     sched::Clock::time_point last_publish_{};
 
     std::unique_ptr<EngineThread> engine_;  // last: its thread stops first

@@ -16,6 +16,8 @@ namespace pb = ::deltagate::worker::v1;
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions opt) {
     std::unique_ptr<WorkerServer> w(new WorkerServer());
+    // Bad OTEL_* settings fail the start before the model loads (the same rules as the front's).
+    DG_ASSIGN_OR_RETURN(trace::TracerConfig tracing, trace::tracer_config_from_env("deltagate-worker"));
     DG_ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, load_model(opt.model_path));
     const ModelConfig config = weights->config;
     DG_ASSIGN_OR_RETURN(std::unique_ptr<sched::EngineLoop> loop,
@@ -45,7 +47,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions 
     grpc::ServerBuilder b;
     b.AddListeningPort(opt.listen, grpc::InsecureServerCredentials(), &w->port_);
     w->opt_ = opt;
-    w->core_ = std::make_unique<WorkerCore>(opt, std::move(loop), *w->registry_);
+    w->tracer_ = std::make_unique<trace::Tracer>(std::move(tracing));
+    w->core_ = std::make_unique<WorkerCore>(opt, std::move(loop), *w->registry_, w->tracer_.get());
     w->service_ = std::make_unique<WorkerService>(*w->core_, info, opt.default_watch_interval_ms);
     b.RegisterService(w->service_.get());
     w->server_ = b.BuildAndStart();

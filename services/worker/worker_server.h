@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "services/common/http_server.h"
 #include "services/common/metrics.h"
+#include "services/common/tracer.h"
 #include "services/worker/worker_core.h"
 #include "services/worker/worker_options.h"
 #include "services/worker/worker_service.h"
@@ -48,6 +49,7 @@ private:
     std::string address_;
     int port_ = 0;
     std::unique_ptr<metrics::Registry> registry_;
+    std::unique_ptr<trace::Tracer> tracer_;  // before core_: outlives it
     std::unique_ptr<WorkerCore> core_;
     std::unique_ptr<WorkerService> service_;
     std::unique_ptr<grpc::Server> server_;

@@ -7,6 +7,16 @@ namespace dg::worker {
 
 namespace pb = ::deltagate::worker::v1;
 
+namespace {
+
+std::string metadata(const grpc::CallbackServerContext* ctx, const char* key) {
+    const auto& md = ctx->client_metadata();
+    auto it = md.find(key);
+    return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+}
+
+}  // namespace
+
 grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerService::Generate(grpc::CallbackServerContext* ctx,
                                                                      const pb::GenerateRequest* req) {
     // The gRPC deadline (system clock) becomes a steady-clock hard stop in the scheduler.
@@ -16,7 +26,11 @@ grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerService::Generate(grpc::Callb
         const auto left = d - std::chrono::system_clock::now();
         deadline = sched::Clock::now() + std::chrono::duration_cast<sched::Clock::duration>(left);
     }
-    return core_.generate(*req, deadline);
+    CallMeta meta;
+    meta.traceparent = metadata(ctx, "traceparent");
+    meta.tracestate = metadata(ctx, "tracestate");
+    meta.public_request_id = metadata(ctx, "x-deltagate-request-id");
+    return core_.generate(*req, deadline, meta);
 }
 
 grpc::ServerUnaryReactor* WorkerService::Abort(grpc::CallbackServerContext* ctx, const pb::AbortRequest* req,

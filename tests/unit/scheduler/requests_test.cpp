@@ -10,6 +10,7 @@ namespace {
 using testing::cold_greedy;
 using testing::greedy_request;
 using testing::Harness;
+using testing::Outcome;
 using testing::random_tokens;
 
 SchedulerOptions small_context() {
@@ -99,6 +100,39 @@ TEST(Lifecycle, CancelFreesEverythingAtOnce) {
     EXPECT_EQ(h.outcomes[b].finish.size(), 3u);
     EXPECT_EQ(h.outcomes[b].done_events, 1);
     EXPECT_EQ(h.loop->cancel(a).code(), absl::StatusCode::kNotFound);
+}
+
+// A front whose stop string ended one continuation frees it alone; its siblings run to their limit,
+// producing exactly what they would have without the cancel.
+TEST(Lifecycle, CancelOneContinuation) {
+    SchedulerOptions opt;
+    opt.host_cache_bytes = 0;
+    Harness h("dense", {}, opt);
+    std::mt19937 rng(5);
+    const auto p = random_tokens(rng, 20);
+    const Outcome whole = h.run_greedy(p, 12, 3);
+    Request r = greedy_request(p, 12);
+    r.n = 3;
+    RequestId id = *h.submit(r);
+    EXPECT_EQ(h.loop->cancel_continuation(id, 1).code(), absl::StatusCode::kFailedPrecondition);  // not forked
+    EXPECT_EQ(h.loop->cancel_continuation(id, 3).code(), absl::StatusCode::kInvalidArgument);
+    while (h.outcomes[id].tokens[1].size() < 2) ASSERT_TRUE(h.loop->step().ok());
+    ASSERT_TRUE(h.loop->cancel_continuation(id, 1).ok());
+    EXPECT_EQ(h.loop->cancel_continuation(id, 1).code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(h.outcomes[id].finish.at(1), FinishReason::kCancelled);
+    EXPECT_EQ(h.outcomes[id].done_events, 0);
+    ASSERT_TRUE(h.loop->check_invariants().ok()) << h.loop->check_invariants();
+    ASSERT_TRUE(h.loop->run_until_idle().ok());
+    const Outcome& o = h.outcomes[id];
+    EXPECT_EQ(o.done_events, 1);
+    EXPECT_EQ(o.tokens.at(0), whole.tokens.at(0));
+    EXPECT_EQ(o.tokens.at(2), whole.tokens.at(2));
+    EXPECT_EQ(o.finish.at(0), FinishReason::kLength);
+    EXPECT_LT(o.tokens.at(1).size(), 12u);
+    EXPECT_LT(o.usage.completion_tokens, whole.usage.completion_tokens);
+    EXPECT_TRUE(o.usage.admitted && o.usage.first_token);
+    EXPECT_EQ(h.loop->digest().seq_slots_used, 0);
+    EXPECT_EQ(h.loop->cancel_continuation(id, 0).code(), absl::StatusCode::kNotFound);
 }
 
 TEST(Lifecycle, DeadlineEndsTheRequest) {

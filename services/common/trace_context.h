@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace dg::front {
+namespace dg::trace {
 
 using TraceId = std::array<uint8_t, 16>;
 using SpanId = std::array<uint8_t, 8>;
@@ -39,4 +39,4 @@ SpanId new_span_id();
 // The trace id's low 8 bytes as a number, for the trace-id-ratio sampler (same rule as the OTel SDKs).
 uint64_t trace_id_low(const TraceId& id);
 
-}  // namespace dg::front
+}  // namespace dg::trace

@@ -1,4 +1,4 @@
-// The front's tracer: the standard OTEL_* variables, a sampler, and an exporter that batches finished
+// The tracer the front and the worker share: the standard OTEL_* variables, a sampler, and an exporter that batches finished
 // spans on a background thread and POSTs them as OTLP/HTTP JSON. The request path only appends to a
 // bounded queue (a full queue drops the span and counts it): a dead or slow collector never slows serving.
 #pragma once
@@ -15,10 +15,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "services/front/otlp_json.h"
-#include "services/front/span.h"
+#include "services/common/otlp_json.h"
+#include "services/common/span.h"
 
-namespace dg::front {
+namespace dg::trace {
 
 enum class SamplerKind { kAlwaysOn, kAlwaysOff, kRatio, kParentOn, kParentOff, kParentRatio };
 
@@ -88,4 +88,4 @@ private:
     std::thread thread_;
 };
 
-}  // namespace dg::front
+}  // namespace dg::trace

@@ -1,8 +1,8 @@
-#include "services/front/trace_context.h"
+#include "services/common/trace_context.h"
 
 #include <gtest/gtest.h>
 
-namespace dg::front {
+namespace dg::trace {
 namespace {
 
 TEST(TraceParent, ParsesTheSpecExample) {
@@ -49,4 +49,4 @@ TEST(TraceParent, NewIdsAreNonZeroAndDistinct) {
 }
 
 }  // namespace
-}  // namespace dg::front
+}  // namespace dg::trace

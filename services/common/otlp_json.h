@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "services/front/span.h"
+#include "services/common/span.h"
 
-namespace dg::front {
+namespace dg::trace {
 
 struct Resource {
     std::string service_name;
@@ -17,4 +17,4 @@ struct Resource {
 // One ExportTraceServiceRequest holding `spans` under one resource and one instrumentation scope.
 std::string encode_otlp_json(const Resource& resource, const std::vector<Span>& spans);
 
-}  // namespace dg::front
+}  // namespace dg::trace

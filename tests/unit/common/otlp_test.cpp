@@ -4,10 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "services/front/otlp_json.h"
-#include "services/front/tracer.h"
+#include "services/common/otlp_json.h"
+#include "services/common/tracer.h"
 
-namespace dg::front {
+namespace dg::trace {
 namespace {
 
 Span sample_span() {
@@ -124,4 +124,4 @@ TEST(Tracer, ADeadCollectorNeverBlocksSubmit) {
 }
 
 }  // namespace
-}  // namespace dg::front
+}  // namespace dg::trace

@@ -1,8 +1,8 @@
-#include "services/front/trace_context.h"
+#include "services/common/trace_context.h"
 
 #include <random>
 
-namespace dg::front {
+namespace dg::trace {
 namespace {
 
 int hex_value(char c) {
@@ -89,4 +89,4 @@ uint64_t trace_id_low(const TraceId& id) {
     return v;
 }
 
-}  // namespace dg::front
+}  // namespace dg::trace

@@ -1,4 +1,4 @@
-// A finished span as the front records it: enough of the OpenTelemetry data model for OTLP export
+// A finished span as a process records it: enough of the OpenTelemetry data model for OTLP export
 // (no links, no events beyond the basics). Built in-process; opentelemetry-cpp is not in Debian 12.
 #pragma once
 
@@ -9,9 +9,9 @@
 #include <variant>
 #include <vector>
 
-#include "services/front/trace_context.h"
+#include "services/common/trace_context.h"
 
-namespace dg::front {
+namespace dg::trace {
 
 using AttrValue = std::variant<std::string, int64_t, double, bool, std::vector<std::string>>;
 using Attributes = std::vector<std::pair<std::string, AttrValue>>;
@@ -45,4 +45,4 @@ struct Span {
 
 uint64_t unix_nanos_now();
 
-}  // namespace dg::front
+}  // namespace dg::trace

@@ -1,10 +1,10 @@
-#include "services/front/otlp_json.h"
+#include "services/common/otlp_json.h"
 
 #include <chrono>
 
 #include <nlohmann/json.hpp>
 
-namespace dg::front {
+namespace dg::trace {
 namespace {
 
 using json = nlohmann::json;
@@ -82,4 +82,4 @@ std::string encode_otlp_json(const Resource& resource, const std::vector<Span>& 
     return req.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-}  // namespace dg::front
+}  // namespace dg::trace

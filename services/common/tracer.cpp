@@ -1,4 +1,4 @@
-#include "services/front/tracer.h"
+#include "services/common/tracer.h"
 
 #include <netdb.h>
 #include <poll.h>
@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
-namespace dg::front {
+namespace dg::trace {
 namespace {
 
 std::string env(const char* name) {
@@ -139,7 +139,7 @@ absl::StatusOr<HttpUrl> parse_http_url(const std::string& url) {
     constexpr std::string_view kScheme = "http://";
     if (url.rfind(kScheme, 0) != 0)
         return absl::InvalidArgumentError(absl::StrCat("OTLP endpoint '", url,
-                                                       "': only http:// is supported (put a collector next to the front)"));
+                                                       "': only http:// is supported (put a collector next to this process)"));
     std::string rest = url.substr(kScheme.size());
     HttpUrl u;
     const size_t slash = rest.find('/');
@@ -302,4 +302,4 @@ void Tracer::export_batch(std::vector<Span> batch) {
     else ++failed_;
 }
 
-}  // namespace dg::front
+}  // namespace dg::trace
