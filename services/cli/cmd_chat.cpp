@@ -91,6 +91,7 @@ int run_chat(const std::vector<std::string>& args) {
         m->set_content(*sys);
     }
     std::vector<int32_t> history_ids;  // token mode: the conversation so far
+    int failed_turns = 0;              // the exit status says whether every turn worked (scripts, probes)
     std::string line;
     while (true) {
         std::fprintf(stderr, tty ? "\n\033[1m> \033[0m" : "\n> ");
@@ -154,6 +155,7 @@ int run_chat(const std::vector<std::string>& args) {
         grpc::Status s = reader->Finish();
         if (!s.ok()) {
             std::fprintf(stderr, "\ndeltagate chat: %s\n", s.error_message().c_str());
+            ++failed_turns;
             if (text_mode) chat.mutable_messages()->RemoveLast();
             continue;
         }
@@ -167,7 +169,7 @@ int run_chat(const std::vector<std::string>& args) {
         }
     }
     std::fprintf(stderr, "\n");
-    return 0;
+    return failed_turns > 0 ? 1 : 0;
 }
 
 }  // namespace

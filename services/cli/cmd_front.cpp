@@ -78,12 +78,12 @@ const char* kUsage =
     "         [--metrics-listen HOST:PORT] [--tokenizer tokenizer.json|model.gguf] [--model-name NAME]\n"
     "         [--max-prompt-tokens N] [--max-tokens N] [--max-fanout N] [--max-message-bytes N] [--max-inflight N]\n"
     "         [--tls-cert PEM --tls-key PEM] [--auth-token TOKEN (or $DELTAGATE_AUTH_TOKEN)]\n"
-    "         [--load-penalty TOKENS] [--max-attempts N] [--dns-refresh-ms MS]\n"
+    "         [--load-penalty TOKENS] [--max-attempts N] [--dns-refresh-ms MS] [--drain-ms MS (5000)]\n"
     "Tracing: OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 (OTLP/HTTP JSON), OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER.\n";
 
 int run_front(const std::vector<std::string>& args) {
     auto flags = kFrontFlags;
-    flags.insert({"workers", "workers-dns", "dns-refresh-ms"});
+    flags.insert({"workers", "workers-dns", "dns-refresh-ms", "drain-ms"});
     auto f = parse_flags(args, flags, {"help"});
     if (!f.ok() || f->has("help")) {
         if (!f.ok()) std::fprintf(stderr, "deltagate front: %s\n", std::string(f.status().message()).c_str());
@@ -102,6 +102,13 @@ int run_front(const std::vector<std::string>& args) {
         std::fprintf(stderr, "deltagate front: --dns-refresh-ms must be an integer >= 100\n");
         return 2;
     }
+    // SIGTERM: running streams get this long to finish before they are cancelled (a Kubernetes pod's
+    // terminationGracePeriodSeconds must cover it).
+    int drain_ms = 5000;
+    if (auto d = f->get("drain-ms"); d && (!absl::SimpleAtoi(*d, &drain_ms) || drain_ms < 0)) {
+        std::fprintf(stderr, "deltagate front: --drain-ms must be an integer >= 0\n");
+        return 2;
+    }
     block_stop_signals();
     auto server = front::FrontServer::start(o);
     if (!server.ok()) {
@@ -115,7 +122,7 @@ int run_front(const std::vector<std::string>& args) {
     std::fflush(stdout);
     const int sig = wait_for_stop_signal();
     std::fprintf(stderr, "front: signal %d, draining\n", sig);
-    (*server)->shutdown(5000);
+    (*server)->shutdown(drain_ms);
     return 0;
 }
 

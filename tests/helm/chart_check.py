@@ -32,7 +32,6 @@ try:
 except ImportError:
     sys.exit("chart_check: python3-yaml is missing (deploy/install-deps.sh installs it)")
 
-FRONT_DRAIN_S = 5  # `deltagate front` drains for 5 s after SIGTERM (services/cli/cmd_front.cpp)
 ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
 VALUES_REF = re.compile(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)(=)?")
@@ -431,8 +430,11 @@ class Checker:
                 self.err(name, f"worker terminationGracePeriodSeconds {grace} is too short to drain generations")
             elif cmd == "front":
                 sleep = lookup(self.values, "front.preStopSleepSeconds") or 0
-                if grace <= sleep + FRONT_DRAIN_S:
-                    self.err(name, f"front terminationGracePeriodSeconds {grace} <= preStop {sleep} s + drain {FRONT_DRAIN_S} s")
+                drain_ms = lookup(self.values, "front.drainMs")
+                if "--drain-ms={{ .Values.front.drainMs }}" not in text or not isinstance(drain_ms, int):
+                    self.err(name, "the front must get --drain-ms from .Values.front.drainMs")
+                elif grace <= sleep + drain_ms / 1000:
+                    self.err(name, f"front terminationGracePeriodSeconds {grace} <= preStop {sleep} s + drain {drain_ms / 1000} s")
         if set(components) != {"front", "worker"}:
             return
         self.check_services(components)
