@@ -54,30 +54,43 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const std::string&
         return absl::InvalidArgumentError(absl::StrCat("http: listen address must be host:port, got '", address, "'"));
     std::unique_ptr<HttpServer> s(new HttpServer());
     s->handler_ = std::move(handler);
-    s->host_ = address.substr(0, colon);
-    if (s->host_.empty()) s->host_ = "0.0.0.0";
+    std::string host = address.substr(0, colon);
+    // "[::]:9400" / "[::1]:0": an IPv6 literal in brackets, as gRPC's listen addresses write it.
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    if (host.empty()) host = "0.0.0.0";
+    s->host_ = host.find(':') != std::string::npos ? "[" + host + "]" : host;
 
     addrinfo hints{};
-    hints.ai_family = AF_INET;
+    hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
     addrinfo* res = nullptr;
-    if (int rc = getaddrinfo(s->host_.c_str(), nullptr, &hints, &res); rc != 0 || !res)
-        return absl::InvalidArgumentError(absl::StrCat("http: cannot resolve '", s->host_, "': ", gai_strerror(rc)));
-    sockaddr_in sa = *reinterpret_cast<sockaddr_in*>(res->ai_addr);
+    if (int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res); rc != 0 || !res)
+        return absl::InvalidArgumentError(absl::StrCat("http: cannot resolve '", host, "': ", gai_strerror(rc)));
+    sockaddr_storage sa{};
+    const socklen_t sa_len = res->ai_addrlen;
+    const int family = res->ai_family;
+    std::memcpy(&sa, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
-    sa.sin_port = htons(uint16_t(port));
+    if (family == AF_INET6)
+        reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port = htons(uint16_t(port));
+    else
+        reinterpret_cast<sockaddr_in*>(&sa)->sin_port = htons(uint16_t(port));
 
-    s->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    s->listen_fd_ = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s->listen_fd_ < 0) return absl::InternalError(absl::StrCat("http: socket: ", std::strerror(errno)));
-    int one = 1;
+    int one = 1, zero = 0;
     setsockopt(s->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(s->listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+    // "[::]" serves IPv4 too (dual stack), like gRPC's "[::]:port".
+    if (family == AF_INET6) setsockopt(s->listen_fd_, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    if (::bind(s->listen_fd_, reinterpret_cast<sockaddr*>(&sa), sa_len) != 0)
         return absl::UnavailableError(absl::StrCat("http: cannot listen on ", address, ": ", std::strerror(errno)));
     if (::listen(s->listen_fd_, 16) != 0)
         return absl::UnavailableError(absl::StrCat("http: listen ", address, ": ", std::strerror(errno)));
     socklen_t len = sizeof sa;
     getsockname(s->listen_fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-    s->port_ = ntohs(sa.sin_port);
+    s->port_ = ntohs(family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
     if (::pipe2(s->wake_, O_CLOEXEC) != 0) return absl::InternalError("http: pipe failed");
     s->thread_ = std::thread([p = s.get()] { p->run(); });
     return s;

@@ -42,7 +42,8 @@ class HttpServer {
 public:
     using Handler = std::function<HttpResponse(const HttpRequest&)>;
 
-    // `address`: "host:port" (IPv4 or hostname; port 0 = ephemeral), e.g. "127.0.0.1:0", "0.0.0.0:9090".
+    // `address`: "host:port" (IPv4, [IPv6] or hostname; port 0 = ephemeral), e.g. "127.0.0.1:0",
+    // "0.0.0.0:9090", "[::]:9090" (dual stack: IPv4 too).
     static absl::StatusOr<std::unique_ptr<HttpServer>> start(const std::string& address, Handler handler);
     ~HttpServer();  // stops
 
