@@ -19,4 +19,24 @@ std::string device_name(int index) {
     return p.name;
 }
 
+int current_device() {
+    int d = 0;
+    if (cudaGetDevice(&d) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return d;
+}
+
+bool mem_info(int64_t* free_bytes, int64_t* total_bytes) {
+    size_t f = 0, t = 0;
+    if (cudaMemGetInfo(&f, &t) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    *free_bytes = int64_t(f);
+    *total_bytes = int64_t(t);
+    return true;
+}
+
 }  // namespace dg::cuda

@@ -79,13 +79,30 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
     if (auto h = f.get("host-cache")) {
         DG_ASSIGN_OR_RETURN(o->sched.host_cache_bytes, parse_bytes(*h));
     }
+    // Memory plan (docs/worker.md "Memory plan"): cuda sizes the KV pool from the budget unless
+    // --kv-blocks is given; cpu keeps the fixed default sizes (validated against host RAM) unless
+    // --gpu-memory-utilization asks it to size the pool too.
+    o->memory.max_running_flag = f.has("max-running");
+    o->memory.spare_slots_flag = f.has("spare-slots");
+    o->memory.kv_blocks_flag = f.has("kv-blocks");
+    if (auto u = f.get("gpu-memory-utilization")) {
+        double x;
+        if (!absl::SimpleAtod(*u, &x) || !(x > 0 && x <= 1))
+            return absl::InvalidArgumentError(
+                absl::StrCat("--gpu-memory-utilization must be a fraction in (0, 1], got '", *u, "'"));
+        o->memory.utilization = x;
+        o->memory.utilization_flag = true;
+    }
+    o->memory.kv_from_memory =
+        !o->memory.kv_blocks_flag && (o->backend == BackendKind::kCuda || o->memory.utilization_flag);
     return absl::OkStatus();
 }
 
 int run_worker(const std::vector<std::string>& args) {
     auto value_flags = kModelFlags;
     value_flags.insert({"listen", "metrics-listen", "worker-id", "max-running", "spare-slots", "kv-blocks", "block-tokens",
-                        "token-budget", "checkpoint-every", "max-seq-len", "max-n", "max-queue", "host-cache"});
+                        "token-budget", "checkpoint-every", "max-seq-len", "max-n", "max-queue", "host-cache",
+                        "gpu-memory-utilization"});
     auto f = parse_flags(args, value_flags, {"help"});
     if (!f.ok() || f->has("help")) {
         if (!f.ok()) std::fprintf(stderr, "deltagate worker: %s\n", std::string(f.status().message()).c_str());
@@ -94,7 +111,11 @@ int run_worker(const std::vector<std::string>& args) {
                      "         [--backend cpu|cuda] [--kv-type f16|bf16|q8_0|q4_0|f32] [--threads N] [--worker-id ID]\n"
                      "         [--max-running N] [--spare-slots N] [--kv-blocks N] [--block-tokens N] [--token-budget N]\n"
                      "         [--checkpoint-every N] [--max-seq-len N] [--max-n N] [--max-queue N (0 = unbounded)]\n"
-                     "         [--host-cache 256MiB]\n"
+                     "         [--host-cache 256MiB] [--gpu-memory-utilization F (0.9)]\n"
+                     "Memory: on cuda the KV pool gets what the budget min(F x total, free) leaves after the weights,\n"
+                     "the workspace and (max-running + spare-slots) state slots; on cpu the defaults (8 running, 8 spare,\n"
+                     "1024 KV blocks) are checked against host RAM, and --gpu-memory-utilization sizes the pool there too.\n"
+                     "A plan that does not fit (explicit flags included) is an error naming the flag to change.\n"
                      "SIGTERM/SIGINT drain: finish in-flight requests, refuse new ones (UNAVAILABLE), then exit.\n");
         return f.ok() ? 0 : 2;
     }

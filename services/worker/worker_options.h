@@ -10,6 +10,18 @@
 
 namespace dg::worker {
 
+// Memory planning at start (engine/memory_plan.h, docs/worker.md "Memory plan"): the sizes themselves
+// live in `cache` and `sched`; these say how to plan them.
+struct MemoryOptions {
+    double utilization = 0.9;          // --gpu-memory-utilization: fraction of the device's total memory (host RAM's for cpu)
+    // true: KV blocks = all that the budget leaves (`cache.n_blocks` is ignored). The CLI sets it for
+    // cuda without --kv-blocks, and for cpu when --gpu-memory-utilization is given without --kv-blocks.
+    bool kv_from_memory = false;
+    // Which sizes came from flags (error messages name them).
+    bool utilization_flag = false, kv_blocks_flag = false, max_running_flag = false, spare_slots_flag = false;
+    bool print = true;                 // the plan table on stderr at start
+};
+
 struct WorkerOptions {
     std::string model_path;
     BackendKind backend = BackendKind::kCpu;
@@ -18,6 +30,7 @@ struct WorkerOptions {
     std::string worker_id;                // reported in GetInfo/LoadReport; empty = the listen address
     sched::CacheOptions cache;
     sched::SchedulerOptions sched;
+    MemoryOptions memory;
     int32_t max_queue = 256;              // waiting sequences before RESOURCE_EXHAUSTED (0 = unbounded)
     int32_t load_publish_ms = 10;         // the engine recomputes the load digest at most this often
     int32_t default_watch_interval_ms = 100;  // WatchLoad with interval_ms = 0

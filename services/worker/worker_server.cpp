@@ -9,6 +9,7 @@
 #include "engine/status.h"
 #include "engine/formats/dtype.h"
 #include "engine/weights.h"
+#include "services/worker/worker_memory.h"
 
 namespace dg::worker {
 
@@ -18,8 +19,10 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions 
     std::unique_ptr<WorkerServer> w(new WorkerServer());
     // Bad OTEL_* settings fail the start before the model loads (the same rules as the front's).
     DG_ASSIGN_OR_RETURN(trace::TracerConfig tracing, trace::tracer_config_from_env("deltagate-worker"));
+    DG_ASSIGN_OR_RETURN(DeviceMemory mem_before, measure_memory(opt));  // memory plan: free before loading
     DG_ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, load_model(opt.model_path));
     const ModelConfig config = weights->config;
+    DG_ASSIGN_OR_RETURN(MemoryPlan mem_plan, plan_worker_memory(*weights, mem_before, &opt));  // sizes opt's pools
     DG_ASSIGN_OR_RETURN(std::unique_ptr<sched::EngineLoop> loop,
                         sched::EngineLoop::create(std::move(weights), opt.backend, opt.cache, opt.sched));
 
@@ -44,6 +47,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions 
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
     w->registry_ = std::make_unique<metrics::Registry>();
+    report_memory_plan(mem_plan, opt, *w->registry_, &info);
     grpc::ServerBuilder b;
     b.AddListeningPort(opt.listen, grpc::InsecureServerCredentials(), &w->port_);
     w->opt_ = opt;

@@ -1,0 +1,402 @@
+// The worker's memory planner (engine/memory_plan.h): real 27B and 35B-A3B shapes on an 80 GiB device,
+// every expected figure worked out here from the model's dimensions (not read back from the planner),
+// flags that oversubscribe, too little memory, the utilization fraction, the CPU (host RAM) target, and
+// a property test that a successful plan never exceeds its budget.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+
+#include "engine/memory_plan.h"
+#include "engine/model_source.h"
+
+namespace dg {
+namespace {
+
+// DG_PRINT_PLAN=1 prints the tables (the figures quoted in docs/worker.md).
+void maybe_print(const MemoryPlan& p) {
+    if (std::getenv("DG_PRINT_PLAN")) std::printf("%s\n", p.table().c_str());
+}
+
+constexpr int64_t kGiB = int64_t(1) << 30;
+constexpr int64_t kMiB = int64_t(1) << 20;
+
+ModelConfig preset(const std::string& name) {
+    auto c = preset_config(name);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return *c;
+}
+
+// An H100-like 80 GiB device with half a GiB taken by the CUDA context; f16 KV, 16-token blocks,
+// 256-token steps, 8 running + 8 spare slots, full 262,144-token context.
+MemoryPlanInput h100(const ModelConfig& c, int64_t weights_bytes) {
+    MemoryPlanInput in;
+    in.config = c;
+    in.target = MemoryTarget::kCudaDevice;
+    in.device_total_bytes = 80 * kGiB;
+    in.device_free_bytes = 80 * kGiB - kGiB / 2;
+    in.utilization = 0.9;
+    in.weights_bytes = weights_bytes;
+    in.reserve_bytes = 512 * kMiB;
+    in.kv_type = DType::F16;
+    in.block_tokens = 16;
+    in.token_budget = 256;
+    in.max_running = 8;
+    in.spare_slots = 8;
+    in.kv_blocks = 0;  // from memory
+    return in;
+}
+
+// Budget of h100(): floor(0.9 × 80 GiB) = 77,309,411,328 bytes (< 79.5 GiB free).
+constexpr int64_t kH100Budget = 77309411328;
+
+// The CUDA workspace of the 27B shape, written out from its dimensions (H 5,120, V 248,320, Hq 24,
+// Hkv 4, hd 256, Hv 48, dv 128, conv_dim 10,240, I 17,408) for n-token steps, `mr` running sequences,
+// context L and 16-token blocks: docs/worker.md "Memory plan".
+int64_t workspace_27b_cuda(int64_t n, int64_t mr, int64_t L) {
+    const int64_t per_token = 3 * 5120 + std::max<int64_t>(10240, 2 * 24 * 256) + std::max<int64_t>(48 * 128, 4 * 256) +
+                              4 * 256 + 2 * 48 + std::max<int64_t>(48 * 128, 24 * 256) + 2 * 17408;
+    const int64_t rows = std::min(mr, n);
+    const int64_t scratch_floats = std::min(n, L) * 24 * L + 2 * n * 48;
+    const int64_t ids = n + std::max(n, rows) + mr * ((L + 15) / 16);
+    return 4 * n * per_token + 4 * rows * (5120 + 248320) + 2 * 4 * (scratch_floats + ids);
+}
+
+TEST(MemoryPlan, BlockAndSlotBytesOf27B) {
+    const ModelConfig c = preset("27b");
+    // 16 attention layers × (K + V) × 16 tokens × 4 KV heads × 256 f16 values (512 B) = 1 MiB.
+    EXPECT_EQ(*kv_block_bytes(c, DType::F16, 16), 16 * 2 * 16 * 4 * 512);
+    EXPECT_EQ(*kv_block_bytes(c, DType::F16, 16), kMiB);
+    // q8_0: 256 values = 8 blocks of 34 bytes; q4_0: 8 blocks of 18 bytes (docs/performance-anchors: 34/18 KiB per token).
+    EXPECT_EQ(*kv_block_bytes(c, DType::Q8_0, 16), 16 * 2 * 16 * 4 * 272);
+    EXPECT_EQ(*kv_block_bytes(c, DType::Q4_0, 16), 16 * 2 * 16 * 4 * 144);
+    // 48 GDN layers × (3 × conv_dim 10,240 + 48 heads × 128 × 128) fp32 = 156,893,184 B (149.6 MiB).
+    EXPECT_EQ(state_slot_bytes(c), int64_t(48) * (3 * 10240 + 48 * 128 * 128) * 4);
+    EXPECT_EQ(state_slot_bytes(c), 156893184);
+    EXPECT_EQ(state_slot_bytes(c), c.state_bytes_per_seq());
+}
+
+TEST(MemoryPlan, BlockAndSlotBytesOf35BA3B) {
+    const ModelConfig c = preset("35b-a3b");
+    // 10 attention layers × 2 × 16 tokens × 2 KV heads × 512 B.
+    EXPECT_EQ(*kv_block_bytes(c, DType::F16, 16), 10 * 2 * 16 * 2 * 512);
+    // 30 GDN layers × (3 × conv_dim 8,192 + 32 × 128 × 128) × 4.
+    EXPECT_EQ(state_slot_bytes(c), int64_t(30) * (3 * 8192 + 32 * 128 * 128) * 4);
+    EXPECT_EQ(state_slot_bytes(c), 65863680);
+}
+
+TEST(MemoryPlan, WorkspaceOf27BOnCuda) {
+    const ModelConfig c = preset("27b");
+    const WorkspaceEstimate w = estimate_workspace(c, MemoryTarget::kCudaDevice, 256, 8, 262144, 16);
+    // Per token: 3H 15,360 + max(conv 10,240, 2·Hq·hd 12,288) + max(Hv·dv 6,144, Hkv·hd 1,024) + 1,024
+    //            + 2·Hv 96 + max(6,144, Hq·hd 6,144) + 2·I 34,816 = 75,872 floats.
+    EXPECT_EQ(w.activations, int64_t(4) * 256 * (15360 + 12288 + 6144 + 1024 + 96 + 6144 + 34816));
+    // 8 logit rows × (H 5,120 + V 248,320).
+    EXPECT_EQ(w.logits, int64_t(4) * 8 * (5120 + 248320));
+    // 2× (scores 256 × 24 heads × 262,144 + GDN 2·256·48 + ids 256 + 256 + 8 × 16,384 blocks) × 4 B.
+    EXPECT_EQ(w.backend_scratch, int64_t(8) * (int64_t(256) * 24 * 262144 + 2 * 256 * 48 + 256 + 256 + 8 * 16384));
+    EXPECT_EQ(w.total(), 12971954176);  // 12.08 GiB, nearly all of it the v0 attention kernel's scores
+    EXPECT_EQ(w.total(), workspace_27b_cuda(256, 8, 262144));
+    EXPECT_EQ(estimate_workspace(c, MemoryTarget::kCudaDevice, 1024, 64, 32768, 16).total(),
+              workspace_27b_cuda(1024, 64, 32768));
+}
+
+TEST(MemoryPlan, Qwen27BQ4KMOn80GiB) {
+    const ModelConfig c = preset("27b");
+    // 27B Q4_K_M: 16.2 GB (make-model --preset 27b --type q4_k_m, docs/PERFORMANCE.md).
+    const int64_t weights = 16200000000;
+    auto p = plan_memory(h100(c, weights));
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->budget_bytes, kH100Budget);
+    EXPECT_FALSE(p->budget_limited_by_free);
+    const int64_t workspace = 12971954176, reserve = 512 * kMiB, state = 16 * int64_t(156893184);
+    EXPECT_EQ(p->workspace.total(), workspace);
+    EXPECT_EQ(p->state_bytes(), state);
+    // KV gets the rest: (77,309,411,328 − 16.2e9 − workspace − reserve − state) / 1 MiB = 43,001 blocks.
+    const int64_t left = kH100Budget - weights - workspace - reserve - state;
+    EXPECT_EQ(left, 45090295296);
+    EXPECT_EQ(p->kv_blocks, left / kMiB);
+    EXPECT_EQ(p->kv_blocks, 43001);
+    EXPECT_TRUE(p->kv_sized_from_memory);
+    EXPECT_EQ(p->kv_tokens(), 43001 * 16);  // 688,016 tokens: 2.6 sequences of the full 262,144 context
+    EXPECT_GE(p->kv_tokens(), 262144);
+    EXPECT_LE(p->planned_bytes(), p->budget_bytes);
+    EXPECT_LT(p->budget_bytes - p->planned_bytes(), kMiB);  // less than one block unused
+    EXPECT_EQ(p->free_after_bytes(), 80 * kGiB - kGiB / 2 - p->planned_bytes());
+    maybe_print(*p);
+    const std::string t = p->table();
+    EXPECT_NE(t.find("KV pool"), std::string::npos) << t;
+    EXPECT_NE(t.find("43001 × 1.00 MiB"), std::string::npos) << t;
+    EXPECT_NE(t.find("16 × 149.6"), std::string::npos) << t;
+}
+
+TEST(MemoryPlan, Qwen35BA3BQ4KMOn80GiB) {
+    const ModelConfig c = preset("35b-a3b");
+    // 35B-A3B Q4_K_M: about 21.0 GB (34.7e9 parameters at ~4.85 bits).
+    const int64_t weights = 21000000000;
+    auto p = plan_memory(h100(c, weights));
+    ASSERT_TRUE(p.ok()) << p.status();
+    // Per token: 3H 6,144 + max(8,192, 8,192) + max(4,096, 512) + 512 + 64 + max(4,096, 4,096) + 2·512.
+    const int64_t activations = int64_t(4) * 256 * (6144 + 8192 + 4096 + 512 + 64 + 4096 + 1024);
+    const int64_t logits = int64_t(4) * 8 * (2048 + 248320);
+    // scores 256·16·262,144; GDN 2·256·32; MoE router 256·256 + shared/expert 2·256·512 + x/y 2·256·2048 + 2·256.
+    const int64_t floats = int64_t(256) * 16 * 262144 + 2 * 256 * 32 + 256 * 256 + 2 * 256 * 512 + 2 * 256 * 2048 + 2 * 256;
+    const int64_t scratch = 8 * (floats + 256 + 256 + 8 * 16384);
+    EXPECT_EQ(p->workspace.activations, activations);
+    EXPECT_EQ(p->workspace.logits, logits);
+    EXPECT_EQ(p->workspace.backend_scratch, scratch);
+    const int64_t workspace = activations + logits + scratch;
+    EXPECT_EQ(workspace, 8634851328);  // 8.04 GiB
+    const int64_t state = 16 * int64_t(65863680);
+    const int64_t block = 10 * 2 * 16 * 2 * 512;
+    const int64_t left = kH100Budget - weights - workspace - 512 * kMiB - state;
+    EXPECT_EQ(p->kv_blocks, left / block);
+    maybe_print(*p);
+    EXPECT_EQ(p->kv_blocks, 140636);   // 2,250,176 tokens: 8.6 full-context sequences, 42.9 GiB
+    EXPECT_LE(p->planned_bytes(), p->budget_bytes);
+    EXPECT_LT(p->budget_bytes - p->planned_bytes(), block);
+}
+
+TEST(MemoryPlan, UtilizationFractionIsHonoured) {
+    const ModelConfig c = preset("27b");
+    MemoryPlanInput in = h100(c, 16200000000);
+    in.utilization = 0.75;
+    auto p = plan_memory(in);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->budget_bytes, 60 * kGiB);
+    EXPECT_EQ(p->kv_blocks, (60 * kGiB - 16200000000 - 12971954176 - 512 * kMiB - 16 * int64_t(156893184)) / kMiB);
+    EXPECT_EQ(p->kv_blocks, 30713);
+    EXPECT_LE(p->planned_bytes(), 60 * kGiB);
+    EXPECT_LT(p->kv_blocks, plan_memory(h100(c, 16200000000))->kv_blocks);
+    // At 0.5 (40 GiB) the 27B's full 262,144-token context (16 GiB of KV) no longer fits.
+    in.utilization = 0.5;
+    p = plan_memory(in);
+    ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
+    EXPECT_NE(p.status().message().find("raise --gpu-memory-utilization (0.50)"), std::string::npos) << p.status();
+
+    // Less free memory than the fraction asks for: the free memory is the budget.
+    in.utilization = 0.9;
+    in.device_free_bytes = 70 * kGiB;
+    p = plan_memory(in);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->budget_bytes, 70 * kGiB);
+    EXPECT_TRUE(p->budget_limited_by_free);
+    EXPECT_LE(p->planned_bytes(), 70 * kGiB);
+    EXPECT_NE(p->table().find("limited by free memory"), std::string::npos);
+
+    for (double bad : {0.0, -0.1, 1.01}) {
+        in.utilization = bad;
+        auto q = plan_memory(in);
+        EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+        EXPECT_NE(q.status().message().find("--gpu-memory-utilization"), std::string::npos) << q.status();
+    }
+}
+
+TEST(MemoryPlan, ExplicitKvBlocksThatOversubscribeAreAnError) {
+    const ModelConfig c = preset("27b");
+    MemoryPlanInput in = h100(c, 16200000000);
+    in.kv_blocks = 43001;  // exactly what fits
+    in.kv_blocks_flag = true;
+    auto p = plan_memory(in);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->kv_blocks, 43001);
+    EXPECT_FALSE(p->kv_sized_from_memory);
+
+    in.kv_blocks = 43002;  // one more: over the budget, never clipped
+    p = plan_memory(in);
+    ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
+    const std::string m(p.status().message());
+    EXPECT_NE(m.find("--kv-blocks 43002"), std::string::npos) << m;
+    EXPECT_NE(m.find("at most 43001 blocks fit"), std::string::npos) << m;
+    EXPECT_NE(m.find("--gpu-memory-utilization"), std::string::npos) << m;
+}
+
+TEST(MemoryPlan, ExplicitMaxRunningThatOversubscribesIsAnError) {
+    const ModelConfig c = preset("27b");
+    MemoryPlanInput in = h100(c, 16200000000);
+    // With 300 running sequences (256 logit rows) the workspace is 13,261,639,680 B, which leaves
+    // 47,310,900,736 B after weights and reserve: 301 slots of 156,893,184 B, not 308.
+    const int64_t ws300 = workspace_27b_cuda(256, 300, 262144);
+    ASSERT_EQ(ws300, 13261639680);
+    const int64_t left = kH100Budget - 16200000000 - ws300 - 512 * kMiB;
+    ASSERT_EQ(left / 156893184, 301);
+    in.max_running = 300;
+    in.spare_slots = 8;
+    in.max_running_flag = true;
+    auto p = plan_memory(in);
+    ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
+    const std::string m(p.status().message());
+    EXPECT_NE(m.find("--max-running 300"), std::string::npos) << m;
+    EXPECT_NE(m.find("--spare-slots 8 (default)"), std::string::npos) << m;
+    EXPECT_NE(m.find("at most 301 slots fit"), std::string::npos) << m;
+
+    // 292 slots fit but leave (budget − weights − workspace − reserve − 292 slots) / 1 MiB = 1,429
+    // blocks, too few for one full-context sequence (16,384 + 292 blocks).
+    in.max_running = 292;
+    in.spare_slots = 0;
+    EXPECT_EQ((kH100Budget - 16200000000 - workspace_27b_cuda(256, 292, 262144) - 512 * kMiB - 292 * int64_t(156893184)) / kMiB,
+              1429);
+    p = plan_memory(in);
+    ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
+    EXPECT_NE(p.status().message().find("the KV pool gets 1429 blocks"), std::string::npos) << p.status();
+    EXPECT_NE(p.status().message().find("--max-seq-len 262144"), std::string::npos) << p.status();
+    // ... which a shorter context fixes.
+    in.max_seq_len = 8192;
+    p = plan_memory(in);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->kv_blocks,
+              (kH100Budget - 16200000000 - workspace_27b_cuda(256, 292, 8192) - 512 * kMiB - 292 * int64_t(156893184)) / kMiB);
+    EXPECT_GE(p->kv_blocks, 8192 / 16 + 292);
+    EXPECT_LE(p->planned_bytes(), p->budget_bytes);
+}
+
+TEST(MemoryPlan, TooLittleMemoryIsAClearError) {
+    const ModelConfig c = preset("27b");
+    // A 16 GiB device cannot hold 16.2 GB of weights at any utilization.
+    MemoryPlanInput in = h100(c, 16200000000);
+    in.device_total_bytes = in.device_free_bytes = 16 * kGiB;
+    auto p = plan_memory(in);
+    ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(p.status().message().find("the weights alone"), std::string::npos) << p.status();
+
+    // A 24 GiB device holds the weights, but not the v0 workspace of a 262,144-token context ...
+    in.device_total_bytes = in.device_free_bytes = 24 * kGiB;
+    p = plan_memory(in);
+    ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(p.status().message().find("--max-seq-len"), std::string::npos) << p.status();
+    EXPECT_NE(p.status().message().find("--token-budget"), std::string::npos) << p.status();
+    // ... and with a 32K context there is room, but not for one 32K sequence next to 16 slots.
+    in.max_seq_len = 32768;
+    p = plan_memory(in);
+    ASSERT_TRUE(p.ok()) << p.status();  // 21.6 GiB budget: 15.1 weights, 1.6 workspace, 0.5 reserve, 2.3 state
+    EXPECT_EQ(p->kv_blocks, (int64_t(0.9 * double(24 * kGiB)) - 16200000000 - workspace_27b_cuda(256, 8, 32768) -
+                             512 * kMiB - 16 * int64_t(156893184)) / kMiB);
+    EXPECT_EQ(p->kv_blocks, 2144);  // 34,304 tokens: one 32K sequence and a little more
+    EXPECT_GE(p->kv_blocks, 32768 / 16 + 8);
+    EXPECT_LE(p->planned_bytes(), p->budget_bytes);
+
+    // Another process holds most of the device: the free memory, not the fraction, is the limit.
+    in.device_free_bytes = 10 * kGiB;
+    p = plan_memory(in);
+    ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(p.status().message().find("free 10.00 GiB"), std::string::npos) << p.status();
+}
+
+TEST(MemoryPlan, HostRamTargetKeepsDefaultsAndCountsTheHostCache) {
+    const ModelConfig c = preset("tiny");
+    MemoryPlanInput in;
+    in.config = c;
+    in.target = MemoryTarget::kHostRam;
+    in.device_total_bytes = 24 * kGiB;
+    in.device_free_bytes = 20 * kGiB;
+    in.weights_bytes = 40 * kMiB;
+    in.reserve_bytes = 256 * kMiB;
+    in.host_cache_bytes = 256 * kMiB;
+    in.kv_blocks = 1024;  // the CPU default
+    auto p = plan_memory(in);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->kv_blocks, 1024);
+    EXPECT_FALSE(p->kv_sized_from_memory);
+    EXPECT_EQ(p->host_cache_bytes, 256 * kMiB);
+    // tiny: 2 attention layers × 2 × 16 × 2 KV heads × 512 B; 6 GDN layers × (3 × 3,584 + 12 × 128 × 128) × 4.
+    EXPECT_EQ(p->kv_block_bytes, 2 * 2 * 16 * 2 * 512);
+    EXPECT_EQ(p->state_slot_bytes, int64_t(6) * (3 * (2 * 4 * 128 + 12 * 128) + 12 * 128 * 128) * 4);
+    // CPU scratch: the larger of attention's dequantised K/V (2 · 2 · 32,768 · 256) and GDN
+    // (2 · 256 · 12 + 256 · 2,560), plus 8 logits rows copied to the host.
+    EXPECT_EQ(p->workspace.backend_scratch, int64_t(4) * 2 * 2 * 32768 * 256 + 4 * 8 * 1024);
+    EXPECT_EQ(p->planned_bytes(), 40 * kMiB + p->workspace.total() + 256 * kMiB + 256 * kMiB +
+                                      16 * p->state_slot_bytes + 1024 * p->kv_block_bytes);
+
+    // The host cache comes out of the same budget: one that does not fit names --host-cache.
+    in.host_cache_bytes = 20 * kGiB;
+    p = plan_memory(in);
+    ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(p.status().message().find("--host-cache"), std::string::npos) << p.status();
+
+    // On a GPU the host cache is checked against the host's available RAM instead.
+    MemoryPlanInput g = h100(preset("27b"), 16200000000);
+    g.host_cache_bytes = 64 * kGiB;
+    g.host_available_bytes = 32 * kGiB;
+    p = plan_memory(g);
+    ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(p.status().message().find("--host-cache"), std::string::npos) << p.status();
+    g.host_available_bytes = 100 * kGiB;
+    EXPECT_TRUE(plan_memory(g).ok());
+}
+
+// Whatever the inputs, a plan that succeeds never exceeds its budget; a pool sized from memory leaves
+// less than one block (or hit the block limit); explicit sizes come back unchanged.
+TEST(MemoryPlan, PlannedBytesNeverExceedTheBudget) {
+    std::mt19937_64 rng(20261124);
+    auto uni = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+    const std::vector<std::string> presets = {"tiny", "tiny-moe", "0.8b", "27b", "35b-a3b"};
+    const DType kv_types[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0};
+    int ok = 0, exhausted = 0;
+    for (int iter = 0; iter < 4000; ++iter) {
+        MemoryPlanInput in;
+        in.config = preset(presets[uni(0, presets.size() - 1)]);
+        if (uni(0, 3) == 0) in.config.max_context = uni(1, 1 << 20);
+        in.target = uni(0, 1) ? MemoryTarget::kCudaDevice : MemoryTarget::kHostRam;
+        in.device_total_bytes = uni(1, 200 * kGiB);
+        in.device_free_bytes = uni(0, in.device_total_bytes);
+        in.utilization = std::max(1e-3, std::uniform_real_distribution<double>(0, 1)(rng));
+        in.weights_bytes = uni(0, 80 * kGiB);
+        in.reserve_bytes = uni(0, kGiB);
+        in.kv_type = kv_types[uni(0, 4)];
+        in.block_tokens = int32_t(uni(1, 256));
+        in.token_budget = int32_t(uni(1, 8192));
+        in.max_seq_len = uni(0, 1) ? 0 : int32_t(uni(1, in.config.max_context));
+        in.max_running = int32_t(uni(1, 512));
+        in.spare_slots = int32_t(uni(0, 512));
+        in.kv_blocks = uni(0, 1) ? 0 : int32_t(uni(1, 1 << 20));
+        in.host_cache_bytes = uni(0, 8 * kGiB);
+        auto p = plan_memory(in);
+        if (!p.ok()) {
+            ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
+            ++exhausted;
+            continue;
+        }
+        ++ok;
+        const int64_t budget = std::min<int64_t>(int64_t(in.utilization * double(in.device_total_bytes)), in.device_free_bytes);
+        ASSERT_LE(p->budget_bytes, budget + 1);
+        ASSERT_LE(p->budget_bytes, in.device_free_bytes);
+        ASSERT_LE(p->planned_bytes(), p->budget_bytes) << p->table();
+        ASSERT_EQ(p->max_running, in.max_running);
+        ASSERT_EQ(p->spare_slots, in.spare_slots);
+        if (in.kv_blocks > 0) {
+            ASSERT_EQ(p->kv_blocks, in.kv_blocks);
+        } else if (p->kv_block_bytes > 0) {
+            ASSERT_TRUE(p->kv_blocks == kMaxKvBlocks || p->budget_bytes - p->planned_bytes() < p->kv_block_bytes)
+                << p->table();
+            const int64_t L = in.max_seq_len > 0 ? in.max_seq_len : in.config.max_context;
+            ASSERT_GE(int64_t(p->kv_blocks), (L + in.block_tokens - 1) / in.block_tokens + in.max_running);
+        }
+    }
+    EXPECT_GT(ok, 100);
+    EXPECT_GT(exhausted, 100);
+}
+
+TEST(MemoryPlan, ParsesMeminfo) {
+    auto m = parse_meminfo(
+        "MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\nBuffers: 1 kB\n");
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->total_bytes, int64_t(24576000) * 1024);
+    EXPECT_EQ(m->free_bytes, int64_t(20000000) * 1024);
+    EXPECT_FALSE(parse_meminfo("MemTotal: 5 kB\n").ok());
+    EXPECT_FALSE(parse_meminfo("MemTotal: x kB\nMemAvailable: 1 kB\n").ok());
+    auto host = host_memory();  // the real one
+    ASSERT_TRUE(host.ok()) << host.status();
+    EXPECT_GT(host->total_bytes, 0);
+    EXPECT_LE(host->free_bytes, host->total_bytes);
+}
+
+TEST(MemoryPlan, FormatsBytes) {
+    EXPECT_EQ(format_bytes(512), "512 B");
+    EXPECT_EQ(format_bytes(256 * kMiB), "256.00 MiB");
+    EXPECT_EQ(format_bytes(kGiB + kGiB / 2), "1.50 GiB");
+}
+
+}  // namespace
+}  // namespace dg
