@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "services/cli/command.h"
 #include "services/cli/flags.h"
@@ -20,7 +21,7 @@ void block_stop_signals();
 int wait_for_stop_signal();
 
 const std::set<std::string> kFrontFlags = {
-    "listen", "metrics-listen", "tokenizer", "model-name", "max-prompt-tokens", "max-tokens", "max-fanout",
+    "listen", "metrics-listen", "health-listen", "tokenizer", "model-name", "max-prompt-tokens", "max-tokens", "max-fanout",
     "max-message-bytes", "max-inflight", "tls-cert", "tls-key", "auth-token", "load-penalty", "max-attempts"};
 
 absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
@@ -36,6 +37,7 @@ absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
     };
     if (auto v = f.get("listen")) o.listen = *v;
     if (auto v = f.get("metrics-listen")) o.metrics_listen = *v;
+    if (auto v = f.get("health-listen")) o.health_listen = *v;
     if (auto v = f.get("tokenizer")) o.tokenizer_path = *v;
     if (auto v = f.get("model-name")) o.model_name = *v;
     if (auto v = f.get("tls-cert")) o.tls_cert = *v;
@@ -75,7 +77,8 @@ namespace {
 
 const char* kUsage =
     "usage: deltagate front (--workers HOST:PORT,... | --workers-dns NAME:PORT) [--listen HOST:PORT]\n"
-    "         [--metrics-listen HOST:PORT] [--tokenizer tokenizer.json|model.gguf] [--model-name NAME]\n"
+    "         [--metrics-listen HOST:PORT] [--health-listen HOST:PORT (plaintext grpc.health.v1 only)]\n"
+    "         [--tokenizer tokenizer.json|model.gguf] [--model-name NAME]\n"
     "         [--max-prompt-tokens N] [--max-tokens N] [--max-fanout N] [--max-message-bytes N] [--max-inflight N]\n"
     "         [--tls-cert PEM --tls-key PEM] [--auth-token TOKEN (or $DELTAGATE_AUTH_TOKEN)]\n"
     "         [--load-penalty TOKENS] [--max-attempts N] [--dns-refresh-ms MS] [--drain-ms MS (5000)]\n"
@@ -116,9 +119,10 @@ int run_front(const std::vector<std::string>& args) {
         return 1;
     }
     // One machine-readable line: tests and scripts read the port from it.
-    std::printf("front listening on port %d%s%s\n", (*server)->port(),
+    std::printf("front listening on port %d%s%s%s\n", (*server)->port(),
                 (*server)->metrics_address().empty() ? "" : ", metrics on http://",
-                (*server)->metrics_address().empty() ? "" : ((*server)->metrics_address() + "/metrics").c_str());
+                (*server)->metrics_address().empty() ? "" : ((*server)->metrics_address() + "/metrics").c_str(),
+                (*server)->health_port() ? absl::StrCat(", health on port ", (*server)->health_port()).c_str() : "");
     std::fflush(stdout);
     const int sig = wait_for_stop_signal();
     std::fprintf(stderr, "front: signal %d, draining\n", sig);

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "engine/model_export.h"
 #include "engine/model_source.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -98,9 +100,11 @@ int run_up(const std::vector<std::string>& args) {
         std::fprintf(stderr,
                      "usage: deltagate up [--model PATH] [--workers N] [--backend cpu|cuda] [--listen HOST:PORT]\n"
                      "         [--metrics-listen HOST:PORT] [--tokenizer tokenizer.json] [any `deltagate front` flag]\n"
+                     "         [--worker-arg 'ARGS' (extra `deltagate worker` flags for every worker, space-separated)]\n"
                      "Starts N workers (default 2) and a front on this machine. Without --model: the built-in tiny\n"
                      "model (token ids only), or with --tokenizer, a tiny model carrying that tokenizer's vocabulary\n"
-                     "(text and chat work; the weights are random, so the words are too).\n");
+                     "(text and chat work; the weights are random, so the words are too). With --backend cuda the\n"
+                     "workers share the GPU: each gets --gpu-memory-utilization 0.9/N unless --worker-arg sets it.\n");
         return f.ok() && f->has("help") ? 0 : 2;
     }
     int n = 2;
@@ -127,12 +131,21 @@ int run_up(const std::vector<std::string>& args) {
         model = *p;
         if (!o.tokenizer_path.empty()) o.tokenizer_path = model;  // the GGUF now carries it
     }
+    std::vector<std::string> extra = absl::StrSplit(f->get("worker-arg").value_or(""), ' ', absl::SkipWhitespace());
+    const bool cuda = f->get("backend") == std::optional<std::string>("cuda");
+    // Workers started together on one GPU each see it all free: split the budget, or the second one's
+    // plan would count memory the first is about to take.
+    if (cuda && n > 1 && std::none_of(extra.begin(), extra.end(), [](const std::string& a) {
+            return a.rfind("--gpu-memory-utilization", 0) == 0;
+        }))
+        extra.insert(extra.end(), {"--gpu-memory-utilization", absl::StrCat(0.9 / n)});
     block_stop_signals();
     std::vector<pid_t> children;
     for (int i = 0; i < n; ++i) {
         const std::string addr = absl::StrCat("127.0.0.1:", free_port());
         std::vector<std::string> argv = {"deltagate", "worker", "--model", model, "--listen", addr};
         if (auto b = f->get("backend")) argv.insert(argv.end(), {"--backend", *b});
+        argv.insert(argv.end(), extra.begin(), extra.end());
         children.push_back(spawn(argv));
         o.pool.static_workers.push_back(addr);
     }
@@ -146,7 +159,23 @@ int run_up(const std::vector<std::string>& args) {
         stop_children();
         return 1;
     }
-    const int up = (*server)->state().pool().wait_healthy(n, 120000);
+    // Waits (bounded: 120 s) for the workers; one that exits meanwhile (a bad --worker-arg, a model it
+    // cannot load, memory that does not fit) ends `up` at once with its exit status.
+    int up = 0;
+    for (int waited_ms = 0; waited_ms < 120000 && up < n; waited_ms += 500) {
+        for (size_t i = 0; i < children.size(); ++i) {
+            int st = 0;
+            if (::waitpid(children[i], &st, WNOHANG) != children[i]) continue;
+            std::fprintf(stderr, "deltagate up: worker %zu exited during start (%s %d); its messages are above\n", i,
+                         WIFEXITED(st) ? "status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+            children.erase(children.begin() + long(i));
+            (*server)->shutdown(0);
+            server->reset();
+            stop_children();
+            return 1;
+        }
+        up = (*server)->state().pool().wait_healthy(n, 500);
+    }
     std::printf("deltagate up: front on 127.0.0.1:%d (gRPC deltagate.v1.Inference), %d/%d workers ready, model %s\n",
                 (*server)->port(), up, n, model.c_str());
     if (!(*server)->metrics_address().empty())

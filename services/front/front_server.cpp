@@ -60,6 +60,15 @@ absl::StatusOr<std::unique_ptr<FrontServer>> FrontServer::start(FrontOptions opt
     fs->server_ = b.BuildAndStart();
     if (!fs->server_ || fs->port_ == 0)
         return absl::UnavailableError(absl::StrCat("cannot listen on ", opt.listen, " (address in use or not local?)"));
+    if (!opt.health_listen.empty()) {
+        // No services registered: the builder adds only the default health service (and reflection).
+        grpc::ServerBuilder hb;
+        hb.AddListeningPort(opt.health_listen, grpc::InsecureServerCredentials(), &fs->health_port_);
+        fs->health_server_ = hb.BuildAndStart();
+        if (!fs->health_server_ || fs->health_port_ == 0)
+            return absl::UnavailableError(absl::StrCat("cannot listen on --health-listen ", opt.health_listen,
+                                                       " (address in use or not local?)"));
+    }
     if (!opt.metrics_listen.empty()) {
         auto& reg = fs->state_->registry();
         auto http = HttpServer::start(opt.metrics_listen, [&reg](const HttpRequest& r) {
@@ -75,14 +84,17 @@ absl::StatusOr<std::unique_ptr<FrontServer>> FrontServer::start(FrontOptions opt
 
 // SERVING while at least one worker is healthy (readiness: a front with no worker cannot serve).
 void FrontServer::health_loop() {
-    auto* hc = server_->GetHealthCheckService();
+    std::vector<grpc::HealthCheckServiceInterface*> services = {server_->GetHealthCheckService()};
+    if (health_server_) services.push_back(health_server_->GetHealthCheckService());
     int last = -1;
     std::unique_lock<std::mutex> l(mu_);
     while (!stopping_) {
         const int serving = state_->pool().healthy_count() > 0;
         if (serving != last) {
-            hc->SetServingStatus(serving != 0);
-            hc->SetServingStatus("deltagate.v1.Inference", serving != 0);
+            for (auto* hc : services) {
+                hc->SetServingStatus(serving != 0);
+                hc->SetServingStatus("deltagate.v1.Inference", serving != 0);
+            }
             last = serving;
         }
         cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stopping_; });
@@ -98,6 +110,10 @@ void FrontServer::shutdown(int grace_ms) {
     cv_.notify_all();
     if (health_.joinable()) health_.join();
     server_->GetHealthCheckService()->Shutdown();
+    if (health_server_) {
+        health_server_->GetHealthCheckService()->Shutdown();
+        health_server_->Shutdown(std::chrono::system_clock::now());
+    }
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
     if (http_) http_->stop();
 }

@@ -21,6 +21,7 @@ public:
 
     int port() const { return port_; }
     std::string metrics_address() const { return http_ ? http_->address() : std::string(); }
+    int health_port() const { return health_port_; }  // 0: no --health-listen
     FrontState& state() { return *state_; }
     // Health NOT_SERVING, then stop accepting, give running streams `grace_ms` to finish, stop.
     void shutdown(int grace_ms);
@@ -33,8 +34,9 @@ private:
     std::unique_ptr<FrontState> state_;
     std::unique_ptr<InferenceService> service_;
     std::unique_ptr<grpc::Server> server_;
+    std::unique_ptr<grpc::Server> health_server_;  // --health-listen
     std::unique_ptr<HttpServer> http_;
-    int port_ = 0;
+    int port_ = 0, health_port_ = 0;
     std::mutex mu_;
     std::condition_variable cv_;
     bool stopping_ = false;

@@ -21,6 +21,9 @@ namespace dg::front {
 struct FrontOptions {
     std::string listen = "0.0.0.0:50051";
     std::string metrics_listen;          // host:port for /metrics; empty = none
+    // host:port of a second, always plaintext gRPC server with only grpc.health.v1 (the kubelet's gRPC
+    // probe cannot speak TLS); empty = none. Same status as the main port's health service.
+    std::string health_listen;
     WorkerPoolOptions pool;
     FrontLimits limits;
     RouteOptions route;

@@ -54,4 +54,7 @@ expect_fail "unknown preset" "$DG" make-model --preset 3b --gguf "$WORK/x.gguf"
 expect_fail "multiple of 256" "$DG" convert --model "$FIX/dense/hf" --out "$WORK/x.gguf" --type q4_k
 head -c 100 "$FIX/dense/model-f16.gguf" > "$WORK/trunc.gguf"
 expect_fail "trunc.gguf" "$DG" logits --model "$WORK/trunc.gguf" --tokens 1
+# `up` passes --worker-arg to every worker and stops at once (exit 1) when a worker cannot start.
+expect_fail "worker 0 exited during start" timeout 60 "$DG" up --workers 1 --listen 127.0.0.1:0 --worker-arg "--kv-blocks 0"
+grep -q -- "--kv-blocks" "$WORK/err" || { echo "  the worker's own message is missing:"; cat "$WORK/err"; exit 1; }
 echo "cli_test: all checks passed"
