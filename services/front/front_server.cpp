@@ -97,7 +97,7 @@ void FrontServer::health_loop() {
             }
             last = serving;
         }
-        cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stopping_; });
+        cv_.wait_for(l, std::chrono::milliseconds(100), [&] { return stopping_; });
     }
 }
 
@@ -109,12 +109,14 @@ void FrontServer::shutdown(int grace_ms) {
     }
     cv_.notify_all();
     if (health_.joinable()) health_.join();
-    server_->GetHealthCheckService()->Shutdown();
-    if (health_server_) {
-        health_server_->GetHealthCheckService()->Shutdown();
-        health_server_->Shutdown(std::chrono::system_clock::now());
+    if (server_) {  // null when start() failed before the server ran (bad TLS files, port in use)
+        server_->GetHealthCheckService()->Shutdown();
+        if (health_server_) {
+            health_server_->GetHealthCheckService()->Shutdown();
+            health_server_->Shutdown(std::chrono::system_clock::now());
+        }
+        server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
     }
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
     if (http_) http_->stop();
 }
 
@@ -122,7 +124,7 @@ void FrontServer::wait() { server_->Wait(); }
 
 FrontServer::~FrontServer() {
     shutdown(0);
-    server_->Wait();
+    if (server_) server_->Wait();
 }
 
 }  // namespace dg::front
