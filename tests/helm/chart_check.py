@@ -391,6 +391,8 @@ class Checker:
                 if host not in ("0.0.0.0", "[::]", ""):
                     self.err(name, f"--{flag}={flags[flag]}: listen on 0.0.0.0 or the pod is unreachable")
                 ports[portname] = self.value_path(name, flags[flag], f"--{flag}'s port")
+            if "health-listen" in flags:  # optional: the plaintext health-only port of a TLS front
+                ports["health"] = self.value_path(name, flags["health-listen"], "--health-listen's port")
             components[cmd] = {"template": name, "ports": ports, "flags": flags}
             # containerPorts named after what listens there.
             declared = dict(re.findall(r"-\s*name:\s*(\w+)\s*\n\s*containerPort:\s*(.+)", text))
@@ -405,8 +407,10 @@ class Checker:
                 for line, body in self.blocks(text, kind):
                     probes[kind] = body
                     for m in re.finditer(r"port:\s*(.+)", body):
-                        if ports.get("grpc") and self.value_path(f"{name}:{line}", m.group(1), f"{kind} port") != ports["grpc"]:
-                            self.err(f"{name}:{line}", f"{kind} port {m.group(1).strip()} is not --listen's .Values.{ports['grpc']}")
+                        if ports.get("grpc") and self.value_path(f"{name}:{line}", m.group(1), f"{kind} port") not in (
+                                ports["grpc"], ports.get("health")):
+                            self.err(f"{name}:{line}", f"{kind} port {m.group(1).strip()} is not --listen's .Values.{ports['grpc']}"
+                                     " (nor --health-listen's)")
                     for m in re.finditer(r"service:\s*(\S+)", body):
                         if not self.binary_has(m.group(1)):
                             self.err(f"{name}:{line}", f"{kind} asks for health service {m.group(1)}, which the binary never names")
@@ -547,11 +551,18 @@ class Checker:
                 named = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
                 if named.get("grpc") != listen or named.get("metrics") != metrics:
                     self.err(where, f"containerPorts {named} vs --listen :{listen} --metrics-listen :{metrics}")
+                health = int(flags["health-listen"].rsplit(":", 1)[1]) if "health-listen" in flags else None
+                if health is not None and named.get("health") != health:
+                    self.err(where, f"containerPorts {named} vs --health-listen :{health}")
+                if "tls-cert" in flags and health is None:
+                    self.err(where, "a TLS front needs --health-listen: the kubelet's gRPC probe cannot do TLS")
                 for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
                     p = c.get(kind) or {}
                     for handler in ("grpc", "tcpSocket"):
-                        if handler in p and p[handler]["port"] != listen:
+                        if handler in p and p[handler]["port"] not in (listen, health):
                             self.err(where, f"{kind} probes port {p[handler]['port']}, --listen is :{listen}")
+                        if handler == "grpc" and handler in p and "tls-cert" in flags and p[handler]["port"] == listen:
+                            self.err(where, f"{kind} is a plaintext gRPC probe on the TLS port :{listen}")
                 ann = o["spec"]["template"]["metadata"].get("annotations", {})
                 if "prometheus.io/port" in ann and ann["prometheus.io/port"] != str(metrics):
                     self.err(where, f"prometheus.io/port {ann['prometheus.io/port']} != --metrics-listen :{metrics}")
