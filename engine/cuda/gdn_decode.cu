@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "engine/cuda/cuda_common.cuh"
+#include "engine/cuda/gdn_kernel_args.cuh"
 #include "engine/cuda/ops.cuh"
 #include "engine/status.h"
 
@@ -20,22 +21,7 @@ namespace {
 constexpr int kDecThreads = 256;
 constexpr int kDecRowGroups = kDecThreads / kWarp;  // 8 warps, one row group each
 
-struct DecodeArgs {
-    const DevSeq* seqs;  // the decode sequences (len 1)
-    const float* qkv;    // [n][C] pre-conv, read only
-    const float* z;
-    const float* b;
-    const float* a;
-    const float* conv_w;
-    const float* dt_bias;
-    const float* ssm_a;
-    const float* norm_w;
-    float* o;
-    float eps;
-    int Hk, Hv, dk, dv, K;
-    int64_t C;
-    GdnLayerState st;
-    int tiles;                // dv tiles per head = gridDim.x
+struct DecodeArgs : GdnKernelCommon {
     uint32_t* conv_arrivals;  // [n_seqs][Hk]: blocks that have read key head kh's conv state
     uint32_t* norm_arrivals;  // [n_seqs][Hv]: tiles of head h that have written their raw output
     float* norm_partial;      // [n_seqs][Hv][tiles]: sum of o^2 over each tile
@@ -318,15 +304,7 @@ void gdn_decode(const GdnLayerArgs& a, const DevSeq* seqs_dev, int32_t n_seqs, c
     DG_CHECK(n_seqs <= 65535 && d.Hv <= 65535, "GDN decode grid: %d sequences x %d heads", n_seqs, int(d.Hv));
     cols = gdn_decode_cols(a, n_seqs, cols);
     DecodeArgs p;
-    p.seqs = seqs_dev;
-    p.qkv = a.qkv, p.z = a.z, p.b = a.b, p.a = a.a;
-    p.conv_w = a.conv_w, p.dt_bias = a.dt_bias, p.ssm_a = a.ssm_a, p.norm_w = a.norm_w;
-    p.o = a.o;
-    p.eps = a.eps;
-    p.Hk = int(d.Hk), p.Hv = int(d.Hv), p.dk = int(d.dk), p.dv = int(d.dv), p.K = int(d.K);
-    p.C = d.conv_dim;
-    p.st = a.st;
-    p.tiles = int((d.dv + cols - 1) / cols);
+    fill_gdn_kernel_common(a, seqs_dev, cols, &p);
     p.conv_arrivals = ws.arrivals;
     p.norm_arrivals = ws.arrivals + int64_t(n_seqs) * d.Hk;
     p.norm_partial = ws.partial;

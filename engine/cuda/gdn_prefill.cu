@@ -17,6 +17,7 @@
 #include <algorithm>
 
 #include "engine/cuda/cuda_common.cuh"
+#include "engine/cuda/gdn_kernel_args.cuh"
 #include "engine/cuda/ops.cuh"
 #include "engine/status.h"
 
@@ -27,23 +28,8 @@ constexpr int kChunk = 64;
 constexpr int kPreThreads = 256;
 constexpr int kAStride = kChunk + 1;  // row stride of A / P in shared memory
 
-struct PrefillArgs {
-    const DevSeq* seqs;  // the prefill sequences (len > 1)
-    const float* qkv;    // [n][C] pre-conv, read only
-    const float* z;
-    const float* b;
-    const float* a;
-    const float* conv_w;
-    const float* dt_bias;
-    const float* ssm_a;
-    const float* norm_w;
-    float* o;
-    float eps;
-    int Hk, Hv, dk, dv, K;
-    int64_t C;
-    GdnLayerState st;
-    int tiles;  // = gridDim.x; 1 = whole head per block, gated norm fused
-    int dkp;    // row stride of the q / k chunk tiles: odd, so column reads of 32 rows hit 32 banks
+struct PrefillArgs : GdnKernelCommon {  // tiles == 1: whole head per block, gated norm fused
+    int dkp;  // row stride of the q / k chunk tiles: odd, so column reads of 32 rows hit 32 banks
 };
 
 __host__ __device__ inline int q_k_stride(int dk) { return dk % 2 ? dk : dk + 1; }
@@ -443,15 +429,7 @@ void gdn_prefill(const GdnLayerArgs& a, const DevSeq* seqs_dev, const DevSeq* se
     DG_CHECK(n_seqs <= 65535 && d.Hv <= 65535, "GDN prefill grid: %d sequences x %d heads", n_seqs, int(d.Hv));
     cols = gdn_prefill_cols(d, n_seqs, cols);
     PrefillArgs p;
-    p.seqs = seqs_dev;
-    p.qkv = a.qkv, p.z = a.z, p.b = a.b, p.a = a.a;
-    p.conv_w = a.conv_w, p.dt_bias = a.dt_bias, p.ssm_a = a.ssm_a, p.norm_w = a.norm_w;
-    p.o = a.o;
-    p.eps = a.eps;
-    p.Hk = int(d.Hk), p.Hv = int(d.Hv), p.dk = int(d.dk), p.dv = int(d.dv), p.K = int(d.K);
-    p.C = d.conv_dim;
-    p.st = a.st;
-    p.tiles = int((d.dv + cols - 1) / cols);
+    fill_gdn_kernel_common(a, seqs_dev, cols, &p);
     p.dkp = q_k_stride(p.dk);
     const dim3 grid(unsigned(p.tiles), unsigned(d.Hv), unsigned(n_seqs));
     switch (cols) {
