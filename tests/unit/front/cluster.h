@@ -33,9 +33,9 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/impl/client_unary_call.h>  // BlockingUnaryCall: the health check without generated stubs
 
 #include "deltagate/v1/inference.grpc.pb.h"
+#include "tests/support/grpc_health.h"
 
 namespace dg::front::testing {
 
@@ -275,31 +275,10 @@ inline bool can_listen(const std::string& ip, int port) {
     return ok;
 }
 
-// grpc.health.v1.Health/Check with hand-encoded messages (Debian's grpc++ ships no generated health stub):
-// request {1: service}, response {1: status}. Returns the status (1 SERVING, 2 NOT_SERVING), or -1 with
-// the RPC's status in *st.
+// grpc.health.v1 status of `service` (1 SERVING, 2 NOT_SERVING), or -1 with the RPC's status in *st.
 inline int health_check(const std::shared_ptr<grpc::Channel>& channel, const std::string& service, grpc::Status* st,
                         std::chrono::seconds deadline = std::chrono::seconds(10)) {
-    std::string req;
-    if (!service.empty()) {
-        req.push_back(0x0a);
-        req.push_back(char(service.size()));
-        req += service;
-    }
-    grpc::Slice slice(req);
-    grpc::ByteBuffer in(&slice, 1), out;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + deadline);
-    *st = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
-        channel.get(), grpc::internal::RpcMethod("/grpc.health.v1.Health/Check", grpc::internal::RpcMethod::NORMAL_RPC),
-        &ctx, in, &out);
-    if (!st->ok()) return -1;
-    std::vector<grpc::Slice> slices;
-    (void)out.Dump(&slices);
-    std::string bytes;
-    for (auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-    if (bytes.size() == 2 && bytes[0] == 0x08) return bytes[1];
-    return bytes.empty() ? 0 : -2;  // 0: UNKNOWN (the default value, sent as no field)
+    return dg::testing::grpc_health_check(channel.get(), service, st, deadline);
 }
 
 // The front publishes its health every 100 ms from its worker count: waits (bounded, 5 s) until `service`
@@ -527,6 +506,15 @@ public:
 private:
     ClusterOptions opt_;
 };
+
+// A token-id prompt generating exactly max_tokens (EOS ignored): the tiny models have no tokenizer.
+inline deltagate::v1::GenerateRequest ids_request(std::vector<int32_t> ids, int max_tokens) {
+    deltagate::v1::GenerateRequest r;
+    for (int32_t i : ids) r.mutable_prompt()->mutable_token_ids()->add_ids(i);
+    r.mutable_stop()->set_max_tokens(max_tokens);
+    r.mutable_stop()->set_ignore_eos(true);
+    return r;
+}
 
 // Everything one Generate/BatchGenerate stream returned.
 struct StreamResult {

@@ -15,14 +15,6 @@ namespace {
 namespace v1 = ::deltagate::v1;
 using namespace std::chrono_literals;
 
-v1::GenerateRequest ids_request(std::vector<int32_t> ids, int max_tokens) {
-    v1::GenerateRequest r;
-    for (int32_t i : ids) r.mutable_prompt()->mutable_token_ids()->add_ids(i);
-    r.mutable_stop()->set_max_tokens(max_tokens);
-    r.mutable_stop()->set_ignore_eos(true);
-    return r;
-}
-
 StreamResult generate(v1::Inference::Stub& stub, grpc::ClientContext* ctx, const v1::GenerateRequest& req) {
     auto reader = stub.Generate(ctx, req);
     return drain(reader);

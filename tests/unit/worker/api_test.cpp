@@ -9,6 +9,7 @@
 #include <grpcpp/impl/codegen/client_unary_call.h>
 
 #include "absl/strings/numbers.h"
+#include "tests/support/grpc_health.h"
 #include "tests/unit/worker/prom_parser.h"
 #include "tests/unit/worker/worker_test_util.h"
 
@@ -116,28 +117,8 @@ TEST(Api, WatchLoadReportsLoadAndCheckpoints) {
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
-// grpc.health.v1.Health/Check with hand-encoded messages (no generated health stub in Debian's grpc++):
-// request {1: service}, response {1: status} with SERVING = 1, NOT_SERVING = 2.
 int health(Worker& w, const std::string& service, grpc::Status* st) {
-    std::string req;
-    if (!service.empty()) {
-        req.push_back(0x0a);
-        req.push_back(char(service.size()));
-        req += service;
-    }
-    grpc::Slice slice(req);
-    grpc::ByteBuffer in(&slice, 1), out;
-    grpc::ClientContext ctx;
-    *st = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
-        w.channel.get(), grpc::internal::RpcMethod("/grpc.health.v1.Health/Check", grpc::internal::RpcMethod::NORMAL_RPC),
-        &ctx, in, &out);
-    if (!st->ok()) return -1;
-    std::vector<grpc::Slice> slices;
-    (void)out.Dump(&slices);
-    std::string bytes;
-    for (auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-    if (bytes.size() == 2 && bytes[0] == 0x08) return bytes[1];
-    return bytes.empty() ? 0 : -2;
+    return dg::testing::grpc_health_check(w.channel.get(), service, st);
 }
 
 TEST(Api, HealthServingAndReflectionRegistered) {
