@@ -2,6 +2,7 @@
 // partial NeoX RoPE, K/V written into the sequence's blocks (in the cache's storage type), causal GQA
 // softmax over every cached position, sigmoid output gate. Math: docs/qwen35-model.md §3.
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "engine/cpu/ops.h"
@@ -30,6 +31,24 @@ void rope_row(float* x, int64_t rd, float theta, int64_t pos) {
     }
 }
 
+// Per-thread scratch for a sequence's dequantised K and V, kept between calls: allocating and
+// zero-filling it on every call (a fresh mmap once it passes malloc's threshold, so page faults too)
+// cost more than the attention itself at decode. Grows by half again when too small; given back when a
+// call needs less than a sixth of it.
+struct Scratch {
+    std::unique_ptr<float[]> p;
+    size_t cap = 0;
+    float* take(size_t n) {
+        if (n > cap || n < cap / 6) {
+            p.reset();
+            cap = n + n / 2;
+            p.reset(new float[cap]);
+        }
+        return p.get();
+    }
+};
+thread_local Scratch t_kf, t_vf;
+
 }  // namespace
 
 void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, float eps, const float* qg,
@@ -54,16 +73,15 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
                 quantize_row(kv.type, row.data(), kv_row(kv.k, s, pos, h), hd);
                 quantize_row(kv.type, v_in + (r * Hkv + h) * hd, kv_row(kv.v, s, pos, h), hd);
             }
-        });
+        }, 8);  // a decode token's few heads are a microsecond of work: not worth a dispatch
     }
 
     // 2. Each query row attends to positions [0, pos] of its own sequence. The sequence's K/V are
     //    dequantised once into f32 ([kv head][position][hd]) and shared by every query row and head.
-    std::vector<float> kf, vf;
     for (const SeqSlice& s : b.seqs) {
         const int64_t P = int64_t(s.pos0) + s.len;
-        kf.resize(Hkv * P * hd);
-        vf.resize(Hkv * P * hd);
+        float* kf = t_kf.take(size_t(Hkv * P * hd));
+        float* vf = t_vf.take(size_t(Hkv * P * hd));
         parallel_for(P * Hkv, [&](int64_t i0, int64_t i1) {
             for (int64_t i = i0; i < i1; ++i) {
                 const int64_t h = i / P, p = i % P;

@@ -1,6 +1,7 @@
 // Gated DeltaNet on the CPU: causal conv with state, gates, L2 norm, the delta rule in its recurrent
 // (decode) and chunked WY/UT (prefill) forms, and the gated RMSNorm. Math: docs/qwen35-model.md §2.
 // Value head h reads key head h % Hk (tiled order, engine/weights.h).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -40,7 +41,7 @@ void gdn_conv(float* u, int32_t len, const GdnDims& d, const float* conv_w, floa
                 u[t * C + c] = silu(acc);
             }
         }
-    }, 256);
+    }, std::max<int64_t>(256, 32768 / (int64_t(len) * K)));  // about 32k MACs a chunk: inline at decode
     std::memcpy(conv_state, tail.data(), P * C * sizeof(float));
 }
 

@@ -1,83 +1,148 @@
 #include "engine/cpu/parallel.h"
 
 #include <algorithm>
-#include <condition_variable>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace dg::cpu {
 namespace {
 
+using Fn = std::function<void(int64_t, int64_t)>;
+
+// How long a thread polls before it sleeps: a worker waiting for the next job, the caller waiting for the
+// workers' last chunks. Longer than the serial gaps between the ops of a decode step (a few µs), so a
+// step runs without a single futex wake; short enough that an idle process is idle.
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
+
+// Polls ready() until it holds or kSpin has passed; returns ready(). Pauses between polls, and yields
+// the core now and then, so a spinning worker that shares a core with the caller (on a loaded machine)
+// does not hold it up.
+template <class Ready>
+bool spin_until(Ready ready) {
+    std::chrono::steady_clock::time_point deadline{};
+    for (int round = 0;; ++round) {
+        for (int i = 0; i < 64; ++i) {
+            if (ready()) return true;
+            cpu_relax();
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (round == 0) deadline = now + kSpin;
+        else if (now >= deadline) return ready();
+        if (round % 4 == 3) std::this_thread::yield();
+    }
+}
+
+thread_local bool t_in_pool = false;  // a pool worker, or a caller inside parallel_for: nested calls run inline
+
 class Pool {
 public:
-    explicit Pool(int n) {
-        for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
-        size_ = n;
+    explicit Pool(int n) : size_(n) {
+        for (int i = 1; i < n; ++i) workers_.emplace_back([this] { loop(); });
     }
     ~Pool() {
-        {
-            std::lock_guard<std::mutex> lk(mu_);
-            stop_ = true;
-            ++generation_;
-        }
-        cv_.notify_all();
+        stop_.store(true);
+        gen_.fetch_add(1);
+        gen_.notify_all();
         for (auto& t : workers_) t.join();
     }
     int size() const { return size_; }
 
-    void run(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk) {
-        int parts = int(std::min<int64_t>(size_, std::max<int64_t>(1, n / std::max<int64_t>(min_chunk, 1))));
-        if (parts <= 1) {
-            fn(0, n);
-            return;
+    void run(int64_t n, const Fn& fn, int parts) {
+        std::lock_guard<std::mutex> call(call_mu_);  // one job at a time
+        // No chunk of the previous job is running or can still be claimed, so nothing reads these now.
+        fn_ = &fn;
+        n_ = n;
+        error_ = nullptr;
+        remaining_.store(parts, std::memory_order_relaxed);
+        const uint32_t g = ++published_;
+        claim_.store(pack(g, uint32_t(parts), 0), std::memory_order_release);
+        gen_.store(g, std::memory_order_seq_cst);
+        if (sleepers_.load(std::memory_order_seq_cst) > 0) gen_.notify_all();
+
+        t_in_pool = true;
+        take_chunks();  // the caller works too, and takes whatever the workers have not started
+        t_in_pool = false;
+        if (!spin_until([&] { return remaining_.load(std::memory_order_acquire) == 0; })) {
+            caller_waiting_.store(true, std::memory_order_seq_cst);
+            for (int r; (r = remaining_.load(std::memory_order_seq_cst)) != 0;) remaining_.wait(r);
+            caller_waiting_.store(false, std::memory_order_relaxed);
         }
-        std::unique_lock<std::mutex> call(call_mu_);  // one parallel_for at a time
-        {
-            std::lock_guard<std::mutex> lk(mu_);
-            fn_ = &fn;
-            n_ = n;
-            parts_ = parts;
-            pending_ = parts - 1;
-            ++generation_;
-        }
-        cv_.notify_all();
-        chunk(0);
-        std::unique_lock<std::mutex> lk(mu_);
-        done_cv_.wait(lk, [&] { return pending_ == 0; });
         fn_ = nullptr;
+        if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
     }
 
 private:
-    void chunk(int part) {
-        int64_t b = n_ * part / parts_, e = n_ * (part + 1) / parts_;
-        if (b < e) (*fn_)(b, e);
+    // The claim word: generation (32 bits) | chunks (16) | next chunk to hand out (16). One CAS on it
+    // claims a chunk of exactly the job that word describes.
+    static uint64_t pack(uint32_t gen, uint32_t parts, uint32_t next) {
+        return uint64_t(gen) << 32 | uint64_t(parts) << 16 | next;
     }
-    void loop(int id) {
-        uint64_t seen = 0;
+
+    void take_chunks() {
+        uint64_t c = claim_.load(std::memory_order_acquire);
         for (;;) {
-            {
-                std::unique_lock<std::mutex> lk(mu_);
-                cv_.wait(lk, [&] { return generation_ != seen; });
-                seen = generation_;
-                if (stop_) return;
-                if (id >= parts_) continue;
+            const uint32_t parts = uint32_t(c >> 16) & 0xffff, next = uint32_t(c) & 0xffff;
+            if (next >= parts) return;
+            if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+                continue;
+            // Claimed: the job cannot finish before this chunk does, so fn_ and n_ are its own.
+            const int64_t b = n_ * next / parts, e = n_ * (next + 1) / parts;
+            try {
+                if (b < e) (*fn_)(b, e);
+            } catch (...) {
+                std::lock_guard<std::mutex> lk(error_mu_);
+                if (!error_) error_ = std::current_exception();
             }
-            chunk(id);
-            std::lock_guard<std::mutex> lk(mu_);
-            if (--pending_ == 0) done_cv_.notify_one();
+            if (remaining_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+                caller_waiting_.load(std::memory_order_seq_cst))
+                remaining_.notify_one();
+            c = claim_.load(std::memory_order_acquire);
         }
     }
 
+    void loop() {
+        t_in_pool = true;
+        uint32_t seen = 0;
+        for (;;) {
+            uint32_t g = seen;
+            if (!spin_until([&] { return (g = gen_.load(std::memory_order_acquire)) != seen; })) {
+                sleepers_.fetch_add(1, std::memory_order_seq_cst);
+                while ((g = gen_.load(std::memory_order_seq_cst)) == seen) gen_.wait(seen);
+                sleepers_.fetch_sub(1, std::memory_order_relaxed);
+            }
+            seen = g;
+            if (stop_.load(std::memory_order_acquire)) return;
+            take_chunks();
+        }
+    }
+
+    const int size_;
     std::vector<std::thread> workers_;
-    std::mutex mu_, call_mu_;
-    std::condition_variable cv_, done_cv_;
-    const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+    std::mutex call_mu_, error_mu_;
+    const Fn* fn_ = nullptr;
     int64_t n_ = 0;
-    int parts_ = 0, pending_ = 0, size_ = 1;
-    uint64_t generation_ = 0;
-    bool stop_ = false;
+    std::exception_ptr error_;
+    uint32_t published_ = 0;  // the caller's count of jobs (under call_mu_)
+    alignas(64) std::atomic<uint64_t> claim_{0};
+    alignas(64) std::atomic<uint32_t> gen_{0};  // futex word the workers sleep on
+    std::atomic<int> sleepers_{0};
+    std::atomic<bool> stop_{false};
+    alignas(64) std::atomic<int> remaining_{0};  // chunks of the current job not yet finished
+    std::atomic<bool> caller_waiting_{false};
 };
 
 Pool& pool() {
@@ -95,7 +160,17 @@ Pool& pool() {
 
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk) {
     if (n <= 0) return;
-    pool().run(n, fn, min_chunk);
+    if (t_in_pool) {  // nested: inside a chunk, the other threads are busy with this job's other chunks
+        fn(0, n);
+        return;
+    }
+    Pool& p = pool();
+    const int parts = int(std::min<int64_t>(p.size(), std::max<int64_t>(1, n / std::max<int64_t>(min_chunk, 1))));
+    if (parts <= 1) {
+        fn(0, n);
+        return;
+    }
+    p.run(n, fn, parts);
 }
 
 int num_threads() { return pool().size(); }

@@ -1,5 +1,12 @@
 // A small persistent thread pool for the CPU backend: parallel_for over an index range, blocking until
-// every chunk is done. Threads default to the hardware's; DG_CPU_THREADS overrides.
+// every chunk is done. Threads default to the hardware's; DG_CPU_THREADS overrides (1 = everything
+// inline on the calling thread).
+//
+// Dispatch is cheap enough for the hundreds of small ops of a decode step: the caller publishes a job
+// with one atomic store and takes chunks itself; workers claim the rest with a compare-and-swap. A worker
+// spins for a short while after its last chunk (kSpinMicros in parallel.cpp) and then sleeps on a futex,
+// so an idle process uses no CPU. Chunks nobody has started are run by the caller, so a worker that the
+// OS has descheduled never stalls a call.
 #pragma once
 
 #include <cstdint>
@@ -7,8 +14,11 @@
 
 namespace dg::cpu {
 
-// Calls fn(begin, end) over disjoint chunks covering [0, n). Runs inline when n is small or a single
-// thread is configured. Not re-entrant: fn must not call parallel_for.
+// Calls fn(begin, end) over disjoint chunks covering [0, n), at most one chunk per thread, each of at
+// least min_chunk indices (except when n < min_chunk: then one chunk). Runs inline when that leaves one
+// chunk, when one thread is configured, and when called from inside a chunk (nested calls are allowed
+// and run serially on the calling thread). Calls from different threads are serialised. An exception
+// thrown by fn is rethrown to the caller after every chunk has finished (the first one, if several).
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk = 1);
 int num_threads();
 
