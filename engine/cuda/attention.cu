@@ -3,6 +3,7 @@
 // in a scratch buffer. Twin of engine/cpu/attention.cpp. Issue 6 replaces it with flash-style prefill
 // and split-K decode.
 #include "engine/cuda/cuda_common.cuh"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.cuh"
 
 namespace dg::cuda {
@@ -77,7 +78,7 @@ __device__ void store_row(DType type, const float* x, int64_t hd, uint8_t* dst) 
 
 __global__ void kv_write_kernel(DevSeq s, const float* k_in, const float* v_in, const float* k_norm, AttnDims d,
                                 float eps, KvLayerDev kv) {
-    extern __shared__ float row[];
+    DG_DYNAMIC_SHARED(float, row);
     __shared__ float red[32];
     const int64_t t = blockIdx.x / d.Hkv, h = blockIdx.x % d.Hkv, r = s.begin + t, pos = s.pos0 + t;
     for (int64_t i = threadIdx.x; i < d.hd; i += blockDim.x) row[i] = k_in[(r * d.Hkv + h) * d.hd + i];
@@ -93,7 +94,7 @@ __global__ void kv_write_kernel(DevSeq s, const float* k_in, const float* v_in, 
 // One block per (token, q head); scores[block][P].
 __global__ void attn_kernel(DevSeq s, const float* qg, const float* q_norm, AttnDims d, float eps, KvLayerDev kv,
                             float* scores, int64_t P, float* out) {
-    extern __shared__ float q[];
+    DG_DYNAMIC_SHARED(float, q);
     __shared__ float red[32];
     const int64_t t = blockIdx.x / d.Hq, h = blockIdx.x % d.Hq, r = s.begin + t, pos = s.pos0 + t;
     const int64_t kvh = h / (d.Hq / d.Hkv), hd = d.hd;
@@ -132,9 +133,9 @@ void attention(const SeqSlice* seqs, int32_t n_seqs, const AttnDims& d, const fl
         const SeqSlice& q = seqs[i];
         DevSeq ds{q.begin, q.len, q.pos0, q.state_slot, q.blocks};  // q.blocks: device copy (see CudaBackend)
         const size_t row_bytes = size_t(d.hd) * sizeof(float);
-        kv_write_kernel<<<unsigned(q.len * d.Hkv), 128, row_bytes, st>>>(ds, k_in, v_in, k_norm, d, eps, kv);
-        attn_kernel<<<unsigned(q.len * d.Hq), 128, row_bytes, st>>>(ds, qg, q_norm, d, eps, kv, scores,
-                                                                     int64_t(q.pos0) + q.len, out);
+        DG_CUDA_CHECK(DG_LAUNCH(kv_write_kernel, unsigned(q.len * d.Hkv), 128, row_bytes, st, ds, k_in, v_in, k_norm, d, eps, kv));
+        DG_CUDA_CHECK(DG_LAUNCH(attn_kernel, unsigned(q.len * d.Hq), 128, row_bytes, st, ds, qg, q_norm, d, eps, kv, scores,
+                                                                     int64_t(q.pos0) + q.len, out));
     }
 }
 

@@ -107,7 +107,7 @@ __device__ __forceinline__ float block_sum(float v, float* shared32) {
     __syncthreads();
     if (lane == 0) shared32[wid] = v;
     __syncthreads();
-    v = threadIdx.x < blockDim.x / kWarp ? shared32[lane] : 0.f;
+    v = lane < int(blockDim.x / kWarp) ? shared32[lane] : 0.f;  // every warp reduces the warp sums
     return warp_sum(v);
 }
 // Activations of the GDN mixer, with the CPU's formulas (engine/cpu/gdn.cpp): softplus uses torch's
@@ -122,7 +122,7 @@ __device__ __forceinline__ float block_max(float v, float* shared32) {
     __syncthreads();
     if (lane == 0) shared32[wid] = v;
     __syncthreads();
-    v = threadIdx.x < blockDim.x / kWarp ? shared32[lane] : -INFINITY;
+    v = lane < int(blockDim.x / kWarp) ? shared32[lane] : -INFINITY;
     return warp_max(v);
 }
 

@@ -1,6 +1,7 @@
 // Row-wise and elementwise CUDA ops: embedding lookup, RMSNorm, residual add, SwiGLU, row gathers and
 // the MoE scatter. Twins of engine/cpu/elementwise.cpp and parts of cpu_backend.cpp.
 #include "engine/cuda/cuda_common.cuh"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.cuh"
 
 namespace dg::cuda {
@@ -53,24 +54,24 @@ int blocks_for(int64_t n, int threads) { return int((n + threads - 1) / threads)
 }  // namespace
 
 void embed(const int32_t* tokens, int32_t n, const Matrix& t, float* x, cudaStream_t s) {
-    embed_kernel<<<n, 256, 0, s>>>(tokens, t.type, t.data, t.row_bytes, t.cols, x);
+    DG_CUDA_CHECK(DG_LAUNCH(embed_kernel, n, 256, 0, s, tokens, t.type, t.data, t.row_bytes, t.cols, x));
 }
 void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y, cudaStream_t s) {
-    rmsnorm_kernel<<<rows, 256, 0, s>>>(x, w, dim, eps, y);
+    DG_CUDA_CHECK(DG_LAUNCH(rmsnorm_kernel, rows, 256, 0, s, x, w, dim, eps, y));
 }
-void add(float* y, const float* x, int64_t n, cudaStream_t s) { add_kernel<<<blocks_for(n, 256), 256, 0, s>>>(y, x, n); }
+void add(float* y, const float* x, int64_t n, cudaStream_t s) { DG_CUDA_CHECK(DG_LAUNCH(add_kernel, blocks_for(n, 256), 256, 0, s, y, x, n)); }
 void swiglu(const float* g, const float* u, int64_t n, float* out, cudaStream_t s) {
-    swiglu_kernel<<<blocks_for(n, 256), 256, 0, s>>>(g, u, n, out);
+    DG_CUDA_CHECK(DG_LAUNCH(swiglu_kernel, blocks_for(n, 256), 256, 0, s, g, u, n, out));
 }
 void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y, cudaStream_t s) {
-    if (n_rows > 0) copy_rows_kernel<<<n_rows, 256, 0, s>>>(x, rows, dim, y);
+    if (n_rows > 0) DG_CUDA_CHECK(DG_LAUNCH(copy_rows_kernel, n_rows, 256, 0, s, x, rows, dim, y));
 }
 void scatter_add_rows(const float* x, const int32_t* rows, const float* w, int32_t n_rows, int64_t dim, float* y,
                       cudaStream_t s) {
-    if (n_rows > 0) scatter_add_kernel<<<n_rows, 256, 0, s>>>(x, rows, w, dim, y);
+    if (n_rows > 0) DG_CUDA_CHECK(DG_LAUNCH(scatter_add_kernel, n_rows, 256, 0, s, x, rows, w, dim, y));
 }
 void scale_rows_sigmoid(float* y, const float* g, int32_t n, int64_t dim, cudaStream_t s) {
-    if (n > 0) scale_rows_sigmoid_kernel<<<n, 256, 0, s>>>(y, g, dim);
+    if (n > 0) DG_CUDA_CHECK(DG_LAUNCH(scale_rows_sigmoid_kernel, n, 256, 0, s, y, g, dim));
 }
 
 }  // namespace dg::cuda

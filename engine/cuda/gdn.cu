@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "engine/cuda/cuda_common.cuh"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.cuh"
 #include "engine/status.h"
 
@@ -62,7 +63,7 @@ __global__ void gates_kernel(const float* b, const float* a, const float* dt_bia
 // One block per (sequence, value head); thread j owns column j of S [dk][dv] across tokens.
 __global__ void scan_kernel(const DevSeq* seqs, const float* u, int64_t C, int64_t Hk, int64_t Hv, int64_t dk,
                             int64_t dv, const float* beta, const float* g, float* o, GdnLayerState st) {
-    extern __shared__ float qk[];  // [q dk | k dk]
+    DG_DYNAMIC_SHARED(float, qk);  // [q dk | k dk]
     const DevSeq sq = seqs[blockIdx.x];
     const int64_t h = blockIdx.y, kh = h % Hk;
     float* S = st.base + sq.state_slot * st.slot_stride + st.conv_floats + h * dk * dv;
@@ -113,16 +114,15 @@ void gdn_mixer_reference(const GdnLayerArgs& a, const DevSeq* seqs_dev, int32_t 
     const GdnDims& d = a.d;
     DG_CHECK(d.K <= kMaxConvK, "conv kernel %d > %d", d.K, kMaxConvK);
     if (n_seqs == 0 || n == 0) return;
-    conv_kernel<<<dim3(n_seqs, unsigned((d.conv_dim + 127) / 128)), 128, 0, s>>>(seqs_dev, a.qkv, d.conv_dim,
-                                                                                 int(d.K), a.conv_w, a.st);
-    qk_norm_kernel<<<unsigned(n * 2 * d.Hk), 128, 0, s>>>(a.qkv, d.conv_dim, d.Hk, d.dk);
+    DG_CUDA_CHECK(DG_LAUNCH(conv_kernel, dim3(n_seqs, unsigned((d.conv_dim + 127) / 128)), 128, 0, s, seqs_dev, a.qkv, d.conv_dim,
+                                                                                 int(d.K), a.conv_w, a.st));
+    DG_CUDA_CHECK(DG_LAUNCH(qk_norm_kernel, unsigned(n * 2 * d.Hk), 128, 0, s, a.qkv, d.conv_dim, d.Hk, d.dk));
     float* beta = scratch;
     float* g = scratch + int64_t(n) * d.Hv;
-    gates_kernel<<<unsigned((n * d.Hv + 255) / 256), 256, 0, s>>>(a.b, a.a, a.dt_bias, a.ssm_a, n, d.Hv, beta, g);
+    DG_CUDA_CHECK(DG_LAUNCH(gates_kernel, unsigned((n * d.Hv + 255) / 256), 256, 0, s, a.b, a.a, a.dt_bias, a.ssm_a, n, d.Hv, beta, g));
     const int threads = int(std::min<int64_t>(((d.dv + 31) / 32) * 32, 1024));
-    scan_kernel<<<dim3(n_seqs, unsigned(d.Hv)), threads, 2 * d.dk * sizeof(float), s>>>(
-        seqs_dev, a.qkv, d.conv_dim, d.Hk, d.Hv, d.dk, d.dv, beta, g, a.o, a.st);
-    gated_norm_kernel<<<unsigned(n * d.Hv), 128, 0, s>>>(a.o, a.z, a.norm_w, d.dv, a.eps);
+    DG_CUDA_CHECK(DG_LAUNCH(scan_kernel, dim3(n_seqs, unsigned(d.Hv)), threads, 2 * d.dk * sizeof(float), s, seqs_dev, a.qkv, d.conv_dim, d.Hk, d.Hv, d.dk, d.dv, beta, g, a.o, a.st));
+    DG_CUDA_CHECK(DG_LAUNCH(gated_norm_kernel, unsigned(n * d.Hv), 128, 0, s, a.o, a.z, a.norm_w, d.dv, a.eps));
     DG_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "engine/cuda/cuda_common.cuh"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/gdn_kernel_args.cuh"
 #include "engine/cuda/ops.cuh"
 #include "engine/status.h"
@@ -265,11 +266,11 @@ __global__ void __launch_bounds__(kDecThreads) gdn_decode_kernel(const DecodeArg
 template <int VEC>
 void launch_vec(const DecodeArgs& p, dim3 grid, cudaStream_t s) {
     const int rpt = (p.dk + kDecRowGroups - 1) / kDecRowGroups;
-    if (rpt <= 1) gdn_decode_kernel<1, VEC><<<grid, kDecThreads, 0, s>>>(p);
-    else if (rpt <= 2) gdn_decode_kernel<2, VEC><<<grid, kDecThreads, 0, s>>>(p);
-    else if (rpt <= 4) gdn_decode_kernel<4, VEC><<<grid, kDecThreads, 0, s>>>(p);
-    else if (rpt <= 8) gdn_decode_kernel<8, VEC><<<grid, kDecThreads, 0, s>>>(p);
-    else gdn_decode_kernel<16, VEC><<<grid, kDecThreads, 0, s>>>(p);  // dk <= 128 (gdn_fast_supported)
+    if (rpt <= 1) DG_CUDA_CHECK(DG_LAUNCH((gdn_decode_kernel<1, VEC>), grid, kDecThreads, 0, s, p));
+    else if (rpt <= 2) DG_CUDA_CHECK(DG_LAUNCH((gdn_decode_kernel<2, VEC>), grid, kDecThreads, 0, s, p));
+    else if (rpt <= 4) DG_CUDA_CHECK(DG_LAUNCH((gdn_decode_kernel<4, VEC>), grid, kDecThreads, 0, s, p));
+    else if (rpt <= 8) DG_CUDA_CHECK(DG_LAUNCH((gdn_decode_kernel<8, VEC>), grid, kDecThreads, 0, s, p));
+    else DG_CUDA_CHECK(DG_LAUNCH((gdn_decode_kernel<16, VEC>), grid, kDecThreads, 0, s, p));  // dk <= 128 (gdn_fast_supported)
 }
 
 // float2/float4 state access needs every (slot, head, row) start aligned to VEC floats.

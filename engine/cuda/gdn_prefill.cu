@@ -15,8 +15,11 @@
 // The q/k conv is recomputed by every block of a key head (cheap next to the chunk matmuls); nothing
 // writes qkv, so the conv state is shifted afterwards by gdn_prefill_conv_state_kernel.
 #include <algorithm>
+#include <map>
+#include <mutex>
 
 #include "engine/cuda/cuda_common.cuh"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/gdn_kernel_args.cuh"
 #include "engine/cuda/ops.cuh"
 #include "engine/status.h"
@@ -65,7 +68,7 @@ __global__ void __launch_bounds__(kPreThreads, 1) gdn_prefill_kernel(const Prefi
     constexpr int RI = int(kGdnMaxDk) / TY;
     static_assert(TVP % TX == 0 && kChunk % TY == 0 && int(kGdnMaxDk) % TY == 0 && kWarp % TX == 0, "tiling");
 
-    extern __shared__ float sm[];
+    DG_DYNAMIC_SHARED(float, sm);
     const int dk = p.dk, dv = p.dv, dkp = p.dkp, Hv = p.Hv;
     float* Qs = sm;                             // [64][dkp]  q rows: conv, L2-normed, * dk^-1/2
     float* Ks = Qs + kChunk * dkp;              // [64][dkp]  k rows: conv, L2-normed
@@ -385,13 +388,21 @@ __global__ void gdn_prefill_norm_kernel(const DevSeq* seqs, float* o, const floa
 template <int TVP>
 void launch_tile(const PrefillArgs& p, dim3 grid, cudaStream_t s) {
     const size_t bytes = size_t(prefill_smem_floats(p.dk, TVP)) * sizeof(float);
-    // Above 48 KiB the kernel must opt in; the attribute is per kernel, so set it once per size.
-    static size_t opted = 0;
-    if (bytes > opted) {
-        DG_CUDA_CHECK(cudaFuncSetAttribute(gdn_prefill_kernel<TVP>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-        opted = bytes;
+    // Above 48 KiB the kernel must opt in. The attribute belongs to the kernel on the current device, so
+    // remember what was set per device (a process may drive several GPUs).
+    static std::mutex mu;
+    static std::map<int, size_t> opted;  // device -> bytes set for this TVP
+    int dev = 0;
+    DG_CUDA_CHECK(cudaGetDevice(&dev));
+    {
+        std::lock_guard<std::mutex> l(mu);
+        if (bytes > opted[dev]) {
+            DG_CUDA_CHECK(cudaFuncSetAttribute(gdn_prefill_kernel<TVP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               int(bytes)));
+            opted[dev] = bytes;
+        }
     }
-    gdn_prefill_kernel<TVP><<<grid, kPreThreads, bytes, s>>>(p);
+    DG_CUDA_CHECK(DG_LAUNCH((gdn_prefill_kernel<TVP>), grid, kPreThreads, bytes, s, p));
 }
 
 }  // namespace
@@ -440,13 +451,11 @@ void gdn_prefill(const GdnLayerArgs& a, const DevSeq* seqs_dev, const DevSeq* se
     }
     DG_CUDA_CHECK(cudaGetLastError());
     // Stream order puts this after every block of the prefill kernel has read the old conv state.
-    gdn_prefill_conv_state_kernel<<<dim3(unsigned((d.conv_dim + 255) / 256), unsigned(n_seqs)), 256, 0, s>>>(
-        seqs_dev, a.qkv, d.conv_dim, int(d.K), a.st);
+    DG_CUDA_CHECK(DG_LAUNCH(gdn_prefill_conv_state_kernel, dim3(unsigned((d.conv_dim + 255) / 256), unsigned(n_seqs)), 256, 0, s, seqs_dev, a.qkv, d.conv_dim, int(d.K), a.st));
     if (p.tiles > 1) {
         int32_t max_len = 1;
         for (int32_t i = 0; i < n_seqs; ++i) max_len = std::max(max_len, seqs_host[i].len);
-        gdn_prefill_norm_kernel<<<dim3(unsigned(d.Hv), unsigned(std::min(max_len, 4096)), unsigned(n_seqs)), 128, 0, s>>>(
-            seqs_dev, a.o, a.z, a.norm_w, int(d.Hv), int(d.dv), a.eps);
+        DG_CUDA_CHECK(DG_LAUNCH(gdn_prefill_norm_kernel, dim3(unsigned(d.Hv), unsigned(std::min(max_len, 4096)), unsigned(n_seqs)), 128, 0, s, seqs_dev, a.o, a.z, a.norm_w, int(d.Hv), int(d.dv), a.eps));
     }
     DG_CUDA_CHECK(cudaGetLastError());
 }

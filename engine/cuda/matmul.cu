@@ -2,6 +2,7 @@
 // and tile of up to 8 tokens, fp32 accumulation: correct for every type, bandwidth-naive. Issue 6 puts
 // tuned per-type GEMV and tensor-core GEMM here.
 #include "engine/cuda/cuda_common.cuh"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.cuh"
 
 namespace dg::cuda {
@@ -32,7 +33,7 @@ __global__ void matmul_kernel(const float* x, int32_t n, DType type, const uint8
 
 void matmul(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
     dim3 grid(unsigned((W.rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned((n + kTokenTile - 1) / kTokenTile));
-    matmul_kernel<<<grid, kWarpsPerBlock * kWarp, 0, s>>>(x, n, W.type, W.data, W.row_bytes, W.cols, W.rows, y);
+    DG_CUDA_CHECK(DG_LAUNCH(matmul_kernel, grid, kWarpsPerBlock * kWarp, 0, s, x, n, W.type, W.data, W.row_bytes, W.cols, W.rows, y));
 }
 
 }  // namespace dg::cuda

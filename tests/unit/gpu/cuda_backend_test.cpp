@@ -29,10 +29,13 @@ TEST(CudaOps, MatmulMatchesCpuForEveryType) {
     std::mt19937 rng(3);
     std::normal_distribution<float> nd;
     const int64_t rows = 96, cols = 512;
+    // Every type's weights stay alive as long as the backend: it keys uploads by host address, so a
+    // freed buffer whose address a later type reuses would be skipped (stale bytes on the device).
+    std::vector<std::vector<uint8_t>> weights;
     for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K,
                     DType::Q5_K, DType::Q6_K}) {
         const uint64_t rb = *row_bytes(t, cols);
-        std::vector<uint8_t> w(rows * rb);
+        std::vector<uint8_t>& w = weights.emplace_back(rows * rb);
         std::vector<float> row(cols);
         for (int64_t r = 0; r < rows; ++r) {
             for (auto& v : row) v = nd(rng);
