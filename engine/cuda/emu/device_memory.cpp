@@ -101,7 +101,7 @@ std::string check_red_zones() {
         auto* lead = reinterpret_cast<uint8_t*>(m.lead);
         if (!red_ok(lead, begin - m.lead, &bad)) {
             char buf[200];
-            std::snprintf(buf, sizeof buf, "write %zu bytes BEFORE the %zu-byte allocation at %p",
+            std::snprintf(buf, sizeof buf, "a write %zu bytes before the start of the %zu-byte allocation at %p",
                           size_t(begin - m.lead - bad), m.bytes, reinterpret_cast<void*>(begin));
             std::memset(lead, kRed, begin - m.lead);
             return buf;
@@ -109,7 +109,7 @@ std::string check_red_zones() {
         auto* tail = reinterpret_cast<uint8_t*>(begin + m.bytes);
         if (!red_ok(tail, m.padded - m.bytes, &bad)) {
             char buf[200];
-            std::snprintf(buf, sizeof buf, "write %zu bytes PAST the end of the %zu-byte allocation at %p", bad,
+            std::snprintf(buf, sizeof buf, "a write at byte %zu after the end of the %zu-byte allocation at %p", bad,
                           m.bytes, reinterpret_cast<void*>(begin));
             std::memset(tail, kRed, m.padded - m.bytes);
             return buf;

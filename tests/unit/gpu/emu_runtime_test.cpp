@@ -1,0 +1,331 @@
+// The CUDA emulation's runtime (engine/cuda/emu/) on its own: barriers, warp collectives, launch
+// limits, memory checks, deadlock reports, streams and graphs, schedule perturbation. Only in the
+// emulation build (-DDELTAGATE_CUDA_EMU=ON); kernels here are plain CUDA, compiled as C++.
+#include <gtest/gtest.h>
+
+#ifndef DG_CUDA_EMU
+
+TEST(CudaEmu, NeedsTheEmulationBuild) { GTEST_SKIP() << "configure with -DDELTAGATE_CUDA_EMU=ON"; }
+
+#else
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "engine/cuda/emu/emu.h"
+#include "engine/cuda/launch.cuh"
+#include "engine/cuda/ops.cuh"
+
+namespace dg::cuda_fixture_nosync {  // tests/cmake/cuda_emu.cmake: gdn_decode.cu with one barrier removed
+void fixture_gdn_decode(const cuda::GdnLayerArgs& a, const cuda::DevSeq* seqs_dev, int32_t n_seqs,
+                        const cuda::GdnWorkspace& ws, int cols, cudaStream_t s);
+}
+
+namespace dg {
+namespace {
+
+#define CK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr << ": " << cudaGetErrorName(cudaGetLastError())
+
+template <typename T>
+struct Dev {
+    T* p = nullptr;
+    size_t n = 0;
+    explicit Dev(size_t count) : n(count) { EXPECT_EQ(cudaMalloc(&p, n * sizeof(T)), cudaSuccess); }
+    explicit Dev(const std::vector<T>& h) : Dev(h.size()) { put(h); }
+    ~Dev() { cudaFree(p); }
+    void put(const std::vector<T>& h) { EXPECT_EQ(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess); }
+    std::vector<T> get() const {
+        std::vector<T> h(n);
+        EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+        return h;
+    }
+};
+
+// Restores the default schedule after a test that changes it.
+struct ScheduleGuard {
+    ~ScheduleGuard() { emu::set_schedule({}); }
+};
+
+// ---- barriers and warp collectives -------------------------------------------------------------------
+
+// Half the block returns before the barrier; the rest must still pass it (exited threads count as arrived).
+__global__ void exit_then_barrier(int* out) {
+    __shared__ int slot[256];
+    if (threadIdx.x % 2) return;
+    slot[threadIdx.x] = int(threadIdx.x);
+    __syncthreads();
+    out[threadIdx.x] = slot[(threadIdx.x + 2) % blockDim.x];
+}
+
+TEST(CudaEmu, BarrierCountsExitedThreads) {
+    Dev<int> out(std::vector<int>(256, -1));
+    CK(DG_LAUNCH(exit_then_barrier, 1, 256, 0, nullptr, out.p));
+    const auto h = out.get();
+    for (int i = 0; i < 256; i += 2) EXPECT_EQ(h[i], (i + 2) % 256);
+    for (int i = 1; i < 256; i += 2) EXPECT_EQ(h[i], -1);
+}
+
+// Every shuffle kind at width 32 and 16, in warp 1 only (the block's other warps never shuffle).
+__global__ void shuffles(int* out) {
+    const int lane = threadIdx.x % 32;
+    if (threadIdx.x / 32 != 1) return;
+    int* o = out + lane * 8;
+    o[0] = __shfl_xor_sync(0xffffffffu, lane, 5);
+    o[1] = __shfl_up_sync(0xffffffffu, lane, 3);
+    o[2] = __shfl_down_sync(0xffffffffu, lane, 3);
+    o[3] = __shfl_sync(0xffffffffu, lane * 10, 7);
+    o[4] = __shfl_xor_sync(0xffffffffu, lane, 8, 16);
+    o[5] = __shfl_down_sync(0xffffffffu, lane, 3, 16);
+    o[6] = int(__ballot_sync(0xffffffffu, lane % 3 == 0));
+    o[7] = __all_sync(0xffffffffu, lane < 32) + 2 * __any_sync(0xffffffffu, lane == 31);
+}
+
+TEST(CudaEmu, WarpShufflesAndVotes) {
+    Dev<int> out(32 * 8);
+    CK(DG_LAUNCH(shuffles, 1, 128, 0, nullptr, out.p));
+    const auto h = out.get();
+    unsigned ballot = 0;
+    for (int l = 0; l < 32; l += 3) ballot |= 1u << l;
+    for (int l = 0; l < 32; ++l) {
+        const int* o = h.data() + l * 8;
+        EXPECT_EQ(o[0], l ^ 5);
+        EXPECT_EQ(o[1], l >= 3 ? l - 3 : l);
+        EXPECT_EQ(o[2], l + 3 < 32 ? l + 3 : l);
+        EXPECT_EQ(o[3], 70);
+        EXPECT_EQ(o[4], l ^ 8);
+        EXPECT_EQ(o[5], l % 16 + 3 < 16 ? l + 3 : l);
+        EXPECT_EQ(unsigned(o[6]), ballot);
+        EXPECT_EQ(o[7], 3);
+    }
+}
+
+// Blocks on several OS threads: atomics are real ones.
+__global__ void count_up(unsigned* n, float* f) {
+    atomicAdd(n, 1u);
+    if (threadIdx.x == 0) atomicAdd(f, 0.5f);
+}
+
+TEST(CudaEmu, AtomicsAcrossBlocks) {
+    Dev<unsigned> n(std::vector<unsigned>{0});
+    Dev<float> f(std::vector<float>{0.f});
+    CK(DG_LAUNCH(count_up, 200, 64, 0, nullptr, n.p, f.p));
+    EXPECT_EQ(n.get()[0], 200u * 64u);
+    EXPECT_EQ(f.get()[0], 100.f);
+}
+
+// ---- launch limits ---------------------------------------------------------------------------------------
+
+__global__ void dyn_smem_fill(float* out, int n) {
+    DG_DYNAMIC_SHARED(float, sm);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) sm[i] = float(i);
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = sm[n - 1 - i];
+}
+
+TEST(CudaEmu, LaunchLimitsOfARealDevice) {
+    Dev<float> out(64 * 1024);
+    EXPECT_EQ(DG_LAUNCH(dyn_smem_fill, 1, 1025, 0, nullptr, out.p, 1), cudaErrorInvalidConfiguration);
+    EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // not sticky
+    EXPECT_EQ(DG_LAUNCH(dyn_smem_fill, dim3(1, 65536), 32, 0, nullptr, out.p, 1), cudaErrorInvalidConfiguration);
+    const int n = 60 * 1024 / 4;  // 60 KiB: over the default 48 KiB
+    EXPECT_EQ(DG_LAUNCH(dyn_smem_fill, 1, 256, n * 4, nullptr, out.p, n), cudaErrorInvalidConfiguration);
+    cudaGetLastError();
+    CK(cudaFuncSetAttribute(dyn_smem_fill, cudaFuncAttributeMaxDynamicSharedMemorySize, n * 4));
+    CK(DG_LAUNCH(dyn_smem_fill, 1, 256, n * 4, nullptr, out.p, n));
+    const auto h = out.get();
+    for (int i = 0; i < n; ++i) ASSERT_EQ(h[i], float(n - 1 - i));
+    EXPECT_EQ(cudaFuncSetAttribute(dyn_smem_fill, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 * 1024),
+              cudaErrorInvalidValue);
+    cudaGetLastError();
+}
+
+// ---- memory checks ---------------------------------------------------------------------------------------
+
+TEST(CudaEmu, NewMemoryIsNaNAndCopiesAreBoundsChecked) {
+    Dev<float> d(1000);
+    for (float v : d.get()) ASSERT_TRUE(std::isnan(v));
+    std::vector<float> h(1001, 1.f);
+    EXPECT_EQ(cudaMemcpy(d.p, h.data(), 1001 * 4, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+    EXPECT_EQ(cudaMemcpy(h.data(), d.p + 1, 1000 * 4, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+    EXPECT_EQ(cudaMemcpy(d.p, h.data(), 1000 * 4, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);  // wrong way
+    EXPECT_EQ(cudaMemset(d.p + 999, 0, 8), cudaErrorInvalidValue);
+    cudaGetLastError();
+    size_t free_b = 0, total = 0;
+    CK(cudaMemGetInfo(&free_b, &total));
+    EXPECT_EQ(int64_t(total), emu::device_memory_bytes());
+    float* big = nullptr;
+    EXPECT_EQ(cudaMalloc(&big, total + 1), cudaErrorMemoryAllocation);
+    cudaGetLastError();
+}
+
+__global__ void write_at(float* p, int i) { p[i] = 1.f; }
+
+// One float past the end lands in the red zone: reported after the kernel, as a GPU reports an
+// illegal address (sticky until the device is reset).
+TEST(CudaEmu, RedZoneCatchesAnOverrun) {
+    Dev<float> d(1000);  // 4000 bytes: the red zone runs to 4096
+    CK(DG_LAUNCH(write_at, 1, 1, 0, nullptr, d.p, 999));
+    EXPECT_EQ(DG_LAUNCH(write_at, 1, 1, 0, nullptr, d.p, 1000), cudaErrorIllegalAddress);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaErrorIllegalAddress);
+    CK(cudaDeviceReset());
+    CK(DG_LAUNCH(write_at, 1, 1, 0, nullptr, d.p, 0));
+}
+
+TEST(CudaEmuDeathTest, GuardPageCatchesAFarOverrun) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(
+        {
+            float* p = nullptr;
+            cudaMalloc(&p, 4096);
+            (void)DG_LAUNCH(write_at, 1, 1, 0, nullptr, p, 4096 / 4 + 64);
+        },
+        "kernel write_at, block \\(0,0,0\\), thread \\(0,0,0\\): invalid memory access .* past the end of the "
+        "4096-byte device allocation");
+}
+
+// Lane 0 waits in __syncthreads while its warp's other lanes wait in a full-mask shuffle: neither can
+// complete. The report names the kernel and where each group of threads waits.
+__global__ void deadlock_kernel(int* out) {
+    if (threadIdx.x == 0) __syncthreads();
+    else out[threadIdx.x] = __shfl_sync(0xffffffffu, int(threadIdx.x), 0);
+}
+
+TEST(CudaEmuDeathTest, DeadlockIsReported) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(
+        {
+            int* p = nullptr;
+            cudaMalloc(&p, 64 * 4);
+            (void)DG_LAUNCH(deadlock_kernel, 1, 64, 0, nullptr, p);
+        },
+        "DEADLOCK in kernel deadlock_kernel(.|\n)*waits in __shfl_sync at .*emu_runtime_test.cpp");
+}
+
+// ---- streams, events, graphs -----------------------------------------------------------------------------
+
+__global__ void axpb(float* x, float a, float b, int n) {
+    const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i < n) x[i] = a * x[i] + b;
+}
+
+TEST(CudaEmu, GraphCaptureRecordsThenReplaysInOrder) {
+    cudaStream_t s;
+    CK(cudaStreamCreate(&s));
+    const int n = 300;
+    Dev<float> d(n);
+    std::vector<float> host(n, 1.f);
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    CK(cudaMemcpyAsync(d.p, host.data(), n * 4, cudaMemcpyHostToDevice, s));
+    CK(DG_LAUNCH(axpb, 3, 128, 0, s, d.p, 2.f, 1.f, n));
+    CK(DG_LAUNCH(axpb, 3, 128, 0, s, d.p, 3.f, 0.f, n));
+    // A synchronous copy while a global-mode capture is open is an error, as on a GPU.
+    float one = 0;
+    EXPECT_EQ(cudaMemcpy(&one, d.p, 4, cudaMemcpyDeviceToHost), cudaErrorStreamCaptureImplicit);
+    EXPECT_EQ(cudaGetLastError(), cudaErrorStreamCaptureImplicit);
+    cudaGraph_t g;
+    CK(cudaStreamEndCapture(s, &g));
+    for (float v : d.get()) ASSERT_TRUE(std::isnan(v));  // nothing ran during the capture
+    cudaGraphExec_t exec;
+    CK(cudaGraphInstantiate(&exec, g, 0));
+    emu::reset_counters();
+    CK(cudaGraphLaunch(exec, s));
+    CK(cudaStreamSynchronize(s));
+    for (float v : d.get()) ASSERT_EQ(v, 9.f);  // (1 * 2 + 1) * 3
+    host.assign(n, 2.f);                        // the graph's copy reads the host buffer at replay
+    CK(cudaGraphLaunch(exec, s));
+    for (float v : d.get()) ASSERT_EQ(v, 15.f);
+    const emu::Counters c = emu::counters();
+    EXPECT_EQ(c.graph_launches, 2);
+    EXPECT_EQ(c.kernel_launches, 4);
+    EXPECT_EQ(c.async_copies, 2);
+    EXPECT_EQ(c.host_syncs, 1 + 2);  // the stream sync and the two get() copies
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    CK(cudaEventRecord(a, s));
+    CK(cudaGraphLaunch(exec, s));
+    CK(cudaEventRecord(b, s));
+    CK(cudaEventSynchronize(b));
+    float ms = -1;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    EXPECT_GE(ms, 0.f);
+    cudaEventDestroy(a), cudaEventDestroy(b);
+    cudaGraphExecDestroy(exec), cudaGraphDestroy(g), cudaStreamDestroy(s);
+}
+
+// ---- schedule perturbation -------------------------------------------------------------------------------
+
+// A GDN decode problem at Qwen3.5's head size (dk = 128, so the q/k L2 norm reads values that other
+// warps wrote) with random inputs and states.
+struct DecodeProblem {
+    GdnDims d{1, 2, 128, 32, 4, 2 * 128 + 2 * 32};
+    int32_t n_seqs = 3;
+    std::vector<float> conv_w, dt_bias, ssm_a, norm_w, qkv, z, b, a, states;
+    int64_t slot_floats() const { return (d.K - 1) * d.conv_dim + d.Hv * d.dk * d.dv; }
+    explicit DecodeProblem(uint32_t seed) {
+        std::mt19937 rng(seed);
+        std::normal_distribution<float> nd;
+        auto fill = [&](std::vector<float>& v, size_t n, float sc) {
+            v.resize(n);
+            for (float& x : v) x = sc * nd(rng);
+        };
+        fill(conv_w, d.conv_dim * d.K, 0.5f), fill(dt_bias, d.Hv, 1.f), fill(ssm_a, d.Hv, 1.f);
+        for (float& x : ssm_a) x = -std::exp(x);
+        fill(norm_w, d.dv, 1.f), fill(qkv, n_seqs * d.conv_dim, 1.f), fill(z, n_seqs * d.Hv * d.dv, 1.f);
+        fill(b, n_seqs * d.Hv, 1.f), fill(a, n_seqs * d.Hv, 1.f), fill(states, n_seqs * slot_floats(), 0.3f);
+    }
+};
+
+enum class Which { kReal, kNoSyncFixture };
+
+std::vector<float> run_decode(const DecodeProblem& pr, Which which) {
+    Dev<float> conv_w(pr.conv_w), dt_bias(pr.dt_bias), ssm_a(pr.ssm_a), norm_w(pr.norm_w), qkv(pr.qkv), z(pr.z),
+        b(pr.b), a(pr.a), states(pr.states), o(size_t(pr.n_seqs) * pr.d.Hv * pr.d.dv);
+    std::vector<cuda::DevSeq> seqs;
+    for (int32_t i = 0; i < pr.n_seqs; ++i) seqs.push_back(cuda::DevSeq{i, 1, 5, i, nullptr});
+    Dev<cuda::DevSeq> dseqs(seqs);
+    Dev<float> partial(size_t(cuda::gdn_workspace_floats(pr.n_seqs, pr.d)));
+    Dev<uint32_t> arrivals(std::vector<uint32_t>(size_t(cuda::gdn_arrival_words(pr.n_seqs, pr.d)), 0u));
+    const cuda::GdnLayerArgs args{pr.d, conv_w.p, dt_bias.p, ssm_a.p, norm_w.p, 1e-6f, qkv.p, z.p, b.p, a.p, o.p,
+                                  cuda::GdnLayerState{states.p, pr.slot_floats(), (pr.d.K - 1) * pr.d.conv_dim}};
+    const cuda::GdnWorkspace ws{partial.p, arrivals.p};
+    if (which == Which::kReal) cuda::gdn_decode(args, dseqs.p, pr.n_seqs, ws, 32, nullptr);
+    else cuda_fixture_nosync::fixture_gdn_decode(args, dseqs.p, pr.n_seqs, ws, 32, nullptr);
+    std::vector<float> out = o.get();
+    const std::vector<float> st = states.get();
+    out.insert(out.end(), st.begin(), st.end());
+    return out;
+}
+
+bool same_bits(const std::vector<float>& x, const std::vector<float>& y) {
+    return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+}
+
+// The real fused decode kernel gives the same bits under every order; the fixture copy with the barrier
+// after the conv phase removed does not (warp 0 normalises q before warps 1-3 have written it).
+TEST(CudaEmu, SchedulePerturbationExposesAMissingBarrier) {
+    ScheduleGuard guard;
+    const DecodeProblem pr(5);
+    std::vector<float> real[3], fixture[3];
+    const emu::Schedule orders[3] = {{emu::Order::kForward, 0}, {emu::Order::kReverse, 0}, {emu::Order::kRandom, 7}};
+    for (int i = 0; i < 3; ++i) {
+        emu::set_schedule(orders[i]);
+        real[i] = run_decode(pr, Which::kReal);
+        fixture[i] = run_decode(pr, Which::kNoSyncFixture);
+    }
+    EXPECT_TRUE(same_bits(real[0], real[1])) << "the real kernel differs between forward and reverse order";
+    EXPECT_TRUE(same_bits(real[0], real[2])) << "the real kernel differs between forward and random order";
+    EXPECT_FALSE(same_bits(fixture[0], fixture[1]) && same_bits(fixture[0], fixture[2]))
+        << "removing the barrier went unnoticed";
+    for (float v : real[0]) ASSERT_TRUE(std::isfinite(v));
+}
+
+}  // namespace
+}  // namespace dg
+
+#endif  // DG_CUDA_EMU
