@@ -35,6 +35,12 @@ public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;
 
+    // --- device errors. Ops have no status channel: a backend whose device can fail (CUDA) records the
+    // first failure, skips later ops, and hands the error out here (Model::forward returns it for the
+    // step). device_lost(): the device cannot run anything again (the worker stops serving).
+    virtual absl::Status take_error() { return absl::OkStatus(); }
+    virtual bool device_lost() const { return false; }
+
     // --- memory
     virtual absl::StatusOr<float*> alloc_f32(int64_t n) = 0;
     virtual void free(float* p) = 0;

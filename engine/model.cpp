@@ -144,6 +144,7 @@ absl::Status Model::forward(const StepBatch& b, std::vector<float>* logits) {
     const int32_t n = b.n_tokens(), rows = b.n_logit_rows();
     DG_RETURN_IF_ERROR(reserve(n, rows));
     Backend& be = *backend_;
+    DG_RETURN_IF_ERROR(be.take_error());  // a failure between steps (state copies) fails this step
     const int64_t H = c.hidden;
 
     be.embed(b.tokens.data(), n, weights_->embed, ws_.x);
@@ -170,7 +171,7 @@ absl::Status Model::forward(const StepBatch& b, std::vector<float>* logits) {
     be.matmul(ws_.last, rows, weights_->lm_head, ws_.logits);
     logits->resize(size_t(rows) * c.vocab_size);
     be.to_host(ws_.logits, logits->data(), int64_t(rows) * c.vocab_size);
-    return absl::OkStatus();
+    return be.take_error();
 }
 
 }  // namespace dg

@@ -7,7 +7,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -21,9 +24,10 @@
 namespace dg::cuda {
 
 void fail(const char* expr, const char* file, int line, cudaError_t err) {
-    std::fprintf(stderr, "%s:%d: CUDA error %s (%s) in %s\n", file, line, cudaGetErrorName(err), cudaGetErrorString(err),
-                 expr);
-    std::abort();
+    const char* f = std::strstr(file, "engine/");
+    throw DeviceError(absl::StrCat(f ? f : file, ":", line, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err),
+                                   ") in ", expr),
+                      err);
 }
 
 namespace {
@@ -36,8 +40,10 @@ struct Scratch {
     T* need(size_t n) {
         if (n > cap) {
             if (ptr) DG_CUDA_CHECK(cudaFree(ptr));
-            cap = std::max(n, cap * 2);
-            DG_CUDA_CHECK(cudaMalloc(&ptr, cap * sizeof(T)));
+            ptr = nullptr, cap = 0;
+            const size_t want = std::max(n, cap * 2);
+            DG_CUDA_CHECK(cudaMalloc(&ptr, want * sizeof(T)));
+            cap = want;
         }
         return ptr;
     }
@@ -51,10 +57,17 @@ public:
     ~CudaBackend() override {
         for (auto& [h, d] : dev_data_) cudaFree(d);
         for (auto& [h, d] : dev_vec_) cudaFree(d);
-        for (auto& l : kv_) cudaFree(l.k), cudaFree(l.v);
-        if (states_) cudaFree(states_);
     }
     std::string name() const override { return "cuda"; }
+
+    // The first device error since the last call; after one, ops do nothing until it is taken. When the
+    // device itself is broken (a sticky error: the context is lost), every later call reports it too.
+    absl::Status take_error() override {
+        if (lost_) return error_;
+        absl::Status e = std::exchange(error_, absl::OkStatus());
+        return e;
+    }
+    bool device_lost() const override { return lost_; }
 
     absl::StatusOr<float*> alloc_f32(int64_t n) override {
         float* p = nullptr;
@@ -64,15 +77,23 @@ public:
         }
         return p;
     }
-    void free(float* p) override { DG_CUDA_CHECK(cudaFree(p)); }
+    void free(float* p) override {
+        guard([&] { DG_CUDA_CHECK(cudaFree(p)); });
+    }
     void to_host(const float* src, float* dst, int64_t n) override {
-        DG_CUDA_CHECK(cudaMemcpy(dst, src, size_t(n) * 4, cudaMemcpyDeviceToHost));
+        guard([&] { DG_CUDA_CHECK(cudaMemcpy(dst, src, size_t(n) * 4, cudaMemcpyDeviceToHost)); });
     }
     void from_host(const float* src, float* dst, int64_t n) override {
-        DG_CUDA_CHECK(cudaMemcpy(dst, src, size_t(n) * 4, cudaMemcpyHostToDevice));
+        guard([&] { DG_CUDA_CHECK(cudaMemcpy(dst, src, size_t(n) * 4, cudaMemcpyHostToDevice)); });
     }
 
     absl::Status prepare_weights(const ModelWeights& w) override {
+        absl::Status st;
+        guard([&] { st = prepare_weights_impl(w); });
+        DG_RETURN_IF_ERROR(take_error());
+        return st;
+    }
+    absl::Status prepare_weights_impl(const ModelWeights& w) {
         auto mat = [&](const Matrix& m) { return upload(m.data, uint64_t(m.rows) * m.row_bytes); };
         auto vec = [&](const std::vector<float>& v) { return upload_vec(v); };
         auto mlp = [&](const MlpWeights& m) -> absl::Status {
@@ -106,71 +127,115 @@ public:
         return absl::OkStatus();
     }
 
+    // Validates the layout as the CPU backend does, allocates every buffer before taking any (a failure
+    // frees what was allocated), and zeroes KV and states like the CPU. A second call is refused.
     absl::Status init_caches(const ModelConfig& c, const CacheLayout& layout) override {
-        layout_ = layout;
-        Hkv_ = c.n_kv_heads;
-        if (c.n_attention_layers() > 0) {
+        if (caches_ready_) return absl::FailedPreconditionError("cuda: init_caches called twice");
+        const int64_t n_attn = c.n_attention_layers();
+        int64_t kv_row_bytes = 0;
+        size_t kv_bytes = 0;
+        if (n_attn > 0) {
+            if (layout.block_tokens <= 0 || layout.n_blocks <= 0)
+                return absl::InvalidArgumentError("KV cache: block_tokens and n_blocks must be positive");
             auto rb = row_bytes(layout.kv_type, c.head_dim);
             const DType t = layout.kv_type;
             if (!rb.ok() || !(t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0))
                 return absl::InvalidArgumentError(absl::StrCat("cuda: KV cache type ", dtype_info(t).name,
                                                                " is not supported for head_dim ", c.head_dim));
-            kv_row_bytes_ = int64_t(*rb);
-            const size_t bytes = size_t(layout.n_blocks) * layout.block_tokens * c.n_kv_heads * kv_row_bytes_;
-            for (int64_t i = 0; i < c.n_attention_layers(); ++i) {
-                KvStore s;
-                if (cudaMalloc(&s.k, bytes) != cudaSuccess || cudaMalloc(&s.v, bytes) != cudaSuccess) {
-                    cudaGetLastError();
-                    return absl::ResourceExhaustedError(absl::StrCat("cuda: KV cache needs ", 2 * bytes, " bytes per layer"));
+            kv_row_bytes = int64_t(*rb);
+            kv_bytes = size_t(layout.n_blocks) * layout.block_tokens * c.n_kv_heads * kv_row_bytes;
+        }
+        const int64_t conv_floats = (c.conv_kernel - 1) * c.conv_dim();
+        const int64_t s_floats = c.lin_v_heads * c.lin_k_dim * c.lin_v_dim;
+        const int64_t n_gdn = c.n_gdn_layers();
+        if (n_gdn > 0 && layout.n_state_slots <= 0)
+            return absl::InvalidArgumentError("state pool: n_state_slots must be positive");
+        const size_t sbytes = size_t(std::max<int32_t>(layout.n_state_slots, 0)) * n_gdn * (conv_floats + s_floats) * 4;
+
+        std::vector<KvStore> kv;
+        DeviceBuffer states;
+        absl::Status st;
+        guard([&] {
+            for (int64_t i = 0; i < n_attn; ++i) {
+                KvStore& s = kv.emplace_back();
+                if (!s.k.alloc(kv_bytes) || !s.v.alloc(kv_bytes)) {
+                    st = absl::ResourceExhaustedError(
+                        absl::StrCat("cuda: KV cache needs ", 2 * kv_bytes, " bytes per layer, ", n_attn, " layers"));
+                    return;
                 }
-                kv_.push_back(s);
+                DG_CUDA_CHECK(cudaMemset(s.k.get(), 0, kv_bytes));
+                DG_CUDA_CHECK(cudaMemset(s.v.get(), 0, kv_bytes));
             }
-        }
-        conv_floats_ = (c.conv_kernel - 1) * c.conv_dim();
-        s_floats_ = c.lin_v_heads * c.lin_k_dim * c.lin_v_dim;
-        n_gdn_ = c.n_gdn_layers();
-        const size_t sbytes = size_t(layout.n_state_slots) * state_floats() * 4;
-        if (sbytes && cudaMalloc(&states_, sbytes) != cudaSuccess) {
-            cudaGetLastError();
-            return absl::ResourceExhaustedError(absl::StrCat("cuda: state slots need ", sbytes, " bytes"));
-        }
-        if (sbytes) DG_CUDA_CHECK(cudaMemset(states_, 0, sbytes));
+            if (sbytes && !states.alloc(sbytes)) {
+                st = absl::ResourceExhaustedError(absl::StrCat("cuda: state slots need ", sbytes, " bytes"));
+                return;
+            }
+            if (sbytes) DG_CUDA_CHECK(cudaMemset(states.get(), 0, sbytes));
+        });
+        DG_RETURN_IF_ERROR(take_error());
+        DG_RETURN_IF_ERROR(st);
+        layout_ = layout;
+        Hkv_ = c.n_kv_heads;
+        kv_row_bytes_ = kv_row_bytes;
+        conv_floats_ = conv_floats, s_floats_ = s_floats, n_gdn_ = n_gdn;
+        kv_ = std::move(kv);
+        states_buf_ = std::move(states);
+        states_ = static_cast<float*>(states_buf_.get());
+        caches_ready_ = true;
         return absl::OkStatus();
     }
     const CacheLayout& cache_layout() const override { return layout_; }
     int64_t state_floats() const override { return n_gdn_ * (conv_floats_ + s_floats_); }
     float* slot(int32_t s) { return states_ + int64_t(s) * state_floats(); }
-    void state_clear(int32_t s) override { DG_CUDA_CHECK(cudaMemset(slot(s), 0, state_floats() * 4)); }
+    void state_clear(int32_t s) override {
+        guard([&] { DG_CUDA_CHECK(cudaMemset(slot(s), 0, state_floats() * 4)); });
+    }
     void state_copy(int32_t dst, int32_t src) override {
-        if (dst != src) DG_CUDA_CHECK(cudaMemcpy(slot(dst), slot(src), state_floats() * 4, cudaMemcpyDeviceToDevice));
+        if (dst == src) return;
+        guard([&] { DG_CUDA_CHECK(cudaMemcpy(slot(dst), slot(src), state_floats() * 4, cudaMemcpyDeviceToDevice)); });
     }
     void state_download(int32_t s, float* host) override {
-        DG_CUDA_CHECK(cudaMemcpy(host, slot(s), state_floats() * 4, cudaMemcpyDeviceToHost));
+        guard([&] { DG_CUDA_CHECK(cudaMemcpy(host, slot(s), state_floats() * 4, cudaMemcpyDeviceToHost)); });
     }
     void state_upload(int32_t s, const float* host) override {
-        DG_CUDA_CHECK(cudaMemcpy(slot(s), host, state_floats() * 4, cudaMemcpyHostToDevice));
+        guard([&] { DG_CUDA_CHECK(cudaMemcpy(slot(s), host, state_floats() * 4, cudaMemcpyHostToDevice)); });
     }
     void kv_copy_block(int32_t dst, int32_t src) override {
         if (dst == src) return;
         const size_t block_bytes = size_t(layout_.block_tokens) * Hkv_ * kv_row_bytes_;
-        for (KvStore& l : kv_) {
-            DG_CUDA_CHECK(cudaMemcpy(l.k + dst * block_bytes, l.k + src * block_bytes, block_bytes, cudaMemcpyDeviceToDevice));
-            DG_CUDA_CHECK(cudaMemcpy(l.v + dst * block_bytes, l.v + src * block_bytes, block_bytes, cudaMemcpyDeviceToDevice));
-        }
+        guard([&] {
+            for (KvStore& l : kv_) {
+                DG_CUDA_CHECK(cudaMemcpy(l.k.bytes() + dst * block_bytes, l.k.bytes() + src * block_bytes, block_bytes,
+                                         cudaMemcpyDeviceToDevice));
+                DG_CUDA_CHECK(cudaMemcpy(l.v.bytes() + dst * block_bytes, l.v.bytes() + src * block_bytes, block_bytes,
+                                         cudaMemcpyDeviceToDevice));
+            }
+        });
     }
 
     void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x) override {
-        int32_t* d = tok_.need(n);
-        DG_CUDA_CHECK(cudaMemcpy(d, tokens, size_t(n) * 4, cudaMemcpyHostToDevice));
-        cuda::embed(d, n, dev(table), x, 0);
+        guard([&] {
+            int32_t* d = tok_.need(n);
+            DG_CUDA_CHECK(cudaMemcpy(d, tokens, size_t(n) * 4, cudaMemcpyHostToDevice));
+            cuda::embed(d, n, dev(table), x, 0);
+        });
     }
     void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
-        cuda::rmsnorm(x, dvec(w), rows, dim, eps, y, 0);
+        guard([&] { cuda::rmsnorm(x, dvec(w), rows, dim, eps, y, 0); });
     }
-    void matmul(const float* x, int32_t n, const Matrix& W, float* y) override { cuda::matmul(x, n, dev(W), y, 0); }
-    void add(float* y, const float* x, int64_t n) override { cuda::add(y, x, n, 0); }
-    void swiglu(const float* g, const float* u, int64_t count, float* out) override { cuda::swiglu(g, u, count, out, 0); }
+    void matmul(const float* x, int32_t n, const Matrix& W, float* y) override {
+        guard([&] { cuda::matmul(x, n, dev(W), y, 0); });
+    }
+    void add(float* y, const float* x, int64_t n) override {
+        guard([&] { cuda::add(y, x, n, 0); });
+    }
+    void swiglu(const float* g, const float* u, int64_t count, float* out) override {
+        guard([&] { cuda::swiglu(g, u, count, out, 0); });
+    }
     void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) override {
+        guard([&] { copy_rows_impl(x, rows, n_rows, dim, y); });
+    }
+    void copy_rows_impl(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) {
         int32_t* d = rows_.need(std::max(n_rows, 1));
         DG_CUDA_CHECK(cudaMemcpy(d, rows, size_t(n_rows) * 4, cudaMemcpyHostToDevice));
         cuda::copy_rows(x, d, n_rows, dim, y, 0);
@@ -181,6 +246,10 @@ public:
     // (gdn_mixer_reference) are the tests' reference, used here only for dk > 128, which no Qwen3.5 has.
     void gdn_mixer(const StepBatch& b, int32_t layer, const GdnDims& d, const GdnWeights& w, float eps, float* qkv,
                    const float* z, const float* bp, const float* ap, float* o) override {
+        guard([&] { gdn_mixer_impl(b, layer, d, w, eps, qkv, z, bp, ap, o); });
+    }
+    void gdn_mixer_impl(const StepBatch& b, int32_t layer, const GdnDims& d, const GdnWeights& w, float eps, float* qkv,
+                        const float* z, const float* bp, const float* ap, float* o) {
         std::vector<DevSeq> ds;
         for (int decode = 1; decode >= 0; --decode)
             for (const SeqSlice& s : b.seqs)
@@ -212,63 +281,126 @@ public:
 
     void attention(const StepBatch& b, int32_t layer, const AttnDims& d, const AttnWeights& w, float eps,
                    const float* qg, const float* k, const float* v, float* out) override {
-        std::vector<SeqSlice> seqs = upload_seqs(b);
+        guard([&] { attention_impl(b, layer, d, w, eps, qg, k, v, out); });
+    }
+    void attention_impl(const StepBatch& b, int32_t layer, const AttnDims& d, const AttnWeights& w, float eps,
+                        const float* qg, const float* k, const float* v, float* out) {
+        std::vector<SeqSlice> seqs = upload_block_tables(b);
         size_t need = 1;
         for (const SeqSlice& s : seqs) need = std::max(need, size_t(s.len) * d.Hq * (size_t(s.pos0) + s.len));
         float* scores = scores_.need(need);
-        KvLayerDev kv{layout_.kv_type, layout_.block_tokens, kv_row_bytes_, kv_[layer].k, kv_[layer].v};
+        KvLayerDev kv{layout_.kv_type, layout_.block_tokens, kv_row_bytes_, kv_[layer].k.bytes(), kv_[layer].v.bytes()};
         cuda::attention(seqs.data(), int32_t(seqs.size()), d, dvec(w.q_norm.data()), dvec(w.k_norm.data()), eps, qg, k,
                         v, out, kv, scores, 0);
     }
 
-    // Routing on the host (one small device->host copy per layer), experts as grouped matmuls.
+    // Routing on the host (one small device->host copy per layer), experts as grouped matmuls, and a
+    // deterministic combine: each token gathers its experts' rows in expert order (no atomics).
     void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) override {
+        guard([&] { moe_ffn_impl(x, n, w, top_k, y); });
+    }
+    void moe_ffn_impl(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) {
         const int64_t E = w.router.rows, H = w.router.cols;
         float* logits = moe_logits_.need(size_t(n) * E);
-        matmul(x, n, w.router, logits);
+        cuda::matmul(x, n, dev(w.router), logits, 0);
         std::vector<float> p(size_t(n) * E);
         DG_CUDA_CHECK(cudaMemcpy(p.data(), logits, p.size() * 4, cudaMemcpyDeviceToHost));
         const auto routed = route_top_k(p.data(), n, E, top_k);
         const int64_t Is = w.shared.gate.rows;
         float* g = moe_a_.need(size_t(n) * std::max<int64_t>(Is, 1));
         float* u = moe_b_.need(size_t(n) * std::max<int64_t>(Is, 1));
-        matmul(x, n, w.shared.gate, g);
-        matmul(x, n, w.shared.up, u);
-        swiglu(g, u, int64_t(n) * Is, g);
-        matmul(g, n, w.shared.down, y);
+        cuda::matmul(x, n, dev(w.shared.gate), g, 0);
+        cuda::matmul(x, n, dev(w.shared.up), u, 0);
+        cuda::swiglu(g, u, int64_t(n) * Is, g, 0);
+        cuda::matmul(g, n, dev(w.shared.down), y, 0);
         float* sg = moe_gate_.need(n);
-        matmul(x, n, w.shared_gate, sg);
+        cuda::matmul(x, n, dev(w.shared_gate), sg, 0);
         cuda::scale_rows_sigmoid(y, sg, n, H, 0);
+        // Expert outputs go to consecutive rows of one buffer; src[t][j] names token t's j-th row there.
+        const int32_t k = int32_t(top_k);
+        std::vector<int32_t> src(size_t(n) * k, -1);
+        std::vector<float> wts(size_t(n) * k, 0.f);
+        std::vector<int32_t> filled(n, 0);
+        int32_t total = 0;
+        for (const auto& toks : routed) total += int32_t(toks.size());
+        float* out_rows = moe_y_.need(size_t(std::max(total, 1)) * H);
+        int32_t next = 0;
         for (int64_t e = 0; e < E; ++e) {
             const auto& toks = routed[e];
             if (toks.empty()) continue;
             const int32_t m = int32_t(toks.size());
             const int64_t Ie = w.experts[e].gate.rows;
             std::vector<int32_t> rows(m);
-            std::vector<float> wts(m);
-            for (int32_t i = 0; i < m; ++i) rows[i] = toks[i].first, wts[i] = toks[i].second;
+            for (int32_t i = 0; i < m; ++i) {
+                const int32_t t = toks[i].first;
+                rows[i] = t;
+                DG_CHECK(filled[t] < k, "token %d routed to more than %d experts", t, k);
+                src[size_t(t) * k + filled[t]] = next + i;
+                wts[size_t(t) * k + filled[t]] = toks[i].second;
+                ++filled[t];
+            }
             float* xs = moe_x_.need(size_t(m) * H);
-            copy_rows(x, rows.data(), m, H, xs);
+            copy_rows_impl(x, rows.data(), m, H, xs);
             float* ge = moe_a_.need(size_t(m) * Ie);
             float* ue = moe_b_.need(size_t(m) * Ie);
-            matmul(xs, m, w.experts[e].gate, ge);
-            matmul(xs, m, w.experts[e].up, ue);
-            swiglu(ge, ue, int64_t(m) * Ie, ge);
-            float* ye = moe_y_.need(size_t(m) * H);
-            matmul(ge, m, w.experts[e].down, ye);
-            int32_t* drows = rows_.need(m);
-            float* dw = moe_w_.need(m);
-            DG_CUDA_CHECK(cudaMemcpy(drows, rows.data(), size_t(m) * 4, cudaMemcpyHostToDevice));
-            DG_CUDA_CHECK(cudaMemcpy(dw, wts.data(), size_t(m) * 4, cudaMemcpyHostToDevice));
-            cuda::scatter_add_rows(ye, drows, dw, m, H, y, 0);
+            cuda::matmul(xs, m, dev(w.experts[e].gate), ge, 0);
+            cuda::matmul(xs, m, dev(w.experts[e].up), ue, 0);
+            cuda::swiglu(ge, ue, int64_t(m) * Ie, ge, 0);
+            cuda::matmul(ge, m, dev(w.experts[e].down), out_rows + int64_t(next) * H, 0);
+            next += m;
         }
+        int32_t* dsrc = moe_src_.need(src.size());
+        float* dw = moe_w_.need(wts.size());
+        DG_CUDA_CHECK(cudaMemcpy(dsrc, src.data(), src.size() * 4, cudaMemcpyHostToDevice));
+        DG_CUDA_CHECK(cudaMemcpy(dw, wts.data(), wts.size() * 4, cudaMemcpyHostToDevice));
+        cuda::gather_add_rows(out_rows, dsrc, dw, n, k, H, y, 0);
     }
 
 private:
-    struct KvStore {
-        uint8_t* k = nullptr;
-        uint8_t* v = nullptr;
+    // Owns one device allocation (KV layers, the state slots): freed with the backend, or when an
+    // init_caches that allocated it fails part way.
+    class DeviceBuffer {
+    public:
+        DeviceBuffer() = default;
+        DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+        DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+            std::swap(p_, o.p_);
+            return *this;
+        }
+        ~DeviceBuffer() {
+            if (p_) cudaFree(p_);
+        }
+        bool alloc(size_t bytes) {
+            if (cudaMalloc(&p_, bytes) == cudaSuccess) return true;
+            p_ = nullptr;
+            cudaGetLastError();  // out of memory is not sticky: clear it
+            return false;
+        }
+        void* get() const { return p_; }
+        uint8_t* bytes() const { return static_cast<uint8_t*>(p_); }
+
+    private:
+        void* p_ = nullptr;
     };
+    struct KvStore {
+        DeviceBuffer k, v;
+    };
+
+    // Runs one Backend call's device work. A DeviceError becomes the pending error (take_error); with an
+    // error pending, calls do nothing, so a failed step never computes on half-made results. After an
+    // error the device is probed: a sticky error (illegal address, lost context) marks it lost for good.
+    template <typename F>
+    void guard(F&& f) {
+        if (!error_.ok()) return;
+        try {
+            f();
+        } catch (const DeviceError& e) {
+            cudaGetLastError();  // clears a non-sticky error
+            lost_ = cudaDeviceSynchronize() != cudaSuccess;
+            error_ = lost_ ? absl::UnavailableError(absl::StrCat("cuda device lost: ", e.what()))
+                           : absl::InternalError(absl::StrCat("cuda: ", e.what()));
+        }
+    }
 
     absl::Status upload(const uint8_t* host, uint64_t bytes) {
         if (!host || dev_data_.count(host)) return absl::OkStatus();
@@ -304,9 +436,9 @@ private:
         DG_CHECK(it != dev_vec_.end(), "vector not uploaded by prepare_weights");
         return it->second;
     }
-    // Copies the batch's block tables and sequence descriptors to the device; returns the slices with
-    // `blocks` pointing at the device copies.
-    std::vector<SeqSlice> upload_seqs(const StepBatch& b) {
+    // Copies the batch's block tables to the device; returns the slices with `blocks` pointing at the
+    // device copies (the attention launcher reads the rest of each slice on the host).
+    std::vector<SeqSlice> upload_block_tables(const StepBatch& b) {
         std::vector<int32_t> all;
         std::vector<size_t> off;
         for (const SeqSlice& s : b.seqs) {
@@ -316,23 +448,22 @@ private:
         int32_t* dblocks = blocks_.need(std::max<size_t>(all.size(), 1));
         if (!all.empty()) DG_CUDA_CHECK(cudaMemcpy(dblocks, all.data(), all.size() * 4, cudaMemcpyHostToDevice));
         std::vector<SeqSlice> out(b.seqs);
-        std::vector<DevSeq> ds;
-        for (size_t i = 0; i < out.size(); ++i) {
-            out[i].blocks = dblocks + off[i];
-            ds.push_back(DevSeq{out[i].begin, out[i].len, out[i].pos0, out[i].state_slot, out[i].blocks});
-        }
-        DG_CUDA_CHECK(cudaMemcpy(dev_seqs_.need(ds.size()), ds.data(), ds.size() * sizeof(DevSeq), cudaMemcpyHostToDevice));
+        for (size_t i = 0; i < out.size(); ++i) out[i].blocks = dblocks + off[i];
         return out;
     }
 
     CacheLayout layout_;
     int64_t Hkv_ = 0, kv_row_bytes_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
     std::vector<KvStore> kv_;
+    DeviceBuffer states_buf_;
     float* states_ = nullptr;  // [slot][gdn layer][conv (K-1)*C | S Hv*dk*dv], as the CPU backend
+    bool caches_ready_ = false;
+    absl::Status error_;       // pending device error (take_error)
+    bool lost_ = false;        // the device reported a sticky error
     std::unordered_map<const uint8_t*, uint8_t*> dev_data_;
     std::unordered_map<const float*, float*> dev_vec_;
-    Scratch<int32_t> tok_, rows_, blocks_;
-    Scratch<DevSeq> dev_seqs_, gdn_seqs_;
+    Scratch<int32_t> tok_, rows_, blocks_, moe_src_;
+    Scratch<DevSeq> gdn_seqs_;
     Scratch<uint32_t> gdn_arrivals_;
     Scratch<float> gdn_scratch_, scores_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_x_, moe_y_, moe_w_;
 };

@@ -10,6 +10,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "engine/formats/dtype.h"
 
@@ -21,8 +23,13 @@
 
 namespace dg::cuda {
 
-// A failed CUDA call inside an op is a device fault, not bad input: it aborts with file:line and the
-// CUDA error name (ops have no Status channel). Allocation failures go through alloc_f32's Status.
+// A failed CUDA call inside an op throws DeviceError with file:line and the CUDA error name. The backend
+// catches it at its own entry points (CudaBackend: every Backend method) and turns it into the step's
+// error status; nothing above the backend sees an exception.
+struct DeviceError : std::runtime_error {
+    DeviceError(const std::string& what, cudaError_t e) : std::runtime_error(what), code(e) {}
+    cudaError_t code;
+};
 [[noreturn]] void fail(const char* expr, const char* file, int line, cudaError_t err);
 
 constexpr int kWarp = 32;

@@ -1,5 +1,5 @@
 // Row-wise and elementwise CUDA ops: embedding lookup, RMSNorm, residual add, SwiGLU, row gathers and
-// the MoE scatter. Twins of engine/cpu/elementwise.cpp and parts of cpu_backend.cpp.
+// the MoE combine. Twins of engine/cpu/elementwise.cpp and parts of cpu_backend.cpp.
 #include "engine/cuda/cuda_common.cuh"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.cuh"
@@ -37,11 +37,18 @@ __global__ void copy_rows_kernel(const float* x, const int32_t* rows, int64_t di
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) y[blockIdx.x * dim + i] = x[int64_t(rows[blockIdx.x]) * dim + i];
 }
 
-// One block per source row; a destination row may appear in several blocks (top-k experts), hence atomics.
-__global__ void scatter_add_kernel(const float* x, const int32_t* rows, const float* w, int64_t dim, float* y) {
-    const float wt = w[blockIdx.x];
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-        atomicAdd(&y[int64_t(rows[blockIdx.x]) * dim + i], wt * x[blockIdx.x * dim + i]);
+// One block per destination row t: y[t] += sum_k w[t][k] x[src[t][k]] in k order (src < 0: no
+// contribution). A gather, not an atomic scatter, so the sum's order and its bits never depend on
+// which block runs first.
+__global__ void gather_add_kernel(const float* x, const int32_t* src, const float* w, int k, int64_t dim, float* y) {
+    const int32_t* s = src + int64_t(blockIdx.x) * k;
+    const float* wt = w + int64_t(blockIdx.x) * k;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        float acc = y[blockIdx.x * dim + i];
+        for (int j = 0; j < k; ++j)
+            if (s[j] >= 0) acc += wt[j] * x[int64_t(s[j]) * dim + i];
+        y[blockIdx.x * dim + i] = acc;
+    }
 }
 
 __global__ void scale_rows_sigmoid_kernel(float* y, const float* g, int64_t dim) {
@@ -66,9 +73,9 @@ void swiglu(const float* g, const float* u, int64_t n, float* out, cudaStream_t 
 void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y, cudaStream_t s) {
     if (n_rows > 0) DG_CUDA_CHECK(DG_LAUNCH(copy_rows_kernel, n_rows, 256, 0, s, x, rows, dim, y));
 }
-void scatter_add_rows(const float* x, const int32_t* rows, const float* w, int32_t n_rows, int64_t dim, float* y,
-                      cudaStream_t s) {
-    if (n_rows > 0) DG_CUDA_CHECK(DG_LAUNCH(scatter_add_kernel, n_rows, 256, 0, s, x, rows, w, dim, y));
+void gather_add_rows(const float* x, const int32_t* src_dev, const float* weights_dev, int32_t n_rows, int32_t k,
+                     int64_t dim, float* y, cudaStream_t s) {
+    if (n_rows > 0) DG_CUDA_CHECK(DG_LAUNCH(gather_add_kernel, n_rows, 256, 0, s, x, src_dev, weights_dev, k, dim, y));
 }
 void scale_rows_sigmoid(float* y, const float* g, int32_t n, int64_t dim, cudaStream_t s) {
     if (n > 0) DG_CUDA_CHECK(DG_LAUNCH(scale_rows_sigmoid_kernel, n, 256, 0, s, y, g, dim));

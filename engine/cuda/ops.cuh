@@ -21,9 +21,10 @@ void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float ep
 void add(float* y, const float* x, int64_t n, cudaStream_t s);
 void swiglu(const float* gate, const float* up, int64_t count, float* out, cudaStream_t s);
 void copy_rows(const float* x, const int32_t* rows_dev, int32_t n_rows, int64_t dim, float* y, cudaStream_t s);
-// y[r] += w[r] * x[r] rows (MoE scatter), rows_dev/weights_dev index the destination rows.
-void scatter_add_rows(const float* x, const int32_t* rows_dev, const float* weights_dev, int32_t n_rows, int64_t dim,
-                      float* y, cudaStream_t s);
+// MoE combine: y[t] += sum_j weights[t][j] * x[src[t][j]] for t < n_rows, j < k, in j order; src < 0
+// skips a slot. src_dev / weights_dev: [n_rows][k]. Deterministic (no atomics).
+void gather_add_rows(const float* x, const int32_t* src_dev, const float* weights_dev, int32_t n_rows, int32_t k,
+                     int64_t dim, float* y, cudaStream_t s);
 // y[t, :] *= sigmoid(g[t]) (MoE shared-expert gate).
 void scale_rows_sigmoid(float* y, const float* g, int32_t n, int64_t dim, cudaStream_t s);
 

@@ -1,5 +1,7 @@
 #include "services/worker/worker_core.h"
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
 #include "services/worker/convert.h"
 
@@ -238,6 +240,18 @@ void WorkerCore::wait_idle() {
 }
 
 void WorkerCore::after_work(sched::EngineLoop& loop) {
+    if (!device_lost_ && loop.model().backend().device_lost()) {
+        device_lost_ = true;
+        draining_ = true;
+        std::fprintf(stderr, "worker: the %s device is lost; refusing new requests (health NOT_SERVING)\n",
+                     loop.model().backend().name().c_str());
+        std::function<void()> notify;
+        {
+            std::lock_guard<std::mutex> l(device_lost_mu_);
+            notify = on_device_lost_;
+        }
+        if (notify) notify();
+    }
     const sched::Clock::time_point now = sched::Clock::now();
     // Rate-limited while busy; always when idle (rounds are rare then, and the idle state is the one
     // a router most wants to see promptly).

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -60,6 +61,12 @@ public:
     // Refuse new requests (UNAVAILABLE) from now on and publish draining = true.
     void start_draining();
     bool draining() const { return draining_.load(); }
+    // Called once, on the engine thread, when the backend reports its device lost (a sticky CUDA
+    // error): the worker then refuses new requests like a draining one and its health turns NOT_SERVING.
+    void set_on_device_lost(std::function<void()> f) {
+        std::lock_guard<std::mutex> l(device_lost_mu_);
+        on_device_lost_ = std::move(f);
+    }
     // Blocks until no request is in flight.
     void wait_idle();
     int32_t in_flight() const { return n_live_.load(); }
@@ -100,6 +107,9 @@ private:
     WorkerMetrics metrics_;
     LoadHub hub_;
     std::atomic<bool> draining_{false};
+    bool device_lost_ = false;  // engine thread only
+    std::mutex device_lost_mu_;  // guards on_device_lost_ (set after the engine thread starts)
+    std::function<void()> on_device_lost_;
     std::atomic<uint64_t> next_stream_{1};
     std::atomic<int32_t> n_live_{0};
     std::mutex idle_mu_;

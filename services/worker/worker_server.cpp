@@ -63,6 +63,11 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions 
     const std::string id = opt.worker_id.empty() ? w->address_ : opt.worker_id;
     w->core_->set_worker_id(id);
     w->service_->set_worker_id(id);
+    grpc::HealthCheckServiceInterface* health = w->server_->GetHealthCheckService();
+    w->core_->set_on_device_lost([health] {
+        health->SetServingStatus(false);
+        health->SetServingStatus(kWorkerServiceName, false);
+    });
     w->server_->GetHealthCheckService()->SetServingStatus(true);
     w->server_->GetHealthCheckService()->SetServingStatus(kWorkerServiceName, true);
 
