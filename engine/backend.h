@@ -34,6 +34,8 @@ class Backend {
 public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;
+    // What it runs on, for people: "host CPU", a GPU's name, or the CPU emulation of CUDA.
+    virtual std::string device_name() const = 0;
 
     // --- device errors. Ops have no status channel: a backend whose device can fail (CUDA) records the
     // first failure, skips later ops, and hands the error out here (Model::forward returns it for the

@@ -15,6 +15,7 @@ namespace {
 class CpuBackend final : public Backend {
 public:
     std::string name() const override { return "cpu"; }
+    std::string device_name() const override { return "host CPU"; }
 
     absl::StatusOr<float*> alloc_f32(int64_t n) override {
         float* p = new (std::nothrow) float[n];

@@ -59,6 +59,7 @@ public:
         for (auto& [h, d] : dev_vec_) cudaFree(d);
     }
     std::string name() const override { return "cuda"; }
+    std::string device_name() const override { return cuda::device_name(cuda::current_device()); }
 
     // The first device error since the last call; after one, ops do nothing until it is taken. When the
     // device itself is broken (a sticky error: the context is lost), every later call reports it too.

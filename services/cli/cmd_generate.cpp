@@ -44,7 +44,8 @@ int run_generate(const std::vector<std::string>& args) {
     const ModelConfig& c = run.config();
     std::fprintf(stderr, "model: %s, %lld layers (%lld Gated DeltaNet, %lld attention), hidden %lld, vocab %lld, %s\n",
                  c.arch.c_str(), (long long)c.n_layers, (long long)c.n_gdn_layers(), (long long)c.n_attention_layers(),
-                 (long long)c.hidden, (long long)c.vocab_size, run.model().backend().name().c_str());
+                 (long long)c.hidden, (long long)c.vocab_size,
+                 (run.model().backend().name() + " on " + run.model().backend().device_name()).c_str());
     auto seq = run.new_sequence();
     if (!seq.ok()) return 1;
     auto t0 = std::chrono::steady_clock::now();

@@ -33,6 +33,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions 
     info.set_max_seq_len(loop->max_seq_len());
     for (int32_t e : config.eos_ids) info.add_eos_token_ids(e);
     info.set_backend(loop->model().backend().name());
+    info.set_device(mem_plan.device_name);
     info.set_kv_type(dtype_info(opt.cache.kv_type).name);
     info.set_kv_block_tokens(opt.cache.block_tokens);
     info.set_kv_blocks(opt.cache.n_blocks);

@@ -1,5 +1,5 @@
 // Cooperative fibers for the CUDA emulation: one per emulated GPU thread of the block being run. A
-// hand-written x86-64 context switch (callee-saved registers, MXCSR and the x87 control word): no
+// hand-written x86-64 context switch (the callee-saved registers): no
 // syscall per switch, unlike swapcontext, so a barrier costs a few nanoseconds per thread.
 #pragma once
 
