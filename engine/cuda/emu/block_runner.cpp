@@ -69,11 +69,10 @@ void BlockRunner::fiber_main() {
     BlockRunner& r = *tls_runner;
     (*r.body_)();
     r.on_exit();
-    r.switch_to_scheduler();  // never resumed
+    r.switch_away();  // an exited thread is never resumed
     std::abort();
 }
 
-void BlockRunner::switch_to_scheduler() { dg_emu_fiber_switch(&threads_[current_].sp, sched_sp_); }
 
 void BlockRunner::run(const LaunchSpec& spec, const std::function<void()>& body, uint3 block, const Schedule& sched) {
     const dim3 bd = spec.block;
@@ -104,27 +103,52 @@ void BlockRunner::run(const LaunchSpec& spec, const std::function<void()>& body,
     order_.resize(size_t(n_));
     for (int i = 0; i < n_; ++i) order_[i] = i;
     if (sched.order == Order::kReverse) std::reverse(order_.begin(), order_.end());
-    std::mt19937_64 rng(sched.seed * 0x9E3779B97F4A7C15ull + (uint64_t(block.z) << 42) + (uint64_t(block.y) << 21) +
-                        block.x);
     at_barrier_ = exited_ = 0;
     running_ = true;
+    sched_ = &sched;
+    rng_.seed(sched.seed * 0x9E3779B97F4A7C15ull + (uint64_t(block.z) << 42) + (uint64_t(block.y) << 21) + block.x);
+    if (sched.order == Order::kRandom) std::shuffle(order_.begin(), order_.end(), rng_);
+    cursor_ = -1;
     BlockRunner* saved = tls_runner;
     tls_runner = this;
-    while (exited_ < n_) {
-        if (sched.order == Order::kRandom) std::shuffle(order_.begin(), order_.end(), rng);
-        bool progressed = false;
-        for (int i : order_) {
-            if (threads_[i].state != State::kReady) continue;
-            progressed = true;
-            current_ = i;
-            threadIdx = threads_[i].idx;
-            dg_emu_fiber_switch(&sched_sp_, threads_[i].sp);
-        }
-        if (!progressed) deadlock("no thread of the block can proceed");
+    // The fibers hand over to each other directly (switch_away); control comes back here only when no
+    // thread can run: all exited, or a deadlock.
+    const int first = next_ready();
+    if (first >= 0) {
+        current_ = first;
+        threadIdx = threads_[first].idx;
+        dg_emu_fiber_switch(&sched_sp_, threads_[first].sp);
     }
+    if (exited_ < n_) deadlock("no thread of the block can proceed");
     current_ = -1;
     running_ = false;
     tls_runner = saved;
+}
+
+// The next ready thread after the cursor in this pass's order; at the end of a pass a new one starts
+// (re-drawn in random order). -1 when no thread is ready.
+int BlockRunner::next_ready() {
+    for (int k = cursor_ + 1; k < n_; ++k)
+        if (threads_[order_[k]].state == State::kReady) return order_[cursor_ = k];
+    if (sched_->order == Order::kRandom) std::shuffle(order_.begin(), order_.end(), rng_);
+    for (int k = 0; k < n_; ++k)
+        if (threads_[order_[k]].state == State::kReady) return order_[cursor_ = k];
+    return -1;
+}
+
+// The running thread has blocked or exited: run the next ready one, or return to run() when none is.
+void BlockRunner::switch_away() {
+    const int me = current_;
+    const int next = next_ready();
+    if (next == me) return;  // it released itself (last to arrive): carry on
+    if (next < 0) {
+        dg_emu_fiber_switch(&threads_[me].sp, sched_sp_);
+        return;
+    }
+    current_ = next;
+    threadIdx = threads_[next].idx;
+    dg_emu_fiber_switch(&threads_[me].sp, threads_[next].sp);
+    // Resumed: whoever switched here set current_ and threadIdx for this thread.
 }
 
 void BlockRunner::barrier(std::source_location where) {
@@ -136,7 +160,7 @@ void BlockRunner::barrier(std::source_location where) {
             if (u.state == State::kBarrier) u.state = State::kReady;
         at_barrier_ = 0;
     }
-    switch_to_scheduler();
+    switch_away();
 }
 
 void BlockRunner::on_exit() {
@@ -171,7 +195,7 @@ uint64_t BlockRunner::warp_op(WarpOp op, unsigned mask, uint64_t bits, int arg, 
     t.op = op;
     t.where = where;
     if (wp.arrived == wp.mask) complete_warp(w);
-    switch_to_scheduler();
+    switch_away();
     return warps_[w].res[lane];  // read before this lane can arrive at the next collective
 }
 

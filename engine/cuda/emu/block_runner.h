@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <random>
 #include <source_location>
 #include <vector>
 
@@ -54,7 +55,8 @@ private:
 
     BlockRunner();
     [[noreturn]] static void fiber_main();
-    void switch_to_scheduler();
+    int next_ready();
+    void switch_away();
     void complete_warp(int w);
     void on_exit();
     [[noreturn]] void deadlock(const char* why) const;
@@ -64,6 +66,9 @@ private:
     std::vector<Thread> threads_;
     std::vector<Warp> warps_;
     std::vector<int> order_;
+    int cursor_ = -1;  // position in order_ of the pass in progress
+    const Schedule* sched_ = nullptr;
+    std::mt19937_64 rng_;
     void* sched_sp_ = nullptr;
     int current_ = -1;
     int n_ = 0, at_barrier_ = 0, exited_ = 0;
