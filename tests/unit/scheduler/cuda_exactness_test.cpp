@@ -70,7 +70,7 @@ struct MultiTurnCase {
     std::string fixture;
     int32_t spare_slots;  // 0: every checkpoint lives in host RAM
     DType kv;
-    bool random_schedule;  // emulation only: threads and blocks in a seeded random order
+    bool random_schedule;  // emulation only (a GPU runs it as the plain case): a seeded random order
 };
 class CudaMultiTurn : public ::testing::TestWithParam<MultiTurnCase> {};
 
@@ -95,7 +95,9 @@ TEST_P(CudaMultiTurn, ResumedTurnsMatchColdCudaAndCpu) {
         Outcome o = h.run_greedy(history, gen);
         EXPECT_EQ(o.tokens[0], cold_cpu(P.fixture, history, gen, P.kv, /*also_cuda=*/turn == 0)) << "turn " << turn;
         EXPECT_EQ(o.usage.cached_tokens_device + o.usage.cached_tokens_host, expect_cached) << "turn " << turn;
-        if (P.spare_slots == 0) EXPECT_EQ(o.usage.cached_tokens_device, 0);
+        if (P.spare_slots == 0) {
+            EXPECT_EQ(o.usage.cached_tokens_device, 0);
+        }
         expect_cached = int32_t(history.size()) + gen - 1;
         history.insert(history.end(), o.tokens[0].begin(), o.tokens[0].end());
         const auto user = random_tokens(rng, 5 + 4 * turn);
