@@ -11,7 +11,9 @@
 // emulated threads and blocks (forward, reverse, seeded random: engine/cuda/emu/emu.h) and the outputs
 // must agree BIT FOR BIT: a difference is a missing __syncthreads or a race on shared or global memory.
 // The emulation also runs the large geometries (0.8b, 27b, 35b-a3b) with a reduced count of rows /
-// positions / experts so CI (2 cores) stays within a few minutes; DG_FULL_OPS=1 runs the full counts.
+// positions / experts so CI (2 cores) stays within a few minutes; DG_FULL_OPS=1 runs the full counts
+// (slow under the emulation, and the full 0.8b embedding and 27B matrices need a larger emulated
+// device: DG_CUDA_EMU_DEVICE_MB=16384).
 // On a real GPU (the same source, no emulation) the full counts run by default and each op runs once.
 //
 // Weight buffers and ModelWeights live in a Weights holder declared before the backends of each test:
