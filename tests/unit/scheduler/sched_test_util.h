@@ -21,12 +21,13 @@ inline std::string fixture_path(const std::string& name) {
 
 // Greedy tokens of a cold run: the prompt in one piece, then one token per step.
 inline std::vector<int32_t> cold_greedy(const std::string& fixture, const std::vector<int32_t>& prompt,
-                                        int32_t n_tokens, DType kv = DType::F32) {
+                                        int32_t n_tokens, DType kv = DType::F32,
+                                        BackendKind backend = BackendKind::kCpu) {
     RunnerOptions ro;
     ro.kv_type = kv;
     ro.max_seqs = 1;
     ro.max_tokens_per_seq = int64_t(prompt.size()) + n_tokens + 16;
-    auto r = Runner::open(fixture_path(fixture), BackendKind::kCpu, ro);
+    auto r = Runner::open(fixture_path(fixture), backend, ro);
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) return {};
     auto seq = (*r)->new_sequence();
@@ -60,10 +61,12 @@ struct Outcome {
 // An EngineLoop over a fixture whose requests record into `outcomes`.
 class Harness {
 public:
-    Harness(const std::string& fixture, CacheOptions cache, SchedulerOptions opt) : fixture_(fixture) {
+    Harness(const std::string& fixture, CacheOptions cache, SchedulerOptions opt,
+            BackendKind backend = BackendKind::kCpu)
+        : fixture_(fixture) {
         auto w = load_model(fixture_path(fixture));
         EXPECT_TRUE(w.ok()) << w.status();
-        auto l = EngineLoop::create(std::move(*w), BackendKind::kCpu, cache, opt);
+        auto l = EngineLoop::create(std::move(*w), backend, cache, opt);
         EXPECT_TRUE(l.ok()) << l.status();
         loop = std::move(*l);
     }
