@@ -45,6 +45,7 @@ inline WorkerOptions test_options(const std::string& fixture = "dense") {
     o.backend = BackendKind::kCpu;
     o.listen = "127.0.0.1:0";
     o.metrics_listen = "127.0.0.1:0";
+    o.vllm_metric_names = true;  // api_test reads the vllm: aliases too
     o.cache.kv_type = DType::F32;  // the cold reference runs f32 KV
     o.cache.n_blocks = 256;
     o.sched.max_running = 4;
