@@ -6,8 +6,11 @@
 find_program(DG_DEBIAN_PYTHON python3 PATHS /usr/bin NO_DEFAULT_PATH)
 if(TARGET deltagate AND DG_DEBIAN_PYTHON)
   set(dg_py_args --deltagate $<TARGET_FILE:deltagate> --proto-dir ${PROJECT_SOURCE_DIR}/proto)
+  add_test(NAME grpc_python_client
+           COMMAND ${DG_DEBIAN_PYTHON} ${PROJECT_SOURCE_DIR}/tests/python/grpc_client_test.py ${dg_py_args}
+                   --work ${PROJECT_BINARY_DIR}/python_grpc_client)
   add_test(NAME metrics_promtool
            COMMAND ${DG_DEBIAN_PYTHON} ${PROJECT_SOURCE_DIR}/tests/python/metrics_promtool_test.py ${dg_py_args}
                    --work ${PROJECT_BINARY_DIR}/python_metrics_promtool)
-  set_tests_properties(metrics_promtool PROPERTIES TIMEOUT 300 LABELS "front;worker;python")
+  set_tests_properties(grpc_python_client metrics_promtool PROPERTIES TIMEOUT 300 LABELS "front;worker;python")
 endif()
