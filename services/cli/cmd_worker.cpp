@@ -113,7 +113,7 @@ int run_worker(const std::vector<std::string>& args) {
         if (!f.ok()) std::fprintf(stderr, "deltagate worker: %s\n", std::string(f.status().message()).c_str());
         std::fprintf(stderr,
                      "usage: deltagate worker [--model PATH] [--listen HOST:PORT (127.0.0.1:50061)] [--metrics-listen HOST:PORT]\n"
-                     "         [--backend cpu|cuda] [--kv-type f16|bf16|q8_0|q4_0|f32] [--threads N] [--worker-id ID]\n"
+                     "         [--backend cpu|cpu-exact|cuda] [--kv-type f16|bf16|q8_0|q4_0|f32] [--threads N] [--worker-id ID]\n"
                      "         [--max-running N] [--spare-slots N] [--kv-blocks N] [--block-tokens N] [--token-budget N]\n"
                      "         [--checkpoint-every N] [--max-seq-len N] [--max-n N] [--max-queue N (0 = unbounded)]\n"
                      "         [--host-cache 256MiB] [--gpu-memory-utilization F (0.9)]\n"

@@ -26,7 +26,7 @@ inline std::vector<int32_t> cold_greedy(const std::string& fixture, const std::v
     ro.kv_type = kv;
     ro.max_seqs = 1;
     ro.max_tokens_per_seq = int64_t(prompt.size()) + n_tokens + 16;
-    auto r = Runner::open(fixture_path(fixture), BackendKind::kCpu, ro);
+    auto r = Runner::open(fixture_path(fixture), BackendKind::kCpuExact, ro);
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) return {};
     auto seq = (*r)->new_sequence();
@@ -63,7 +63,7 @@ public:
     Harness(const std::string& fixture, CacheOptions cache, SchedulerOptions opt) : fixture_(fixture) {
         auto w = load_model(fixture_path(fixture));
         EXPECT_TRUE(w.ok()) << w.status();
-        auto l = EngineLoop::create(std::move(*w), BackendKind::kCpu, cache, opt);
+        auto l = EngineLoop::create(std::move(*w), BackendKind::kCpuExact, cache, opt);
         EXPECT_TRUE(l.ok()) << l.status();
         loop = std::move(*l);
     }

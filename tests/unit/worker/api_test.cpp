@@ -75,7 +75,7 @@ TEST(Api, GetInfo) {
     pb::WorkerInfo info;
     ASSERT_TRUE(w.stub->GetInfo(&ctx, pb::GetInfoRequest(), &info).ok());
     EXPECT_EQ(info.vocab_size(), 256);
-    EXPECT_EQ(info.backend(), "cpu");
+    EXPECT_EQ(info.backend(), "cpu-exact");
     EXPECT_EQ(info.kv_type(), "f32");
     EXPECT_EQ(info.kv_blocks(), 256);
     EXPECT_EQ(info.max_running(), 4);
