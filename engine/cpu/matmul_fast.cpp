@@ -31,11 +31,25 @@ void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y) {
     const int8_t* qp = q.data();
     const float* dp = d.data();
     const int32_t* sp = s.data();
+    auto act = [&](int64_t t) { return Q8Row{qp + t * in, dp + t * nb, sp + t * nb}; };
+    const QuantDotTileFn tile = n > 1 ? quant_dot_tile_kernel(W.type, best_quant_isa()) : nullptr;
     parallel_for(out, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             const uint8_t* row = W.row(r);
-            for (int32_t t = 0; t < n; ++t)
-                y[int64_t(t) * out + r] = dot(row, Q8Row{qp + int64_t(t) * in, dp + int64_t(t) * nb, sp + int64_t(t) * nb}, in);
+            if (!tile) {
+                for (int32_t t = 0; t < n; ++t) y[int64_t(t) * out + r] = dot(row, act(t), in);
+                continue;
+            }
+            // Prefill: the row's blocks are unpacked once per tile of kTokTile tokens (the row itself stays
+            // in L1 across tiles); the tile kernel's per-token result equals the decode kernel's.
+            for (int32_t t = 0; t < n; t += kTokTile) {
+                const int ntok = std::min<int32_t>(kTokTile, n - t);
+                Q8Row xs[kTokTile];
+                float o[kTokTile];
+                for (int k = 0; k < ntok; ++k) xs[k] = act(t + k);
+                tile(row, xs, ntok, in, o);
+                for (int k = 0; k < ntok; ++k) y[int64_t(t + k) * out + r] = o[k];
+            }
         }
     }, 16);
 }

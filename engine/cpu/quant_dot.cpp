@@ -177,6 +177,16 @@ const char* quant_isa_name(QuantIsa isa) {
     return "?";
 }
 
+QuantDotTileFn quant_dot_tile_kernel(DType type, QuantIsa isa) {
+    if (isa > best_quant_isa()) return nullptr;
+    switch (isa) {
+        case QuantIsa::kScalar: return nullptr;
+        case QuantIsa::kAvx2: return avx2::tile_kernel(type);
+        case QuantIsa::kAvx512Vnni: return vnni::tile_kernel(type);
+    }
+    return nullptr;
+}
+
 bool has_quant_kernel(DType type) { return ref_kernel(type) != nullptr; }
 
 QuantDotFn quant_dot_kernel(DType type, QuantIsa isa) {

@@ -31,10 +31,17 @@ void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float
 // dot(weight row of `type`, activations) over n elements (n a multiple of the type's block size).
 using QuantDotFn = float (*)(const uint8_t* row, const Q8Row& x, int64_t n);
 
+// The same dot for ntok (1..kTokTile) tokens at once: the weight row is loaded and unpacked once per
+// block for all of them (prefill). out[t] equals the single-token kernel's result for x[t], bit for bit.
+constexpr int kTokTile = 4;
+using QuantDotTileFn = void (*)(const uint8_t* row, const Q8Row* x, int ntok, int64_t n, float* out);
+
 enum class QuantIsa { kScalar, kAvx2, kAvx512Vnni };
 // The kernel for `type` on `isa`; nullptr for types without one (f32, f16, bf16) or an ISA this build or
 // CPU lacks. best_isa() is what the CPU running us supports (cpuid), chosen once.
 QuantDotFn quant_dot_kernel(DType type, QuantIsa isa);
+// nullptr where there is no tile kernel (scalar; types other than Q8_0, Q4_K, Q6_K): call the dot per token.
+QuantDotTileFn quant_dot_tile_kernel(DType type, QuantIsa isa);
 QuantIsa best_quant_isa();
 const char* quant_isa_name(QuantIsa isa);
 bool has_quant_kernel(DType type);

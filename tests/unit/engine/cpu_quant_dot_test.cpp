@@ -4,7 +4,8 @@
 //   without any of the kernels' integer tricks;
 // * matmul_fast against the exact f32 oracle (matmul): the normalised error of the activation rounding,
 //   printed per type and bounded;
-// * batched == single, bit for bit (each token's activations are quantised on their own);
+// * batched == single, bit for bit (each token's activations are quantised on their own, and the prefill
+//   tile kernels of Q8_0, Q4_K and Q6_K - 5 tokens: a tile of 4 and one of 1 - equal the decode kernels);
 // * a whole quantised model (q8_0, q4_k_m, ...) on the fast backend against the oracle backend: the
 //   normalised logit error printed per type and bounded, and greedy agreement wherever the oracle's
 //   top-2 margin is larger than the fast path's error could bridge.
