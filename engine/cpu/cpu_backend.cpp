@@ -105,7 +105,7 @@ public:
     }
 
     void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) override {
-        cpu::moe_ffn(x, n, w, top_k, y);
+        cpu::moe_ffn(x, n, w, top_k, y, exact_ ? cpu::matmul : cpu::matmul_fast);
     }
 
 private:

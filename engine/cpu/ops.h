@@ -54,6 +54,8 @@ struct KvLayer {
 void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, float eps, const float* qg_n_2q,
                const float* k_n_kv, const float* v_n_kv, float* out_n_q, const KvLayer& kv);
 
-void moe_ffn(const float* x_n_h, int32_t n, const MoeWeights& w, int64_t top_k, float* y_n_h);
+// mm: the backend's matmul (matmul or matmul_fast) for the experts and the shared expert.
+using MatmulFn = void (*)(const float* x, int32_t n, const Matrix& W, float* y);
+void moe_ffn(const float* x_n_h, int32_t n, const MoeWeights& w, int64_t top_k, float* y_n_h, MatmulFn mm = matmul);
 
 }  // namespace dg::cpu

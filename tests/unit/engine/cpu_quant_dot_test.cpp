@@ -6,7 +6,7 @@
 //   printed per type and bounded;
 // * batched == single, bit for bit (each token's activations are quantised on their own, and the prefill
 //   tile kernels of Q8_0, Q4_K and Q6_K - 5 tokens: a tile of 4 and one of 1 - equal the decode kernels);
-// * a whole quantised model (q8_0, q4_k_m, ...) on the fast backend against the oracle backend: the
+// * a whole quantised model (q8_0, q4_k_m, ..., and an MoE one) on the fast backend against the oracle backend: the
 //   normalised logit error printed per type and bounded, and greedy agreement wherever the oracle's
 //   top-2 margin is larger than the fast path's error could bridge.
 #include <gtest/gtest.h>
@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/cpu/ops.h"
@@ -120,15 +121,16 @@ TEST(CpuQuantDot, FastMatmulAgainstTheOracle) {
 }
 
 // Every input width a multiple of 256 so every type applies to every matrix.
-ModelConfig model_config() {
-    ModelConfig c = *preset_config("tiny");
+ModelConfig model_config(bool moe = false) {
+    ModelConfig c = *preset_config(moe ? "tiny-moe" : "tiny");
     c.vocab_size = 512;
     c.hidden = 256;
     c.n_layers = 4;
     c.is_attention = {false, false, false, true};
     c.n_heads = 2, c.n_kv_heads = 1, c.head_dim = 128, c.rotary_dim = 32;
     c.lin_k_heads = 2, c.lin_v_heads = 4, c.lin_k_dim = c.lin_v_dim = 64;
-    c.intermediate = 512;
+    if (moe) c.n_experts = 4, c.n_experts_used = 2, c.expert_intermediate = 256, c.shared_intermediate = 256;
+    else c.intermediate = 512;
     c.eos_ids = {511};
     return c;
 }
@@ -137,17 +139,37 @@ TEST(CpuQuantDot, QuantisedModelOnTheFastBackend) {
     namespace fs = std::filesystem;
     const fs::path dir = fs::temp_directory_path() / ("dg_quant_dot_" + std::to_string(::getpid()));
     fs::create_directories(dir);
-    const ModelSource src = random_model(model_config(), 11);
+    const ModelSource dense = random_model(model_config(), 11), moe = random_model(model_config(true), 11);
     std::vector<int32_t> prompt;
     for (int i = 0; i < 24; ++i) prompt.push_back((i * 53 + 5) % 500);
-    for (const char* type : {"q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k", "q6_k"}) {
+    for (const char* type : {"q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k", "q6_k", "moe-q8_0", "moe-q4_k_m"}) {
+        const bool is_moe = std::string(type).rfind("moe-", 0) == 0;
+        const ModelSource& src = is_moe ? moe : dense;
         GgufExportOptions opt;
-        opt.type = type;
+        opt.type = is_moe ? std::string(type).substr(4) : std::string(type);
         const std::string path = (dir / (std::string(type) + ".gguf")).string();
         ASSERT_TRUE(export_gguf(src, path, opt).ok()) << type;
         auto exact = Runner::open(path, BackendKind::kCpuExact, RunnerOptions{DType::F32});
         auto fast = Runner::open(path, BackendKind::kCpu, RunnerOptions{DType::F32});
         ASSERT_TRUE(exact.ok() && fast.ok()) << type;
+        if (is_moe) {
+            // The MoE FFN op on one input: the router runs exactly in both, so the same experts are chosen
+            // and the difference is the experts' matmul rounding alone.
+            std::mt19937 rng(3);
+            const int32_t n = 6;
+            const std::vector<float> x = normal(size_t(n) * 256, rng);
+            for (const auto& layer : (*exact)->model().weights().layers) {
+                std::vector<float> ye(size_t(n) * 256), yf(size_t(n) * 256);
+                cpu::moe_ffn(x.data(), n, layer.moe, 2, ye.data(), cpu::matmul);
+                cpu::moe_ffn(x.data(), n, layer.moe, 2, yf.data(), cpu::matmul_fast);
+                double num = 0, den = 0;
+                for (size_t i = 0; i < ye.size(); ++i) num += (yf[i] - ye[i]) * double(yf[i] - ye[i]), den += double(ye[i]) * ye[i];
+                std::printf("moe_ffn %s (one layer) fast vs oracle: normalised error %.2e\n", type, std::sqrt(num / den));
+                EXPECT_LT(std::sqrt(num / den), 3e-2) << type;  // 1.2e-2 measured: two chained matmuls
+                EXPECT_GT(num, 0.0) << type << ": the experts did not take the fast path";
+                break;
+            }
+        }
         ASSERT_EQ((*fast)->model().backend().name(), "cpu");
         const int32_t se = *(*exact)->new_sequence(), sf = *(*fast)->new_sequence();
         // Prefill, then greedy decode driven by the oracle's choice so both see the same tokens.
@@ -183,7 +205,10 @@ TEST(CpuQuantDot, QuantisedModelOnTheFastBackend) {
                     "agreement %d of %d positions with a clear margin\n", type, worst, agreed, compared);
         // Measured 2.1e-2 (q5_k) .. 4.1e-2 (q4_1) on this random 4-layer model: the ~0.5% per-matmul
         // rounding (above) compounds over the layers. The bound leaves room for other seeds and CPUs.
-        EXPECT_LT(worst, 6e-2) << type;
+        // MoE: upstream rounding flips near-tied routing choices of this random router, so whole experts
+        // differ (0.14 / 0.52 measured, also with the experts on the exact path): printed, not bounded;
+        // the op-level check above bounds the experts' own error.
+        if (!is_moe) EXPECT_LT(worst, 6e-2) << type;
         EXPECT_EQ(agreed, compared) << type;
     }
     fs::remove_all(dir);
