@@ -10,12 +10,13 @@
 
 namespace dg {
 
-std::unique_ptr<Backend> make_cpu_backend();  // engine/cpu/cpu_backend.cpp
+std::unique_ptr<Backend> make_cpu_backend(bool exact);  // engine/cpu/cpu_backend.cpp
 
 absl::StatusOr<BackendKind> backend_kind_from_name(const std::string& name) {
     if (name == "cpu") return BackendKind::kCpu;
+    if (name == "cpu-exact") return BackendKind::kCpuExact;
     if (name == "cuda") return BackendKind::kCuda;
-    return absl::InvalidArgumentError(absl::StrCat("unknown backend '", name, "' (cpu or cuda)"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown backend '", name, "' (cpu, cpu-exact or cuda)"));
 }
 
 bool cuda_available() {
@@ -27,7 +28,7 @@ bool cuda_available() {
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> make_backend(BackendKind kind) {
-    if (kind == BackendKind::kCpu) return make_cpu_backend();
+    if (kind == BackendKind::kCpu || kind == BackendKind::kCpuExact) return make_cpu_backend(kind == BackendKind::kCpuExact);
 #ifndef DELTAGATE_HAVE_CUDA
     return absl::FailedPreconditionError("backend cuda: this build of deltagate has no CUDA support (nvcc was not found)");
 #else

@@ -94,8 +94,11 @@ public:
     virtual void moe_ffn(const float* x_n_h, int32_t n, const MoeWeights& w, int64_t top_k, float* y_n_h) = 0;
 };
 
-enum class BackendKind { kCpu, kCuda };
-absl::StatusOr<BackendKind> backend_kind_from_name(const std::string& name);  // "cpu" | "cuda"
+// kCpu: the serving CPU path (quantised weights dotted with 8-bit activation blocks, engine/cpu/quant_dot.h).
+// kCpuExact: the oracle (f32 activations, exact dequantisation) that goldens, exactness and CUDA-vs-CPU
+// tests use; the two differ only in matmuls with quantised weights.
+enum class BackendKind { kCpu, kCuda, kCpuExact };
+absl::StatusOr<BackendKind> backend_kind_from_name(const std::string& name);  // "cpu" | "cpu-exact" | "cuda"
 // CUDA without a GPU (or a build without CUDA) is a clear FailedPrecondition, never a silent CPU run.
 absl::StatusOr<std::unique_ptr<Backend>> make_backend(BackendKind kind);
 bool cuda_available();  // built with CUDA and a device is present

@@ -1,5 +1,5 @@
-// The CPU backend: host memory, and every op from engine/cpu/ops.h. Used for tests (the oracle), tiny
-// models and machines without a GPU.
+// The CPU backend: host memory, and every op from engine/cpu/ops.h. Two flavours, fixed at creation:
+// "cpu-exact" (the oracle tests compare against) and "cpu" (serving: matmul_fast for quantised weights).
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -14,8 +14,13 @@ namespace {
 
 class CpuBackend final : public Backend {
 public:
+<<<<<<< HEAD
     std::string name() const override { return "cpu"; }
     std::string device_name() const override { return "host CPU"; }
+=======
+    explicit CpuBackend(bool exact) : exact_(exact) {}
+    std::string name() const override { return exact_ ? "cpu-exact" : "cpu"; }
+>>>>>>> issue14-misc
 
     absl::StatusOr<float*> alloc_f32(int64_t n) override {
         float* p = new (std::nothrow) float[n];
@@ -78,7 +83,9 @@ public:
     void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
         cpu::rmsnorm(x, w, rows, dim, eps, y);
     }
-    void matmul(const float* x, int32_t n, const Matrix& W, float* y) override { cpu::matmul(x, n, W, y); }
+    void matmul(const float* x, int32_t n, const Matrix& W, float* y) override {
+        exact_ ? cpu::matmul(x, n, W, y) : cpu::matmul_fast(x, n, W, y);
+    }
     void add(float* y, const float* x, int64_t n) override {
         for (int64_t i = 0; i < n; ++i) y[i] += x[i];
     }
@@ -103,7 +110,7 @@ public:
     }
 
     void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) override {
-        cpu::moe_ffn(x, n, w, top_k, y);
+        cpu::moe_ffn(x, n, w, top_k, y, exact_ ? cpu::matmul : cpu::matmul_fast);
     }
 
 private:
@@ -120,6 +127,7 @@ private:
         std::vector<uint8_t> k, v;
     };
 
+    bool exact_;  // the f32 oracle matmul instead of the quantised-activation one
     CacheLayout layout_;
     int64_t kv_row_bytes_ = 0, n_kv_heads_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
     std::vector<KvStore> kv_;
@@ -128,6 +136,6 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend(bool exact) { return std::make_unique<CpuBackend>(exact); }
 
 }  // namespace dg

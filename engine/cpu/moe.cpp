@@ -11,28 +11,29 @@
 namespace dg::cpu {
 namespace {
 
-void swiglu_mlp(const float* x, int32_t n, const MlpWeights& m, float* y) {
+void swiglu_mlp(const float* x, int32_t n, const MlpWeights& m, float* y, MatmulFn mm) {
     const int64_t I = m.gate.rows;
     std::vector<float> g(int64_t(n) * I), u(int64_t(n) * I);
-    matmul(x, n, m.gate, g.data());
-    matmul(x, n, m.up, u.data());
+    mm(x, n, m.gate, g.data());
+    mm(x, n, m.up, u.data());
     swiglu(g.data(), u.data(), int64_t(n) * I, g.data());
-    matmul(g.data(), n, m.down, y);
+    mm(g.data(), n, m.down, y);
 }
 
 }  // namespace
 
-void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) {
+void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y, MatmulFn mm) {
     const int64_t E = w.router.rows, H = w.router.cols;
     std::vector<float> logits(int64_t(n) * E);
+    // The router always runs exactly: which experts a token visits does not depend on the matmul path.
     matmul(x, n, w.router, logits.data());
 
     const auto routed = route_top_k(logits.data(), n, E, top_k);  // expert -> (token, weight)
 
     // Shared expert first (it writes y), then routed experts accumulate.
-    swiglu_mlp(x, n, w.shared, y);
+    swiglu_mlp(x, n, w.shared, y, mm);
     std::vector<float> sg(n);
-    matmul(x, n, w.shared_gate, sg.data());
+    mm(x, n, w.shared_gate, sg.data());
     for (int32_t t = 0; t < n; ++t) {
         const float gate = 1.f / (1.f + std::exp(-sg[t]));
         for (int64_t i = 0; i < H; ++i) y[int64_t(t) * H + i] *= gate;
@@ -46,7 +47,7 @@ void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, floa
         xs.resize(int64_t(m) * H);
         ys.resize(int64_t(m) * H);
         for (int32_t i = 0; i < m; ++i) std::copy_n(x + int64_t(toks[i].first) * H, H, xs.data() + int64_t(i) * H);
-        swiglu_mlp(xs.data(), m, w.experts[e], ys.data());
+        swiglu_mlp(xs.data(), m, w.experts[e], ys.data(), mm);
         for (int32_t i = 0; i < m; ++i) {
             float* yt = y + int64_t(toks[i].first) * H;
             const float wt = toks[i].second;

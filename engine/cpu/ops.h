@@ -8,7 +8,10 @@
 
 namespace dg::cpu {
 
+// The exact oracle: f32 activations, weights dequantised exactly (matmul.cpp).
 void matmul(const float* x, int32_t n, const Matrix& W, float* y);
+// The serving path: activations quantised to 8-bit blocks for quantised weights (matmul_fast.cpp).
+void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y);
 // dot_row (engine/formats/dtype.h) with the same result bit for bit, faster for F16 and BF16 rows.
 float dot_row_cpu(DType t, const void* row, const float* x, int64_t n);
 void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y);
@@ -51,6 +54,8 @@ struct KvLayer {
 void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, float eps, const float* qg_n_2q,
                const float* k_n_kv, const float* v_n_kv, float* out_n_q, const KvLayer& kv);
 
-void moe_ffn(const float* x_n_h, int32_t n, const MoeWeights& w, int64_t top_k, float* y_n_h);
+// mm: the backend's matmul (matmul or matmul_fast) for the experts and the shared expert.
+using MatmulFn = void (*)(const float* x, int32_t n, const Matrix& W, float* y);
+void moe_ffn(const float* x_n_h, int32_t n, const MoeWeights& w, int64_t top_k, float* y_n_h, MatmulFn mm = matmul);
 
 }  // namespace dg::cpu

@@ -42,6 +42,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::create(TokenizerSpec spec)
             if (!byte_level_to_bytes(tok, &t->bytes_[id]) || tok.empty())
                 return absl::InvalidArgumentError(absl::StrFormat(
                     "%s: token %d '%s' is not a byte-level BPE string", src, id, absl::CHexEscape(tok)));
+        } else if (type == TokenType::kUnused) {
+            // Rows the tokenizer does not define ("[PAD151918]": embedding rows past the vocabulary, which a
+            // model can still sample). HF tokenizers has no such id and llama.cpp skips unused tokens, so
+            // both render it as no text; the stored name stays in token() for GGUF round trips.
+            t->bytes_[id].clear();
         } else {
             t->bytes_[id] = tok;
             if ((type == TokenType::kControl || type == TokenType::kUserDefined) && !tok.empty())

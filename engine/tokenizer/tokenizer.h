@@ -67,6 +67,7 @@ public:
 
     absl::StatusOr<std::string> decode(const std::vector<int32_t>& ids, const DecodeOptions& opt = {}) const;
     // The raw bytes of one token (no UTF-8 repair); NotFound-style error for ids outside the vocabulary.
+    // Unused tokens (GGUF padding rows) have no bytes: they decode and stream as nothing, as in HF and llama.cpp.
     absl::StatusOr<std::string_view> token_bytes(int32_t id) const;
 
     int32_t vocab_size() const { return static_cast<int32_t>(tokens_.size()); }

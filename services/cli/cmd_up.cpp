@@ -98,7 +98,7 @@ int run_up(const std::vector<std::string>& args) {
     if (!f.ok() || f->has("help")) {
         if (!f.ok()) std::fprintf(stderr, "deltagate up: %s\n", std::string(f.status().message()).c_str());
         std::fprintf(stderr,
-                     "usage: deltagate up [--model PATH] [--workers N] [--backend cpu|cuda] [--listen HOST:PORT]\n"
+                     "usage: deltagate up [--model PATH] [--workers N] [--backend cpu|cpu-exact|cuda] [--listen HOST:PORT]\n"
                      "         [--metrics-listen HOST:PORT] [--tokenizer tokenizer.json] [any `deltagate front` flag]\n"
                      "         [--worker-arg 'ARGS' (extra `deltagate worker` flags for every worker, space-separated)]\n"
                      "Starts N workers (default 2) and a front on this machine. Without --model: the built-in tiny\n"

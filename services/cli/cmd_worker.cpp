@@ -67,6 +67,11 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
     o->listen = f.get("listen").value_or("127.0.0.1:50061");
     o->metrics_listen = f.get("metrics-listen").value_or("");
     o->worker_id = f.get("worker-id").value_or("");
+    if (auto v = f.get("vllm-metric-names")) {
+        if (*v != "true" && *v != "false")
+            return absl::InvalidArgumentError(absl::StrCat("--vllm-metric-names must be true or false, got '", *v, "'"));
+        o->vllm_metric_names = *v == "true";
+    }
     DG_RETURN_IF_ERROR(int_flag(f, "max-running", 1, 4096, &o->sched.max_running));
     DG_RETURN_IF_ERROR(int_flag(f, "spare-slots", 0, 4096, &o->sched.spare_slots));
     DG_RETURN_IF_ERROR(int_flag(f, "kv-blocks", 1, 1 << 24, &o->cache.n_blocks));
@@ -102,16 +107,17 @@ int run_worker(const std::vector<std::string>& args) {
     auto value_flags = kModelFlags;
     value_flags.insert({"listen", "metrics-listen", "worker-id", "max-running", "spare-slots", "kv-blocks", "block-tokens",
                         "token-budget", "checkpoint-every", "max-seq-len", "max-n", "max-queue", "host-cache",
-                        "gpu-memory-utilization"});
+                        "gpu-memory-utilization", "vllm-metric-names"});
     auto f = parse_flags(args, value_flags, {"help"});
     if (!f.ok() || f->has("help")) {
         if (!f.ok()) std::fprintf(stderr, "deltagate worker: %s\n", std::string(f.status().message()).c_str());
         std::fprintf(stderr,
                      "usage: deltagate worker [--model PATH] [--listen HOST:PORT (127.0.0.1:50061)] [--metrics-listen HOST:PORT]\n"
-                     "         [--backend cpu|cuda] [--kv-type f16|bf16|q8_0|q4_0|f32] [--threads N] [--worker-id ID]\n"
+                     "         [--backend cpu|cpu-exact|cuda] [--kv-type f16|bf16|q8_0|q4_0|f32] [--threads N] [--worker-id ID]\n"
                      "         [--max-running N] [--spare-slots N] [--kv-blocks N] [--block-tokens N] [--token-budget N]\n"
                      "         [--checkpoint-every N] [--max-seq-len N] [--max-n N] [--max-queue N (0 = unbounded)]\n"
                      "         [--host-cache 256MiB] [--gpu-memory-utilization F (0.9)]\n"
+                     "         [--vllm-metric-names true|false (false; true: also export vllm:num_requests_{running,waiting}, vllm:kv_cache_usage_perc)]\n"
                      "Memory: on cuda the KV pool gets what the budget min(F x total, free) leaves after the weights,\n"
                      "the workspace and (max-running + spare-slots) state slots; on cpu the defaults (8 running, 8 spare,\n"
                      "1024 KV blocks) are checked against host RAM, and --gpu-memory-utilization sizes the pool there too.\n"

@@ -16,7 +16,7 @@ double seconds_between(sched::Clock::time_point a, sched::Clock::time_point b) {
 
 WorkerCore::WorkerCore(const WorkerOptions& opt, std::unique_ptr<sched::EngineLoop> loop, metrics::Registry& registry,
                        trace::Tracer* tracer)
-    : opt_(opt), tracer_(tracer), max_seq_len_(loop->max_seq_len()), metrics_(registry) {
+    : opt_(opt), tracer_(tracer), max_seq_len_(loop->max_seq_len()), metrics_(registry, opt.vllm_metric_names) {
     engine_ = std::make_unique<EngineThread>(std::move(loop), [this](sched::EngineLoop& l) { after_work(l); });
     engine_->post([](sched::EngineLoop&) {});  // publish the first digest
 }

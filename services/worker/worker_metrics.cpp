@@ -5,7 +5,7 @@ namespace {
 constexpr const char* kRequestsHelp = "Requests finished, by gRPC status.";
 }  // namespace
 
-WorkerMetrics::WorkerMetrics(metrics::Registry& r) : reg_(r) {
+WorkerMetrics::WorkerMetrics(metrics::Registry& r, bool vllm_names) : reg_(r) {
     using metrics::kRequestTimeBuckets;
     ttft_ = &r.histogram("deltagate_time_to_first_token_seconds", "Time from arrival at the worker to the first sampled token.",
                          metrics::kTtftBuckets);
@@ -29,18 +29,20 @@ WorkerMetrics::WorkerMetrics(metrics::Registry& r) : reg_(r) {
     waiting_ = &r.gauge("deltagate_num_requests_waiting", "Sequences waiting for admission (new or preempted).");
     kv_used_ = &r.gauge("deltagate_kv_blocks_used", "KV blocks referenced by running sequences or checkpoints.");
     kv_cached_ = &r.gauge("deltagate_kv_blocks_cached", "Unreferenced KV blocks kept for prefix reuse (evictable).");
-    kv_total_ = &r.gauge("deltagate_kv_blocks_total", "KV blocks in the pool.");
+    kv_total_ = &r.gauge("deltagate_kv_blocks_capacity", "KV blocks in the pool (used + cached + free).");
     kv_usage_ = &r.gauge("deltagate_kv_cache_usage_ratio", "Referenced KV blocks / all KV blocks (0-1).");
     slots_used_ = &r.gauge("deltagate_state_slots_used", "Recurrent-state slots held by running sequences.");
-    slots_total_ = &r.gauge("deltagate_state_slots_total", "Recurrent-state slots for running sequences.");
+    slots_total_ = &r.gauge("deltagate_state_slots_capacity", "Recurrent-state slots for running sequences (used + free).");
     ckpt_device_ = &r.gauge("deltagate_state_checkpoints", "State checkpoints held, by tier.", {{"tier", "device"}});
     ckpt_host_ = &r.gauge("deltagate_state_checkpoints", "State checkpoints held, by tier.", {{"tier", "host"}});
     host_bytes_ = &r.gauge("deltagate_host_cache_bytes", "Bytes of state checkpoints in host RAM.");
     host_budget_ = &r.gauge("deltagate_host_cache_budget_bytes", "Byte budget of the host-RAM checkpoint tier.");
     draining_ = &r.gauge("deltagate_draining", "1 while the worker drains (refuses new requests).");
-    vllm_running_ = &r.gauge("vllm:num_requests_running", "Alias of deltagate_num_requests_running for vLLM-aware tooling.");
-    vllm_waiting_ = &r.gauge("vllm:num_requests_waiting", "Alias of deltagate_num_requests_waiting for vLLM-aware tooling.");
-    vllm_kv_usage_ = &r.gauge("vllm:kv_cache_usage_perc", "Alias of deltagate_kv_cache_usage_ratio (0-1) for vLLM-aware tooling.");
+    if (vllm_names) {
+        vllm_running_ = &r.gauge("vllm:num_requests_running", "Alias of deltagate_num_requests_running for vLLM-aware tooling.");
+        vllm_waiting_ = &r.gauge("vllm:num_requests_waiting", "Alias of deltagate_num_requests_waiting for vLLM-aware tooling.");
+        vllm_kv_usage_ = &r.gauge("vllm:kv_cache_usage_perc", "Alias of deltagate_kv_cache_usage_ratio (0-1) for vLLM-aware tooling.");
+    }
     // The ok series exists from the start so that rate() has a baseline.
     reg_.counter("deltagate_requests_total", kRequestsHelp, {{"status", "ok"}});
 }
@@ -78,9 +80,11 @@ void WorkerMetrics::digest(const sched::LoadDigest& d, bool draining) {
     host_bytes_->set(double(d.host_bytes));
     host_budget_->set(double(d.host_budget));
     draining_->set(draining ? 1 : 0);
-    vllm_running_->set(d.running);
-    vllm_waiting_->set(d.waiting);
-    vllm_kv_usage_->set(usage);
+    if (vllm_running_) {
+        vllm_running_->set(d.running);
+        vllm_waiting_->set(d.waiting);
+        vllm_kv_usage_->set(usage);
+    }
 }
 
 }  // namespace dg::worker

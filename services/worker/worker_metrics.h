@@ -12,7 +12,9 @@ namespace dg::worker {
 
 class WorkerMetrics {
 public:
-    explicit WorkerMetrics(metrics::Registry& reg);
+    // vllm_names: also export vLLM's `vllm:` gauges for vLLM-aware autoscalers (opt-in: Prometheus reserves
+    // ':' for recording rules, so `promtool check metrics` flags them).
+    WorkerMetrics(metrics::Registry& reg, bool vllm_names);
 
     // A request ended with this gRPC status ("ok", "cancelled", ... see convert.h code_label).
     void request_finished(const char* status);
@@ -30,7 +32,7 @@ private:
     metrics::Counter *cache_queries_, *cache_hits_device_, *cache_hits_host_;
     metrics::Gauge *running_, *waiting_, *kv_used_, *kv_cached_, *kv_total_, *kv_usage_, *slots_used_, *slots_total_;
     metrics::Gauge *ckpt_device_, *ckpt_host_, *host_bytes_, *host_budget_, *draining_;
-    metrics::Gauge *vllm_running_, *vllm_waiting_, *vllm_kv_usage_;
+    metrics::Gauge *vllm_running_ = nullptr, *vllm_waiting_ = nullptr, *vllm_kv_usage_ = nullptr;
 };
 
 }  // namespace dg::worker

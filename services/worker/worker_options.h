@@ -34,6 +34,7 @@ struct WorkerOptions {
     int32_t max_queue = 256;              // waiting sequences before RESOURCE_EXHAUSTED (0 = unbounded)
     int32_t load_publish_ms = 10;         // the engine recomputes the load digest at most this often
     int32_t default_watch_interval_ms = 100;  // WatchLoad with interval_ms = 0
+    bool vllm_metric_names = false;       // also export vllm:num_requests_{running,waiting}, vllm:kv_cache_usage_perc
 };
 
 }  // namespace dg::worker

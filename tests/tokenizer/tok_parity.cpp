@@ -3,6 +3,11 @@
 // reports single-core encode throughput.
 //
 //   tok_parity --tokenizer T --corpus C.jsonl [--expected E.jsonl] [--bench] [--departures D.json]
+//              [--decode-cases D.jsonl --pad-rows N --work DIR]
+//
+// --decode-cases: writes T's vocabulary into a GGUF padded to N rows as make-model does ("[PAD{id}]" rows of
+// type unused), loads it back, and checks decode and streaming decode of each case's ids (ref_decode.js)
+// against the JS port's decode of the same ids, with and without special tokens.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -12,6 +17,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/formats/gguf.h"
+#include "engine/tokenizer/detokenize.h"
+#include "engine/tokenizer/gguf_vocab.h"
 #include "engine/tokenizer/pretokenize.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/unicode.h"
@@ -42,6 +50,56 @@ static std::vector<std::string> pieces(PreTokenizer pre, const std::string& text
     std::vector<std::string> out;
     for (auto& p : ps) out.push_back(text.substr(p.begin, p.end - p.begin));
     return out;
+}
+
+// Streams ids one by one through the streaming detokenizer, as the worker does, and returns all the text.
+static std::string stream_decode(const Tokenizer& tok, const std::vector<int32_t>& ids, bool skip_special) {
+    StreamDecoder sd(tok, {.stop = {}, .skip_special = skip_special});
+    std::string out;
+    for (int32_t id : ids) {
+        auto d = sd.push(id);
+        if (!d.ok()) return "<error: " + std::string(d.status().message()) + ">";
+        out += *d;
+    }
+    return out + sd.finish();
+}
+
+static int check_decode_cases(const Tokenizer& json_tok, std::map<std::string, std::string>& flags) {
+    if (!flags.count("--pad-rows") || !flags.count("--work")) {
+        std::printf("--decode-cases needs --pad-rows and --work\n");
+        return 1;
+    }
+    dg::GgufWriter w;
+    if (auto st = add_tokenizer_to_gguf(json_tok, w, std::stoll(flags["--pad-rows"])); !st.ok()) {
+        std::printf("%s\n", st.ToString().c_str());
+        return 1;
+    }
+    const std::string path = flags["--work"] + "/padded_vocab.gguf";
+    auto padded = w.write(path).ok() ? load_tokenizer(path) : absl::InternalError("cannot write " + path);
+    if (!padded.ok()) {
+        std::printf("%s\n", padded.status().ToString().c_str());
+        return 1;
+    }
+    const Tokenizer& tok = **padded;
+    size_t n = 0, bad = 0;
+    for (const auto& line : read_lines(flags["--decode-cases"])) {
+        json c = json::parse(line);
+        auto ids = c["ids"].get<std::vector<int32_t>>();
+        const std::string want = c["text"].get<std::string>(), want_skip = c["text_skip"].get<std::string>();
+        auto got = tok.decode(ids);
+        auto got_skip = tok.decode(ids, {.skip_special = true});
+        const std::string streamed = stream_decode(tok, ids, false), streamed_skip = stream_decode(tok, ids, true);
+        ++n;
+        bool ok = got.ok() && *got == want && got_skip.ok() && *got_skip == want_skip && streamed == want &&
+                  streamed_skip == want_skip;
+        if (!ok && ++bad <= 5)
+            std::printf("DECODE MISMATCH ids %s\n  js:       %s\n  decode:   %s\n  streamed: %s\n", json(ids).dump().c_str(),
+                        json(want).dump().c_str(), json(got.ok() ? *got : got.status().ToString()).dump().c_str(),
+                        json(streamed).dump().c_str());
+    }
+    std::printf("decode: %zu of %zu id sequences with padding ids decode and stream as the JS port decodes them "
+                "(vocabulary %d padded to %d rows)\n", n - bad, n, json_tok.vocab_size(), tok.vocab_size());
+    return bad || n == 0 ? 1 : 0;
 }
 
 int main(int argc, char** argv) {
@@ -156,5 +214,6 @@ int main(int argc, char** argv) {
             failures += ok ? 0 : 1;
         }
     }
+    if (flags.count("--decode-cases")) failures += check_decode_cases(tok, flags);
     return failures ? 1 : 0;
 }

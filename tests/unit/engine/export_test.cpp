@@ -31,7 +31,7 @@ ModelConfig small_config(bool moe) {
 }
 
 std::vector<float> run_all(const std::string& path, const std::vector<int32_t>& toks) {
-    auto r = Runner::open(path, BackendKind::kCpu, RunnerOptions{DType::F32});
+    auto r = Runner::open(path, BackendKind::kCpuExact, RunnerOptions{DType::F32});
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) return {};
     auto s = (*r)->new_sequence();

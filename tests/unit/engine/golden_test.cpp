@@ -29,7 +29,7 @@ class GoldenTest : public ::testing::TestWithParam<Param> {
 protected:
     std::unique_ptr<Runner> open(RunnerOptions opt = {}) {
         opt.kv_type = opt.kv_type == DType::F16 ? DType::F32 : opt.kv_type;  // exact KV unless asked
-        auto r = Runner::open(fixture_dir(GetParam().fixture) + "/" + GetParam().file, BackendKind::kCpu, opt);
+        auto r = Runner::open(fixture_dir(GetParam().fixture) + "/" + GetParam().file, BackendKind::kCpuExact, opt);
         EXPECT_TRUE(r.ok()) << r.status();
         return r.ok() ? std::move(*r) : nullptr;
     }

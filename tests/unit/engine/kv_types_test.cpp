@@ -16,7 +16,7 @@ TEST(KvTypesTest, EveryKvTypeStaysCloseToReference) {
              {DType::F32, 1e-3}, {DType::F16, 5e-3}, {DType::BF16, 3e-2}, {DType::Q8_0, 3e-2}, {DType::Q4_0, 0.25}}) {
         RunnerOptions opt;
         opt.kv_type = type;
-        auto r = Runner::open(testing::fixture_dir("dense") + "/hf", BackendKind::kCpu, opt);
+        auto r = Runner::open(testing::fixture_dir("dense") + "/hf", BackendKind::kCpuExact, opt);
         ASSERT_TRUE(r.ok()) << r.status();
         auto s = (*r)->new_sequence();
         auto l = (*r)->feed(*s, c.tokens, true);
@@ -30,7 +30,7 @@ TEST(KvTypesTest, EveryKvTypeStaysCloseToReference) {
 TEST(KvTypesTest, IncompatibleKvTypeIsAClearError) {
     RunnerOptions opt;
     opt.kv_type = DType::Q4_K;  // 256-value blocks: head_dim 32 cannot hold one
-    auto r = Runner::open(testing::fixture_dir("dense") + "/hf", BackendKind::kCpu, opt);
+    auto r = Runner::open(testing::fixture_dir("dense") + "/hf", BackendKind::kCpuExact, opt);
     ASSERT_FALSE(r.ok());
     EXPECT_NE(std::string(r.status().message()).find("KV cache type q4_k"), std::string::npos) << r.status();
 }

@@ -78,7 +78,7 @@ TEST_P(CudaModel, MatchesGoldenAndCpu) {
     RunnerOptions opt;
     opt.kv_type = p.kv;
     auto gpu = Runner::open(path, BackendKind::kCuda, opt);
-    auto cpu = Runner::open(path, BackendKind::kCpu, opt);
+    auto cpu = Runner::open(path, BackendKind::kCpuExact, opt);
     ASSERT_TRUE(gpu.ok() && cpu.ok()) << gpu.status() << cpu.status();
     auto g = testing::load_golden(p.fixture);
     const double tol = p.kv == DType::F32 ? 1e-3 : 3e-2;

@@ -28,7 +28,7 @@ TEST(CudaDeviceErrors, OutOfMemoryMidStepFailsTheStepOnly) {
     DeviceSizeGuard guard;
     const std::string path = testing::fixture_dir("dense") + "/hf";
     auto gpu = Runner::open(path, BackendKind::kCuda);
-    auto cpu = Runner::open(path, BackendKind::kCpu);
+    auto cpu = Runner::open(path, BackendKind::kCpuExact);
     ASSERT_TRUE(gpu.ok() && cpu.ok()) << gpu.status() << cpu.status();
     std::vector<int32_t> prompt(120);
     std::iota(prompt.begin(), prompt.end(), 3);

@@ -336,7 +336,7 @@ TEST(GdnKernels, BackendDispatchMatchesCpuBackend) {
     layout.n_state_slots = p.n_slots;
     std::vector<float> o[2], st[2];
     for (int k = 0; k < 2; ++k) {
-        auto be = make_backend(k == 0 ? BackendKind::kCpu : BackendKind::kCuda);
+        auto be = make_backend(k == 0 ? BackendKind::kCpuExact : BackendKind::kCuda);
         ASSERT_TRUE(be.ok()) << be.status();
         Backend& B = **be;
         ASSERT_TRUE(B.prepare_weights(mw).ok());

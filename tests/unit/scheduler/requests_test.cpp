@@ -64,7 +64,7 @@ TEST(BadInput, BadEngineOptions) {
     ASSERT_TRUE(w.ok());
     SchedulerOptions o;
     o.token_budget = 0;
-    auto l = EngineLoop::create(std::move(*w), BackendKind::kCpu, {}, o);
+    auto l = EngineLoop::create(std::move(*w), BackendKind::kCpuExact, {}, o);
     EXPECT_EQ(l.status().code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -22,7 +22,7 @@ inline std::string fixture_path(const std::string& name) {
 // Greedy tokens of a cold run: the prompt in one piece, then one token per step.
 inline std::vector<int32_t> cold_greedy(const std::string& fixture, const std::vector<int32_t>& prompt,
                                         int32_t n_tokens, DType kv = DType::F32,
-                                        BackendKind backend = BackendKind::kCpu) {
+                                        BackendKind backend = BackendKind::kCpuExact) {
     RunnerOptions ro;
     ro.kv_type = kv;
     ro.max_seqs = 1;
@@ -62,7 +62,7 @@ struct Outcome {
 class Harness {
 public:
     Harness(const std::string& fixture, CacheOptions cache, SchedulerOptions opt,
-            BackendKind backend = BackendKind::kCpu)
+            BackendKind backend = BackendKind::kCpuExact)
         : fixture_(fixture) {
         auto w = load_model(fixture_path(fixture));
         EXPECT_TRUE(w.ok()) << w.status();

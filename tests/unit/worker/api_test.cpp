@@ -75,7 +75,7 @@ TEST(Api, GetInfo) {
     pb::WorkerInfo info;
     ASSERT_TRUE(w.stub->GetInfo(&ctx, pb::GetInfoRequest(), &info).ok());
     EXPECT_EQ(info.vocab_size(), 256);
-    EXPECT_EQ(info.backend(), "cpu");
+    EXPECT_EQ(info.backend(), "cpu-exact");
     EXPECT_EQ(info.kv_type(), "f32");
     EXPECT_EQ(info.kv_blocks(), 256);
     EXPECT_EQ(info.max_running(), 4);
@@ -207,7 +207,7 @@ TEST(Api, MetricsScrapedOverHttp) {
     EXPECT_FALSE(std::isnan(s.get("deltagate_prefix_cache_hits_total", {{"tier", "host"}})));
     EXPECT_EQ(s.get("deltagate_num_requests_running"), 0);
     EXPECT_EQ(s.get("deltagate_num_requests_waiting"), 0);
-    EXPECT_EQ(s.get("deltagate_kv_blocks_total"), 256);
+    EXPECT_EQ(s.get("deltagate_kv_blocks_capacity"), 256);
     EXPECT_FALSE(std::isnan(s.get("deltagate_kv_blocks_used")));
     EXPECT_EQ(s.get("deltagate_state_slots_used"), 0);
     EXPECT_FALSE(std::isnan(s.get("vllm:num_requests_waiting")));

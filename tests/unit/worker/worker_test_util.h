@@ -42,9 +42,10 @@ inline void record(const pb::GenerateEvent& e, Result* r) {
 inline WorkerOptions test_options(const std::string& fixture = "dense") {
     WorkerOptions o;
     o.model_path = fixture_path(fixture);
-    o.backend = BackendKind::kCpu;
+    o.backend = BackendKind::kCpuExact;
     o.listen = "127.0.0.1:0";
     o.metrics_listen = "127.0.0.1:0";
+    o.vllm_metric_names = true;  // api_test reads the vllm: aliases too
     o.cache.kv_type = DType::F32;  // the cold reference runs f32 KV
     o.cache.n_blocks = 256;
     o.sched.max_running = 4;

@@ -1,0 +1,57 @@
+// The serving matmul (the default CPU backend; `cpu-exact` keeps matmul.cpp's f32 oracle): for quantised
+// weights, each token's activations are quantised once per call to 8-bit blocks (quant_dot.h) and every
+// weight row is dotted with them in integers, whole blocks at a time, with the widest kernel the CPU
+// has. Rows are split over the thread pool; a row is read once per call and reused from L1 for every
+// token of a prefill tile. A token's result does not depend on the other tokens of the call (same
+// quantisation, same kernel), so batched == single and prefill == decode for each row.
+// Weights without a quantised kernel (f32, f16, bf16) take the oracle's path, which is already a
+// vectorised fused dot.
+#include <algorithm>
+#include <vector>
+
+#include "engine/cpu/ops.h"
+#include "engine/cpu/parallel.h"
+#include "engine/cpu/quant_dot.h"
+
+namespace dg::cpu {
+
+void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y) {
+    const int64_t in = W.cols, out = W.rows;
+    const QuantDotFn dot = quant_dot_kernel(W.type, best_quant_isa());
+    if (!dot || in % kActBlock != 0) return matmul(x, n, W, y);
+    // Reused across calls on the calling thread: a decode step makes hundreds of these.
+    thread_local std::vector<int8_t> q;
+    thread_local std::vector<float> d;
+    thread_local std::vector<int32_t> s;
+    const int64_t nb = in / kActBlock;
+    q.resize(size_t(n) * in);
+    d.resize(size_t(n) * nb);
+    s.resize(size_t(n) * nb);
+    quantize_act_rows(x, n, in, q.data(), d.data(), s.data());
+    const int8_t* qp = q.data();
+    const float* dp = d.data();
+    const int32_t* sp = s.data();
+    auto act = [&](int64_t t) { return Q8Row{qp + t * in, dp + t * nb, sp + t * nb}; };
+    const QuantDotTileFn tile = n > 1 ? quant_dot_tile_kernel(W.type, best_quant_isa()) : nullptr;
+    parallel_for(out, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const uint8_t* row = W.row(r);
+            if (!tile) {
+                for (int32_t t = 0; t < n; ++t) y[int64_t(t) * out + r] = dot(row, act(t), in);
+                continue;
+            }
+            // Prefill: the row's blocks are unpacked once per tile of kTokTile tokens (the row itself stays
+            // in L1 across tiles); the tile kernel's per-token result equals the decode kernel's.
+            for (int32_t t = 0; t < n; t += kTokTile) {
+                const int ntok = std::min<int32_t>(kTokTile, n - t);
+                Q8Row xs[kTokTile];
+                float o[kTokTile];
+                for (int k = 0; k < ntok; ++k) xs[k] = act(t + k);
+                tile(row, xs, ntok, in, o);
+                for (int k = 0; k < ntok; ++k) y[int64_t(t + k) * out + r] = o[k];
+            }
+        }
+    }, 16);
+}
+
+}  // namespace dg::cpu

@@ -1,0 +1,202 @@
+// Activation quantisation, the scalar reference kernels (the definition of each dot, used on CPUs without
+// AVX2 and as the SIMD kernels' reference in tests) and run-time selection of the SIMD ones.
+#include "engine/cpu/quant_dot.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/formats/quant_blocks.h"
+
+namespace dg::cpu {
+
+void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+    const int64_t nb = n / kActBlock;
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const float* xb = x + r * n + b * kActBlock;
+            int8_t* qb_out = q + r * n + b * kActBlock;
+            float amax = 0.f;
+            for (int i = 0; i < kActBlock; ++i) amax = std::max(amax, std::fabs(xb[i]));
+            const float scale = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
+            int32_t sum = 0;
+            for (int i = 0; i < kActBlock; ++i) {
+                const int v = int(std::nearbyint(xb[i] * inv));  // |v| <= 127: round to nearest, ties to even
+                qb_out[i] = int8_t(v);
+                sum += v;
+            }
+            d[r * nb + b] = scale;
+            s[r * nb + b] = sum;
+        }
+    }
+}
+
+namespace {
+
+// ---- scalar reference: one float per block (weight scale x activation scale x integer dot), added in order
+
+float ref_q8_0(const uint8_t* row, const Q8Row& x, int64_t n) {
+    float acc = 0.f;
+    for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* p = row + 34 * b;
+        const int8_t* w = reinterpret_cast<const int8_t*>(p + qb::kQ8_0_Qs);
+        int32_t isum = 0;
+        for (int i = 0; i < 32; ++i) isum += int32_t(w[i]) * x.q[32 * b + i];
+        acc += qb::load_f16(p) * x.d[b] * float(isum);
+    }
+    return acc;
+}
+
+float ref_q4_0(const uint8_t* row, const Q8Row& x, int64_t n) {
+    float acc = 0.f;
+    for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* p = row + 18 * b;
+        int32_t isum = 0;
+        for (int i = 0; i < 16; ++i) {
+            isum += ((p[2 + i] & 0xF) - 8) * x.q[32 * b + i];
+            isum += ((p[2 + i] >> 4) - 8) * x.q[32 * b + 16 + i];
+        }
+        acc += qb::load_f16(p) * x.d[b] * float(isum);
+    }
+    return acc;
+}
+
+float ref_q4_1(const uint8_t* row, const Q8Row& x, int64_t n) {
+    float acc = 0.f;
+    for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* p = row + 20 * b;
+        int32_t isum = 0;
+        for (int i = 0; i < 16; ++i) {
+            isum += (p[4 + i] & 0xF) * x.q[32 * b + i];
+            isum += (p[4 + i] >> 4) * x.q[32 * b + 16 + i];
+        }
+        acc += qb::load_f16(p) * x.d[b] * float(isum) + qb::load_f16(p + 2) * x.d[b] * float(x.s[b]);
+    }
+    return acc;
+}
+
+// Q4_K and Q5_K: 8 sub-blocks of 32 with a 6-bit scale and min each; Q5_K adds a fifth bit from qh.
+template <bool kQ5>
+float ref_qk(const uint8_t* row, const Q8Row& x, int64_t n) {
+    constexpr int kBytes = kQ5 ? 176 : 144, kQs = kQ5 ? qb::kQ5_K_Qs : qb::kQ4_K_Qs;
+    float acc = 0.f;
+    for (int64_t sb = 0; sb < n / 256; ++sb) {
+        const uint8_t* p = row + kBytes * sb;
+        const float d = qb::load_f16(p), dmin = qb::load_f16(p + 2);
+        for (int j = 0; j < 8; ++j) {
+            uint8_t sc, mn;
+            qb::scale_min_k4(j, p + 4, &sc, &mn);
+            const uint8_t* q = p + kQs + 32 * (j / 2);
+            int32_t isum = 0;
+            for (int l = 0; l < 32; ++l) {
+                int v = j % 2 ? q[l] >> 4 : q[l] & 0xF;
+                if (kQ5) v |= ((p[qb::kQ5_K_Qh + l] >> j) & 1) << 4;
+                isum += v * x.q[256 * sb + 32 * j + l];
+            }
+            const int64_t b = 8 * sb + j;
+            acc += d * sc * x.d[b] * float(isum) - dmin * mn * x.d[b] * float(x.s[b]);
+        }
+    }
+    return acc;
+}
+
+float ref_q6_k(const uint8_t* row, const Q8Row& x, int64_t n) {
+    float acc = 0.f;
+    for (int64_t sb = 0; sb < n / 256; ++sb) {
+        const uint8_t* p = row + 210 * sb;
+        const float d = qb::load_f16(p + qb::kQ6_K_D);
+        const int8_t* sc = reinterpret_cast<const int8_t*>(p + qb::kQ6_K_Sc);
+        for (int j = 0; j < 8; ++j) {
+            const int h = j / 4, k = j % 4;
+            const uint8_t* ql = p + qb::kQ6_K_Ql + 64 * h + 32 * (k % 2);
+            const uint8_t* qh = p + qb::kQ6_K_Qh + 32 * h;
+            int32_t isum = 0;
+            for (int l = 0; l < 32; ++l) {
+                const int v = ((k < 2 ? ql[l] & 0xF : ql[l] >> 4) | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
+                isum += sc[2 * j + l / 16] * v * x.q[256 * sb + 32 * j + l];
+            }
+            acc += d * x.d[8 * sb + j] * float(isum);
+        }
+    }
+    return acc;
+}
+
+QuantDotFn ref_kernel(DType t) {
+    switch (t) {
+        case DType::Q8_0: return ref_q8_0;
+        case DType::Q4_0: return ref_q4_0;
+        case DType::Q4_1: return ref_q4_1;
+        case DType::Q4_K: return ref_qk<false>;
+        case DType::Q5_K: return ref_qk<true>;
+        case DType::Q6_K: return ref_q6_k;
+        default: return nullptr;
+    }
+}
+
+}  // namespace
+
+// ---- SIMD kernels: the same source compiled for two targets (quant_dot_x86.inc)
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace avx2 {
+#define DG_QD_VNNI 0
+#include "engine/cpu/quant_dot_x86.inc"
+#undef DG_QD_VNNI
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")
+namespace vnni {
+#define DG_QD_VNNI 1
+#include "engine/cpu/quant_dot_x86.inc"
+#undef DG_QD_VNNI
+}  // namespace vnni
+#pragma GCC pop_options
+
+QuantIsa best_quant_isa() {
+    static const QuantIsa isa = [] {
+        __builtin_cpu_init();
+        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return QuantIsa::kScalar;
+        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512bw"))
+            return QuantIsa::kAvx512Vnni;
+        return QuantIsa::kAvx2;
+    }();
+    return isa;
+}
+
+const char* quant_isa_name(QuantIsa isa) {
+    switch (isa) {
+        case QuantIsa::kScalar: return "scalar";
+        case QuantIsa::kAvx2: return "avx2";
+        case QuantIsa::kAvx512Vnni: return "avx512-vnni";
+    }
+    return "?";
+}
+
+QuantDotTileFn quant_dot_tile_kernel(DType type, QuantIsa isa) {
+    if (isa > best_quant_isa()) return nullptr;
+    switch (isa) {
+        case QuantIsa::kScalar: return nullptr;
+        case QuantIsa::kAvx2: return avx2::tile_kernel(type);
+        case QuantIsa::kAvx512Vnni: return vnni::tile_kernel(type);
+    }
+    return nullptr;
+}
+
+bool has_quant_kernel(DType type) { return ref_kernel(type) != nullptr; }
+
+QuantDotFn quant_dot_kernel(DType type, QuantIsa isa) {
+    if (isa > best_quant_isa()) return nullptr;  // the CPU would fault on its instructions
+    switch (isa) {
+        case QuantIsa::kScalar: return ref_kernel(type);
+        case QuantIsa::kAvx2: return avx2::kernel(type);
+        case QuantIsa::kAvx512Vnni: return vnni::kernel(type);
+    }
+    return nullptr;
+}
+
+}  // namespace dg::cpu

@@ -1,0 +1,218 @@
+// engine/cpu/quant_dot + matmul_fast, the CPU fast path, against independent references:
+// * every kernel (scalar, AVX2, AVX-512 VNNI where the CPU has it) against a double-precision dot of the
+//   formats library's dequantised weights with the dequantised activations: the same product, computed
+//   without any of the kernels' integer tricks;
+// * matmul_fast against the exact f32 oracle (matmul): the normalised error of the activation rounding,
+//   printed per type and bounded;
+// * batched == single, bit for bit (each token's activations are quantised on their own, and the prefill
+//   tile kernels of Q8_0, Q4_K and Q6_K - 5 tokens: a tile of 4 and one of 1 - equal the decode kernels);
+// * a whole quantised model (q8_0, q4_k_m, ..., and an MoE one) on the fast backend against the oracle backend: the
+//   normalised logit error printed per type and bounded, and greedy agreement wherever the oracle's
+//   top-2 margin is larger than the fast path's error could bridge.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/cpu/ops.h"
+#include "engine/cpu/quant_dot.h"
+#include "engine/formats/dtype.h"
+#include "engine/model_export.h"
+#include "engine/model_source.h"
+#include "engine/runner.h"
+
+namespace dg {
+namespace {
+
+using cpu::QuantIsa;
+
+const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+std::vector<float> normal(size_t n, std::mt19937& rng, float scale = 1.f) {
+    std::normal_distribution<float> nd(0.f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = nd(rng);
+    return v;
+}
+
+std::vector<uint8_t> quantized(DType t, const std::vector<float>& w, int64_t rows, int64_t cols) {
+    const uint64_t rb = *row_bytes(t, cols);
+    std::vector<uint8_t> out(rb * rows);
+    for (int64_t r = 0; r < rows; ++r) quantize_row(t, w.data() + r * cols, out.data() + r * rb, cols);
+    return out;
+}
+
+TEST(CpuQuantDot, EveryKernelEqualsTheDequantisedProduct) {
+    std::mt19937 rng(42);
+    const int64_t n = 1024;  // four K-quant super-blocks
+    std::vector<float> x = normal(n, rng);
+    x[5] = 40.f;             // one outlier block
+    for (int i = 64; i < 96; ++i) x[i] = 0.f;  // an all-zero block (scale 0)
+    std::vector<int8_t> q(n);
+    std::vector<float> d(n / 32);
+    std::vector<int32_t> s(n / 32);
+    cpu::quantize_act_rows(x.data(), 1, n, q.data(), d.data(), s.data());
+    const cpu::Q8Row act{q.data(), d.data(), s.data()};
+    std::printf("quant dot kernels: best ISA on this CPU: %s\n", cpu::quant_isa_name(cpu::best_quant_isa()));
+    for (DType t : kTypes) {
+        const std::vector<float> w = normal(4 * n, rng, 0.05f);
+        const std::vector<uint8_t> rows = quantized(t, w, 4, n);
+        const uint64_t rb = *row_bytes(t, n);
+        for (int64_t r = 0; r < 4; ++r) {
+            std::vector<float> wd(n);
+            dequantize_row(t, rows.data() + r * rb, wd.data(), n);
+            double want = 0, mag = 0;
+            for (int64_t i = 0; i < n; ++i) {
+                const double xi = double(q[i]) * d[i / 32];
+                want += double(wd[i]) * xi;
+                mag += std::fabs(double(wd[i]) * xi);
+            }
+            for (QuantIsa isa : {QuantIsa::kScalar, QuantIsa::kAvx2, QuantIsa::kAvx512Vnni}) {
+                auto fn = cpu::quant_dot_kernel(t, isa);
+                if (isa > cpu::best_quant_isa()) {
+                    EXPECT_EQ(fn, nullptr);
+                    continue;
+                }
+                ASSERT_NE(fn, nullptr) << dtype_info(t).name;
+                const float got = fn(rows.data() + r * rb, act, n);
+                // f32 accumulation of ~n/32 block terms: a few ulps of the magnitude.
+                EXPECT_NEAR(got, want, 2e-6 * mag + 1e-30)
+                    << dtype_info(t).name << " " << cpu::quant_isa_name(isa) << " row " << r;
+            }
+        }
+    }
+    for (DType t : {DType::F32, DType::F16, DType::BF16}) EXPECT_FALSE(cpu::has_quant_kernel(t));
+}
+
+TEST(CpuQuantDot, FastMatmulAgainstTheOracle) {
+    std::mt19937 rng(7);
+    const int64_t rows = 192, cols = 1536;
+    const int32_t n = 5;
+    const std::vector<float> x = normal(size_t(n) * cols, rng);
+    for (DType t : kTypes) {
+        const std::vector<uint8_t> data = quantized(t, normal(rows * cols, rng, 0.05f), rows, cols);
+        const Matrix W{t, rows, cols, data.data(), *row_bytes(t, cols)};
+        std::vector<float> exact(size_t(n) * rows), fast(size_t(n) * rows);
+        cpu::matmul(x.data(), n, W, exact.data());
+        cpu::matmul_fast(x.data(), n, W, fast.data());
+        double num = 0, den = 0;
+        for (size_t i = 0; i < exact.size(); ++i) {
+            num += (fast[i] - exact[i]) * double(fast[i] - exact[i]);
+            den += double(exact[i]) * exact[i];
+        }
+        const double err = std::sqrt(num / den);
+        std::printf("matmul_fast %-5s vs oracle: normalised error %.2e (8-bit activation blocks of 32)\n",
+                    dtype_info(t).name, err);
+        // 8-bit rounding of normal activations: ~0.3-0.5% per product, partly averaging out.
+        EXPECT_LT(err, 1e-2) << dtype_info(t).name;
+        EXPECT_GT(err, 0.0) << dtype_info(t).name << ": the fast path did not run";
+        // A token's outputs do not depend on the others in the call.
+        for (int32_t tok = 0; tok < n; ++tok) {
+            std::vector<float> one(rows);
+            cpu::matmul_fast(x.data() + int64_t(tok) * cols, 1, W, one.data());
+            for (int64_t r = 0; r < rows; ++r)
+                ASSERT_EQ(one[r], fast[int64_t(tok) * rows + r]) << dtype_info(t).name << " token " << tok;
+        }
+    }
+}
+
+// Every input width a multiple of 256 so every type applies to every matrix.
+ModelConfig model_config(bool moe = false) {
+    ModelConfig c = *preset_config(moe ? "tiny-moe" : "tiny");
+    c.vocab_size = 512;
+    c.hidden = 256;
+    c.n_layers = 4;
+    c.is_attention = {false, false, false, true};
+    c.n_heads = 2, c.n_kv_heads = 1, c.head_dim = 128, c.rotary_dim = 32;
+    c.lin_k_heads = 2, c.lin_v_heads = 4, c.lin_k_dim = c.lin_v_dim = 64;
+    if (moe) c.n_experts = 4, c.n_experts_used = 2, c.expert_intermediate = 256, c.shared_intermediate = 256;
+    else c.intermediate = 512;
+    c.eos_ids = {511};
+    return c;
+}
+
+TEST(CpuQuantDot, QuantisedModelOnTheFastBackend) {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("dg_quant_dot_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    const ModelSource dense = random_model(model_config(), 11), moe = random_model(model_config(true), 11);
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 24; ++i) prompt.push_back((i * 53 + 5) % 500);
+    for (const char* type : {"q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k", "q6_k", "moe-q8_0", "moe-q4_k_m"}) {
+        const bool is_moe = std::string(type).rfind("moe-", 0) == 0;
+        const ModelSource& src = is_moe ? moe : dense;
+        GgufExportOptions opt;
+        opt.type = is_moe ? std::string(type).substr(4) : std::string(type);
+        const std::string path = (dir / (std::string(type) + ".gguf")).string();
+        ASSERT_TRUE(export_gguf(src, path, opt).ok()) << type;
+        auto exact = Runner::open(path, BackendKind::kCpuExact, RunnerOptions{DType::F32});
+        auto fast = Runner::open(path, BackendKind::kCpu, RunnerOptions{DType::F32});
+        ASSERT_TRUE(exact.ok() && fast.ok()) << type;
+        if (is_moe) {
+            // The MoE FFN op on one input: the router runs exactly in both, so the same experts are chosen
+            // and the difference is the experts' matmul rounding alone.
+            std::mt19937 rng(3);
+            const int32_t n = 6;
+            const std::vector<float> x = normal(size_t(n) * 256, rng);
+            for (const auto& layer : (*exact)->model().weights().layers) {
+                std::vector<float> ye(size_t(n) * 256), yf(size_t(n) * 256);
+                cpu::moe_ffn(x.data(), n, layer.moe, 2, ye.data(), cpu::matmul);
+                cpu::moe_ffn(x.data(), n, layer.moe, 2, yf.data(), cpu::matmul_fast);
+                double num = 0, den = 0;
+                for (size_t i = 0; i < ye.size(); ++i) num += (yf[i] - ye[i]) * double(yf[i] - ye[i]), den += double(ye[i]) * ye[i];
+                std::printf("moe_ffn %s (one layer) fast vs oracle: normalised error %.2e\n", type, std::sqrt(num / den));
+                EXPECT_LT(std::sqrt(num / den), 3e-2) << type;  // 1.2e-2 measured: two chained matmuls
+                EXPECT_GT(num, 0.0) << type << ": the experts did not take the fast path";
+                break;
+            }
+        }
+        ASSERT_EQ((*fast)->model().backend().name(), "cpu");
+        const int32_t se = *(*exact)->new_sequence(), sf = *(*fast)->new_sequence();
+        // Prefill, then greedy decode driven by the oracle's choice so both see the same tokens.
+        auto le = *(*exact)->feed(se, prompt, false);
+        auto lf = *(*fast)->feed(sf, prompt, false);
+        double worst = 0;
+        int compared = 0, agreed = 0;
+        for (int step = 0; step < 12; ++step) {
+            double num = 0, den = 0, max_abs = 0;
+            for (size_t i = 0; i < le.size(); ++i) {
+                const double e = double(lf[i]) - le[i];
+                num += e * e;
+                den += double(le[i]) * le[i];
+                max_abs = std::max(max_abs, std::fabs(e));
+            }
+            worst = std::max(worst, std::sqrt(num / den));
+            int top = 0, second = -1;
+            for (int i = 1; i < int(le.size()); ++i)
+                if (le[i] > le[top]) second = top, top = i;
+                else if (second < 0 || le[i] > le[second]) second = i;
+            int top_fast = 0;
+            for (int i = 1; i < int(lf.size()); ++i)
+                if (lf[i] > lf[top_fast]) top_fast = i;
+            if (le[top] - le[second] > 2 * max_abs) {  // the error cannot swap them: the choice must agree
+                ++compared;
+                agreed += top_fast == top;
+            }
+            const int32_t next = top;
+            le = *(*exact)->feed(se, {&next, 1}, false);
+            lf = *(*fast)->feed(sf, {&next, 1}, false);
+        }
+        std::printf("model %-6s fast vs oracle: worst normalised logit error %.2e over 13 positions; greedy "
+                    "agreement %d of %d positions with a clear margin\n", type, worst, agreed, compared);
+        // Measured 2.1e-2 (q5_k) .. 4.1e-2 (q4_1) on this random 4-layer model: the ~0.5% per-matmul
+        // rounding (above) compounds over the layers. The bound leaves room for other seeds and CPUs.
+        // MoE: upstream rounding flips near-tied routing choices of this random router, so whole experts
+        // differ (0.14 / 0.52 measured, also with the experts on the exact path): printed, not bounded;
+        // the op-level check above bounds the experts' own error.
+        if (!is_moe) EXPECT_LT(worst, 6e-2) << type;
+        EXPECT_EQ(agreed, compared) << type;
+    }
+    fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dg
