@@ -14,13 +14,9 @@ namespace {
 
 class CpuBackend final : public Backend {
 public:
-<<<<<<< HEAD
-    std::string name() const override { return "cpu"; }
-    std::string device_name() const override { return "host CPU"; }
-=======
     explicit CpuBackend(bool exact) : exact_(exact) {}
     std::string name() const override { return exact_ ? "cpu-exact" : "cpu"; }
->>>>>>> issue14-misc
+    std::string device_name() const override { return "host CPU"; }
 
     absl::StatusOr<float*> alloc_f32(int64_t n) override {
         float* p = new (std::nothrow) float[n];
