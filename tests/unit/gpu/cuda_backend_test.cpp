@@ -81,7 +81,9 @@ TEST_P(CudaModel, MatchesGoldenAndCpu) {
     auto cpu = Runner::open(path, BackendKind::kCpuExact, opt);
     ASSERT_TRUE(gpu.ok() && cpu.ok()) << gpu.status() << cpu.status();
     auto g = testing::load_golden(p.fixture);
-    const double tol = p.kv == DType::F32 ? 1e-3 : 3e-2;
+    // Against the reference's f32-KV logits, quantised KV costs what it costs the CPU backend: the bounds
+    // of tests/unit/engine/kv_types_test.cpp (CUDA vs CPU per KV type: backend_ops_test.cpp).
+    const double tol = p.kv == DType::F32 ? 1e-3 : p.kv == DType::F16 ? 5e-3 : p.kv == DType::Q4_0 ? 0.25 : 3e-2;
     for (const auto& c : g.cases) {
         auto s = (*gpu)->new_sequence();
         auto l = (*gpu)->feed(*s, c.tokens, true, 50);  // chunks of 50: prefill continuing from state
