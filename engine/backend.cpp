@@ -27,6 +27,16 @@ bool cuda_available() {
 #endif
 }
 
+bool cuda_emulated() {
+#ifdef DG_CUDA_EMU
+    return true;
+#else
+    return false;
+#endif
+}
+
+BackendKind default_backend_kind() { return cuda_available() && !cuda_emulated() ? BackendKind::kCuda : BackendKind::kCpu; }
+
 absl::StatusOr<std::unique_ptr<Backend>> make_backend(BackendKind kind) {
     if (kind == BackendKind::kCpu || kind == BackendKind::kCpuExact) return make_cpu_backend(kind == BackendKind::kCpuExact);
 #ifndef DELTAGATE_HAVE_CUDA

@@ -101,6 +101,10 @@ enum class BackendKind { kCpu, kCuda, kCpuExact };
 absl::StatusOr<BackendKind> backend_kind_from_name(const std::string& name);  // "cpu" | "cpu-exact" | "cuda"
 // CUDA without a GPU (or a build without CUDA) is a clear FailedPrecondition, never a silent CPU run.
 absl::StatusOr<std::unique_ptr<Backend>> make_backend(BackendKind kind);
-bool cuda_available();  // built with CUDA and a device is present
+bool cuda_available();  // built with CUDA and a device is present (the CPU emulation counts as one)
+bool cuda_emulated();   // the cuda backend is the CPU emulation (-DDELTAGATE_CUDA_EMU=ON)
+// The backend a command uses when none is named: cuda on a real GPU, else cpu. The emulation is never a
+// default: it runs the CUDA sources for testing, far slower than the CPU backend.
+BackendKind default_backend_kind();
 
 }  // namespace dg

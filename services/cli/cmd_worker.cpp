@@ -56,7 +56,7 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
     } else {
         DG_ASSIGN_OR_RETURN(o->model_path, default_model_path());
     }
-    o->backend = cuda_available() ? BackendKind::kCuda : BackendKind::kCpu;
+    o->backend = default_backend_kind();
     if (auto b = f.get("backend")) {
         DG_ASSIGN_OR_RETURN(o->backend, backend_kind_from_name(*b));
     }

@@ -43,7 +43,7 @@ absl::StatusOr<std::unique_ptr<Runner>> open_runner(const ParsedFlags& f, Runner
     } else {
         DG_ASSIGN_OR_RETURN(path, default_model_path());
     }
-    BackendKind kind = cuda_available() ? BackendKind::kCuda : BackendKind::kCpu;
+    BackendKind kind = default_backend_kind();
     if (auto b = f.get("backend")) {
         DG_ASSIGN_OR_RETURN(kind, backend_kind_from_name(*b));
     }
