@@ -25,6 +25,12 @@ std::string metadata(grpc::CallbackServerContext* ctx, const std::string& key) {
     return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
 }
 
+// "http" for requests the front's HTTP gateway (http_gateway.h) makes on behalf of an HTTP client, else
+// "grpc": the metrics' protocol label. Only a label, so a gRPC client that sets it fools nothing else.
+std::string protocol_of(grpc::CallbackServerContext* ctx) {
+    return metadata(ctx, "x-deltagate-protocol") == "http" ? "http" : "grpc";
+}
+
 std::string new_request_id() {
     thread_local std::mt19937_64 gen(std::random_device{}());
     return absl::StrCat("req-", trace::to_hex(trace::new_span_id()));
@@ -38,6 +44,7 @@ uint64_t random_seed() {
 // The server span and trace context of one RPC: continues the client's trace when it sent a valid
 // traceparent, else starts one. trace_id stays zero when the span is not sampled (nothing exported).
 void start_trace(FrontState& front, grpc::CallbackServerContext* ctx, const std::string& method, CallPlan& plan) {
+    plan.protocol = protocol_of(ctx);
     plan.incoming_traceparent = metadata(ctx, "traceparent");
     plan.incoming = trace::parse_traceparent(plan.incoming_traceparent);
     if (plan.incoming) plan.incoming->tracestate = metadata(ctx, "tracestate");
@@ -75,7 +82,7 @@ void reject_span(FrontState& front, CallPlan& plan, const grpc::Status& s) {
 
 // A stream rejected before it started: counted, its span closed, and a reactor that finishes with `s`.
 grpc::ServerWriteReactor<v1::GenerateResponse>* reject_stream(FrontState& front, CallPlan& plan, const grpc::Status& s) {
-    front.metrics().request_done(plan.rpc, status_code_name(int(s.error_code())));
+    front.metrics().request_done(plan.rpc, int(s.error_code()), plan.protocol);
     reject_span(front, plan, s);
     return new ErrorStream(s);
 }
@@ -152,7 +159,7 @@ grpc::Status InferenceService::check_auth(grpc::CallbackServerContext* ctx) cons
 
 grpc::ServerUnaryReactor* InferenceService::unary_done(grpc::CallbackServerContext* ctx, const char* rpc,
                                                        const grpc::Status& s) {
-    front_.metrics().request_done(rpc, status_code_name(int(s.error_code())));
+    front_.metrics().request_done(rpc, int(s.error_code()), protocol_of(ctx));
     auto* r = ctx->DefaultReactor();
     r->Finish(s);
     return r;
@@ -390,9 +397,9 @@ grpc::ServerUnaryReactor* InferenceService::Abort(grpc::CallbackServerContext* c
     for (auto& w : front_.pool().workers())
         if (w->healthy()) workers.push_back(std::move(w));
     auto* reactor = ctx->DefaultReactor();
-    auto finish = [this, reactor, resp, p] {
+    auto finish = [this, reactor, resp, p, protocol = protocol_of(ctx)] {
         resp->set_found(int32_t(p->found.size()));
-        front_.metrics().request_done("Abort", status_code_name(0));
+        front_.metrics().request_done("Abort", 0, protocol);
         reactor->Finish(grpc::Status::OK);
     };
     if (ids.empty() || workers.empty()) {
