@@ -30,5 +30,7 @@ done
 grep -q "1/1 workers ready" "$work/up.log" || { cat "$work/up.log"; exit 1; }
 grep -q "http:    http://127.0.0.1:$http/v1" "$work/up.log" || { echo "up did not print the HTTP URL"; cat "$work/up.log"; exit 1; }
 bash "$here/curl_sse.sh" "http://127.0.0.1:$http" "$key"
-NODE_PATH="$work/node_modules" node "$here/clients.mjs" "http://127.0.0.1:$http" "$key" \
+# ES modules resolve packages from the script's own folder: run a copy next to node_modules.
+cp "$here/clients.mjs" "$work/clients.mjs"
+node "$work/clients.mjs" "http://127.0.0.1:$http" "$key" \
   "http://127.0.0.1:$wmetrics/metrics" "http://127.0.0.1:$fmetrics/metrics"
