@@ -63,9 +63,11 @@ TEST(FrontCallLifetime, AbortRacesCompletionThousandsOfTimes) {
     int completed = 0, cancelled = 0, found = 0;
     for (int i = 0; i < kIterations; ++i) {
         const std::string id = "race-" + std::to_string(i);
-        std::atomic<bool> done{false};
-        // Abort the id over and over while its stream runs and after it ends, until its call is gone.
+        std::atomic<bool> go{i % 2 == 0}, done{false};
+        // Abort the id over and over until its stream has ended: from the start on even iterations (the
+        // abort wins), from the first token on odd ones (abort and completion race).
         std::thread aborter([&] {
+            while (!go.load() && !done.load()) std::this_thread::yield();
             while (!done.load()) found += int(front.abort_calls({id}).size());
             found += int(front.abort_calls({id}).size());
         });
@@ -75,8 +77,7 @@ TEST(FrontCallLifetime, AbortRacesCompletionThousandsOfTimes) {
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
         auto reader = stub->Generate(&ctx, req);
         v1::GenerateResponse msg;
-        while (reader->Read(&msg)) {
-        }
+        while (reader->Read(&msg)) go = true;
         const grpc::Status st = reader->Finish();
         done = true;
         aborter.join();
