@@ -249,8 +249,7 @@ void HttpConnServer::serve(Conn* c) {
             return fail(413, absl::StrCat("the request body is ", length, " bytes; this server takes at most ",
                                           opt_.max_body_bytes, " (--max-message-bytes)"));
         if (length > buf.size() && absl::AsciiStrToLower(m.header("expect")) == "100-continue") {
-            HttpExchange x(fd, false);
-            std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
+            const std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
             if (::send(fd, cont.data(), cont.size(), MSG_NOSIGNAL) != ssize_t(cont.size())) return;
         }
         if (!fill(length, kReadTimeoutMs)) return;

