@@ -175,6 +175,9 @@ void HttpConnServer::accept_loop() {
         Conn* raw = c.get();
         c->thread = std::thread([this, raw] {
             serve(raw);
+            // The peer sees the end now (a Connection: close client reads to EOF); the fd itself is closed
+            // when the thread is reaped, so its number cannot be reused while stop() may still shut it down.
+            ::shutdown(raw->fd, SHUT_RDWR);
             raw->done = true;
         });
         conns_.push_back(std::move(c));

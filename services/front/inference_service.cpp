@@ -63,6 +63,7 @@ void start_trace(FrontState& front, grpc::CallbackServerContext* ctx, const std:
     s.set("rpc.system", std::string("grpc"));
     s.set("rpc.service", std::string("deltagate.v1.Inference"));
     s.set("rpc.method", method);
+    s.set("deltagate.protocol", plan.protocol);  // http: an OpenAI/Anthropic request through the HTTP API
 }
 
 // Finishes a span of a request rejected before streaming.
