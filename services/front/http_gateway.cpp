@@ -362,7 +362,8 @@ void HttpGateway::handle(const HttpMessage& m, HttpExchange& x) {
 
     // The generation routes. Refusals the gRPC service never sees are counted here, as it would count them.
     auto refuse = [&](const ApiError& e) {
-        front_.metrics().request_done("Generate", e.status == 401 ? 16 : 3, "http");
+        const int code = e.status == 503 ? 14 : e.status == 401 ? 16 : 3;  // UNAVAILABLE, UNAUTHENTICATED, INVALID_ARGUMENT
+        front_.metrics().request_done("Generate", code, "http");
         send_error(x, e, dialect);
     };
     std::string model;
