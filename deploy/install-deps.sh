@@ -5,7 +5,7 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
       nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
       python3 python3-numpy python3-yaml clang libclang-rt-dev nodejs npm
-      libicu-dev openssl
+      libicu-dev openssl curl
       python3-grpcio python3-protobuf prometheus)  # the Python gRPC client test; promtool for /metrics
 missing=()
 for p in "${PKGS[@]}"; do

@@ -21,7 +21,7 @@ void block_stop_signals();
 int wait_for_stop_signal();
 
 const std::set<std::string> kFrontFlags = {
-    "listen", "metrics-listen", "health-listen", "tokenizer", "model-name", "max-prompt-tokens", "max-tokens", "max-fanout",
+    "listen", "metrics-listen", "health-listen", "http-listen", "http-cors-origins", "http-template", "tokenizer", "model-name", "max-prompt-tokens", "max-tokens", "max-fanout",
     "max-message-bytes", "max-inflight", "tls-cert", "tls-key", "auth-token", "load-penalty", "max-attempts"};
 
 absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
@@ -38,6 +38,14 @@ absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
     if (auto v = f.get("listen")) o.listen = *v;
     if (auto v = f.get("metrics-listen")) o.metrics_listen = *v;
     if (auto v = f.get("health-listen")) o.health_listen = *v;
+    if (auto v = f.get("http-listen")) o.http_listen = *v;
+    if (auto v = f.get("http-cors-origins"))
+        o.http_cors_origins = absl::StrSplit(*v, ',', absl::SkipWhitespace());
+    if (auto v = f.get("http-template")) {
+        if (*v != "prefix-stable" && *v != "official")
+            return absl::InvalidArgumentError("--http-template must be prefix-stable or official");
+        o.http_prefix_stable = *v == "prefix-stable";
+    }
     if (auto v = f.get("tokenizer")) o.tokenizer_path = *v;
     if (auto v = f.get("model-name")) o.model_name = *v;
     if (auto v = f.get("tls-cert")) o.tls_cert = *v;
@@ -78,6 +86,8 @@ namespace {
 const char* kUsage =
     "usage: deltagate front (--workers HOST:PORT,... | --workers-dns NAME:PORT) [--listen HOST:PORT]\n"
     "         [--metrics-listen HOST:PORT] [--health-listen HOST:PORT (plaintext grpc.health.v1 only)]\n"
+    "         [--http-listen HOST:PORT (OpenAI/Anthropic-compatible HTTP API)] [--http-cors-origins O1,O2|*]\n"
+    "         [--http-template prefix-stable|official (multi-turn chat rendering over HTTP; default prefix-stable)]\n"
     "         [--tokenizer tokenizer.json|model.gguf] [--model-name NAME]\n"
     "         [--max-prompt-tokens N] [--max-tokens N] [--max-fanout N] [--max-message-bytes N] [--max-inflight N]\n"
     "         [--tls-cert PEM --tls-key PEM] [--auth-token TOKEN (or $DELTAGATE_AUTH_TOKEN)]\n"
@@ -119,10 +129,11 @@ int run_front(const std::vector<std::string>& args) {
         return 1;
     }
     // One machine-readable line: tests and scripts read the port from it.
-    std::printf("front listening on port %d%s%s%s\n", (*server)->port(),
+    std::printf("front listening on port %d%s%s%s%s\n", (*server)->port(),
                 (*server)->metrics_address().empty() ? "" : ", metrics on http://",
                 (*server)->metrics_address().empty() ? "" : ((*server)->metrics_address() + "/metrics").c_str(),
-                (*server)->health_port() ? absl::StrCat(", health on port ", (*server)->health_port()).c_str() : "");
+                (*server)->health_port() ? absl::StrCat(", health on port ", (*server)->health_port()).c_str() : "",
+                (*server)->http_address().empty() ? "" : absl::StrCat(", http on http://", (*server)->http_address()).c_str());
     std::fflush(stdout);
     const int sig = wait_for_stop_signal();
     std::fprintf(stderr, "front: signal %d, draining\n", sig);

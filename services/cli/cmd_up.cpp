@@ -99,7 +99,8 @@ int run_up(const std::vector<std::string>& args) {
         if (!f.ok()) std::fprintf(stderr, "deltagate up: %s\n", std::string(f.status().message()).c_str());
         std::fprintf(stderr,
                      "usage: deltagate up [--model PATH] [--workers N] [--backend cpu|cpu-exact|cuda] [--listen HOST:PORT]\n"
-                     "         [--metrics-listen HOST:PORT] [--tokenizer tokenizer.json] [any `deltagate front` flag]\n"
+                     "         [--metrics-listen HOST:PORT] [--http-listen HOST:PORT (default 127.0.0.1:8080; '' = off)]\n"
+                     "         [--tokenizer tokenizer.json] [any `deltagate front` flag]\n"
                      "         [--worker-arg 'ARGS' (extra `deltagate worker` flags for every worker, space-separated)]\n"
                      "Starts N workers (default 2) and a front on this machine. Without --model: the built-in tiny\n"
                      "model (token ids only), or with --tokenizer, a tiny model carrying that tokenizer's vocabulary\n"
@@ -115,6 +116,7 @@ int run_up(const std::vector<std::string>& args) {
     front::FrontOptions o;
     o.listen = "127.0.0.1:50051";
     o.metrics_listen = "127.0.0.1:9400";
+    o.http_listen = "127.0.0.1:8080";  // the OpenAI/Anthropic-compatible API, where llama-server serves it
     if (auto s = apply_front_flags(*f, o); !s.ok()) {
         std::fprintf(stderr, "deltagate up: %s\n", std::string(s.message()).c_str());
         return 2;
@@ -180,6 +182,9 @@ int run_up(const std::vector<std::string>& args) {
                 (*server)->port(), up, n, model.c_str());
     if (!(*server)->metrics_address().empty())
         std::printf("  metrics: http://%s/metrics\n", (*server)->metrics_address().c_str());
+    if (!(*server)->http_address().empty())
+        std::printf("  http:    http://%s/v1 (OpenAI- and Anthropic-compatible; e.g. curl http://%s/v1/models)\n",
+                    (*server)->http_address().c_str(), (*server)->http_address().c_str());
     std::printf("  try:     deltagate chat --front 127.0.0.1:%d\n  stop:    Ctrl-C\n", (*server)->port());
     std::fflush(stdout);
     wait_for_stop_signal();

@@ -47,18 +47,16 @@ bool write_all(int fd, const std::string& data) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& address, Handler handler) {
+absl::StatusOr<int> http_listen_socket(const std::string& address, std::string* host_out, int* port_out) {
     const size_t colon = address.rfind(':');
     int port = 0;
     if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535)
         return absl::InvalidArgumentError(absl::StrCat("http: listen address must be host:port, got '", address, "'"));
-    std::unique_ptr<HttpServer> s(new HttpServer());
-    s->handler_ = std::move(handler);
     std::string host = address.substr(0, colon);
     // "[::]:9400" / "[::1]:0": an IPv6 literal in brackets, as gRPC's listen addresses write it.
     if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
     if (host.empty()) host = "0.0.0.0";
-    s->host_ = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    *host_out = host.find(':') != std::string::npos ? "[" + host + "]" : host;
 
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -77,20 +75,30 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const std::string&
     else
         reinterpret_cast<sockaddr_in*>(&sa)->sin_port = htons(uint16_t(port));
 
-    s->listen_fd_ = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s->listen_fd_ < 0) return absl::InternalError(absl::StrCat("http: socket: ", std::strerror(errno)));
+    const int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return absl::InternalError(absl::StrCat("http: socket: ", std::strerror(errno)));
     int one = 1, zero = 0;
-    setsockopt(s->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     // "[::]" serves IPv4 too (dual stack), like gRPC's "[::]:port".
-    if (family == AF_INET6) setsockopt(s->listen_fd_, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    if (::bind(s->listen_fd_, reinterpret_cast<sockaddr*>(&sa), sa_len) != 0)
-        return absl::UnavailableError(absl::StrCat("http: cannot listen on ", address, ": ", std::strerror(errno)));
-    if (::listen(s->listen_fd_, 16) != 0)
-        return absl::UnavailableError(absl::StrCat("http: listen ", address, ": ", std::strerror(errno)));
+    if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sa_len) != 0 || ::listen(fd, 64) != 0) {
+        const int err = errno;
+        ::close(fd);
+        return absl::UnavailableError(absl::StrCat("http: cannot listen on ", address, ": ", std::strerror(err)));
+    }
     socklen_t len = sizeof sa;
-    getsockname(s->listen_fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-    s->port_ = ntohs(family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port
-                                        : reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+    *port_out = ntohs(family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port
+                                         : reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
+    return fd;
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& address, Handler handler) {
+    std::unique_ptr<HttpServer> s(new HttpServer());
+    s->handler_ = std::move(handler);
+    auto fd = http_listen_socket(address, &s->host_, &s->port_);
+    if (!fd.ok()) return fd.status();
+    s->listen_fd_ = *fd;
     if (::pipe2(s->wake_, O_CLOEXEC) != 0) return absl::InternalError("http: pipe failed");
     s->thread_ = std::thread([p = s.get()] { p->run(); });
     return s;

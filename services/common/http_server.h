@@ -65,6 +65,10 @@ private:
     std::thread thread_;
 };
 
+// A listening TCP socket on `address` (host:port, [v6]:port; port 0 = ephemeral): the fd, the host as
+// printed in addresses and the port bound. Shared by the HTTP servers.
+absl::StatusOr<int> http_listen_socket(const std::string& address, std::string* host, int* port);
+
 // /metrics -> registry.render(); anything else 404. The registry must outlive the server.
 absl::StatusOr<std::unique_ptr<HttpServer>> serve_metrics(const std::string& address, metrics::Registry& registry);
 

@@ -23,9 +23,11 @@ FrontMetrics::FrontMetrics(metrics::Registry& reg)
       running(reg.gauge("deltagate_front_requests_running", "Generate/BatchGenerate streams in flight.")),
       reg_(reg) {}
 
-void FrontMetrics::request_done(const std::string& rpc, const std::string& code) {
-    reg_.counter("deltagate_front_requests_total", "Finished RPCs, by method and gRPC status.",
-                 {{"rpc", rpc}, {"code", code}})
+void FrontMetrics::request_done(const std::string& rpc, int code, const std::string& protocol) {
+    reg_.counter("deltagate_front_requests_total",
+                 "Finished requests, by method, gRPC status name and protocol (grpc, or http for the "
+                 "OpenAI/Anthropic-compatible routes, counted under the method they map to).",
+                 {{"rpc", rpc}, {"code", dg::status_code_name(code)}, {"protocol", protocol}})
         .inc();
 }
 
@@ -34,27 +36,6 @@ void FrontMetrics::routed(const std::string& worker, const std::string& reason) 
                  "Worker choices: reason session (sticky), prefix (cached prefix won) or load.",
                  {{"worker", worker}, {"reason", reason}})
         .inc();
-}
-
-const char* status_code_name(int code) {
-    static const char* names[] = {"OK",
-                                  "CANCELLED",
-                                  "UNKNOWN",
-                                  "INVALID_ARGUMENT",
-                                  "DEADLINE_EXCEEDED",
-                                  "NOT_FOUND",
-                                  "ALREADY_EXISTS",
-                                  "PERMISSION_DENIED",
-                                  "RESOURCE_EXHAUSTED",
-                                  "FAILED_PRECONDITION",
-                                  "ABORTED",
-                                  "OUT_OF_RANGE",
-                                  "UNIMPLEMENTED",
-                                  "INTERNAL",
-                                  "UNAVAILABLE",
-                                  "DATA_LOSS",
-                                  "UNAUTHENTICATED"};
-    return code >= 0 && code <= 16 ? names[code] : "UNKNOWN";
 }
 
 }  // namespace dg::front

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "services/common/metrics.h"
+#include "services/common/status_http.h"
 
 namespace dg::front {
 
@@ -13,8 +14,9 @@ public:
     explicit FrontMetrics(metrics::Registry& reg);
 
     metrics::Registry& registry() { return reg_; }
-    // One finished RPC: `code` is the gRPC status name (OK, INVALID_ARGUMENT, ...).
-    void request_done(const std::string& rpc, const std::string& code);
+    // One finished RPC: `code` a gRPC status code (labelled by its name, services/common/status_http.h),
+    // `protocol` grpc or http.
+    void request_done(const std::string& rpc, int code, const std::string& protocol);
     void routed(const std::string& worker, const std::string& reason);
 
     metrics::Histogram& ttft;
@@ -32,7 +34,6 @@ private:
     metrics::Registry& reg_;
 };
 
-// grpc::StatusCode as its canonical name.
-const char* status_code_name(int code);
+using dg::status_code_name;
 
 }  // namespace dg::front

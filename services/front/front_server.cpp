@@ -78,6 +78,18 @@ absl::StatusOr<std::unique_ptr<FrontServer>> FrontServer::start(FrontOptions opt
         if (!http.ok()) return http.status();
         fs->http_ = std::move(*http);
     }
+    if (!opt.http_listen.empty()) {
+        // The HTTP API calls this server's own Inference service in-process: one request path.
+        grpc::ChannelArguments args;
+        args.SetMaxReceiveMessageSize(-1);
+        args.SetMaxSendMessageSize(-1);
+        auto gw = HttpGateway::start({.listen = opt.http_listen,
+                                      .cors_origins = opt.http_cors_origins,
+                                      .prefix_stable_default = opt.http_prefix_stable},
+                                     *fs->state_, fs->server_->InProcessChannel(args));
+        if (!gw.ok()) return gw.status();
+        fs->http_api_ = std::move(*gw);
+    }
     fs->health_ = std::thread([raw = fs.get()] { raw->health_loop(); });
     return fs;
 }
@@ -117,6 +129,8 @@ void FrontServer::shutdown(int grace_ms) {
         }
         server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
     }
+    // After the gRPC server: HTTP streams (calls on the in-process channel) had the same grace to finish.
+    if (http_api_) http_api_->stop();
     if (http_) http_->stop();
 }
 

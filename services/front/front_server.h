@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "services/common/http_server.h"
 #include "services/front/front_state.h"
+#include "services/front/http_gateway.h"
 #include "services/front/inference_service.h"
 
 namespace dg::front {
@@ -22,6 +23,7 @@ public:
     int port() const { return port_; }
     std::string metrics_address() const { return http_ ? http_->address() : std::string(); }
     int health_port() const { return health_port_; }  // 0: no --health-listen
+    std::string http_address() const { return http_api_ ? http_api_->address() : std::string(); }  // --http-listen
     FrontState& state() { return *state_; }
     // Health NOT_SERVING, then stop accepting, give running streams `grace_ms` to finish, stop.
     void shutdown(int grace_ms);
@@ -36,6 +38,7 @@ private:
     std::unique_ptr<grpc::Server> server_;
     std::unique_ptr<grpc::Server> health_server_;  // --health-listen
     std::unique_ptr<HttpServer> http_;
+    std::unique_ptr<HttpGateway> http_api_;  // --http-listen
     int port_ = 0, health_port_ = 0;
     std::mutex mu_;
     std::condition_variable cv_;

@@ -80,15 +80,17 @@ void FrontState::unregister_call(const std::string& id, GenerateCall* call) {
 }
 
 std::vector<std::string> FrontState::abort_calls(const std::vector<std::string>& ids) {
-    // A call unregisters itself (under calls_mu_) before it is deleted, so a hold taken here is safe; the
-    // abort itself runs outside the lock (cancelling may run the call's completions on this thread).
+    // A call unregisters itself (under calls_mu_) as the first thing its destructor does, so while
+    // calls_mu_ is held here a registered call's memory is valid; but its last reference may already be
+    // gone (release() decided to delete it and the destructor waits for calls_mu_): try_hold() refuses
+    // then, and such a call is treated as finished. The abort runs outside the lock (cancelling may run
+    // the call's completions on this thread).
     std::vector<GenerateCall*> found;
     std::vector<std::string> found_ids;
     {
         std::lock_guard<std::mutex> l(calls_mu_);
         for (const auto& id : ids)
-            if (auto it = calls_.find(id); it != calls_.end()) {
-                it->second->hold();
+            if (auto it = calls_.find(id); it != calls_.end() && it->second->try_hold()) {
                 found.push_back(it->second);
                 found_ids.push_back(id);
             }

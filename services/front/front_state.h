@@ -3,10 +3,12 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "services/common/metrics.h"
@@ -21,6 +23,10 @@ namespace dg::front {
 struct FrontOptions {
     std::string listen = "0.0.0.0:50051";
     std::string metrics_listen;          // host:port for /metrics; empty = none
+    // host:port of the OpenAI/Anthropic-compatible HTTP API (http_gateway.h); empty = none.
+    std::string http_listen;
+    std::vector<std::string> http_cors_origins;  // origins allowed to call the HTTP API from a browser ("*": any)
+    bool http_prefix_stable = true;      // HTTP chats render prefix-stable unless a request asks otherwise
     // host:port of a second, always plaintext gRPC server with only grpc.health.v1 (the kubelet's gRPC
     // probe cannot speak TLS); empty = none. Same status as the main port's health service.
     std::string health_listen;
@@ -32,6 +38,9 @@ struct FrontOptions {
     std::string tls_cert, tls_key;       // PEM files; both or neither
     std::string auth_token;              // required as "authorization: Bearer <token>" when set
     int max_attempts = 3;                // worker attempts per request before the first token
+    // Test-only seam (never set by the CLI): runs in ~GenerateCall before it unregisters, so the call
+    // lifetime race test can widen the window in which Abort may find a call whose last reference is gone.
+    std::function<void()> test_call_deleting;
 };
 
 class GenerateCall;

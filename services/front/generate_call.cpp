@@ -47,9 +47,9 @@ public:
 
     void OnReadDone(bool ok) override {
         if (!ok) return;  // the stream ended: OnDone follows
-        std::vector<Attempt*> to_launch;
-        const EventAction act = call_->on_event(this, event_, &to_launch);
-        for (Attempt* a : to_launch) call_->launch(a);
+        FollowUps after;
+        const EventAction act = call_->on_event(this, event_, &after);
+        call_->run(this, after);
         call_->pump();  // the attempt's pending reference keeps the call alive here
         if (act == EventAction::kRead) StartRead(&event_);
         else if (act == EventAction::kCancel) ctx_.TryCancel();
@@ -84,20 +84,34 @@ GenerateCall::GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, 
 }
 
 GenerateCall::~GenerateCall() {
+    // pending_ is zero: try_hold() fails from here on, so abort_calls (which looks calls up under the
+    // registry's lock) never takes a reference to this object even while it is still registered.
+    if (front_.options().test_call_deleting) front_.options().test_call_deleting();
     if (registered_) front_.unregister_call(plan_.request_id, this);
     front_.inflight.fetch_sub(1);
     front_.metrics().running.add(-1);
 }
 
-void GenerateCall::hold() {
+bool GenerateCall::try_hold() {
     std::lock_guard<std::mutex> l(mu_);
+    if (pending_ == 0) return false;
     ++pending_;
+    return true;
+}
+
+void GenerateCall::run(Attempt* a, FollowUps& after) {
+    for (Attempt* n : after.launch) launch(n);
+    for (Attempt* c : after.cancel) c->ctx_.TryCancel();
+    if (after.abort_continuation) abort_async(a->worker_, std::move(*after.abort_continuation), 2000, nullptr);
 }
 
 void GenerateCall::start() {
-    hold();  // a Finish below must not let OnDone delete us before start() returns
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        ++pending_;  // a Finish below must not let OnDone delete us before start() returns
+    }
     registered_ = front_.register_call(plan_.request_id, this);
-    std::vector<Attempt*> to_launch;
+    std::vector<Attempt*> to_launch, to_cancel;
     {
         std::lock_guard<std::mutex> l(mu_);
         const size_t first_batch = plan_.stagger ? 1 : legs_.size();
@@ -105,15 +119,14 @@ void GenerateCall::start() {
             grpc::Status err;
             Attempt* a = make_attempt_locked(int(i), &err);
             if (!a) {
-                std::vector<Attempt*> cancel;
-                fail_locked(err, &cancel);
-                for (Attempt* c : cancel) c->ctx_.TryCancel();
+                fail_locked(err, &to_cancel);
                 break;
             }
             to_launch.push_back(a);
         }
     }
     for (Attempt* a : to_launch) launch(a);
+    for (Attempt* c : to_cancel) c->ctx_.TryCancel();
     pump();
     release();
 }
@@ -202,18 +215,17 @@ void GenerateCall::launch(Attempt* a) {
     a->StartCall();
 }
 
-GenerateCall::EventAction GenerateCall::on_event(Attempt* a, const worker::v1::GenerateEvent& ev,
-                                                 std::vector<Attempt*>* to_launch) {
+GenerateCall::EventAction GenerateCall::on_event(Attempt* a, const worker::v1::GenerateEvent& ev, FollowUps* after) {
     std::lock_guard<std::mutex> l(mu_);
     Leg& leg = legs_[size_t(a->leg_)];
     if (leg.current != a || finish_status_) return EventAction::kCancel;
     const auto now = Clock::now();
     if (ev.index() < 0 || ev.index() >= int(leg.plan.out_index.size())) {
-        std::vector<Attempt*> cancel;
+        // The other legs are cancelled too (after unlocking): the call is over.
         fail_locked(grpc::Status(grpc::StatusCode::INTERNAL,
                                  absl::StrCat("worker ", a->worker_->address(), " sent continuation index ", ev.index(),
                                               " of a request with n = ", leg.plan.out_index.size())),
-                    &cancel);
+                    &after->cancel);
         return EventAction::kCancel;
     }
     const int out = leg.plan.out_index[size_t(ev.index())];
@@ -272,12 +284,9 @@ GenerateCall::EventAction GenerateCall::on_event(Attempt* a, const worker::v1::G
             if (legs_[i].started) continue;
             grpc::Status err;
             if (Attempt* s = make_attempt_locked(int(i), &err)) {
-                to_launch->push_back(s);
+                after->launch.push_back(s);
             } else {
-                std::vector<Attempt*> cancel;
-                fail_locked(err, &cancel);
-                for (Attempt* c : cancel)
-                    if (c != a) c->ctx_.TryCancel();
+                fail_locked(err, &after->cancel);
                 return EventAction::kCancel;
             }
         }
@@ -297,7 +306,7 @@ GenerateCall::EventAction GenerateCall::on_event(Attempt* a, const worker::v1::G
         auto* c = req.add_continuations();
         c->set_request_id(leg.plan.request.request_id());
         c->set_index(ev.index());
-        abort_async(a->worker_, std::move(req), 2000, nullptr);
+        after->abort_continuation = std::move(req);
     }
     return EventAction::kRead;
 }
@@ -524,7 +533,7 @@ void GenerateCall::pump() {
 }
 
 void GenerateCall::finish_span(const grpc::Status& s) {
-    front_.metrics().request_done(plan_.rpc, status_code_name(int(s.error_code())));
+    front_.metrics().request_done(plan_.rpc, int(s.error_code()), plan_.protocol);
     if (plan_.server_span.trace_id == trace::TraceId{}) return;
     const uint64_t now = trace::unix_nanos_now();
     std::vector<std::string> reasons;

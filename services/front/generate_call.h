@@ -4,8 +4,11 @@
 // first event so the shared prefix is prefilled once and the siblings resume from its checkpoint.
 //
 // Rules kept here (style doc §A6/§B3): one client write in flight, deltas of a continuation merged while
-// they wait; Finish once; no gRPC call made while holding mu_; the object deletes itself when the client
-// call and every worker attempt are done. A worker that fails before its leg streamed a token is retried on
+// they wait; Finish once; no gRPC call (StartWrite, Finish, TryCancel, abort_async, a launch) made while
+// holding mu_ — what a locked section decides is collected in a FollowUps and done after unlocking; the
+// object deletes itself when the client call and every worker attempt are done (pending_ reaches zero),
+// and nothing can take a new reference after that (try_hold fails), so FrontState::abort_calls cannot
+// reach a call that is being deleted. A worker that fails before its leg streamed a token is retried on
 // another worker; after that the stream ends with UNAVAILABLE. Client cancellation and deadline cancel
 // the worker calls (their deadline is the client's).
 #pragma once
@@ -38,6 +41,7 @@ struct LegPlan {
 
 struct CallPlan {
     std::string rpc;                      // "Generate" | "BatchGenerate"
+    std::string protocol = "grpc";        // grpc | http (the metrics' protocol label)
     std::string request_id;
     std::string model;
     std::string operation;                // gen_ai.operation.name: chat | text_completion
@@ -59,10 +63,11 @@ public:
     GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, CallPlan plan);
     // Routes and starts the legs. Call once, right after construction.
     void start();
-    // Ends the stream with CANCELLED (Abort RPC). The caller holds a reference (hold()).
+    // Ends the stream with CANCELLED (Abort RPC). The caller holds a reference (try_hold()).
     void abort(const std::string& why);
-    // Keeps the call alive across a call from outside gRPC's reactions; release() gives it back.
-    void hold();
+    // Keeps the call alive across a call from outside gRPC's reactions; release() gives it back. False
+    // when the last reference is already gone (the call is being deleted): the caller must not touch it.
+    bool try_hold();
     void release();  // one of the pending completions is done; deletes this after the last
 
     void OnWriteDone(bool ok) override;
@@ -85,12 +90,19 @@ private:
         int32_t last_token = -1;
     };
     enum class EventAction { kRead, kStop, kCancel };
+    // gRPC calls a locked section decided on, made after mu_ is released (in this order).
+    struct FollowUps {
+        std::vector<Attempt*> launch;
+        std::vector<Attempt*> cancel;
+        std::optional<worker::v1::AbortRequest> abort_continuation;  // sent to the event's worker
+    };
 
     ~GenerateCall() override;
     // Picks a worker for `leg` and creates its attempt (under mu_); nullptr + `err` when none is usable.
     Attempt* make_attempt_locked(int leg, grpc::Status* err);
     void launch(Attempt* a);  // outside mu_
-    EventAction on_event(Attempt* a, const worker::v1::GenerateEvent& ev, std::vector<Attempt*>* to_launch);
+    EventAction on_event(Attempt* a, const worker::v1::GenerateEvent& ev, FollowUps* after);
+    void run(Attempt* a, FollowUps& after);  // outside mu_
     void on_attempt_done(Attempt* a, const grpc::Status& s);
     void enqueue_locked(v1::GenerateResponse msg);
     void enqueue_delta_locked(v1::Delta d);

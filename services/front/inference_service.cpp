@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "services/common/grpc_metadata.h"
 #include "services/front/generate_call.h"
 
 namespace dg::front {
@@ -19,10 +20,11 @@ public:
     void OnDone() override { delete this; }
 };
 
-std::string metadata(grpc::CallbackServerContext* ctx, const std::string& key) {
-    const auto& md = ctx->client_metadata();
-    auto it = md.find(key);
-    return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+
+// "http" for requests the front's HTTP gateway (http_gateway.h) makes on behalf of an HTTP client, else
+// "grpc": the metrics' protocol label. Only a label, so a gRPC client that sets it fools nothing else.
+std::string protocol_of(grpc::CallbackServerContext* ctx) {
+    return client_metadata(ctx, "x-deltagate-protocol") == "http" ? "http" : "grpc";
 }
 
 std::string new_request_id() {
@@ -38,9 +40,10 @@ uint64_t random_seed() {
 // The server span and trace context of one RPC: continues the client's trace when it sent a valid
 // traceparent, else starts one. trace_id stays zero when the span is not sampled (nothing exported).
 void start_trace(FrontState& front, grpc::CallbackServerContext* ctx, const std::string& method, CallPlan& plan) {
-    plan.incoming_traceparent = metadata(ctx, "traceparent");
+    plan.protocol = protocol_of(ctx);
+    plan.incoming_traceparent = client_metadata(ctx, "traceparent");
     plan.incoming = trace::parse_traceparent(plan.incoming_traceparent);
-    if (plan.incoming) plan.incoming->tracestate = metadata(ctx, "tracestate");
+    if (plan.incoming) plan.incoming->tracestate = client_metadata(ctx, "tracestate");
     if (!front.tracer().enabled()) return;
     const trace::TraceId trace = plan.incoming ? plan.incoming->trace_id : trace::new_trace_id();
     if (!trace::should_sample(front.tracer().config(), plan.incoming, trace)) {
@@ -60,6 +63,7 @@ void start_trace(FrontState& front, grpc::CallbackServerContext* ctx, const std:
     s.set("rpc.system", std::string("grpc"));
     s.set("rpc.service", std::string("deltagate.v1.Inference"));
     s.set("rpc.method", method);
+    s.set("deltagate.protocol", plan.protocol);  // http: an OpenAI/Anthropic request through the HTTP API
 }
 
 // Finishes a span of a request rejected before streaming.
@@ -75,7 +79,7 @@ void reject_span(FrontState& front, CallPlan& plan, const grpc::Status& s) {
 
 // A stream rejected before it started: counted, its span closed, and a reactor that finishes with `s`.
 grpc::ServerWriteReactor<v1::GenerateResponse>* reject_stream(FrontState& front, CallPlan& plan, const grpc::Status& s) {
-    front.metrics().request_done(plan.rpc, status_code_name(int(s.error_code())));
+    front.metrics().request_done(plan.rpc, int(s.error_code()), plan.protocol);
     reject_span(front, plan, s);
     return new ErrorStream(s);
 }
@@ -139,7 +143,7 @@ grpc::Status to_grpc(const absl::Status& s) {
 grpc::Status InferenceService::check_auth(grpc::CallbackServerContext* ctx) const {
     const std::string& token = front_.options().auth_token;
     if (token.empty()) return grpc::Status::OK;
-    const std::string got = metadata(ctx, "authorization");
+    const std::string got = client_metadata(ctx, "authorization");
     const std::string want = "Bearer " + token;
     // Constant-time compare: the time taken must not reveal how much of the token matched.
     unsigned diff = got.size() != want.size();
@@ -152,7 +156,7 @@ grpc::Status InferenceService::check_auth(grpc::CallbackServerContext* ctx) cons
 
 grpc::ServerUnaryReactor* InferenceService::unary_done(grpc::CallbackServerContext* ctx, const char* rpc,
                                                        const grpc::Status& s) {
-    front_.metrics().request_done(rpc, status_code_name(int(s.error_code())));
+    front_.metrics().request_done(rpc, int(s.error_code()), protocol_of(ctx));
     auto* r = ctx->DefaultReactor();
     r->Finish(s);
     return r;
@@ -390,9 +394,9 @@ grpc::ServerUnaryReactor* InferenceService::Abort(grpc::CallbackServerContext* c
     for (auto& w : front_.pool().workers())
         if (w->healthy()) workers.push_back(std::move(w));
     auto* reactor = ctx->DefaultReactor();
-    auto finish = [this, reactor, resp, p] {
+    auto finish = [this, reactor, resp, p, protocol = protocol_of(ctx)] {
         resp->set_found(int32_t(p->found.size()));
-        front_.metrics().request_done("Abort", status_code_name(0));
+        front_.metrics().request_done("Abort", 0, protocol);
         reactor->Finish(grpc::Status::OK);
     };
     if (ids.empty() || workers.empty()) {

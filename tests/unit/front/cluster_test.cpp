@@ -256,7 +256,7 @@ TEST_F(FrontCluster, MetricsParseAsPrometheusText) {
         if (line.empty() || line[0] == '#') continue;
         EXPECT_TRUE(std::regex_match(line, sample)) << line;
         ++samples;
-        ok_counter |= line.rfind("deltagate_front_requests_total{rpc=\"Generate\",code=\"OK\"} ", 0) == 0;
+        ok_counter |= line.rfind("deltagate_front_requests_total{rpc=\"Generate\",code=\"OK\",protocol=\"grpc\"} ", 0) == 0;
         ttft_inf |= line.rfind("deltagate_front_time_to_first_token_seconds_bucket{le=\"+Inf\"} 1", 0) == 0;
     }
     EXPECT_GT(samples, 10);

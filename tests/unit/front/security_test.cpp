@@ -222,7 +222,7 @@ TEST(FrontAuth, BearerTokenFromFlag) {
 
     // Rejections are counted by code.
     const std::string metrics = http_get(c.metrics_port, "/metrics");
-    EXPECT_TRUE(contains(metrics, "deltagate_front_requests_total{rpc=\"Generate\",code=\"UNAUTHENTICATED\"} 4"))
+    EXPECT_TRUE(contains(metrics, "deltagate_front_requests_total{rpc=\"Generate\",code=\"UNAUTHENTICATED\",protocol=\"grpc\"} 4"))
         << metrics;
 }
 
