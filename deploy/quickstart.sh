@@ -19,7 +19,7 @@ echo "== 1. the engine: deltagate generate (built-in tiny model: 8 layers, 6 Gat
 echo
 echo "== 2. the cluster: deltagate up (front + 2 workers on 127.0.0.1), then a greedy chat request through it =="
 LOG=$(mktemp)
-"$DG" up --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 > "$LOG" 2>&1 &
+"$DG" up --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$LOG" 2>&1 &
 UP=$!
 trap 'kill -TERM $UP 2>/dev/null; wait $UP 2>/dev/null; rm -f "$LOG"' EXIT
 for _ in $(seq 1 120); do

@@ -10,7 +10,7 @@ if ! cmp -s "$here/package-lock.json" "$work/package-lock.json" || [ ! -d "$work
   (cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" up --workers 2 --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 > "$work/up.log" 2>&1 &
+"$bin" up --workers 2 --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$work/up.log" 2>&1 &
 up=$!
 trap 'kill -TERM $up 2>/dev/null; wait $up 2>/dev/null || true' EXIT
 # `up` prints its banner once the workers are healthy (bounded: 120 s).
