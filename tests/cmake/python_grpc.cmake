@@ -13,4 +13,10 @@ if(TARGET deltagate AND DG_DEBIAN_PYTHON)
            COMMAND ${DG_DEBIAN_PYTHON} ${PROJECT_SOURCE_DIR}/tests/python/metrics_promtool_test.py ${dg_py_args}
                    --work ${PROJECT_BINARY_DIR}/python_metrics_promtool)
   set_tests_properties(grpc_python_client metrics_promtool PROPERTIES TIMEOUT 300 LABELS "front;worker;python")
+  if(TARGET dg_cuda_emu)  # a device fault injected by the CPU emulation of CUDA into a real worker
+    add_test(NAME cuda_device_fault
+             COMMAND ${DG_DEBIAN_PYTHON} ${PROJECT_SOURCE_DIR}/tests/python/device_fault_test.py ${dg_py_args}
+                     --work ${PROJECT_BINARY_DIR}/python_device_fault)
+    set_tests_properties(cuda_device_fault PROPERTIES TIMEOUT 300 LABELS "cuda;worker;python")
+  endif()
 endif()

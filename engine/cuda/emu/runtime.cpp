@@ -220,8 +220,21 @@ void install_fault_handler() {
 
 std::mutex launch_mu;  // one grid at a time: kernels of one stream run in order
 
+// Fault injection for process-level tests: DG_CUDA_EMU_FAULT_KERNEL=NAME makes the first launch of a
+// kernel whose name contains NAME fail with a sticky cudaErrorIllegalAddress, as a GPU fault would.
+bool inject_fault(const LaunchSpec& spec) {
+    static const char* want = std::getenv("DG_CUDA_EMU_FAULT_KERNEL");
+    static std::atomic<bool> done{false};
+    if (!want || !*want || done.load() || !std::strstr(spec.name, want)) return false;
+    if (done.exchange(true)) return false;
+    report(std::string("kernel ") + spec.name + ": injected fault (DG_CUDA_EMU_FAULT_KERNEL), reported as cudaErrorIllegalAddress");
+    g_sticky = cudaErrorIllegalAddress;
+    return true;
+}
+
 cudaError_t execute_launch(const LaunchSpec& spec, const std::function<void()>& body) {
     if (sticky()) return sticky();
+    if (inject_fault(spec)) return cudaErrorIllegalAddress;
     std::lock_guard<std::mutex> l(launch_mu);
     const Schedule sched = schedule();
     const int64_t gx = spec.grid.x, gy = spec.grid.y, gz = spec.grid.z, n = gx * gy * gz;
