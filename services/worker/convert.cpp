@@ -95,17 +95,4 @@ grpc::Status to_grpc(const absl::Status& s) {
     return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
 }
 
-const char* code_label(grpc::StatusCode c) {
-    switch (c) {
-        case grpc::StatusCode::OK: return "ok";
-        case grpc::StatusCode::CANCELLED: return "cancelled";
-        case grpc::StatusCode::INVALID_ARGUMENT: return "invalid_argument";
-        case grpc::StatusCode::DEADLINE_EXCEEDED: return "deadline_exceeded";
-        case grpc::StatusCode::ALREADY_EXISTS: return "already_exists";
-        case grpc::StatusCode::RESOURCE_EXHAUSTED: return "resource_exhausted";
-        case grpc::StatusCode::UNAVAILABLE: return "unavailable";
-        default: return "error";
-    }
-}
-
 }  // namespace dg::worker

@@ -24,7 +24,5 @@ void to_proto(const sched::LoadDigest& d, pb::LoadReport* out);
 
 // absl and gRPC share code numbers; this keeps the message.
 grpc::Status to_grpc(const absl::Status& s);
-// "ok", "invalid_argument", ... for the requests_total{status} label.
-const char* code_label(grpc::StatusCode c);
 
 }  // namespace dg::worker

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_http.h"
 #include "services/worker/convert.h"
 
 namespace dg::worker {
@@ -24,7 +25,7 @@ WorkerCore::WorkerCore(const WorkerOptions& opt, std::unique_ptr<sched::EngineLo
 WorkerCore::~WorkerCore() { engine_->stop(); }
 
 void WorkerCore::reject(const std::shared_ptr<GenerateStream>& s, const grpc::Status& st) {
-    metrics_.request_finished(code_label(st.error_code()));
+    metrics_.request_finished(int(st.error_code()));
     s->finish(st);
 }
 
@@ -149,7 +150,7 @@ void WorkerCore::on_event(uint64_t sid, const sched::Event& e) {
     }
     metrics_.usage(e.usage);
     metrics_.e2e(seconds_between(L.start, now));
-    metrics_.request_finished(code_label(st.error_code()));
+    metrics_.request_finished(int(st.error_code()));
     L.stream->finish(st);
     end_trace(L, e.usage, st);
     if (!L.name.empty()) by_name_.erase(L.name);

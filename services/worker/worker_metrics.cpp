@@ -1,8 +1,10 @@
 #include "services/worker/worker_metrics.h"
 
+#include "services/common/status_http.h"
+
 namespace dg::worker {
 namespace {
-constexpr const char* kRequestsHelp = "Requests finished, by gRPC status.";
+constexpr const char* kRequestsHelp = "Requests finished, by gRPC status code (label code, spelled as the front spells it).";
 }  // namespace
 
 WorkerMetrics::WorkerMetrics(metrics::Registry& r, bool vllm_names) : reg_(r) {
@@ -44,12 +46,12 @@ WorkerMetrics::WorkerMetrics(metrics::Registry& r, bool vllm_names) : reg_(r) {
         vllm_kv_usage_ = &r.gauge("vllm:kv_cache_usage_perc", "Alias of deltagate_kv_cache_usage_ratio (0-1) for vLLM-aware tooling.");
     }
     // The ok series exists from the start so that rate() has a baseline.
-    reg_.counter("deltagate_requests_total", kRequestsHelp, {{"status", "ok"}});
+    reg_.counter("deltagate_requests_total", kRequestsHelp, {{"code", status_code_name(0)}});
 }
 
-void WorkerMetrics::request_finished(const char* status) {
-    // Few distinct values (convert.h code_label), so a lookup per request is fine.
-    reg_.counter("deltagate_requests_total", kRequestsHelp, {{"status", status}}).inc();
+void WorkerMetrics::request_finished(int grpc_code) {
+    // Few distinct values (the gRPC codes), so a lookup per request is fine.
+    reg_.counter("deltagate_requests_total", kRequestsHelp, {{"code", status_code_name(grpc_code)}}).inc();
 }
 
 void WorkerMetrics::usage(const sched::Usage& u) {

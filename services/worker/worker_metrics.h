@@ -16,8 +16,9 @@ public:
     // ':' for recording rules, so `promtool check metrics` flags them).
     WorkerMetrics(metrics::Registry& reg, bool vllm_names);
 
-    // A request ended with this gRPC status ("ok", "cancelled", ... see convert.h code_label).
-    void request_finished(const char* status);
+    // A request ended with this gRPC status code: deltagate_requests_total{code="CANCELLED"}, spelled
+    // as the front spells it (services/common/status_http.h status_code_name).
+    void request_finished(int grpc_code);
     // The final usage of a request that ran (any status).
     void usage(const sched::Usage& u);
     void first_token(double seconds) { ttft_->observe(seconds); }

@@ -66,7 +66,7 @@ TEST(Api, BadInputCodes) {
     // Metrics counted every rejection by code.
     Scrape s = parse_prometheus(w.server->registry().render());
     ASSERT_EQ(s.error, "");
-    EXPECT_EQ(s.get("deltagate_requests_total", {{"status", "invalid_argument"}}), 13);
+    EXPECT_EQ(s.get("deltagate_requests_total", {{"code", "INVALID_ARGUMENT"}}), 13);
 }
 
 TEST(Api, GetInfo) {
@@ -197,8 +197,8 @@ TEST(Api, MetricsScrapedOverHttp) {
     EXPECT_EQ(s.type.at("deltagate_time_to_first_token_seconds"), "histogram");
     EXPECT_EQ(s.type.at("deltagate_inter_token_latency_seconds"), "histogram");
     EXPECT_EQ(s.type.at("deltagate_num_requests_running"), "gauge");
-    EXPECT_EQ(s.get("deltagate_requests_total", {{"status", "ok"}}), 2);
-    EXPECT_EQ(s.get("deltagate_requests_total", {{"status", "invalid_argument"}}), 1);
+    EXPECT_EQ(s.get("deltagate_requests_total", {{"code", "OK"}}), 2);
+    EXPECT_EQ(s.get("deltagate_requests_total", {{"code", "INVALID_ARGUMENT"}}), 1);
     EXPECT_EQ(s.get("deltagate_prompt_tokens_total"), 45);
     EXPECT_EQ(s.get("deltagate_generation_tokens_total"), 18);
     EXPECT_EQ(s.get("deltagate_time_to_first_token_seconds_count"), 2);

@@ -84,7 +84,7 @@ TEST(Cancel, ClientTryCancelMidStreamFreesEverything) {
     w.expect_idle_and_sound(/*expect_no_blocks=*/true);
     engine(w).set_step_budget(-1);
     const std::string m = w.server->registry().render();
-    EXPECT_NE(m.find("deltagate_requests_total{status=\"cancelled\"} 1"), std::string::npos) << m;
+    EXPECT_NE(m.find("deltagate_requests_total{code=\"CANCELLED\"} 1"), std::string::npos) << m;
 }
 
 TEST(Cancel, ClientDeadlineWhileQueued) {
