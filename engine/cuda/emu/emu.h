@@ -39,6 +39,7 @@ void reset_counters();
 
 // The emulated device's memory in bytes (cudaMemGetInfo's total): DG_CUDA_EMU_DEVICE_MB, default 1024.
 int64_t device_memory_bytes();
-void set_device_memory_bytes(int64_t bytes);  // only while nothing is allocated
+// Below what is allocated, every further cudaMalloc fails (tests use it to run out of memory mid-step).
+void set_device_memory_bytes(int64_t bytes);
 
 }  // namespace dg::emu
