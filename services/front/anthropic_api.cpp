@@ -8,20 +8,6 @@
 namespace dg::front::http {
 namespace {
 
-bool fail(ApiError* err, std::string param, auto&&... parts) {
-    err->status = 400;
-    err->param = std::move(param);
-    err->message = absl::StrCat(parts...);
-    return false;
-}
-
-std::string random_id(const char* prefix) {
-    thread_local std::mt19937_64 gen(std::random_device{}());
-    static const char* alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    std::string s = prefix;
-    for (int i = 0; i < 24; ++i) s += alphabet[gen() % 62];
-    return s;
-}
 
 // Text of a string or of an array of {"type":"text"} blocks.
 bool block_text(const json& c, const std::string& where, std::string* out, ApiError* err) {
@@ -29,10 +15,10 @@ bool block_text(const json& c, const std::string& where, std::string* out, ApiEr
         *out += c.get<std::string>();
         return true;
     }
-    if (!c.is_array()) return fail(err, where, "'", where, "' must be a string or an array of content blocks");
+    if (!c.is_array()) return bad_request(err, where, "'", where, "' must be a string or an array of content blocks");
     for (const auto& b : c) {
         if (!b.is_object() || b.value("type", "") != "text" || !b.contains("text"))
-            return fail(err, where, "'", where, "' may hold only text blocks here");
+            return bad_request(err, where, "'", where, "' may hold only text blocks here");
         *out += b["text"].get<std::string>();
     }
     return true;
@@ -46,36 +32,36 @@ std::string anthropic_error_body(const ApiError& e) {
 }
 
 bool parse_messages_request(const json& b, bool prefix_stable_default, ParsedMessages* out, ApiError* err) {
-    if (!b.is_object()) return fail(err, "", "the request body must be a JSON object");
+    if (!b.is_object()) return bad_request(err, "", "the request body must be a JSON object");
     v1::GenerateRequest& r = out->request;
-    if (!b.contains("model") || !b["model"].is_string()) return fail(err, "model", "'model' is required (a string)");
+    if (!b.contains("model") || !b["model"].is_string()) return bad_request(err, "model", "'model' is required (a string)");
     r.set_model(b["model"].get<std::string>());
     if (!b.contains("max_tokens") || !b["max_tokens"].is_number_integer() || b["max_tokens"].get<int64_t>() < 1)
-        return fail(err, "max_tokens", "'max_tokens' is required: an integer >= 1");
+        return bad_request(err, "max_tokens", "'max_tokens' is required: an integer >= 1");
     r.mutable_stop()->set_max_tokens(int32_t(std::min<int64_t>(b["max_tokens"].get<int64_t>(), INT32_MAX)));
     if (auto it = b.find("stop_sequences"); it != b.end() && !it->is_null()) {
-        if (!it->is_array()) return fail(err, "stop_sequences", "'stop_sequences' must be an array of strings");
+        if (!it->is_array()) return bad_request(err, "stop_sequences", "'stop_sequences' must be an array of strings");
         for (const auto& s : *it) {
-            if (!s.is_string()) return fail(err, "stop_sequences", "'stop_sequences' must be an array of strings");
+            if (!s.is_string()) return bad_request(err, "stop_sequences", "'stop_sequences' must be an array of strings");
             r.mutable_stop()->add_stop(s.get<std::string>());
         }
     }
     v1::SamplingParams* sp = r.mutable_sampling();
     sp->set_temperature(1.0f);  // Anthropic's default
     if (auto it = b.find("temperature"); it != b.end() && !it->is_null()) {
-        if (!it->is_number()) return fail(err, "temperature", "'temperature' must be a number");
+        if (!it->is_number()) return bad_request(err, "temperature", "'temperature' must be a number");
         sp->set_temperature(it->get<float>());
     }
     if (auto it = b.find("top_p"); it != b.end() && !it->is_null()) {
-        if (!it->is_number()) return fail(err, "top_p", "'top_p' must be a number");
+        if (!it->is_number()) return bad_request(err, "top_p", "'top_p' must be a number");
         sp->set_top_p(it->get<float>());
     }
     if (auto it = b.find("top_k"); it != b.end() && !it->is_null()) {
-        if (!it->is_number_integer()) return fail(err, "top_k", "'top_k' must be an integer");
+        if (!it->is_number_integer()) return bad_request(err, "top_k", "'top_k' must be an integer");
         sp->set_top_k(std::max(0, it->get<int32_t>()));
     }
     if (auto it = b.find("stream"); it != b.end() && !it->is_null()) {
-        if (!it->is_boolean()) return fail(err, "stream", "'stream' must be true or false");
+        if (!it->is_boolean()) return bad_request(err, "stream", "'stream' must be true or false");
         out->stream = it->get<bool>();
     }
     r.set_return_text(true);
@@ -91,13 +77,13 @@ bool parse_messages_request(const json& b, bool prefix_stable_default, ParsedMes
     }
     auto msgs = b.find("messages");
     if (msgs == b.end() || !msgs->is_array() || msgs->empty())
-        return fail(err, "messages", "'messages' must be a non-empty array");
+        return bad_request(err, "messages", "'messages' must be a non-empty array");
     for (size_t k = 0; k < msgs->size(); ++k) {
         const json& m = (*msgs)[k];
         const std::string where = absl::StrCat("messages[", k, "]");
         const std::string role = m.is_object() ? m.value("role", "") : "";
         if (role != "user" && role != "assistant")
-            return fail(err, where + ".role", "'", where, ".role' must be 'user' or 'assistant'");
+            return bad_request(err, where + ".role", "'", where, ".role' must be 'user' or 'assistant'");
         const json content = m.value("content", json());
         if (content.is_string()) {
             v1::ChatMessage* cm = chat->add_messages();
@@ -105,7 +91,7 @@ bool parse_messages_request(const json& b, bool prefix_stable_default, ParsedMes
             cm->set_content(content.get<std::string>());
             continue;
         }
-        if (!content.is_array()) return fail(err, where + ".content", "'", where, ".content' must be a string or an array");
+        if (!content.is_array()) return bad_request(err, where + ".content", "'", where, ".content' must be a string or an array");
         // Tool results become tool messages (before the user's other text, as they answer the calls).
         v1::ChatMessage turn;
         turn.set_role(role);
@@ -129,7 +115,7 @@ bool parse_messages_request(const json& b, bool prefix_stable_default, ParsedMes
                 const json c = blk.value("content", json(""));
                 if (!block_text(c, bw + ".content", tm->mutable_content(), err)) return false;
             } else {
-                return fail(err, bw, "'", bw, "' has type '", type, "', which is not supported here (text, thinking, "
+                return bad_request(err, bw, "'", bw, "' has type '", type, "', which is not supported here (text, thinking, "
                             "tool_use in assistant turns, tool_result in user turns)");
             }
         }
@@ -140,15 +126,15 @@ bool parse_messages_request(const json& b, bool prefix_stable_default, ParsedMes
     std::string choice = "auto";
     if (auto it = b.find("tool_choice"); it != b.end() && it->is_object()) choice = it->value("type", "auto");
     if (choice != "auto" && choice != "none")
-        return fail(err, "tool_choice", "'tool_choice' type '", choice,
+        return bad_request(err, "tool_choice", "'tool_choice' type '", choice,
                     "' is not supported: this server cannot force a tool call (no constrained decoding); use auto or none");
     if (auto it = b.find("tools"); it != b.end() && !it->is_null()) {
-        if (!it->is_array()) return fail(err, "tools", "'tools' must be an array");
+        if (!it->is_array()) return bad_request(err, "tools", "'tools' must be an array");
         if (choice != "none")
             for (size_t t = 0; t < it->size(); ++t) {
                 const json& tool = (*it)[t];
                 if (!tool.is_object() || !tool.contains("name") || !tool["name"].is_string())
-                    return fail(err, absl::StrCat("tools[", t, "]"), "'tools[", t, "]' needs a 'name'");
+                    return bad_request(err, absl::StrCat("tools[", t, "]"), "'tools[", t, "]' needs a 'name'");
                 json fn = {{"name", tool["name"]}};
                 if (tool.contains("description")) fn["description"] = tool["description"];
                 fn["parameters"] = tool.value("input_schema", json::object());
@@ -164,7 +150,7 @@ bool parse_messages_request(const json& b, bool prefix_stable_default, ParsedMes
 }
 
 AnthropicEncoder::AnthropicEncoder(const ParsedMessages& req, std::string model)
-    : req_(req), model_(std::move(model)), id_(random_id("msg_")) {}
+    : req_(req), model_(std::move(model)), id_(random_id("msg_", "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")) {}
 
 std::string AnthropicEncoder::event(const char* name, const json& data) {
     return absl::StrCat("event: ", name, "\ndata: ", data.dump(-1, ' ', false, json::error_handler_t::replace), "\n\n");

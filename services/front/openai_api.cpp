@@ -9,19 +9,12 @@
 namespace dg::front::http {
 namespace {
 
-bool fail(ApiError* err, std::string param, auto&&... parts) {
-    err->status = 400;
-    err->param = std::move(param);
-    err->message = absl::StrCat(parts...);
-    return false;
-}
-
 // Optional typed fields: absent or null = not set. A value of the wrong type is an error naming the field.
 bool get_number(const json& b, const char* key, double* out, bool* set, ApiError* err) {
     *set = false;
     auto it = b.find(key);
     if (it == b.end() || it->is_null()) return true;
-    if (!it->is_number()) return fail(err, key, "'", key, "' must be a number");
+    if (!it->is_number()) return bad_request(err, key, "'", key, "' must be a number");
     *out = it->get<double>();
     *set = true;
     return true;
@@ -31,7 +24,7 @@ bool get_int(const json& b, const char* key, int64_t* out, bool* set, ApiError* 
     auto it = b.find(key);
     if (it == b.end() || it->is_null()) return true;
     if (!it->is_number_integer() && !it->is_number_unsigned())
-        return fail(err, key, "'", key, "' must be an integer");
+        return bad_request(err, key, "'", key, "' must be an integer");
     *out = it->get<int64_t>();
     *set = true;
     return true;
@@ -39,7 +32,7 @@ bool get_int(const json& b, const char* key, int64_t* out, bool* set, ApiError* 
 bool get_bool(const json& b, const char* key, bool* out, ApiError* err) {
     auto it = b.find(key);
     if (it == b.end() || it->is_null()) return true;
-    if (!it->is_boolean()) return fail(err, key, "'", key, "' must be true or false");
+    if (!it->is_boolean()) return bad_request(err, key, "'", key, "' must be true or false");
     *out = it->get<bool>();
     return true;
 }
@@ -48,7 +41,7 @@ bool get_bool(const json& b, const char* key, bool* out, ApiError* err) {
 bool parse_common(const json& b, ParsedGenerate* out, ApiError* err) {
     v1::GenerateRequest& r = out->request;
     if (auto it = b.find("model"); it != b.end() && !it->is_null()) {
-        if (!it->is_string()) return fail(err, "model", "'model' must be a string");
+        if (!it->is_string()) return bad_request(err, "model", "'model' must be a string");
         r.set_model(it->get<std::string>());
     }
     double d;
@@ -79,7 +72,7 @@ bool parse_common(const json& b, ParsedGenerate* out, ApiError* err) {
     if (!get_int(b, "max_completion_tokens", &max_tokens, &have_max, err)) return false;
     if (!have_max && !get_int(b, "max_tokens", &max_tokens, &have_max, err)) return false;
     if (have_max) {
-        if (max_tokens < 1) return fail(err, "max_tokens", "'max_tokens' = ", max_tokens, ": must be >= 1");
+        if (max_tokens < 1) return bad_request(err, "max_tokens", "'max_tokens' = ", max_tokens, ": must be >= 1");
         st->set_max_tokens(int32_t(std::min<int64_t>(max_tokens, INT32_MAX)));
     }
     if (auto it = b.find("stop"); it != b.end() && !it->is_null()) {
@@ -87,16 +80,16 @@ bool parse_common(const json& b, ParsedGenerate* out, ApiError* err) {
             st->add_stop(it->get<std::string>());
         } else if (it->is_array()) {
             for (const auto& s : *it) {
-                if (!s.is_string()) return fail(err, "stop", "'stop' must be a string or an array of strings");
+                if (!s.is_string()) return bad_request(err, "stop", "'stop' must be a string or an array of strings");
                 st->add_stop(s.get<std::string>());
             }
         } else {
-            return fail(err, "stop", "'stop' must be a string or an array of strings");
+            return bad_request(err, "stop", "'stop' must be a string or an array of strings");
         }
     }
     if (auto it = b.find("stop_token_ids"); it != b.end() && it->is_array())
         for (const auto& t : *it) {
-            if (!t.is_number_integer()) return fail(err, "stop_token_ids", "'stop_token_ids' must hold integers");
+            if (!t.is_number_integer()) return bad_request(err, "stop_token_ids", "'stop_token_ids' must hold integers");
             st->add_stop_token_ids(t.get<int32_t>());
         }
     bool flag = false;
@@ -108,18 +101,18 @@ bool parse_common(const json& b, ParsedGenerate* out, ApiError* err) {
 
     if (!get_int(b, "n", &i, &set, err)) return false;
     if (set) {
-        if (i < 1) return fail(err, "n", "'n' = ", i, ": must be >= 1");
+        if (i < 1) return bad_request(err, "n", "'n' = ", i, ": must be >= 1");
         r.set_n(int32_t(std::min<int64_t>(i, INT32_MAX)));
     }
     if (!get_bool(b, "stream", &out->stream, err)) return false;
     if (auto it = b.find("stream_options"); it != b.end() && it->is_object())
         if (!get_bool(*it, "include_usage", &out->include_usage, err)) return false;
     if (auto it = b.find("logit_bias"); it != b.end() && !it->is_null() && !it->empty())
-        return fail(err, "logit_bias", "'logit_bias' is not supported by this server");
+        return bad_request(err, "logit_bias", "'logit_bias' is not supported by this server");
     if (auto it = b.find("response_format"); it != b.end() && it->is_object()) {
         const std::string type = it->value("type", "text");
         if (type != "text")
-            return fail(err, "response_format",
+            return bad_request(err, "response_format",
                         "'response_format' type '", type,
                         "' is not supported: this server has no constrained decoding (only 'text')");
     }
@@ -141,25 +134,18 @@ bool content_text(const json& c, const std::string& where, std::string* out, Api
         *out = c.get<std::string>();
         return true;
     }
-    if (!c.is_array()) return fail(err, where, "'", where, "' must be a string or an array of content parts");
+    if (!c.is_array()) return bad_request(err, where, "'", where, "' must be a string or an array of content parts");
     for (size_t k = 0; k < c.size(); ++k) {
         const json& part = c[k];
         const std::string type = part.is_object() ? part.value("type", "") : "";
         if (type != "text" || !part.contains("text") || !part["text"].is_string())
-            return fail(err, where, "'", where, "[", k, "]' has type '", type,
+            return bad_request(err, where, "'", where, "[", k, "]' has type '", type,
                         "': only text content parts are supported (this model reads text only)");
         *out += part["text"].get<std::string>();
     }
     return true;
 }
 
-std::string random_id(const char* prefix) {
-    thread_local std::mt19937_64 gen(std::random_device{}());
-    static const char* hex = "0123456789abcdef";
-    std::string s = prefix;
-    for (int i = 0; i < 24; ++i) s += hex[gen() % 16];
-    return s;
-}
 
 }  // namespace
 
@@ -173,18 +159,18 @@ std::string openai_error_body(const ApiError& e) {
 }
 
 bool parse_chat_request(const json& b, bool prefix_stable_default, ParsedGenerate* out, ApiError* err) {
-    if (!b.is_object()) return fail(err, "", "the request body must be a JSON object");
+    if (!b.is_object()) return bad_request(err, "", "the request body must be a JSON object");
     out->chat = true;
     if (!parse_common(b, out, err)) return false;
     v1::Chat* chat = out->request.mutable_prompt()->mutable_chat();
     auto msgs = b.find("messages");
     if (msgs == b.end() || !msgs->is_array() || msgs->empty())
-        return fail(err, "messages", "'messages' must be a non-empty array");
+        return bad_request(err, "messages", "'messages' must be a non-empty array");
     for (size_t k = 0; k < msgs->size(); ++k) {
         const json& m = (*msgs)[k];
         const std::string where = absl::StrCat("messages[", k, "]");
         if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
-            return fail(err, where, "'", where, "' must be an object with a string 'role'");
+            return bad_request(err, where, "'", where, "' must be an object with a string 'role'");
         v1::ChatMessage* cm = chat->add_messages();
         std::string role = m["role"].get<std::string>();
         if (role == "developer") role = "system";  // OpenAI's newer name for the system role
@@ -195,13 +181,13 @@ bool parse_chat_request(const json& b, bool prefix_stable_default, ParsedGenerat
                 cm->set_reasoning_content(it->get<std::string>());
         if (auto it = m.find("name"); it != m.end() && it->is_string()) cm->set_name(it->get<std::string>());
         if (auto tcs = m.find("tool_calls"); tcs != m.end() && !tcs->is_null()) {
-            if (!tcs->is_array()) return fail(err, where + ".tool_calls", "'tool_calls' must be an array");
+            if (!tcs->is_array()) return bad_request(err, where + ".tool_calls", "'tool_calls' must be an array");
             for (size_t t = 0; t < tcs->size(); ++t) {
                 const json& tc = (*tcs)[t];
                 const std::string tw = absl::StrCat(where, ".tool_calls[", t, "]");
                 if (!tc.is_object() || !tc.contains("function") || !tc["function"].is_object() ||
                     !tc["function"].contains("name") || !tc["function"]["name"].is_string())
-                    return fail(err, tw, "'", tw, "' must be {\"type\":\"function\",\"function\":{\"name\",\"arguments\"}}");
+                    return bad_request(err, tw, "'", tw, "' must be {\"type\":\"function\",\"function\":{\"name\",\"arguments\"}}");
                 v1::ToolCall* out_tc = cm->add_tool_calls();
                 out_tc->set_name(tc["function"]["name"].get<std::string>());
                 const json& args = tc["function"].value("arguments", json("{}"));
@@ -217,16 +203,16 @@ bool parse_chat_request(const json& b, bool prefix_stable_default, ParsedGenerat
         else tool_choice = "named";
     }
     if (tool_choice != "auto" && tool_choice != "none")
-        return fail(err, "tool_choice", "'tool_choice' = ", tool_choice == "named" ? "a named function" : tool_choice,
+        return bad_request(err, "tool_choice", "'tool_choice' = ", tool_choice == "named" ? "a named function" : tool_choice,
                     " is not supported: this server cannot force a tool call (no constrained decoding); use "
                     "'auto' or 'none'");
     if (!tools.is_null()) {
-        if (!tools.is_array()) return fail(err, "tools", "'tools' must be an array");
+        if (!tools.is_array()) return bad_request(err, "tools", "'tools' must be an array");
         // tool_choice none: the model is not shown the tools (and so calls none).
         if (tool_choice != "none")
             for (size_t t = 0; t < tools.size(); ++t) {
                 if (!tools[t].is_object() || !tools[t].contains("function"))
-                    return fail(err, absl::StrCat("tools[", t, "]"), "'tools[", t,
+                    return bad_request(err, absl::StrCat("tools[", t, "]"), "'tools[", t,
                                 "]' must be {\"type\":\"function\",\"function\":{...}}");
                 chat->add_tools()->set_json(tools[t].dump());
             }
@@ -236,7 +222,7 @@ bool parse_chat_request(const json& b, bool prefix_stable_default, ParsedGenerat
     if (auto it = b.find("chat_template_kwargs"); it != b.end() && it->is_object()) {
         if (auto e = it->find("enable_thinking"); e != it->end()) {
             if (!e->is_boolean())
-                return fail(err, "chat_template_kwargs.enable_thinking", "'enable_thinking' must be true or false");
+                return bad_request(err, "chat_template_kwargs.enable_thinking", "'enable_thinking' must be true or false");
             chat->set_enable_thinking(e->get<bool>());
         }
         if (!get_bool(*it, "prefix_stable", &prefix_stable, err)) return false;
@@ -247,7 +233,7 @@ bool parse_chat_request(const json& b, bool prefix_stable_default, ParsedGenerat
     int64_t top = 0;
     bool set = false;
     if (!get_int(b, "top_logprobs", &top, &set, err)) return false;
-    if (set && !logprobs) return fail(err, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    if (set && !logprobs) return bad_request(err, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
     if (logprobs) {
         out->logprobs_top = int(top);
         out->request.mutable_logprobs()->set_logprobs(true);
@@ -257,15 +243,15 @@ bool parse_chat_request(const json& b, bool prefix_stable_default, ParsedGenerat
 }
 
 bool parse_completion_request(const json& b, ParsedGenerate* out, ApiError* err) {
-    if (!b.is_object()) return fail(err, "", "the request body must be a JSON object");
+    if (!b.is_object()) return bad_request(err, "", "the request body must be a JSON object");
     if (!parse_common(b, out, err)) return false;
     auto p = b.find("prompt");
-    if (p == b.end() || p->is_null()) return fail(err, "prompt", "'prompt' is required (text or token ids)");
+    if (p == b.end() || p->is_null()) return bad_request(err, "prompt", "'prompt' is required (text or token ids)");
     const json* prompt = &*p;
     // A batch of one prompt is that prompt; a batch of several is refused (send one request each, or n).
     if (prompt->is_array() && !prompt->empty() && (prompt->front().is_string() || prompt->front().is_array())) {
         if (prompt->size() != 1)
-            return fail(err, "prompt", "'prompt' holds ", prompt->size(),
+            return bad_request(err, "prompt", "'prompt' holds ", prompt->size(),
                         " prompts: this server takes one prompt per request (send several requests)");
         prompt = &prompt->front();
     }
@@ -274,19 +260,19 @@ bool parse_completion_request(const json& b, ParsedGenerate* out, ApiError* err)
     } else if (prompt->is_array()) {
         auto* ids = out->request.mutable_prompt()->mutable_token_ids();
         for (const auto& t : *prompt) {
-            if (!t.is_number_integer()) return fail(err, "prompt", "'prompt' must be a string or an array of token ids");
+            if (!t.is_number_integer()) return bad_request(err, "prompt", "'prompt' must be a string or an array of token ids");
             ids->add_ids(t.get<int32_t>());
         }
     } else {
-        return fail(err, "prompt", "'prompt' must be a string or an array of token ids");
+        return bad_request(err, "prompt", "'prompt' must be a string or an array of token ids");
     }
     bool echo = false;
     if (!get_bool(b, "echo", &echo, err)) return false;
-    if (echo) return fail(err, "echo", "'echo' is not supported by this server");
+    if (echo) return bad_request(err, "echo", "'echo' is not supported by this server");
     if (auto it = b.find("suffix"); it != b.end() && !it->is_null())
-        return fail(err, "suffix", "'suffix' is not supported by this server");
+        return bad_request(err, "suffix", "'suffix' is not supported by this server");
     if (auto it = b.find("best_of"); it != b.end() && !it->is_null() && *it != 1)
-        return fail(err, "best_of", "'best_of' is not supported by this server (use n)");
+        return bad_request(err, "best_of", "'best_of' is not supported by this server (use n)");
     int64_t lp = 0;
     bool set = false;
     if (!get_int(b, "logprobs", &lp, &set, err)) return false;
@@ -312,7 +298,7 @@ OpenAIEncoder::OpenAIEncoder(const ParsedGenerate& req, const tok::Tokenizer* to
     : req_(req),
       tok_(tok),
       model_(std::move(model)),
-      id_(random_id(req.chat ? "chatcmpl-" : "cmpl-")),
+      id_(random_id(req.chat ? "chatcmpl-" : "cmpl-", "0123456789abcdef")),
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()) {
     choices_.resize(size_t(std::max(1, req.request.n())));
@@ -524,6 +510,13 @@ std::string OpenAIEncoder::whole_body() const {
               {"usage", usage_json()},
               {"timings", timings_json(final_)}};
     return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string random_id(const char* prefix, std::string_view alphabet) {
+    thread_local std::mt19937_64 gen(std::random_device{}());
+    std::string s = prefix;
+    for (int i = 0; i < 24; ++i) s += alphabet[gen() % alphabet.size()];
+    return s;
 }
 
 }  // namespace dg::front::http

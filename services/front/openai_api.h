@@ -5,7 +5,10 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
 
 #include <nlohmann/json.hpp>
 
@@ -27,6 +30,19 @@ struct ApiError {
 
 // {"error":{"message","type","param","code"}}
 std::string openai_error_body(const ApiError& e);
+
+// Request decoders of both APIs: sets a 400 on `param` whose message joins `parts`, and returns false so
+// a decoder can `return bad_request(...)`.
+bool bad_request(ApiError* err, std::string param, auto&&... parts) {
+    err->status = 400;
+    err->param = std::move(param);
+    err->message = absl::StrCat(parts...);
+    return false;
+}
+
+// A response id: `prefix` + 24 random characters of `alphabet` (OpenAI's ids are hex, Anthropic's
+// base62).
+std::string random_id(const char* prefix, std::string_view alphabet);
 
 struct ParsedGenerate {
     v1::GenerateRequest request;

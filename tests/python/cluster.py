@@ -30,6 +30,17 @@ def compile_stubs(proto_dir, out_dir):
     sys.path.insert(0, out_dir)
 
 
+def parse_args():
+    """The arguments every test here takes (tests/cmake/python_grpc.cmake); the rest go to unittest."""
+    import argparse
+    p = argparse.ArgumentParser()
+    p.add_argument("--deltagate", required=True)
+    p.add_argument("--proto-dir", required=True)
+    p.add_argument("--work", required=True)
+    args, rest = p.parse_known_args()
+    return args, [sys.argv[0]] + rest
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,9 +4,7 @@ stays up, turns its gRPC health NOT_SERVING and refuses new requests, and the fr
 healthy. The fault is injected by the CPU emulation of CUDA (DG_CUDA_EMU_FAULT_KERNEL, engine/cuda/emu):
 the first attention kernel reports an illegal address, sticky as on a GPU. Needs a deltagate built with
 -DDELTAGATE_CUDA_EMU=ON (CTest registers it only there; tests/cmake/python_grpc.cmake)."""
-import argparse
 import os
-import sys
 import time
 import unittest
 
@@ -55,9 +53,5 @@ class DeviceFault(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--deltagate", required=True)
-    p.add_argument("--proto-dir", required=True)
-    p.add_argument("--work", required=True)
-    ARGS, rest = p.parse_known_args()
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    ARGS, argv = cluster.parse_args()
+    unittest.main(argv=argv, verbosity=2)

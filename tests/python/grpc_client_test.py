@@ -4,10 +4,8 @@ Covers grpc.health.v1 Check, Generate (streamed token ids), BatchGenerate (fan-o
 call ending a long generation with CANCELLED.
 
 Usage: /usr/bin/python3 grpc_client_test.py --deltagate BIN --proto-dir DIR --work DIR"""
-import argparse
 import queue
 import re
-import sys
 import threading
 import time
 import unittest
@@ -167,9 +165,5 @@ class GrpcClient(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--deltagate", required=True)
-    p.add_argument("--proto-dir", required=True)
-    p.add_argument("--work", required=True)
-    ARGS, rest = p.parse_known_args()
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    ARGS, argv = cluster.parse_args()
+    unittest.main(argv=argv, verbosity=2)

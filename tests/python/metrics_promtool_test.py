@@ -4,11 +4,9 @@
 (a generation, a fan-out, a rejected request, an abort).
 
 Usage: /usr/bin/python3 metrics_promtool_test.py --deltagate BIN --proto-dir DIR --work DIR"""
-import argparse
 import re
 import shutil
 import subprocess
-import sys
 import unittest
 import urllib.request
 
@@ -89,9 +87,5 @@ WORKER_SERIES = ["deltagate_requests_total", "deltagate_kv_blocks_capacity", "de
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--deltagate", required=True)
-    p.add_argument("--proto-dir", required=True)
-    p.add_argument("--work", required=True)
-    ARGS, rest = p.parse_known_args()
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    ARGS, argv = cluster.parse_args()
+    unittest.main(argv=argv, verbosity=2)
