@@ -73,15 +73,15 @@ public:
         {
             std::lock_guard<std::mutex> l(mu_);
             queue_.push_back(msg_);
+            signal();
         }
-        signal();
         StartRead(&msg_);
     }
+    // The connection's thread destroys this reader as soon as it sees status_ set, so everything OnDone
+    // touches (the eventfd, the condition variable) is touched under mu_, before that thread can look.
     void OnDone(const grpc::Status& s) override {
-        {
-            std::lock_guard<std::mutex> l(mu_);
-            status_ = s;
-        }
+        std::lock_guard<std::mutex> l(mu_);
+        status_ = s;
         signal();
         cv_.notify_all();
     }
