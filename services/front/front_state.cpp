@@ -68,37 +68,36 @@ const tok::Tokenizer* FrontState::tokenizer() {
     return tokenizer_.get();
 }
 
-bool FrontState::register_call(const std::string& id, GenerateCall* call) {
+bool FrontState::register_call(const std::string& id, std::weak_ptr<GenerateCall> call) {
     std::lock_guard<std::mutex> l(calls_mu_);
-    return calls_.emplace(id, call).second;
+    GenerateCall* raw = call.lock().get();
+    return calls_.emplace(id, RegisteredCall{raw, std::move(call)}).second;
 }
 
 void FrontState::unregister_call(const std::string& id, GenerateCall* call) {
     std::lock_guard<std::mutex> l(calls_mu_);
     auto it = calls_.find(id);
-    if (it != calls_.end() && it->second == call) calls_.erase(it);
+    if (it != calls_.end() && it->second.raw == call) calls_.erase(it);
 }
 
 std::vector<std::string> FrontState::abort_calls(const std::vector<std::string>& ids) {
-    // A call unregisters itself (under calls_mu_) as the first thing its destructor does, so while
-    // calls_mu_ is held here a registered call's memory is valid; but its last reference may already be
-    // gone (release() decided to delete it and the destructor waits for calls_mu_): try_hold() refuses
-    // then, and such a call is treated as finished. The abort runs outside the lock (cancelling may run
-    // the call's completions on this thread).
-    std::vector<GenerateCall*> found;
+    // A weak_ptr locks only while some reference keeps the call alive; a call whose last reference is
+    // gone (its destructor may be waiting for calls_mu_ to unregister) is treated as finished. The abort
+    // runs outside the lock (cancelling may run the call's completions on this thread), and the strong
+    // references are dropped outside it too: the last one runs the destructor, which takes calls_mu_.
+    std::vector<std::shared_ptr<GenerateCall>> found;
     std::vector<std::string> found_ids;
     {
         std::lock_guard<std::mutex> l(calls_mu_);
         for (const auto& id : ids)
-            if (auto it = calls_.find(id); it != calls_.end() && it->second->try_hold()) {
-                found.push_back(it->second);
-                found_ids.push_back(id);
-            }
+            if (auto it = calls_.find(id); it != calls_.end())
+                if (auto c = it->second.call.lock()) {
+                    found.push_back(std::move(c));
+                    found_ids.push_back(id);
+                }
     }
-    for (GenerateCall* c : found) {
-        c->abort("aborted by an Abort request");
-        c->release();
-    }
+    for (auto& c : found) c->abort("aborted by an Abort request");
+    found.clear();
     return found_ids;
 }
 

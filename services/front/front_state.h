@@ -64,7 +64,7 @@ public:
     const tok::Tokenizer* tokenizer();
 
     // Running streams, by request id (Abort).
-    bool register_call(const std::string& id, GenerateCall* call);
+    bool register_call(const std::string& id, std::weak_ptr<GenerateCall> call);
     void unregister_call(const std::string& id, GenerateCall* call);
     // Aborts the named streams running on this replica; returns the ids found.
     std::vector<std::string> abort_calls(const std::vector<std::string>& ids);
@@ -84,7 +84,11 @@ private:
     bool tokenizer_tried_ = false;
 
     std::mutex calls_mu_;
-    std::unordered_map<std::string, GenerateCall*> calls_;
+    struct RegisteredCall {
+        GenerateCall* raw;                // identity, for unregister (the weak_ptr is expired by then)
+        std::weak_ptr<GenerateCall> call;
+    };
+    std::unordered_map<std::string, RegisteredCall> calls_;
 };
 
 }  // namespace dg::front

@@ -39,31 +39,43 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 }  // namespace
 
-// One worker call of one leg. Owned by the GenerateCall; its callbacks run on gRPC threads.
+// One worker call of one leg. Owned by the GenerateCall (attempts_); while its RPC runs it holds the call
+// alive (call_), and lets go in its OnDone. Its callbacks run on gRPC threads.
 class GenerateCall::Attempt : public grpc::ClientReadReactor<worker::v1::GenerateEvent> {
 public:
-    Attempt(GenerateCall* call, int leg, std::shared_ptr<WorkerHandle> worker)
-        : call_(call), leg_(leg), worker_(std::move(worker)) {}
+    Attempt(std::shared_ptr<GenerateCall> call, int leg, std::shared_ptr<WorkerHandle> worker)
+        : call_(std::move(call)), leg_(leg), worker_(std::move(worker)) {}
 
     void OnReadDone(bool ok) override {
         if (!ok) return;  // the stream ended: OnDone follows
         FollowUps after;
         const EventAction act = call_->on_event(this, event_, &after);
         call_->run(this, after);
-        call_->pump();  // the attempt's pending reference keeps the call alive here
+        call_->flush();
         if (act == EventAction::kRead) StartRead(&event_);
         else if (act == EventAction::kCancel) ctx_.TryCancel();
         // kStop: the worker sent its last event; the status follows.
     }
-    void OnDone(const grpc::Status& s) override { call_->on_attempt_done(this, s); }
+    void OnDone(const grpc::Status& s) override {
+        std::shared_ptr<GenerateCall> call = std::move(call_);
+        call->on_attempt_done(this, s);
+        // `call` may be the last reference: the call, and this attempt with it, can be destroyed here.
+    }
 
-    GenerateCall* call_;
+    std::shared_ptr<GenerateCall> call_;
     int leg_;
     std::shared_ptr<WorkerHandle> worker_;
     grpc::ClientContext ctx_;
     worker::v1::GenerateEvent event_;
     trace::Span span_;
 };
+
+std::shared_ptr<GenerateCall> GenerateCall::create(FrontState& front, grpc::CallbackServerContext* ctx, CallPlan plan) {
+    std::shared_ptr<GenerateCall> c(new GenerateCall(front, ctx, std::move(plan)));
+    c->weak_self_ = c;
+    c->hold_until_done(c);
+    return c;
+}
 
 GenerateCall::GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, CallPlan plan)
     : front_(front), ctx_(ctx), plan_(std::move(plan)) {
@@ -84,33 +96,26 @@ GenerateCall::GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, 
 }
 
 GenerateCall::~GenerateCall() {
-    // pending_ is zero: try_hold() fails from here on, so abort_calls (which looks calls up under the
-    // registry's lock) never takes a reference to this object even while it is still registered.
+    // The last shared_ptr is gone: the registry's weak_ptr no longer locks, so abort_calls cannot reach
+    // this object even while it is still registered.
     if (front_.options().test_call_deleting) front_.options().test_call_deleting();
     if (registered_) front_.unregister_call(plan_.request_id, this);
     front_.inflight.fetch_sub(1);
     front_.metrics().running.add(-1);
 }
 
-bool GenerateCall::try_hold() {
-    std::lock_guard<std::mutex> l(mu_);
-    if (pending_ == 0) return false;
-    ++pending_;
-    return true;
-}
-
 void GenerateCall::run(Attempt* a, FollowUps& after) {
     for (Attempt* n : after.launch) launch(n);
-    for (Attempt* c : after.cancel) c->ctx_.TryCancel();
+    cancel(after.cancel);
     if (after.abort_continuation) abort_async(a->worker_, std::move(*after.abort_continuation), 2000, nullptr);
 }
 
+void GenerateCall::cancel(const std::vector<Attempt*>& attempts) {
+    for (Attempt* a : attempts) a->ctx_.TryCancel();
+}
+
 void GenerateCall::start() {
-    {
-        std::lock_guard<std::mutex> l(mu_);
-        ++pending_;  // a Finish below must not let OnDone delete us before start() returns
-    }
-    registered_ = front_.register_call(plan_.request_id, this);
+    registered_ = front_.register_call(plan_.request_id, weak_self_);
     std::vector<Attempt*> to_launch, to_cancel;
     {
         std::lock_guard<std::mutex> l(mu_);
@@ -126,9 +131,8 @@ void GenerateCall::start() {
         }
     }
     for (Attempt* a : to_launch) launch(a);
-    for (Attempt* c : to_cancel) c->ctx_.TryCancel();
-    pump();
-    release();
+    cancel(to_cancel);
+    flush();
 }
 
 GenerateCall::Attempt* GenerateCall::make_attempt_locked(int li, grpc::Status* err) {
@@ -169,11 +173,10 @@ GenerateCall::Attempt* GenerateCall::make_attempt_locked(int li, grpc::Status* e
     front_.metrics().routed(w->address(), c.reason);
     if (leg.tried.size() > 1) front_.metrics().retries.inc();
 
-    auto a = std::make_unique<Attempt>(this, li, w);
+    auto a = std::make_unique<Attempt>(weak_self_.lock(), li, w);  // someone holds the call: we run in it
     Attempt* raw = a.get();
     attempts_.push_back(std::move(a));
     leg.current = raw;
-    ++pending_;
     w->inflight.fetch_add(1);
 
     // Worker call span (CLIENT); its id is the parent the worker's spans hang under.
@@ -370,17 +373,15 @@ void GenerateCall::on_attempt_done(Attempt* a, const grpc::Status& s) {
                                 &to_cancel);
                 } else if (leg.emitted) {
                     front_.metrics().midstream_failures.inc();
-                    fail_locked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                             absl::StrCat("worker ", a->worker_->address(),
-                                                          " failed after the stream had started (",
-                                                          grpc::StatusCode(code) == grpc::StatusCode::DEADLINE_EXCEEDED
-                                                              ? "deadline"
-                                                              : s.error_message(),
-                                                          "); the output is incomplete: retry the request")),
+                    fail_locked(code == grpc::StatusCode::DEADLINE_EXCEEDED
+                                    ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                                   "the request's deadline passed during generation")
+                                    : grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                                   absl::StrCat("worker ", a->worker_->address(),
+                                                                " failed after the stream had started (",
+                                                                s.error_message(),
+                                                                "); the output is incomplete: retry the request")),
                                 &to_cancel);
-                    if (code == grpc::StatusCode::DEADLINE_EXCEEDED)
-                        finish_status_ = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                                      "the request's deadline passed during generation");
                 } else {
                     // The worker's own verdict (INVALID_ARGUMENT, DEADLINE_EXCEEDED, ...) passes through.
                     fail_locked(grpc::Status(code, absl::StrCat("worker ", a->worker_->address(), ": ", s.error_message())),
@@ -389,10 +390,9 @@ void GenerateCall::on_attempt_done(Attempt* a, const grpc::Status& s) {
             }
         }
     }
-    for (Attempt* c : to_cancel) c->ctx_.TryCancel();
+    cancel(to_cancel);
     for (Attempt* n : to_launch) launch(n);
-    pump();
-    release();
+    flush();
 }
 
 void GenerateCall::maybe_complete_locked() {
@@ -441,98 +441,65 @@ void GenerateCall::maybe_complete_locked() {
     g.set("gen_ai.response.id", plan_.request_id);
     enqueue_locked(std::move(msg));
     finish_status_ = grpc::Status::OK;
+    end(grpc::Status::OK);
 }
 
-void GenerateCall::enqueue_locked(v1::GenerateResponse msg) {
-    if (server_done_ || finish_called_) return;
-    out_.push_back(std::move(msg));
-}
+void GenerateCall::enqueue_locked(v1::GenerateResponse msg) { queue(std::move(msg)); }
 
 void GenerateCall::enqueue_delta_locked(v1::Delta d) {
     if (d.token_ids_size() == 0 && d.text().empty() && d.reasoning_text().empty()) return;
     // Merge into a waiting delta of the same continuation: fewer frames when the client reads slowly.
-    if (!out_.empty() && out_.back().has_delta() && out_.back().delta().index() == d.index()) {
-        v1::Delta* m = out_.back().mutable_delta();
-        m->mutable_token_ids()->MergeFrom(d.token_ids());
-        m->mutable_text()->append(d.text());
-        m->mutable_reasoning_text()->append(d.reasoning_text());
-        m->mutable_logprobs()->MergeFrom(d.logprobs());
-        m->mutable_top_logprobs()->MergeFrom(d.top_logprobs());
-        return;
-    }
-    v1::GenerateResponse msg;
-    *msg.mutable_delta() = std::move(d);
-    enqueue_locked(std::move(msg));
+    edit_queue([&](std::deque<v1::GenerateResponse>& waiting) {
+        if (!waiting.empty() && waiting.back().has_delta() && waiting.back().delta().index() == d.index()) {
+            v1::Delta* m = waiting.back().mutable_delta();
+            m->mutable_token_ids()->MergeFrom(d.token_ids());
+            m->mutable_text()->append(d.text());
+            m->mutable_reasoning_text()->append(d.reasoning_text());
+            m->mutable_logprobs()->MergeFrom(d.logprobs());
+            m->mutable_top_logprobs()->MergeFrom(d.top_logprobs());
+            return;
+        }
+        v1::GenerateResponse msg;
+        *msg.mutable_delta() = std::move(d);
+        waiting.push_back(std::move(msg));
+    });
 }
 
 void GenerateCall::fail_locked(grpc::Status s, std::vector<Attempt*>* to_cancel) {
     if (finish_status_) return;
-    finish_status_ = std::move(s);
-    out_.clear();  // an error ends the stream; undelivered deltas would only mislead
+    finish_status_ = s;
+    if (s.ok()) end(std::move(s));
+    else end_now(std::move(s));  // an error ends the stream; undelivered deltas would only mislead
     for (Leg& leg : legs_)
         if (leg.current) to_cancel->push_back(leg.current);
 }
 
 void GenerateCall::abort(const std::string& why) {
-    std::vector<Attempt*> cancel;
+    std::vector<Attempt*> to_cancel;
     {
         std::lock_guard<std::mutex> l(mu_);
-        fail_locked(grpc::Status(grpc::StatusCode::CANCELLED, why), &cancel);
+        fail_locked(grpc::Status(grpc::StatusCode::CANCELLED, why), &to_cancel);
     }
-    for (Attempt* c : cancel) c->ctx_.TryCancel();
-    pump();
+    cancel(to_cancel);
+    flush();
 }
 
-void GenerateCall::OnCancel() {
-    std::vector<Attempt*> cancel;
+// The client cancelled, its deadline passed, or a write failed: the worker calls are cancelled too. The
+// writer flushes (Finish) after this returns.
+void GenerateCall::on_broken(Broken why) {
+    std::vector<Attempt*> to_cancel;
     {
         std::lock_guard<std::mutex> l(mu_);
         const bool expired = ctx_->deadline() <= std::chrono::system_clock::now();
-        fail_locked(grpc::Status(expired ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED,
-                                 expired ? "the request's deadline passed" : "cancelled by the client"),
-                    &cancel);
+        grpc::Status st = why == Broken::kWriteFailed ? grpc::Status(grpc::StatusCode::CANCELLED, "the client went away")
+                          : expired ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed")
+                                    : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+        fail_locked(std::move(st), &to_cancel);
     }
-    for (Attempt* c : cancel) c->ctx_.TryCancel();
-    pump();
+    cancel(to_cancel);
 }
 
-void GenerateCall::OnWriteDone(bool ok) {
-    std::vector<Attempt*> cancel;
-    {
-        std::lock_guard<std::mutex> l(mu_);
-        writing_ = false;
-        if (!ok) fail_locked(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"), &cancel);
-    }
-    for (Attempt* c : cancel) c->ctx_.TryCancel();
-    pump();
-}
-
-void GenerateCall::pump() {
-    enum { kNone, kWrite, kFinish } act = kNone;
-    grpc::Status status;
-    {
-        std::lock_guard<std::mutex> l(mu_);
-        if (server_done_ || finish_called_ || writing_) return;
-        if (!out_.empty()) {
-            writing_msg_ = std::move(out_.front());
-            out_.pop_front();
-            writing_ = true;
-            act = kWrite;
-        } else if (finish_status_) {
-            finish_called_ = true;
-            status = *finish_status_;
-            act = kFinish;
-        }
-    }
-    if (act == kWrite) {
-        StartWrite(&writing_msg_);
-    } else if (act == kFinish) {
-        finish_span(status);
-        Finish(status);
-    }
-}
-
-void GenerateCall::finish_span(const grpc::Status& s) {
+void GenerateCall::on_finishing(const grpc::Status& s) {
     front_.metrics().request_done(plan_.rpc, int(s.error_code()), plan_.protocol);
     if (plan_.server_span.trace_id == trace::TraceId{}) return;
     const uint64_t now = trace::unix_nanos_now();
@@ -555,23 +522,6 @@ void GenerateCall::finish_span(const grpc::Status& s) {
         if (k.rfind("gen_ai.", 0) == 0) gen_span_.attributes.emplace_back(k, v);
     front_.tracer().submit(gen_span_);
     front_.tracer().submit(plan_.server_span);
-}
-
-void GenerateCall::OnDone() {
-    {
-        std::lock_guard<std::mutex> l(mu_);
-        server_done_ = true;
-    }
-    release();
-}
-
-void GenerateCall::release() {
-    bool last;
-    {
-        std::lock_guard<std::mutex> l(mu_);
-        last = --pending_ == 0;
-    }
-    if (last) delete this;
 }
 
 }  // namespace dg::front

@@ -3,14 +3,15 @@
 // BatchGenerate are routed to the same worker; when there are several, the first runs alone until its
 // first event so the shared prefix is prefilled once and the siblings resume from its checkpoint.
 //
-// Rules kept here (style doc §A6/§B3): one client write in flight, deltas of a continuation merged while
-// they wait; Finish once; no gRPC call (StartWrite, Finish, TryCancel, abort_async, a launch) made while
-// holding mu_ — what a locked section decides is collected in a FollowUps and done after unlocking; the
-// object deletes itself when the client call and every worker attempt are done (pending_ reaches zero),
-// and nothing can take a new reference after that (try_hold fails), so FrontState::abort_calls cannot
-// reach a call that is being deleted. A worker that fails before its leg streamed a token is retried on
-// another worker; after that the stream ends with UNAVAILABLE. Client cancellation and deadline cancel
-// the worker calls (their deadline is the client's).
+// Rules kept here (style doc §A6/§B3): the client stream is a QueuedWriter (services/common/queued_writer.h:
+// one write in flight, Finish once, the one lifetime scheme); deltas of a continuation are merged while they
+// wait; no gRPC call (StartWrite, Finish, TryCancel, abort_async, a launch) is made while holding mu_ — what
+// a locked section decides is collected in a FollowUps and done after unlocking. Lifetime: the call is a
+// shared_ptr that holds itself until gRPC's OnDone, and each worker attempt holds it until the attempt's
+// own OnDone; FrontState's registry keeps weak_ptrs, so an Abort can only reach a call some reference
+// still keeps alive. A worker that fails before its leg streamed a token is retried on another worker;
+// after that the stream ends with UNAVAILABLE. Client cancellation and deadline cancel the worker calls
+// (their deadline is the client's).
 #pragma once
 
 #include <chrono>
@@ -27,6 +28,7 @@
 #include "deltagate/v1/inference.pb.h"
 #include "deltagate/worker/v1/worker.grpc.pb.h"
 #include "services/front/output_track.h"
+#include "services/common/queued_writer.h"
 #include "services/common/span.h"
 #include "services/front/worker_pool.h"
 
@@ -58,21 +60,14 @@ struct CallPlan {
     std::chrono::steady_clock::time_point start;
 };
 
-class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class GenerateCall : public QueuedWriter<v1::GenerateResponse> {
 public:
-    GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, CallPlan plan);
-    // Routes and starts the legs. Call once, right after construction.
+    static std::shared_ptr<GenerateCall> create(FrontState& front, grpc::CallbackServerContext* ctx, CallPlan plan);
+    ~GenerateCall() override;
+    // Routes and starts the legs. Call once, right after create(), holding the returned shared_ptr.
     void start();
-    // Ends the stream with CANCELLED (Abort RPC). The caller holds a reference (try_hold()).
+    // Ends the stream with CANCELLED (Abort RPC). The caller holds a shared_ptr.
     void abort(const std::string& why);
-    // Keeps the call alive across a call from outside gRPC's reactions; release() gives it back. False
-    // when the last reference is already gone (the call is being deleted): the caller must not touch it.
-    bool try_hold();
-    void release();  // one of the pending completions is done; deletes this after the last
-
-    void OnWriteDone(bool ok) override;
-    void OnCancel() override;
-    void OnDone() override;
 
 private:
     class Attempt;
@@ -97,19 +92,21 @@ private:
         std::optional<worker::v1::AbortRequest> abort_continuation;  // sent to the event's worker
     };
 
-    ~GenerateCall() override;
+    GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, CallPlan plan);
     // Picks a worker for `leg` and creates its attempt (under mu_); nullptr + `err` when none is usable.
     Attempt* make_attempt_locked(int leg, grpc::Status* err);
     void launch(Attempt* a);  // outside mu_
     EventAction on_event(Attempt* a, const worker::v1::GenerateEvent& ev, FollowUps* after);
     void run(Attempt* a, FollowUps& after);  // outside mu_
     void on_attempt_done(Attempt* a, const grpc::Status& s);
+    void cancel(const std::vector<Attempt*>& attempts);  // outside mu_
     void enqueue_locked(v1::GenerateResponse msg);
     void enqueue_delta_locked(v1::Delta d);
     void fail_locked(grpc::Status s, std::vector<Attempt*>* to_cancel);
     void maybe_complete_locked();
-    void pump();  // starts the next write or the Finish, outside mu_
-    void finish_span(const grpc::Status& s);
+    // QueuedWriter hooks.
+    void on_broken(Broken why) override;
+    void on_finishing(const grpc::Status& s) override;  // metrics and spans of the outcome
 
     FrontState& front_;
     grpc::CallbackServerContext* ctx_;
@@ -119,14 +116,9 @@ private:
     std::vector<Leg> legs_;
     std::vector<std::unique_ptr<OutputTrack>> tracks_;
     std::vector<std::unique_ptr<Attempt>> attempts_;  // owned until the call is deleted
-    std::deque<v1::GenerateResponse> out_;
-    v1::GenerateResponse writing_msg_;
-    bool writing_ = false;
-    std::optional<grpc::Status> finish_status_;  // set once: the stream's outcome
-    bool finish_called_ = false;
-    bool server_done_ = false;
-    int pending_ = 1;                            // the server call + every attempt not yet done
+    std::optional<grpc::Status> finish_status_;  // set once: the stream's outcome (the writer ends with it)
     bool registered_ = false;
+    std::weak_ptr<GenerateCall> weak_self_;       // what each attempt holds a strong copy of
     std::optional<std::chrono::steady_clock::time_point> first_token_, last_token_;
     std::vector<std::chrono::steady_clock::time_point> last_token_at_;  // per continuation
     trace::Span gen_span_;

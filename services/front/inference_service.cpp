@@ -13,11 +13,20 @@
 namespace dg::front {
 namespace {
 
-// A stream that ends at once with an error (bad input, overload, auth).
-class ErrorStream : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+// A stream that ends at once with an error (bad input, overload, auth); the same writer and lifetime as
+// every other stream (services/common/queued_writer.h).
+class ErrorStream final : public QueuedWriter<v1::GenerateResponse> {
 public:
-    explicit ErrorStream(const grpc::Status& s) { Finish(s); }
-    void OnDone() override { delete this; }
+    static grpc::ServerWriteReactor<v1::GenerateResponse>* start(const grpc::Status& s) {
+        std::shared_ptr<ErrorStream> e(new ErrorStream());
+        e->hold_until_done(e);
+        e->end(s);
+        e->flush();
+        return e.get();  // holds itself until gRPC's OnDone
+    }
+
+private:
+    ErrorStream() = default;
 };
 
 
@@ -81,7 +90,7 @@ void reject_span(FrontState& front, CallPlan& plan, const grpc::Status& s) {
 grpc::ServerWriteReactor<v1::GenerateResponse>* reject_stream(FrontState& front, CallPlan& plan, const grpc::Status& s) {
     front.metrics().request_done(plan.rpc, int(s.error_code()), plan.protocol);
     reject_span(front, plan, s);
-    return new ErrorStream(s);
+    return ErrorStream::start(s);
 }
 
 void add_gen_ai_attrs(trace::Span& s, const std::string& op, const std::string& model, const v1::SamplingParams& sp,
@@ -221,9 +230,9 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(grpc:
                      leg.request.sampling().seed());
     plan.server_span.set("deltagate.request_id", plan.request_id);
     plan.legs.push_back(std::move(leg));
-    auto* call = new GenerateCall(front_, ctx, std::move(plan));
+    auto call = GenerateCall::create(front_, ctx, std::move(plan));
     call->start();
-    return call;
+    return call.get();  // the call holds itself until gRPC's OnDone
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::BatchGenerate(grpc::CallbackServerContext* ctx,
@@ -313,9 +322,9 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::BatchGenerate(
     plan.server_span.set("deltagate.request_id", plan.request_id);
     plan.server_span.set("deltagate.fanout.legs", int64_t(plan.legs.size()));
     plan.server_span.set("deltagate.fanout.shared_prefix_tokens", int64_t(common));
-    auto* call = new GenerateCall(front_, ctx, std::move(plan));
+    auto call = GenerateCall::create(front_, ctx, std::move(plan));
     call->start();
-    return call;
+    return call.get();  // the call holds itself until gRPC's OnDone
 }
 
 grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,

@@ -9,68 +9,31 @@ namespace pb = ::deltagate::worker::v1;
 // --- WatchStream
 
 WatchStream::Clock::time_point WatchStream::offer(const pb::LoadReport& r, uint64_t version, Clock::time_point now) {
-    std::unique_lock lock(mu_);
-    if (finished_ || closing_ || writing_ || version == sent_version_) return Clock::time_point::max();
-    if (sent_version_ != 0 && now < last_sent_ + interval_) return last_sent_ + interval_;
-    current_ = r;
-    sent_version_ = version;
-    last_sent_ = now;
-    writing_ = true;
-    lock.unlock();
-    StartWrite(&current_);
+    {
+        std::lock_guard lock(mu_);
+        if (version == sent_version_ || !idle()) return Clock::time_point::max();
+        if (sent_version_ != 0 && now < last_sent_ + interval_) return last_sent_ + interval_;
+        if (!queue(r)) return Clock::time_point::max();
+        sent_version_ = version;
+        last_sent_ = now;
+    }
+    flush();
     return Clock::time_point::max();
 }
 
-void WatchStream::finish_locked(std::unique_lock<std::mutex>& lock, grpc::Status st) {
-    if (finished_) return;
-    finished_ = true;
-    lock.unlock();
-    Finish(st);
-}
-
 void WatchStream::close(grpc::Status st) {
-    std::unique_lock lock(mu_);
-    closing_ = true;
-    close_status_ = st;
-    if (!writing_) finish_locked(lock, st);
+    end(std::move(st));
+    flush();
 }
 
-bool WatchStream::done() {
-    std::lock_guard lock(mu_);
-    return ended_;
+void WatchStream::on_broken(Broken why) {
+    end(grpc::Status(grpc::StatusCode::CANCELLED,
+                     why == Broken::kCancelled ? "load watcher cancelled" : "load watcher went away"));
 }
 
-void WatchStream::OnWriteDone(bool ok) {
-    std::unique_lock lock(mu_);
-    writing_ = false;
-    if (!ok) {
-        finish_locked(lock, grpc::Status(grpc::StatusCode::CANCELLED, "load watcher went away"));
-        return;
-    }
-    if (closing_) {
-        finish_locked(lock, close_status_);
-        return;
-    }
-    lock.unlock();
-    hub_->wake();  // a newer report may be waiting for this watcher
-}
+void WatchStream::on_written() { hub_->wake(); }  // a newer report may be waiting for this watcher
 
-void WatchStream::OnCancel() {
-    std::unique_lock lock(mu_);
-    closing_ = true;
-    close_status_ = grpc::Status::CANCELLED;
-    if (!writing_) finish_locked(lock, close_status_);
-}
-
-void WatchStream::OnDone() {
-    std::shared_ptr<WatchStream> keep;
-    {
-        std::lock_guard lock(mu_);
-        ended_ = true;
-        keep = std::move(self_);
-    }
-    hub_->wake();  // drop it from the list
-}
+void WatchStream::on_done() { hub_->wake(); }  // drop it from the list
 
 // --- LoadHub
 
@@ -101,7 +64,7 @@ void LoadHub::publish(const pb::LoadReport& r) {
 
 grpc::ServerWriteReactor<pb::LoadReport>* LoadHub::watch(std::chrono::milliseconds interval) {
     std::shared_ptr<WatchStream> w(new WatchStream(this, interval));
-    w->self_ = w;
+    w->hold_until_done(w);
     WatchStream* raw = w.get();
     bool closed;
     grpc::Status st;

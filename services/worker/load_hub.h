@@ -1,6 +1,7 @@
 // WatchLoad: the engine thread publishes LoadReports (load + checkpoint digest); the hub's own thread
 // hands the newest one to each watcher when it changed and that watcher's interval has passed, one
 // write in flight per watcher. A slow watcher only ever skips to the newest report: nothing queues.
+// Each watcher is a QueuedWriter (services/common/queued_writer.h) offered a report only when idle.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -14,40 +15,35 @@
 #include <vector>
 
 #include "deltagate/worker/v1/worker.grpc.pb.h"
+#include "services/common/queued_writer.h"
 
 namespace dg::worker {
 
 class LoadHub;
 
-class WatchStream final : public grpc::ServerWriteReactor<deltagate::worker::v1::LoadReport> {
+class WatchStream final : public QueuedWriter<deltagate::worker::v1::LoadReport> {
 public:
     using Clock = std::chrono::steady_clock;
 
-    // Hub thread: starts a write of `r` if it is newer than what was sent and the interval has passed.
-    // Returns when it wants to be offered again (time_point::max() = only when something changes).
+    // Hub thread: queues `r` if it is newer than what was sent, nothing is in flight and the interval
+    // has passed. Returns when it wants to be offered again (time_point::max() = only when something
+    // changes).
     Clock::time_point offer(const deltagate::worker::v1::LoadReport& r, uint64_t version, Clock::time_point now);
     // Ends the stream (server shutdown).
     void close(grpc::Status st);
-    bool done();
-
-    void OnWriteDone(bool ok) override;
-    void OnCancel() override;
-    void OnDone() override;
 
 private:
     friend class LoadHub;
     WatchStream(LoadHub* hub, std::chrono::milliseconds interval) : hub_(hub), interval_(interval) {}
-    void finish_locked(std::unique_lock<std::mutex>& lock, grpc::Status st);
+    void on_broken(Broken) override;
+    void on_written() override;
+    void on_done() override;
 
     LoadHub* hub_;
     std::chrono::milliseconds interval_;
-    std::mutex mu_;
-    deltagate::worker::v1::LoadReport current_;
-    bool writing_ = false, finished_ = false, closing_ = false, ended_ = false;
-    grpc::Status close_status_;
+    std::mutex mu_;  // the pacing below (the hub thread is the only producer)
     uint64_t sent_version_ = 0;
     Clock::time_point last_sent_{};
-    std::shared_ptr<WatchStream> self_;
 };
 
 class LoadHub {
