@@ -139,7 +139,10 @@ struct StreamEncoder {
 // refused up front still gets its HTTP error status) or whole.
 void run_generate(v1::Inference::Stub& stub, const HttpMessage& m, HttpExchange& x, const v1::GenerateRequest& req,
                   bool stream, StreamEncoder& enc, Dialect dialect) {
-    GenerateReader reader;
+    // On the heap, not the stack: a reactor that touched it after its end would be a use after free that
+    // AddressSanitizer reports (test_front_lifetime_asan), not a silent write into a reused frame.
+    auto owned = std::make_unique<GenerateReader>();
+    GenerateReader& reader = *owned;
     add_metadata(m, reader.ctx);
     reader.start(stub, req);
     std::deque<v1::GenerateResponse> batch;

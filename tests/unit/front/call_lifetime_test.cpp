@@ -4,7 +4,14 @@
 // window between "last reference dropped" and "unregistered" that a real scheduler hits only rarely, so a
 // call that hands out a reference in that window crashes (double delete, use after free) within a few
 // iterations instead of once a month. Nothing asserts on time.
+//
+// The second test races the HTTP gateway's end of a call (http_gateway.cpp: the connection's thread reads a
+// Generate call over the in-process channel) against the client hanging up: a reader that outlives its
+// connection thread, or a reactor that touches a reader already gone, crashes or hangs the front's exit.
+// CTest also runs both under AddressSanitizer (test_front_lifetime_asan, tests/cmake/front.cmake).
 #include <gtest/gtest.h>
+
+#include <sys/socket.h>
 
 #include <atomic>
 #include <thread>
@@ -24,21 +31,36 @@ std::string worker_binary() {
     return b && *b ? std::string(b) : deltagate_binary();
 }
 
+// A real worker process on a free port, killed when the test ends.
+struct WorkerProcess {
+    std::string addr = "127.0.0.1:" + std::to_string(free_port());
+    pid_t pid = spawn({worker_binary(), "worker", "--listen", addr, "--backend", "cpu"}, {});
+    ~WorkerProcess() {
+        if (pid <= 0) return;
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+    }
+};
+
+// Waits until the in-process front sees its worker healthy.
+bool wait_healthy(v1::Inference::Stub& stub) {
+    for (int i = 0; i < 1200; ++i) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+        v1::ListModelsResponse r;
+        if (stub.ListModels(&ctx, {}, &r).ok() && r.models_size() > 0 && r.models(0).workers_healthy() > 0) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+}
+
 TEST(FrontCallLifetime, AbortRacesCompletionThousandsOfTimes) {
-    const std::string addr = "127.0.0.1:" + std::to_string(free_port());
-    const pid_t worker = spawn({worker_binary(), "worker", "--listen", addr, "--backend", "cpu"}, {});
-    ASSERT_GT(worker, 0);
-    struct Reap {
-        pid_t p;
-        ~Reap() {
-            ::kill(p, SIGKILL);
-            ::waitpid(p, nullptr, 0);
-        }
-    } reap{worker};
+    WorkerProcess worker;
+    ASSERT_GT(worker.pid, 0);
 
     FrontOptions o;
     o.listen = "127.0.0.1:0";
-    o.pool.static_workers = {addr};
+    o.pool.static_workers = {worker.addr};
     std::atomic<bool> widen{false};
     o.test_call_deleting = [&widen] {
         if (widen.load()) std::this_thread::sleep_for(std::chrono::microseconds(300));
@@ -47,15 +69,7 @@ TEST(FrontCallLifetime, AbortRacesCompletionThousandsOfTimes) {
     ASSERT_TRUE(server.ok()) << server.status();
     auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials());
     auto stub = v1::Inference::NewStub(channel);
-    bool ready = false;
-    for (int i = 0; i < 1200 && !ready; ++i) {
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-        v1::ListModelsResponse r;
-        ready = stub->ListModels(&ctx, {}, &r).ok() && r.models_size() > 0 && r.models(0).workers_healthy() > 0;
-        if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ASSERT_TRUE(ready) << "the worker did not become healthy";
+    ASSERT_TRUE(wait_healthy(*stub)) << "the worker did not become healthy";
     widen = true;
 
     FrontState& front = (*server)->state();
@@ -90,6 +104,61 @@ TEST(FrontCallLifetime, AbortRacesCompletionThousandsOfTimes) {
     EXPECT_EQ(completed + cancelled, kIterations);
     std::printf("%d completed, %d cancelled by the racing abort, %d abort hits\n", completed, cancelled, found);
     (*server)->shutdown(0);
+}
+
+// HTTP requests whose client hangs up at every point of the call (before the first byte of the response,
+// mid-stream, never) racing the call's completion, then a clean exit of the front: every call ended and
+// was deleted, and shutdown (which tears down the in-process channel) returns.
+TEST(FrontCallLifetime, HttpHangupRacesCompletion) {
+    WorkerProcess worker;
+    ASSERT_GT(worker.pid, 0);
+    FrontOptions o;
+    o.listen = "127.0.0.1:0";
+    o.http_listen = "127.0.0.1:0";
+    o.pool.static_workers = {worker.addr};
+    auto server = FrontServer::start(o);
+    ASSERT_TRUE(server.ok()) << server.status();
+    auto stub = v1::Inference::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials()));
+    ASSERT_TRUE(wait_healthy(*stub)) << "the worker did not become healthy";
+    const std::string http = (*server)->http_address();
+    const int port = std::stoi(http.substr(http.rfind(':') + 1));
+
+    const int kIterations = 400;
+    int whole = 0;
+    for (int i = 0; i < kIterations; ++i) {
+        const bool stream = i % 2 == 0;
+        const std::string body = std::string(R"({"prompt":[1,2,3],"max_tokens":)") + std::to_string(1 + i % 3) +
+                                 R"(,"ignore_eos":true,"stream":)" + (stream ? "true" : "false") + "}";
+        const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                "Content-Type: application/json\r\nContent-Length: " +
+                                std::to_string(body.size()) + "\r\n\r\n" + body;
+        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(uint16_t(port));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+        ASSERT_EQ(::write(fd, req.data(), req.size()), ssize_t(req.size()));
+        // i % 4: 0 reads everything; 1 hangs up at once; 2 after the first bytes; 3 after a short pause.
+        std::string resp;
+        char buf[4096];
+        if (i % 4 == 2) (void)!::read(fd, buf, sizeof buf);
+        if (i % 4 == 3) std::this_thread::sleep_for(std::chrono::microseconds(200 * (i % 7)));
+        if (i % 4 == 0) {
+            ssize_t n;
+            while ((n = ::read(fd, buf, sizeof buf)) > 0) resp.append(buf, size_t(n));
+            EXPECT_EQ(resp.rfind("HTTP/1.1 200 ", 0), 0u) << resp;
+            ++whole;
+        }
+        ::close(fd);
+    }
+    FrontState& front = (*server)->state();
+    for (int i = 0; i < 200 && front.inflight.load() != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(front.inflight.load(), 0);
+    EXPECT_EQ(whole, kIterations / 4);
+    (*server)->shutdown(0);
+    server->reset();  // the in-process channel and the HTTP server go here: this must return
 }
 
 }  // namespace
