@@ -211,22 +211,27 @@ std::string AnthropicEncoder::stream_frames(const v1::GenerateResponse& msg) {
             out += event("content_block_delta", {{"type", "content_block_delta"}, {"index", next_block_ - 1},
                                                  {"delta", {{"type", "text_delta"}, {"text", d.text()}}}});
         }
+        // Tool calls as they are generated: a tool_use block per call, its input as input_json_delta pieces.
+        for (const auto& tc : d.tool_calls()) {
+            if (open_ != Block::kToolUse || open_tool_call_ != tc.index()) {
+                out += close_block();
+                open_ = Block::kToolUse;
+                open_tool_call_ = tc.index();
+                out += event("content_block_start",
+                             {{"type", "content_block_start"}, {"index", next_block_++},
+                              {"content_block", {{"type", "tool_use"}, {"id", absl::StrCat(id_, "_tool", tool_seq_++)},
+                                                 {"name", tc.name()}, {"input", json::object()}}}});
+            }
+            if (!tc.arguments_json().empty())
+                out += event("content_block_delta", {{"type", "content_block_delta"}, {"index", next_block_ - 1},
+                                                     {"delta", {{"type", "input_json_delta"},
+                                                                {"partial_json", tc.arguments_json()}}}});
+        }
     } else if (msg.has_finished()) {
         const v1::Finished& f = msg.finished();
         finish_ = f.finish_reason();
         matched_stop_ = f.matched_stop();
-        out += close_block();
-        for (const auto& tc : f.tool_calls()) {
-            const int idx = next_block_++;
-            out += event("content_block_start",
-                         {{"type", "content_block_start"}, {"index", idx},
-                          {"content_block", {{"type", "tool_use"}, {"id", absl::StrCat(id_, "_tool", tool_seq_++)},
-                                             {"name", tc.name()}, {"input", json::object()}}}});
-            out += event("content_block_delta", {{"type", "content_block_delta"}, {"index", idx},
-                                                 {"delta", {{"type", "input_json_delta"},
-                                                            {"partial_json", tc.arguments_json()}}}});
-            out += event("content_block_stop", {{"type", "content_block_stop"}, {"index", idx}});
-        }
+        out += close_block();  // its tool calls were streamed as they were generated (Delta.tool_calls)
     } else if (msg.has_final()) {
         has_final_ = true;
         final_ = msg.final();

@@ -31,7 +31,7 @@ public:
     std::string whole_body() const;
 
 private:
-    enum class Block { kNone, kThinking, kText };
+    enum class Block { kNone, kThinking, kText, kToolUse };
     std::string open_block(Block b);
     std::string close_block();
     json usage_json() const;
@@ -53,6 +53,7 @@ private:
     bool has_final_ = false;
     v1::Final final_;
     int tool_seq_ = 0;
+    int open_tool_call_ = -1;  // streaming: the continuation's tool call the open tool_use block holds
 };
 
 }  // namespace dg::front::http

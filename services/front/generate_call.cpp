@@ -274,7 +274,7 @@ GenerateCall::EventAction GenerateCall::on_event(Attempt* a, const worker::v1::G
         v1::Delta d;
         v1::GenerateResponse fin;
         track.finish(map_reason(ev.finish_reason()), leg.last_token, &d, fin.mutable_finished());
-        if (!d.text().empty() || !d.reasoning_text().empty()) enqueue_delta_locked(std::move(d));
+        if (!d.text().empty() || !d.reasoning_text().empty() || d.tool_calls_size() > 0) enqueue_delta_locked(std::move(d));
         enqueue_locked(std::move(fin));
     }
     if (ev.done()) {
@@ -447,7 +447,7 @@ void GenerateCall::maybe_complete_locked() {
 void GenerateCall::enqueue_locked(v1::GenerateResponse msg) { queue(std::move(msg)); }
 
 void GenerateCall::enqueue_delta_locked(v1::Delta d) {
-    if (d.token_ids_size() == 0 && d.text().empty() && d.reasoning_text().empty()) return;
+    if (d.token_ids_size() == 0 && d.text().empty() && d.reasoning_text().empty() && d.tool_calls_size() == 0) return;
     // Merge into a waiting delta of the same continuation: fewer frames when the client reads slowly.
     edit_queue([&](std::deque<v1::GenerateResponse>& waiting) {
         if (!waiting.empty() && waiting.back().has_delta() && waiting.back().delta().index() == d.index()) {
@@ -457,6 +457,7 @@ void GenerateCall::enqueue_delta_locked(v1::Delta d) {
             m->mutable_reasoning_text()->append(d.reasoning_text());
             m->mutable_logprobs()->MergeFrom(d.logprobs());
             m->mutable_top_logprobs()->MergeFrom(d.top_logprobs());
+            m->mutable_tool_calls()->MergeFrom(d.tool_calls());
             return;
         }
         v1::GenerateResponse msg;

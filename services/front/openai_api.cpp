@@ -359,6 +359,10 @@ static json legacy_logprobs(const json& entries) {
     return l;
 }
 
+std::string OpenAIEncoder::new_tool_call_id() {
+    return absl::StrCat("call_", id_.substr(id_.size() - 8), "_", tool_call_seq_++);
+}
+
 std::string OpenAIEncoder::stream_frames(const v1::GenerateResponse& msg) {
     std::string out;
     if (msg.has_delta()) {
@@ -377,6 +381,23 @@ std::string OpenAIEncoder::stream_frames(const v1::GenerateResponse& msg) {
                 delta["reasoning"] = d.reasoning_text();
             }
             if (!d.text().empty()) delta["content"] = d.text();
+            // Tool calls as OpenAI streams them: the first piece of a call has its id, type and name, the
+            // later ones only argument text; consecutive pieces of one call are sent as one.
+            json calls = json::array();
+            for (const auto& tc : d.tool_calls()) {
+                if (!tc.name().empty() || c.call_ids.size() <= size_t(tc.index())) {
+                    c.call_ids.resize(std::max(c.call_ids.size(), size_t(tc.index()) + 1));
+                    c.call_ids[size_t(tc.index())] = new_tool_call_id();
+                    calls.push_back({{"index", tc.index()}, {"id", c.call_ids[size_t(tc.index())]}, {"type", "function"},
+                                     {"function", {{"name", tc.name()}, {"arguments", tc.arguments_json()}}}});
+                } else if (!calls.empty() && calls.back()["index"] == tc.index()) {
+                    calls.back()["function"]["arguments"] =
+                        calls.back()["function"]["arguments"].get<std::string>() + tc.arguments_json();
+                } else {
+                    calls.push_back({{"index", tc.index()}, {"function", {{"arguments", tc.arguments_json()}}}});
+                }
+            }
+            if (!calls.empty()) delta["tool_calls"] = std::move(calls);
             if (delta.size() == 1 && delta.contains("role")) delta["content"] = "";
             choice["delta"] = std::move(delta);
             choice["logprobs"] = req_.logprobs_top >= 0 ? json{{"content", logprob_entries(d)}} : json(nullptr);
@@ -390,20 +411,7 @@ std::string OpenAIEncoder::stream_frames(const v1::GenerateResponse& msg) {
     } else if (msg.has_finished()) {
         const v1::Finished& f = msg.finished();
         if (f.index() < 0 || size_t(f.index()) >= choices_.size()) return out;
-        if (req_.chat && f.tool_calls_size() > 0) {
-            json calls = json::array();
-            for (int k = 0; k < f.tool_calls_size(); ++k)
-                calls.push_back({{"index", k},
-                                 {"id", absl::StrCat("call_", id_.substr(id_.size() - 8), "_", tool_call_seq_++)},
-                                 {"type", "function"},
-                                 {"function", {{"name", f.tool_calls(k).name()},
-                                               {"arguments", f.tool_calls(k).arguments_json()}}}});
-            json choice = {{"index", f.index()}, {"delta", {{"tool_calls", std::move(calls)}}}, {"logprobs", nullptr},
-                           {"finish_reason", nullptr}};
-            if (!choices_[size_t(f.index())].role_sent) choice["delta"]["role"] = "assistant";
-            choices_[size_t(f.index())].role_sent = true;
-            out += frame(chunk(json::array({std::move(choice)})));
-        }
+        // Its tool calls were streamed as they were generated (Delta.tool_calls).
         json choice = {{"index", f.index()}};
         if (req_.chat) choice["delta"] = json::object();
         else choice["text"] = "";
@@ -472,7 +480,7 @@ void OpenAIEncoder::add(const v1::GenerateResponse& msg) {
         Choice& c = choices_[size_t(f.index())];
         c.finish_reason = openai_finish_reason(f.finish_reason());
         for (const auto& tc : f.tool_calls())
-            c.tool_calls.push_back({{"id", absl::StrCat("call_", id_.substr(id_.size() - 8), "_", tool_call_seq_++)},
+            c.tool_calls.push_back({{"id", new_tool_call_id()},
                                     {"type", "function"},
                                     {"function", {{"name", tc.name()}, {"arguments", tc.arguments_json()}}}});
     } else if (msg.has_final()) {

@@ -77,7 +77,9 @@ private:
         json logprobs = json::array();
         std::string finish_reason;
         bool role_sent = false;
+        std::vector<std::string> call_ids;  // streaming: the id given to each tool call, by its index
     };
+    std::string new_tool_call_id();
     json logprob_entries(const v1::Delta& d) const;
     json chunk(json choices) const;
     json usage_json() const;

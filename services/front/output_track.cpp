@@ -57,18 +57,35 @@ void OutputTrack::add_answer(const std::string& text, v1::Delta* delta) {
         if (opt_.return_text) delta->mutable_text()->append(text);
         return;
     }
+    if (tool_calls_) return stream_tool_calls(text, delta);
     answer_tail_ += text;
-    if (in_tool_calls_) return;
     const size_t open = answer_tail_.find(kToolCallOpen);
     size_t emit;
     if (open != std::string::npos) {
-        in_tool_calls_ = true;
         emit = open;
     } else {
         emit = answer_tail_.size() - partial_tag_suffix(answer_tail_, kToolCallOpen);
     }
     if (opt_.return_text) delta->mutable_text()->append(answer_tail_, 0, emit);
     answer_tail_.erase(0, emit);
+    if (open != std::string::npos) {
+        // From the first "<tool_call>" on, the answer goes through the incremental tool-call parser.
+        tool_calls_ = std::make_unique<tok::ToolCallStream>(opt_.tools);
+        std::string rest = std::move(answer_tail_);
+        answer_tail_.clear();
+        stream_tool_calls(rest, delta);
+    }
+}
+
+void OutputTrack::stream_tool_calls(const std::string& text, v1::Delta* delta) {
+    std::vector<tok::ToolCallFragment> pieces;
+    tool_calls_->push(text, &pieces);
+    for (auto& p : pieces) {
+        auto* tc = delta->add_tool_calls();
+        tc->set_index(p.index);
+        tc->set_name(std::move(p.name));
+        tc->set_arguments_json(std::move(p.arguments_json));
+    }
 }
 
 void OutputTrack::finish(v1::FinishReason reason, int32_t last_token, v1::Delta* delta, v1::Finished* fin) {
@@ -94,19 +111,19 @@ void OutputTrack::finish(v1::FinishReason reason, int32_t last_token, v1::Delta*
     } else if (reason == v1::FINISH_REASON_STOP && last_token >= 0) {
         fin->set_matched_stop_token_id(last_token);
     }
-    if (!answer_tail_.empty()) {
-        auto parsed = tok::parse_tool_calls(answer_tail_, opt_.tools);
-        if (parsed.ok() && !parsed->calls.empty()) {
-            for (const auto& c : parsed->calls) {
-                auto* tc = fin->add_tool_calls();
-                tc->set_name(c.name);
-                tc->set_arguments_json(c.arguments.dump(-1, ' ', false, tok::ojson::error_handler_t::replace));
-            }
-            if (opt_.return_text) delta->mutable_text()->append(parsed->content);
-            if (reason == v1::FINISH_REASON_STOP) reason = v1::FINISH_REASON_TOOL_CALLS;
-        } else if (opt_.return_text) {
-            delta->mutable_text()->append(answer_tail_);  // malformed: the raw text, never a half-parsed call
+    if (tool_calls_) {
+        for (const auto& c : tool_calls_->calls()) {
+            auto* tc = fin->add_tool_calls();
+            tc->set_name(c.name);
+            tc->set_arguments_json(c.arguments.dump(-1, ' ', false, tok::ojson::error_handler_t::replace));
         }
+        // Text around the calls, trimmed as the whole-text parser trims it; an unclosed call stays raw text.
+        const std::string rest = tool_calls_->rest();
+        auto parsed = tok::parse_tool_calls(rest, opt_.tools);
+        if (opt_.return_text) delta->mutable_text()->append(parsed.ok() ? parsed->content : rest);
+        if (!tool_calls_->calls().empty() && reason == v1::FINISH_REASON_STOP) reason = v1::FINISH_REASON_TOOL_CALLS;
+    } else if (!answer_tail_.empty()) {
+        if (opt_.return_text) delta->mutable_text()->append(answer_tail_);  // a partial "<tool_c": plain text
         answer_tail_.clear();
     }
     reason_ = reason;

@@ -1,6 +1,7 @@
 // One continuation's output on its way to the client: token ids -> UTF-8-safe text (StreamDecoder, which
 // also applies stop strings) -> reasoning vs answer (ReasoningParser, chat with thinking) -> tool calls
-// (chat with tools: answer text from "<tool_call>" on is held back and parsed when the continuation ends).
+// (chat with tools: answer text from "<tool_call>" on goes through tok::ToolCallStream, and the calls stream
+// as Delta.tool_calls pieces while they are generated; the text around them is given at the end).
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include "engine/tokenizer/detokenize.h"
 #include "engine/tokenizer/reasoning_parser.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "engine/tokenizer/tool_call_parser.h"
 
 namespace dg::front {
 
@@ -46,13 +48,14 @@ public:
 private:
     void add_text(const std::string& text, v1::Delta* delta);
     void add_answer(const std::string& text, v1::Delta* delta);
+    void stream_tool_calls(const std::string& text, v1::Delta* delta);
 
     int index_;
     TrackOptions opt_;
     std::unique_ptr<tok::StreamDecoder> decoder_;
     std::unique_ptr<tok::ReasoningParser> reasoning_;
-    std::string answer_tail_;   // tools: answer text that may be (the start of) a tool call
-    bool in_tool_calls_ = false;
+    std::string answer_tail_;   // tools: answer text that may be the start of "<tool_call>"
+    std::unique_ptr<tok::ToolCallStream> tool_calls_;  // tools: from the first "<tool_call>" on
     bool finished_ = false;
     v1::FinishReason reason_ = v1::FINISH_REASON_UNSPECIFIED;
     int32_t completion_ = 0, reasoning_tokens_ = 0;

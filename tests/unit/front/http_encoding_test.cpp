@@ -1,6 +1,7 @@
 // The HTTP encodings of a GenerateResponse stream (openai_api.h, anthropic_api.h) where the random tiny
-// model cannot take the integration tests: a continuation that ends with parsed tool calls, as OutputTrack
-// reports it (Finished.tool_calls, finish reason TOOL_CALLS). Also request parsing's refusals.
+// model cannot take the integration tests: a continuation with tool calls, as OutputTrack reports them (pieces
+// in Delta.tool_calls while generated, then Finished.tool_calls whole, finish reason TOOL_CALLS). Also
+// request parsing's refusals.
 #include <gtest/gtest.h>
 
 #include "services/front/anthropic_api.h"
@@ -9,15 +10,29 @@
 namespace dg::front::http {
 namespace {
 
+v1::ToolCallDelta* piece(v1::GenerateResponse& m, int index, const std::string& name, const std::string& args) {
+    auto* t = m.mutable_delta()->add_tool_calls();
+    t->set_index(index);
+    t->set_name(name);
+    t->set_arguments_json(args);
+    return t;
+}
+
+// Text, then get_weather streamed in three pieces (two of them merged into one Delta, as GenerateCall
+// merges deltas waiting for the client), then the end.
 std::vector<v1::GenerateResponse> tool_call_stream() {
-    std::vector<v1::GenerateResponse> out(3);
+    std::vector<v1::GenerateResponse> out(5);
     out[0].mutable_delta()->set_text("Let me check.");
-    auto* f = out[1].mutable_finished();
+    piece(out[1], 0, "get_weather", "");
+    piece(out[2], 0, "", R"({"city":"Paris")");
+    piece(out[2], 0, "", "}");
+    out[2].mutable_delta()->add_token_ids(7);
+    auto* f = out[3].mutable_finished();
     f->set_finish_reason(v1::FINISH_REASON_TOOL_CALLS);
     auto* tc = f->add_tool_calls();
     tc->set_name("get_weather");
     tc->set_arguments_json(R"({"city":"Paris"})");
-    auto* u = out[2].mutable_final()->mutable_usage();
+    auto* u = out[4].mutable_final()->mutable_usage();
     u->set_prompt_tokens(40);
     u->set_cached_tokens_device(32);
     u->set_completion_tokens(20);
@@ -59,15 +74,24 @@ TEST(HttpEncoding, OpenAIToolCallsWholeAndStreamed) {
     sse += streamed.stream_end();
     ASSERT_TRUE(sse.ends_with("data: [DONE]\n\n"));
     const auto chunks = sse_data(sse);
-    ASSERT_EQ(chunks.size(), 4u);  // content, tool_calls delta, finish, usage
+    ASSERT_EQ(chunks.size(), 5u);  // content, the call's name, its arguments (one chunk), finish, usage
     EXPECT_EQ(chunks[0]["choices"][0]["delta"]["content"], "Let me check.");
-    const json& calls = chunks[1]["choices"][0]["delta"]["tool_calls"];
-    ASSERT_EQ(calls.size(), 1u);
-    EXPECT_EQ(calls[0]["index"], 0);
-    EXPECT_EQ(calls[0]["function"]["name"], "get_weather");
-    EXPECT_EQ(chunks[2]["choices"][0]["finish_reason"], "tool_calls");
-    EXPECT_TRUE(chunks[3]["choices"].empty());
-    EXPECT_EQ(chunks[3]["usage"]["completion_tokens"], 20);
+    const json& first = chunks[1]["choices"][0]["delta"]["tool_calls"];
+    ASSERT_EQ(first.size(), 1u);
+    EXPECT_EQ(first[0]["index"], 0);
+    EXPECT_EQ(first[0]["type"], "function");
+    EXPECT_TRUE(first[0]["id"].get<std::string>().starts_with("call_"));
+    EXPECT_EQ(first[0]["function"]["name"], "get_weather");
+    EXPECT_EQ(first[0]["function"]["arguments"], "");
+    const json& rest = chunks[2]["choices"][0]["delta"]["tool_calls"];
+    ASSERT_EQ(rest.size(), 1u);
+    EXPECT_EQ(rest[0]["index"], 0);
+    EXPECT_FALSE(rest[0].contains("id"));
+    EXPECT_EQ(rest[0]["function"]["arguments"], R"({"city":"Paris"})");
+    EXPECT_EQ(chunks[3]["choices"][0]["finish_reason"], "tool_calls");
+    EXPECT_FALSE(chunks[3]["choices"][0]["delta"].contains("tool_calls")) << "streamed once, not again at the end";
+    EXPECT_TRUE(chunks[4]["choices"].empty());
+    EXPECT_EQ(chunks[4]["usage"]["completion_tokens"], 20);
 }
 
 TEST(HttpEncoding, AnthropicToolUseWholeAndStreamed) {
@@ -95,9 +119,12 @@ TEST(HttpEncoding, AnthropicToolUseWholeAndStreamed) {
         events.push_back(sse.substr(p + 7, sse.find('\n', p) - p - 7));
     const std::vector<std::string> want = {"message_start",       "content_block_start", "content_block_delta",
                                            "content_block_stop",  "content_block_start", "content_block_delta",
-                                           "content_block_stop",  "message_delta",       "message_stop"};
+                                           "content_block_delta", "content_block_stop",  "message_delta",
+                                           "message_stop"};
     EXPECT_EQ(events, want);
-    EXPECT_NE(sse.find(R"("partial_json":"{\"city\":\"Paris\"}")"), std::string::npos) << sse;
+    EXPECT_NE(sse.find(R"("name":"get_weather")"), std::string::npos) << sse;
+    EXPECT_NE(sse.find(R"("partial_json":"{\"city\":\"Paris\"")"), std::string::npos) << sse;
+    EXPECT_NE(sse.find(R"("partial_json":"}")"), std::string::npos) << sse;
     EXPECT_NE(sse.find(R"("stop_reason":"tool_use")"), std::string::npos);
 }
 

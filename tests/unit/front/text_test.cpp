@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/tokenizer/reasoning_parser.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "services/front/output_track.h"
 #include "tests/unit/front/cluster.h"
 
 namespace dg::front::testing {
@@ -446,6 +448,56 @@ TEST_F(FrontText, ChatPrefixWithTextContinuationsMatchesGenerate) {
         EXPECT_EQ(r.ids(int(i)), one.ids(0));
         EXPECT_EQ(r.text(int(i)), one.text(0));
     }
+}
+
+// OutputTrack on the real tokenizer's ids (the tiny model never writes a tool call, so the ids are those of
+// a tool-call answer, fed one at a time as a model samples them): the calls stream as Delta.tool_calls
+// pieces whose arguments concatenate to Finished's, the answer text before them streams as text, no
+// "<tool_call>" markup reaches the text, and the finish reason becomes TOOL_CALLS.
+TEST_F(FrontText, OutputTrackStreamsToolCallsFromTokenIds) {
+    auto tok = tok::load_tokenizer(*tokenizer_);
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    const std::string answer =
+        "Checking both.\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+        "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=get_time>\n"
+        "<parameter=zone>\nCET\n</parameter>\n</function>\n</tool_call>";
+    auto ids = (*tok)->encode(answer);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    TrackOptions o;
+    o.tokenizer = tok->get();
+    o.tools = {tok::ojson::parse(R"({"type":"function","function":{"name":"get_weather","parameters":{"type":"object",
+                 "properties":{"city":{"type":"string"},"days":{"type":"integer"}}}}})"),
+               tok::ojson::parse(R"({"type":"function","function":{"name":"get_time","parameters":{}}})")};
+    OutputTrack track(0, o);
+    std::string text;
+    std::vector<std::string> names(2), args(2);
+    int pieces_before_end = 0;
+    for (int32_t id : *ids) {
+        v1::Delta d;
+        track.push(id, &d);
+        text += d.text();
+        for (const auto& t : d.tool_calls()) {
+            ASSERT_LT(t.index(), 2);
+            if (!t.name().empty()) names[size_t(t.index())] = t.name();
+            args[size_t(t.index())] += t.arguments_json();
+            ++pieces_before_end;
+        }
+    }
+    v1::Delta d;
+    v1::Finished fin;
+    track.finish(v1::FINISH_REASON_STOP, -1, &d, &fin);
+    text += d.text();
+    for (const auto& t : d.tool_calls()) args[size_t(t.index())] += t.arguments_json();
+    EXPECT_EQ(text, "Checking both.\n\n");  // streamed before the call was known to follow
+    EXPECT_EQ(fin.finish_reason(), v1::FINISH_REASON_TOOL_CALLS);
+    EXPECT_GE(pieces_before_end, 6) << "two names, three parameters and two closing braces, while generating";
+    ASSERT_EQ(fin.tool_calls_size(), 2);
+    for (int k = 0; k < 2; ++k) {
+        EXPECT_EQ(names[size_t(k)], fin.tool_calls(k).name());
+        EXPECT_EQ(args[size_t(k)], fin.tool_calls(k).arguments_json());
+    }
+    EXPECT_EQ(args[0], R"({"city":"Paris","days":3})");
+    EXPECT_EQ(args[1], R"({"zone":"CET"})");
 }
 
 }  // namespace
