@@ -1,0 +1,120 @@
+// What one decode step costs the host, counted by the CUDA emulation (engine/cuda/emu/emu.h counters):
+// kernel launches, graph launches, host<->device copies and host synchronisations, for a step of a model
+// with 27B's layer structure (64 layers, 3 Gated DeltaNet : 1 attention) and one with 35B-A3B's (40 layers,
+// MoE routing top-8), at the tiny preset's widths and head counts: the counts depend on the layers and the
+// step's code path, not on widths, head counts or the weight type (one launch per op either way), so the
+// CPU counts what a GPU step does in a minute.
+//
+// Printed as a table (issue 15 tracks them down to one graph launch, one metadata upload and one token
+// download per step). The test fails when a change ADDS launches, copies or synchronisations to the step:
+// the ceilings below are today's counts — lower them in the change that removes work, never raise them
+// without saying why in the commit.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/model_export.h"
+#include "engine/model_source.h"
+#include "engine/runner.h"
+#include "engine/weights.h"
+
+#ifdef DG_CUDA_EMU
+#include "engine/cuda/emu/emu.h"
+#endif
+
+namespace dg {
+namespace {
+
+#ifdef DG_CUDA_EMU
+
+struct StepShape {
+    const char* name;
+    const char* preset;  // the layer structure copied from this preset
+    const char* weight_type;
+    // Ceilings: today's counts for one batch-1 decode step (see the file comment).
+    int64_t max_launches, max_copies, max_syncs;
+};
+
+// `preset`'s layers and routing at the tiny preset's widths and heads, which the emulation runs quickly.
+ModelConfig narrow(const char* preset) {
+    const ModelConfig real = *preset_config(preset);
+    ModelConfig c = *preset_config(real.is_moe() ? "tiny-moe" : "tiny");
+    c.n_layers = real.n_layers;
+    c.is_attention = real.is_attention;
+    if (real.is_moe()) {
+        c.n_experts = 16;  // 256 in the real model; the step routes top-k of them the same way
+        c.n_experts_used = real.n_experts_used;
+    }
+    c.max_context = 4096;
+    return c;
+}
+
+struct Counts {
+    int64_t launches, graphs, h2d, d2h, d2d, async, syncs;
+    int64_t copies() const { return h2d + d2h + d2d; }
+};
+
+Counts count_decode_step(const StepShape& s) {
+    const ModelConfig c = narrow(s.preset);
+    const std::string path =
+        (std::filesystem::temp_directory_path() / (std::string("dg_step_counters_") + s.name + ".gguf")).string();
+    GgufExportOptions eo;
+    eo.type = s.weight_type;
+    const absl::Status exported = export_gguf(random_model(c, 5, 64), path, eo);
+    EXPECT_TRUE(exported.ok()) << exported;
+    auto weights = load_model(path);
+    std::filesystem::remove(path);
+    EXPECT_TRUE(weights.ok()) << weights.status();
+    RunnerOptions opt;
+    opt.max_seqs = 1;
+    opt.max_tokens_per_seq = 64;
+    auto runner = Runner::create(std::move(*weights), BackendKind::kCuda, opt);
+    EXPECT_TRUE(runner.ok()) << runner.status();
+    auto seq = (*runner)->new_sequence();
+    EXPECT_TRUE(seq.ok());
+    const std::vector<int32_t> prompt = {3, 1, 4, 1};
+    EXPECT_TRUE((*runner)->feed(*seq, prompt, false).ok());  // prefill, not counted
+    emu::reset_counters();
+    const std::vector<int32_t> next = {5};
+    auto logits = (*runner)->feed(*seq, next, false);  // one decode step, logits on the host
+    EXPECT_TRUE(logits.ok()) << logits.status();
+    const emu::Counters k = emu::counters();
+    return {k.kernel_launches, k.graph_launches, k.copies_h2d, k.copies_d2h, k.copies_d2d, k.async_copies, k.host_syncs};
+}
+
+TEST(CudaStepCounters, DecodeStepDoesNotGrow) {
+    const std::vector<StepShape> shapes = {
+        // 2026-12-05: 900 kernels, 66 H2D + 1 D2H copies, 68 host syncs.
+        {"27b-layers", "27b", "q8_0", 900, 67, 68},
+        // 2026-12-05: 2324 kernels, 442 H2D + 41 D2H copies (MoE routing goes to the host per layer), 484 syncs.
+        {"35b-a3b-layers", "35b-a3b", "q8_0", 2324, 483, 484},
+    };
+    std::printf("\none batch-1 decode step on the CUDA emulation (issue 15 target: 1 graph launch, 1 async "
+                "upload, 1 token download, 0 syncs inside)\n");
+    std::printf("| model layers | kernels | graphs | copies H2D | D2H | D2D | of them async | host syncs |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (const auto& s : shapes) {
+        const Counts n = count_decode_step(s);
+        std::printf("| %s (%s) | %lld | %lld | %lld | %lld | %lld | %lld | %lld |\n", s.name, s.weight_type,
+                    (long long)n.launches, (long long)n.graphs, (long long)n.h2d, (long long)n.d2h, (long long)n.d2d,
+                    (long long)n.async, (long long)n.syncs);
+        EXPECT_GT(n.launches, 0) << s.name << ": the step ran no kernel";
+        if (s.max_launches > 0) EXPECT_LE(n.launches, s.max_launches) << s.name << ": more kernel launches per step";
+        if (s.max_copies > 0) EXPECT_LE(n.copies(), s.max_copies) << s.name << ": more copies per step";
+        if (s.max_syncs > 0) EXPECT_LE(n.syncs, s.max_syncs) << s.name << ": a host synchronisation was added to the step";
+    }
+}
+
+#else
+
+TEST(CudaStepCounters, DecodeStepDoesNotGrow) {
+    GTEST_SKIP() << "counts come from the CUDA emulation (-DDELTAGATE_CUDA_EMU=ON); a real GPU is measured with nsys";
+}
+
+#endif
+
+}  // namespace
+}  // namespace dg
