@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <list>
 #include <mutex>
 #include <span>
@@ -26,7 +27,9 @@ struct WorkerView {
     int32_t block_tokens = 16;  // the worker's KV block size: its prefix keys depend on it
     int32_t running = 0, waiting = 0;
     int32_t inflight = 0;       // requests this front has sent it and not seen finish (reports lag)
-    const CheckpointDigest* digest = nullptr;
+    // Shared, not borrowed: the worker's watch thread replaces its digest at every load report, while a
+    // routing decision may still be reading the previous one.
+    std::shared_ptr<const CheckpointDigest> digest;
 };
 
 struct RouteOptions {

@@ -57,7 +57,7 @@ WorkerView WorkerHandle::view(int id) const {
     v.running = load_.running();
     v.waiting = load_.waiting();
     v.inflight = inflight.load();
-    v.digest = digest_.get();  // the handle outlives the routing call (the caller holds a shared_ptr)
+    v.digest = digest_;
     return v;
 }
 

@@ -57,7 +57,7 @@ WorkerView view(int id, int running, const CheckpointDigest* d = nullptr) {
     v.id = id;
     v.healthy = true;
     v.running = running;
-    v.digest = d;
+    if (d) v.digest = std::make_shared<const CheckpointDigest>(*d);
     return v;
 }
 
