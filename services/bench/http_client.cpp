@@ -7,6 +7,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -214,6 +215,8 @@ absl::StatusOr<HttpResponse> http_request(const Url& base, const std::string& me
     size_t body_seen = 0;
     char buf[16384];
     auto deliver = [&](std::string_view bytes) -> absl::Status {
+        if (!chunked && content_length >= 0)  // bytes past the declared length are not this response's
+            bytes = bytes.substr(0, size_t(std::max<int64_t>(0, content_length - int64_t(body_seen))));
         body_seen += bytes.size();
         if (chunked) {
             std::string out;

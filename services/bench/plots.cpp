@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <map>
 
@@ -130,6 +131,9 @@ absl::Status render(const std::string& dir, const Plot& p) {
     if (pid < 0) return absl::InternalError("fork failed");
     if (pid == 0) {
         if (chdir(dir.c_str()) != 0) _exit(126);
+        // gnuplot's warnings (e.g. a one-point x range) go to a log beside the script, not the terminal.
+        const std::string log = gp + ".log";
+        if (FILE* l = std::fopen(log.c_str(), "w")) dup2(fileno(l), 2);
         execlp("gnuplot", "gnuplot", gp.c_str(), static_cast<char*>(nullptr));
         _exit(127);
     }
@@ -139,7 +143,7 @@ absl::Status render(const std::string& dir, const Plot& p) {
         return absl::FailedPreconditionError(
             "gnuplot not found: install it (Debian: apt-get install gnuplot-nox) or pass --no-plots");
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        return absl::InternalError(absl::StrCat("gnuplot failed on ", dir, "/", gp));
+        return absl::InternalError(absl::StrCat("gnuplot failed on ", dir, "/", gp, " (see ", dir, "/", gp, ".log)"));
     return absl::OkStatus();
 }
 
