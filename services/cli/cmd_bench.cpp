@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "services/bench/compare.h"
 #include "services/bench/driver.h"
 #include "services/bench/plots.h"
 #include "services/bench/progress.h"
@@ -33,6 +34,7 @@ constexpr const char* kUsage =
     "         --workload sweep|agent|fanout|replay [workload flags] [--seed N] --out DIR\n"
     "         [--label TEXT] [--slo-ttft-ms MS] [--slo-itl-ms MS] [--allow-errors] [--no-plots]\n"
     "         [--deadline-s S] [--vocab N]\n"
+    "       deltagate bench --compare DIR,DIR[,...] --out DIR   (earlier agent or sweep runs side by side)\n"
     "  sweep:  --context 512,2k,8k  --concurrency 1,2,4  --output 64  [--requests N per cell (2 x concurrency)]\n"
     "  agent:  --sessions 2 --turns 8 --system-tokens 1024 --user-tokens 64 --tool-tokens 64:512 --output 32\n"
     "          [--cache on|off|both]  (off: every request asks the server not to reuse cached prefixes)\n"
@@ -74,12 +76,32 @@ std::string utc_now() {
     return buf;
 }
 
+// --compare DIR,DIR,...: earlier runs side by side (tables and plots), no server involved.
+int run_compare(const ParsedFlags& f, const std::string& dirs) {
+    const auto out_dir = f.get("out");
+    if (!out_dir) return fail("--compare needs --out DIR (the comparison plots go there)", 2);
+    if (f.has("grpc") || f.has("openai") || f.has("workload"))
+        return fail("--compare reads earlier results: give no --grpc, --openai or --workload", 2);
+    std::vector<std::string> list = absl::StrSplit(dirs, ',', absl::SkipEmpty());
+    auto c = compare_runs(list);
+    if (!c.ok()) return fail(std::string(c.status().message()));
+    std::error_code ec;
+    std::filesystem::create_directories(*out_dir, ec);
+    if (ec) return fail(absl::StrCat("--out ", *out_dir, ": ", ec.message()), 2);
+    std::fputs(c->tables.c_str(), stdout);
+    std::fflush(stdout);
+    if (!f.has("no-plots"))
+        for (const Plot& p : c->plots)
+            if (auto s = render(*out_dir, p); !s.ok()) return fail(std::string(s.message()));
+    return 0;
+}
+
 int run_bench(const std::vector<std::string>& args) {
     auto f = parse_flags(args,
                          {"grpc", "openai", "api-key", "model", "workload", "seed", "out", "label", "slo-ttft-ms",
                           "slo-itl-ms", "deadline-s", "vocab", "context", "concurrency", "output", "requests",
                           "sessions", "turns", "system-tokens", "user-tokens", "tool-tokens", "cache", "fanout",
-                          "suffix-tokens", "trace", "rate"},
+                          "suffix-tokens", "trace", "rate", "compare"},
                          {"help", "allow-errors", "no-plots"});
     if (!f.ok() || f->has("help")) {
         if (!f.ok()) std::fprintf(stderr, "deltagate bench: %s\n", std::string(f.status().message()).c_str());
@@ -87,6 +109,7 @@ int run_bench(const std::vector<std::string>& args) {
         return f.ok() ? 0 : 2;
     }
     if (!f->positional.empty()) return fail(absl::StrCat("unexpected argument '", f->positional[0], "'"), 2);
+    if (auto dirs = f->get("compare")) return run_compare(*f, *dirs);
     if (f->has("grpc") == f->has("openai")) return fail("give exactly one of --grpc HOST:PORT or --openai URL", 2);
     const auto out_dir = f->get("out");
     if (!out_dir) return fail("--out DIR is required (results.json, results.csv and the plots go there)", 2);

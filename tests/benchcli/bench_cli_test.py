@@ -195,6 +195,25 @@ class BenchCli(unittest.TestCase):
         self.assertTrue(all(c["goodput"]["good"] == c["ok"] for c in res["cells"]))
         self.check_pngs(out, ["replay_ttft.png"])
 
+    def test_compare_runs(self):
+        dirs = []
+        for label, driver in (("via-grpc", "grpc"), ("via-http", "openai")):
+            out, _ = self.bench(f"compare_{driver}", *self.target(driver), "--workload", "agent", "--sessions", "1",
+                                "--turns", "2", "--system-tokens", "16", "--user-tokens", "4", "--tool-tokens", "4",
+                                "--output", "2", "--label", label)
+            dirs.append(out)
+        out = os.path.join(ARGS.work, "compare")
+        p = subprocess.run([ARGS.deltagate, "bench", "--compare", ",".join(dirs), "--out", out], capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("via-grpc cache on", p.stdout)
+        self.assertIn("via-http cache on", p.stdout)
+        self.check_pngs(out, ["compare_ttft_per_turn.png"])
+        bad = subprocess.run([ARGS.deltagate, "bench", "--compare", dirs[0], "--out", out], capture_output=True,
+                             text=True, timeout=120)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("at least two", bad.stderr)
+
     def one_line_error(self, args, want):
         p = subprocess.run([ARGS.deltagate, "bench", *args, "--out", os.path.join(ARGS.work, "err")],
                            capture_output=True, text=True, timeout=120)
