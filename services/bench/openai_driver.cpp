@@ -83,6 +83,7 @@ public:
             if (pj.is_object()) {
                 const int n_ctx = int_at(pj, {"default_generation_settings", "n_ctx"}, int_at(pj, {"n_ctx"}, 0));
                 if (n_ctx > 0) info.max_context = n_ctx;
+                if (pj.contains("default_generation_settings")) server = "llama-server";  // what /props is
                 if (pj.contains("build_info") && pj["build_info"].is_string())
                     server = absl::StrCat("llama-server ", pj["build_info"].get<std::string>());
             }
