@@ -6,7 +6,8 @@ PKGS=(build-essential cmake ninja-build pkg-config
       nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
       python3 python3-numpy python3-yaml clang libclang-rt-dev nodejs npm
       libicu-dev openssl curl
-      python3-grpcio python3-protobuf prometheus)  # the Python gRPC client test; promtool for /metrics
+      python3-grpcio python3-protobuf prometheus  # the Python gRPC client test; promtool for /metrics
+      gnuplot-nox)  # deltagate bench's PNG plots
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
