@@ -123,17 +123,41 @@ HttpConnServer::~HttpConnServer() {
         if (fd >= 0) ::close(fd);
 }
 
-void HttpConnServer::stop() {
-    if (stopping_.exchange(true)) return;
+void HttpConnServer::stop_accepting() {
+    std::lock_guard<std::mutex> l(accept_mu_);
+    if (accept_stopped_) return;
+    accept_stopped_ = true;
     if (wake_[1] >= 0) {
         const char c = 0;
         [[maybe_unused]] ssize_t n = ::write(wake_[1], &c, 1);
     }
     if (thread_.joinable()) thread_.join();
-    // Wake every connection thread (reads and waits fail, handlers see the client gone) and join them.
+    if (listen_fd_ >= 0) {
+        ::close(listen_fd_);
+        listen_fd_ = -1;
+    }
+}
+
+void HttpConnServer::shutdown_connections() {
     std::lock_guard<std::mutex> l(mu_);
     for (auto& c : conns_) ::shutdown(c->fd, SHUT_RDWR);
-    reap_locked(true);
+}
+
+void HttpConnServer::stop() {
+    if (stopping_.exchange(true)) return;
+    stop_accepting();
+    // Wake every connection thread (reads and waits fail, handlers see the client gone) and join them.
+    shutdown_connections();
+    std::vector<std::unique_ptr<Conn>> conns;
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        conns.swap(conns_);
+    }
+    // Joined outside mu_: a connection thread never needs it, but nothing here should wait under a lock.
+    for (auto& c : conns) {
+        c->thread.join();
+        ::close(c->fd);
+    }
 }
 
 void HttpConnServer::reap_locked(bool all) {
@@ -149,7 +173,7 @@ void HttpConnServer::reap_locked(bool all) {
 }
 
 void HttpConnServer::accept_loop() {
-    while (!stopping_.load()) {
+    for (;;) {
         pollfd p[2] = {{listen_fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
         if (poll(p, 2, -1) < 0) {
             if (errno == EINTR) continue;

@@ -74,6 +74,11 @@ public:
     ~HttpConnServer();  // stops: closes every connection and joins its thread
 
     void stop();
+    // Closes the listening socket: no new connection (requests on open ones still reach the handler).
+    void stop_accepting();
+    // Shuts every open connection down (reads and writes fail at once; handlers see the client gone)
+    // without waiting for their threads.
+    void shutdown_connections();
     int port() const { return port_; }
     std::string address() const { return host_ + ":" + std::to_string(port_); }
 
@@ -95,6 +100,8 @@ private:
     int listen_fd_ = -1;
     int wake_[2] = {-1, -1};
     std::atomic<bool> stopping_{false};
+    std::mutex accept_mu_;  // stop_accepting() once, from any thread
+    bool accept_stopped_ = false;
     std::thread thread_;
     std::mutex mu_;
     std::vector<std::unique_ptr<Conn>> conns_;

@@ -121,15 +121,20 @@ void FrontServer::shutdown(int grace_ms) {
     }
     cv_.notify_all();
     if (health_.joinable()) health_.join();
+    const auto grace = std::chrono::milliseconds(grace_ms);
+    const auto steady_end = std::chrono::steady_clock::now() + grace;
+    const auto end = std::chrono::system_clock::now() + grace;
     if (server_) {  // null when start() failed before the server ran (bad TLS files, port in use)
         server_->GetHealthCheckService()->Shutdown();
         if (health_server_) {
             health_server_->GetHealthCheckService()->Shutdown();
             health_server_->Shutdown(std::chrono::system_clock::now());
         }
-        server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
     }
-    // After the gRPC server: HTTP streams (calls on the in-process channel) had the same grace to finish.
+    // HTTP first: its requests are calls on the in-process channel, which must all be over before the gRPC
+    // server shuts down (http_gateway.h). Both share the one grace period.
+    if (http_api_) http_api_->drain(steady_end);
+    if (server_) server_->Shutdown(end);
     if (http_api_) http_api_->stop();
     if (http_) http_->stop();
 }

@@ -58,7 +58,7 @@ void send_error(HttpExchange& x, const ApiError& e, Dialect d) {
 // One Generate call over the in-process channel, read by the connection's thread: the reactor queues the
 // messages and wakes the thread through an eventfd, and the thread also watches the client's socket, so a
 // client that hangs up cancels the call at once (not at the next write).
-class GenerateReader : public grpc::ClientReadReactor<v1::GenerateResponse> {
+class GenerateReader : public grpc::ClientReadReactor<v1::GenerateResponse>, public HttpGateway::Stream {
 public:
     GenerateReader() : efd_(::eventfd(0, EFD_CLOEXEC)) {}
     ~GenerateReader() override { ::close(efd_); }
@@ -104,6 +104,7 @@ public:
             [[maybe_unused]] ssize_t n = ::read(efd_, &v, sizeof v);
         }
     }
+    void cancel() override { ctx.TryCancel(); }  // drain(): any thread
     void cancel_and_wait() {
         ctx.TryCancel();
         std::unique_lock<std::mutex> l(mu_);
@@ -137,12 +138,19 @@ struct StreamEncoder {
 
 // Runs `req` and answers the HTTP client: streamed (SSE, begun at the first message so that a request
 // refused up front still gets its HTTP error status) or whole.
-void run_generate(v1::Inference::Stub& stub, const HttpMessage& m, HttpExchange& x, const v1::GenerateRequest& req,
-                  bool stream, StreamEncoder& enc, Dialect dialect) {
+void run_generate(HttpGateway& gw, v1::Inference::Stub& stub, const HttpMessage& m, HttpExchange& x,
+                  const v1::GenerateRequest& req, bool stream, StreamEncoder& enc, Dialect dialect) {
     // On the heap, not the stack: a reactor that touched it after its end would be a use after free that
-    // AddressSanitizer reports (test_front_lifetime_asan), not a silent write into a reused frame.
-    auto owned = std::make_unique<GenerateReader>();
+    // AddressSanitizer reports (test_front_lifetime_asan), not a silent write into a reused frame. Shared
+    // with the gateway's drain list while the call runs.
+    auto owned = std::make_shared<GenerateReader>();
     GenerateReader& reader = *owned;
+    if (!gw.track(owned)) return send_error(x, {503, "the server is shutting down: retry on another replica", "", "unavailable"}, dialect);
+    struct Untrack {
+        HttpGateway& gw;
+        std::shared_ptr<GenerateReader> r;
+        ~Untrack() { gw.untrack(r); }  // after the call ended: every return below has waited for OnDone
+    } untrack{gw, owned};
     add_metadata(m, reader.ctx);
     reader.start(stub, req);
     std::deque<v1::GenerateResponse> batch;
@@ -227,7 +235,13 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::start(HttpGatewayOptio
     so.max_body_bytes = size_t(front.options().limits.max_message_bytes);
     so.max_connections = std::max(64, front.options().limits.max_inflight + 16);
     auto s = HttpConnServer::start(g->opt_.listen, so, [raw = g.get()](const HttpMessage& m, HttpExchange& x) {
+        if (!raw->enter()) {
+            x.add_header("Connection", "close");
+            return send_error(x, {503, "the server is shutting down: retry on another replica", "", "unavailable"},
+                              m.path == "/v1/messages" ? Dialect::kAnthropic : Dialect::kOpenAI);
+        }
         raw->handle(m, x);
+        raw->leave();
     });
     if (!s.ok()) return absl::Status(s.status().code(), absl::StrCat("--http-listen: ", s.status().message()));
     g->server_ = std::move(*s);
@@ -235,6 +249,49 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::start(HttpGatewayOptio
 }
 
 HttpGateway::~HttpGateway() { stop(); }
+
+bool HttpGateway::enter() {
+    std::lock_guard<std::mutex> l(gate_mu_);
+    if (draining_) return false;
+    ++active_;
+    return true;
+}
+
+void HttpGateway::leave() {
+    {
+        std::lock_guard<std::mutex> l(gate_mu_);
+        --active_;
+    }
+    gate_cv_.notify_all();
+}
+
+bool HttpGateway::track(const std::shared_ptr<Stream>& s) {
+    std::lock_guard<std::mutex> l(gate_mu_);
+    if (draining_) return false;
+    streams_.insert(s);
+    return true;
+}
+
+void HttpGateway::untrack(const std::shared_ptr<Stream>& s) {
+    std::lock_guard<std::mutex> l(gate_mu_);
+    streams_.erase(s);
+}
+
+void HttpGateway::drain(std::chrono::steady_clock::time_point deadline) {
+    if (server_) server_->stop_accepting();
+    std::unique_lock<std::mutex> l(gate_mu_);
+    draining_ = true;
+    if (gate_cv_.wait_until(l, deadline, [&] { return active_ == 0; })) return;
+    // Past the grace: cancel what still runs (outside the lock: cancelling may run reactions inline) and
+    // wake handlers blocked on slow clients, then wait for the last handler to leave.
+    std::vector<std::shared_ptr<Stream>> running(streams_.begin(), streams_.end());
+    l.unlock();
+    for (auto& s : running) s->cancel();
+    running.clear();
+    if (server_) server_->shutdown_connections();
+    l.lock();
+    gate_cv_.wait(l, [&] { return active_ == 0; });
+}
 
 void HttpGateway::stop() {
     if (server_) server_->stop();
@@ -382,7 +439,7 @@ void HttpGateway::handle(const HttpMessage& m, HttpExchange& x) {
         se.error_frames = [&](const ApiError& e) { return enc.error_frame(e); };
         se.add = [&](const v1::GenerateResponse& r) { enc.add(r); };
         se.body = [&] { return enc.whole_body(); };
-        return run_generate(*stub_, m, x, pm.request, pm.stream, se, dialect);
+        return run_generate(*this, *stub_, m, x, pm.request, pm.stream, se, dialect);
     }
     http::ParsedGenerate pg;
     const bool chat = m.path == "/v1/chat/completions";
@@ -396,7 +453,7 @@ void HttpGateway::handle(const HttpMessage& m, HttpExchange& x) {
     se.error_frames = [&](const ApiError& e) { return "data: " + http::openai_error_body(e) + "\n\n"; };
     se.add = [&](const v1::GenerateResponse& r) { enc.add(r); };
     se.body = [&] { return enc.whole_body(); };
-    run_generate(*stub_, m, x, pg.request, pg.stream, se, dialect);
+    run_generate(*this, *stub_, m, x, pg.request, pg.stream, se, dialect);
 }
 
 }  // namespace dg::front
