@@ -1,5 +1,6 @@
 // The CPU backend: host memory, and every op from engine/cpu/ops.h. Two flavours, fixed at creation:
-// "cpu-exact" (the oracle tests compare against) and "cpu" (serving: matmul_fast for quantised weights).
+// "cpu-exact" (the oracle tests compare against) and "cpu" (serving: matmul_fast, the AVX-512 chunked
+// delta rule).
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -95,7 +96,8 @@ public:
     void gdn_mixer(const StepBatch& b, int32_t gdn_layer, const GdnDims& d, const GdnWeights& w, float eps,
                    float* qkv, const float* z, const float* bp, const float* ap, float* o) override {
         StateCtx ctx{this, gdn_layer};
-        cpu::gdn_mixer(b, d, w, eps, qkv, z, bp, ap, o, &StateCtx::get, &ctx);
+        cpu::gdn_mixer(b, d, w, eps, qkv, z, bp, ap, o, &StateCtx::get, &ctx,
+                       exact_ ? cpu::gdn_chunked_head : cpu::gdn_chunked_head_fast);
     }
 
     void attention(const StepBatch& b, int32_t attn_layer, const AttnDims& d, const AttnWeights& w, float eps,

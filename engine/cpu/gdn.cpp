@@ -150,7 +150,8 @@ void gdn_chunked_head(const float* q, const float* k, const float* v, GdnStrides
 }
 
 void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float eps, float* qkv, const float* z,
-               const float* bproj, const float* aproj, float* o, GdnState (*state_of)(void*, int32_t), void* ctx) {
+               const float* bproj, const float* aproj, float* o, GdnState (*state_of)(void*, int32_t), void* ctx,
+               GdnChunkedFn chunked) {
     const int32_t n = b.n_tokens();
     const int64_t C = d.conv_dim, Hk = d.Hk, Hv = d.Hv, dk = d.dk, dv = d.dv, qk = Hk * dk;
     for (const SeqSlice& s : b.seqs)
@@ -194,7 +195,7 @@ void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float 
             if (s.len == 1)
                 gdn_recurrent_head(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
             else
-                gdn_chunked_head(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
+                chunked(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
         }
     });
 

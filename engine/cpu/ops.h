@@ -38,10 +38,17 @@ void gdn_recurrent_head(const float* q, const float* k, const float* v, GdnStrid
 void gdn_chunked_head(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
                       const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
 constexpr int32_t kGdnChunk = 64;
+// The fast backend's chunked form (gdn_fast.cpp): the same math as small AVX-512 matrix products, in another
+// summation order; gdn_chunked_head itself where the CPU lacks AVX-512 or dk, dv are not multiples of 16.
+void gdn_chunked_head_fast(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
+                           const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
+using GdnChunkedFn = void (*)(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
+                              const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
 
+// chunked: the prefill form (gdn_chunked_head for the oracle, gdn_chunked_head_fast for serving).
 void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float eps, float* qkv_n_c,
                const float* z_n_v, const float* b_n_hv, const float* a_n_hv, float* o_n_v,
-               GdnState (*state_of)(void* ctx, int32_t slot), void* ctx);
+               GdnState (*state_of)(void* ctx, int32_t slot), void* ctx, GdnChunkedFn chunked = gdn_chunked_head);
 
 // KV storage of one attention layer: rows of hd elements in `type`, [block][token in block][kv head].
 struct KvLayer {
