@@ -87,7 +87,7 @@ public:
         for (int64_t i = 0; i < n; ++i) y[i] += x[i];
     }
     void swiglu(const float* gate, const float* up, int64_t count, float* out) override {
-        cpu::swiglu(gate, up, count, out);
+        exact_ ? cpu::swiglu(gate, up, count, out) : cpu::swiglu_fast(gate, up, count, out);
     }
     void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) override {
         for (int32_t i = 0; i < n_rows; ++i) std::memmove(y + int64_t(i) * dim, x + int64_t(rows[i]) * dim, dim * sizeof(float));
@@ -97,7 +97,7 @@ public:
                    float* qkv, const float* z, const float* bp, const float* ap, float* o) override {
         StateCtx ctx{this, gdn_layer};
         cpu::gdn_mixer(b, d, w, eps, qkv, z, bp, ap, o, &StateCtx::get, &ctx,
-                       exact_ ? cpu::gdn_chunked_head : cpu::gdn_chunked_head_fast);
+                       /*fast=*/!exact_);
     }
 
     void attention(const StepBatch& b, int32_t attn_layer, const AttnDims& d, const AttnWeights& w, float eps,

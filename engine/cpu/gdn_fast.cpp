@@ -12,7 +12,9 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/cpu/exp_avx512.h"
 #include "engine/cpu/ops.h"
+#include "engine/cpu/parallel.h"
 #include "engine/cpu/quant_dot.h"
 
 namespace dg::cpu {
@@ -75,7 +77,7 @@ void chunked_avx512(const float* q, const float* k, const float* v, GdnStrides s
     constexpr int C = kGdnChunk;
     const int64_t W = dv + dk;  // X rows: [U (dv) | W (dk)]
     thread_local std::vector<float> buf;
-    buf.resize(C + C * dk * 3 + dk * C * 2 + C * C * 2 + C * W + C * dv + C * dv);
+    buf.resize(C + C * dk * 3 + dk * C * 2 + C * C * 3 + C * W + C * dv + C * dv);
     float* gam = buf.data();
     float* Kc = gam + C;           // [C][dk] the chunk's keys
     float* Qr = Kc + C * dk;       // [C][dk] queries
@@ -84,7 +86,8 @@ void chunked_avx512(const float* q, const float* k, const float* v, GdnStrides s
     float* KTe = KT + dk * C;      // [dk][C] keys transposed, column r scaled by exp(gam_last - gam_r)
     float* KK = KTe + dk * C;      // [C][C] k_r . k_s, then A
     float* QK = KK + C * C;        // [C][C] q_r . k_s, then the decay-masked P
-    float* X = QK + C * C;         // [C][W]
+    float* D = QK + C * C;         // [C][C] exp(gam_r - gam_s), lower triangle with the diagonal
+    float* X = D + C * C;          // [C][W]
     float* Vp = X + C * W;         // [C][dv]
     float* O = Vp + C * dv;        // [C][dv]
     for (int32_t c0 = 0; c0 < len; c0 += C) {
@@ -108,7 +111,15 @@ void chunked_avx512(const float* q, const float* k, const float* v, GdnStrides s
         std::fill(QK, QK + C * C, 0.f);
         small_gemm(m, mp, int(dk), 1.f, Kc, dk, KT, C, KK, C);
         small_gemm(m, mp, int(dk), 1.f, Qr, dk, KT, C, QK, C);
-        // A = strict_lower(beta_r (k_r.k_s) exp(gam_r - gam_s)); rhs rows [beta v | beta exp(gam) k];
+        // D[r][s] = exp(gam_r - gam_s) for s <= r (0 above), 16 at a time; used by A and P.
+        for (int r = 0; r < m; ++r)
+            for (int s0 = 0; s0 < mp; s0 += 16) {
+                const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(s0), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+                const __mmask16 keep = _mm512_cmple_epi32_mask(idx, _mm512_set1_epi32(r));
+                const __m512 gs = _mm512_maskz_loadu_ps(keep, gam + s0);
+                _mm512_storeu_ps(D + r * C + s0, _mm512_maskz_mov_ps(keep, exp512(_mm512_sub_ps(_mm512_set1_ps(gam[r]), gs))));
+            }
+        // A = strict_lower(beta_r (k_r.k_s) D[r][s]); rhs rows [beta v | beta exp(gam) k];
         // forward substitution (I + A) X = rhs, row by row.
         for (int r = 0; r < m; ++r) {
             const float br = beta[c0 + r], eg = std::exp(gam[r]);
@@ -116,14 +127,14 @@ void chunked_avx512(const float* q, const float* k, const float* v, GdnStrides s
             const float* vr = v + int64_t(c0 + r) * stride.qkv;
             for (int64_t j = 0; j < dv; ++j) xr[j] = br * vr[j];
             for (int64_t i = 0; i < dk; ++i) xr[dv + i] = br * eg * Kc[r * dk + i];
-            for (int s = 0; s < r; ++s) axpy_neg(br * KK[r * C + s] * std::exp(gam[r] - gam[s]), X + s * W, xr, W);
+            for (int s = 0; s < r; ++s) axpy_neg(br * KK[r * C + s] * D[r * C + s], X + s * W, xr, W);
         }
         // V' = U - W S
         for (int r = 0; r < m; ++r) std::memcpy(Vp + r * dv, X + r * W, dv * sizeof(float));
         small_gemm(m, int(dv), int(dk), -1.f, X + dv, W, S, dv, Vp, dv);
         // O_r = exp(gam_r) q_r S + sum_{s<=r} (q_r.k_s) exp(gam_r - gam_s) V'_s: P = QK masked and decayed.
         for (int r = 0; r < m; ++r)
-            for (int s = 0; s < mp; ++s) QK[r * C + s] = s <= r ? QK[r * C + s] * std::exp(gam[r] - gam[s]) : 0.f;
+            for (int s = 0; s < mp; ++s) QK[r * C + s] *= D[r * C + s];
         std::fill(O, O + m * dv, 0.f);
         small_gemm(m, int(dv), int(dk), 1.f, Qc, dk, S, dv, O, dv);
         small_gemm(m, int(dv), m, 1.f, QK, C, Vp, dv, O, dv);
@@ -139,8 +150,41 @@ void chunked_avx512(const float* q, const float* k, const float* v, GdnStrides s
     }
 }
 
+void conv_avx512(float* u, int32_t len, int64_t C, int64_t K, const float* conv_w, float* conv_state) {
+    const int64_t P = K - 1;
+    thread_local std::vector<float> tail, wT;
+    tail.resize(P * C);
+    for (int64_t j = 0; j < P; ++j) {
+        const int64_t src = len - P + j;
+        std::memcpy(tail.data() + j * C, src >= 0 ? u + src * C : conv_state + (P + src) * C, C * sizeof(float));
+    }
+    wT.resize(K * C);  // taps transposed: [j][c], 16 channels per load
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t j = 0; j < K; ++j) wT[j * C + c] = conv_w[c * K + j];
+    const float* w = wT.data();
+    parallel_for(C / 16, [&](int64_t b0, int64_t b1) {
+        for (int64_t t = len - 1; t >= 0; --t)  // downwards: row t is overwritten after every later row read it
+            for (int64_t c = b0 * 16; c < b1 * 16; c += 16) {
+                __m512 acc = _mm512_setzero_ps();
+                for (int64_t j = 0; j < K; ++j) {
+                    const int64_t src = t - P + j;
+                    const float* x = src >= 0 ? u + src * C : conv_state + (P + src) * C;
+                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + j * C + c), _mm512_loadu_ps(x + c), acc);
+                }
+                _mm512_storeu_ps(u + t * C + c, silu512(acc));
+            }
+    }, std::max<int64_t>(16, 2048 / (int64_t(len) * K)));  // about 32k MACs a chunk: inline at decode
+    std::memcpy(conv_state, tail.data(), P * C * sizeof(float));
+}
+
 }  // namespace
 #pragma GCC pop_options
+
+void gdn_conv_fast(float* u, int32_t len, const GdnDims& d, const float* conv_w, float* conv_state) {
+    if (best_quant_isa() != QuantIsa::kAvx512Vnni || d.conv_dim % 16 != 0)
+        return gdn_conv(u, len, d, conv_w, conv_state);
+    conv_avx512(u, len, d.conv_dim, d.K, conv_w, conv_state);
+}
 
 void gdn_chunked_head_fast(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
                            const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o) {

@@ -16,6 +16,8 @@ void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y);
 float dot_row_cpu(DType t, const void* row, const float* x, int64_t n);
 void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y);
 void swiglu(const float* gate, const float* up, int64_t count, float* out);
+// The fast backend's: AVX-512 exp (exp_avx512.h), over the pool; swiglu() on CPUs without AVX-512.
+void swiglu_fast(const float* gate, const float* up, int64_t count, float* out);
 
 // One GDN layer's recurrent state for one sequence: conv [K-1][conv_dim], then S [Hv][dk][dv].
 struct GdnState {
@@ -25,6 +27,8 @@ struct GdnState {
 
 // Causal depthwise conv + SiLU over a sequence's `len` rows of qkv (in place), updating conv state.
 void gdn_conv(float* qkv_len_c, int32_t len, const GdnDims& d, const float* conv_w, float* conv_state);
+// The same for the fast backend (gdn_fast.cpp): 16 channels per AVX-512 vector, exp512's SiLU.
+void gdn_conv_fast(float* qkv_len_c, int32_t len, const GdnDims& d, const float* conv_w, float* conv_state);
 // Delta rule for one value head over `len` tokens. Token t's q, k, v are at q + t*stride.qkv (q, k
 // already L2-normed, q scaled) and its output at o + t*stride.o; g (log decay) and beta per token,
 // contiguous. S: [dk][dv], updated in place.
@@ -42,13 +46,11 @@ constexpr int32_t kGdnChunk = 64;
 // summation order; gdn_chunked_head itself where the CPU lacks AVX-512 or dk, dv are not multiples of 16.
 void gdn_chunked_head_fast(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
                            const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
-using GdnChunkedFn = void (*)(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
-                              const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
 
-// chunked: the prefill form (gdn_chunked_head for the oracle, gdn_chunked_head_fast for serving).
+// fast: the fast backend's conv and chunked form (gdn_conv_fast, gdn_chunked_head_fast) instead of the oracle's.
 void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float eps, float* qkv_n_c,
                const float* z_n_v, const float* b_n_hv, const float* a_n_hv, float* o_n_v,
-               GdnState (*state_of)(void* ctx, int32_t slot), void* ctx, GdnChunkedFn chunked = gdn_chunked_head);
+               GdnState (*state_of)(void* ctx, int32_t slot), void* ctx, bool fast = false);
 
 // KV storage of one attention layer: rows of hd elements in `type`, [block][token in block][kv head].
 struct KvLayer {
