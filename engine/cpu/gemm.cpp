@@ -507,6 +507,11 @@ bool gemm_supported(DType type) {
     return false;
 }
 
+int32_t gemm_min_tokens(DType type) {
+    QuantLayout l;
+    return quant_layout(type, &l) ? kGemmMinTokensQuant : kGemmMinTokensFloat;
+}
+
 void gemm(const float* x, int32_t n, const Matrix& W, float* y) {
     QuantLayout l;
     if (quant_layout(W.type, &l)) gemm_quant(x, n, W, y, l);

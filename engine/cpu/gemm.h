@@ -23,10 +23,14 @@
 
 namespace dg::cpu {
 
-// Below this many tokens matmul_fast uses the per-row decode kernels (token tiles of 4); at and above it,
-// the GEMM. Measured on the 2-core Zen 5 VM (docs/PERFORMANCE.md): the GEMM's lanes are 16 tokens wide,
-// so below ~8 tokens most lanes are padding.
-constexpr int32_t kGemmMinTokens = 8;
+// From this many tokens on, matmul_fast uses the GEMM; below, the per-row decode kernels over token tiles
+// of 4 (matmul_fast_rows). Measured by tests/bench/bench_gemm_crossover on the 2-core Zen 5 VM (3584 x
+// 1024 matrix, docs/PERFORMANCE.md): the GEMM's time is nearly flat in n up to 32 tokens (its lanes are 16
+// tokens wide and unpacking the weights is a fixed cost), the per-row path's linear; they cross at 6-12
+// tokens for the quantised types and at 6-8 for the float ones.
+constexpr int32_t kGemmMinTokensQuant = 12;
+constexpr int32_t kGemmMinTokensFloat = 8;
+int32_t gemm_min_tokens(DType type);
 
 // Whether gemm() can run W's type on this CPU (AVX-512 VNNI for quantised types, AVX-512F for float).
 bool gemm_supported(DType type);

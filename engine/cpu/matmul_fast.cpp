@@ -4,7 +4,7 @@
 // has. Rows are split over the thread pool; a row is read once per call and reused from L1 for every
 // token of a prefill tile. A token's result does not depend on the other tokens of the call (same
 // quantisation, same kernel), so batched == single and prefill == decode for each row.
-// Float weights (f32, f16, bf16) use float_dot.h's FMA kernels at decode. From kGemmMinTokens tokens on,
+// Float weights (f32, f16, bf16) use float_dot.h's FMA kernels at decode. From gemm_min_tokens() tokens on,
 // every type goes through the tiled GEMM (gemm.h) where the CPU has it; there a token's result depends on
 // the GEMM's summation order, not on the other tokens, but differs from the per-row kernels' in rounding.
 #include <algorithm>
@@ -19,8 +19,12 @@
 namespace dg::cpu {
 
 void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y) {
+    if (n >= gemm_min_tokens(W.type) && gemm_supported(W.type) && W.cols % kActBlock == 0) return gemm(x, n, W, y);
+    matmul_fast_rows(x, n, W, y);
+}
+
+void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y) {
     const int64_t in = W.cols, out = W.rows;
-    if (n >= kGemmMinTokens && gemm_supported(W.type) && in % kActBlock == 0) return gemm(x, n, W, y);
     if (const FloatDotFn fdot = float_dot_kernel(W.type, best_quant_isa())) {
         parallel_for(out, [&](int64_t r0, int64_t r1) {
             for (int64_t r = r0; r < r1; ++r)

@@ -123,7 +123,7 @@ TEST(CpuQuantDot, FastMatmulAgainstTheOracle) {
     std::mt19937 rng(7);
     const int64_t rows = 192, cols = 1536;
     const int32_t n = 5;
-    static_assert(n < cpu::kGemmMinTokens, "this test is about the per-row kernels");
+    static_assert(n < cpu::kGemmMinTokensFloat && n < cpu::kGemmMinTokensQuant, "this test is about the per-row kernels");
     const std::vector<float> x = normal(size_t(n) * cols, rng);
     std::vector<DType> types(std::begin(kTypes), std::end(kTypes));
     for (DType t : {DType::F32, DType::F16, DType::BF16}) types.push_back(t);
@@ -178,7 +178,8 @@ TEST(CpuQuantDot, PrefillGemmAgainstTheOracle) {
         const Matrix W{t, rows, cols, data.data(), *row_bytes(t, cols)};
         std::vector<float> exact(size_t(n) * rows), fast(size_t(n) * rows, std::nanf("")), rowwise(size_t(n) * rows);
         cpu::matmul(x.data(), n, W, exact.data());
-        cpu::matmul_fast(x.data(), n, W, fast.data());  // n >= kGemmMinTokens: the GEMM
+        ASSERT_GE(n, cpu::gemm_min_tokens(t));
+        cpu::matmul_fast(x.data(), n, W, fast.data());  // the GEMM
         for (int32_t tok = 0; tok < n; ++tok)
             cpu::matmul_fast(x.data() + int64_t(tok) * cols, 1, W, rowwise.data() + int64_t(tok) * rows);
         auto nerr = [&](const std::vector<float>& a, const std::vector<float>& ref) {
