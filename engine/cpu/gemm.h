@@ -26,9 +26,9 @@ namespace dg::cpu {
 // From this many tokens on, matmul_fast uses the GEMM; below, the per-row decode kernels over token tiles
 // of 4 (matmul_fast_rows). Measured by tests/bench/bench_gemm_crossover on the 2-core Zen 5 VM (3584 x
 // 1024 matrix, docs/PERFORMANCE.md): the GEMM's time is nearly flat in n up to 32 tokens (its lanes are 16
-// tokens wide and unpacking the weights is a fixed cost), the per-row path's linear; they cross at 6-12
-// tokens for the quantised types and at 6-8 for the float ones.
-constexpr int32_t kGemmMinTokensQuant = 12;
+// tokens wide and unpacking the weights is a fixed cost), the per-row path's linear; in two runs under
+// different load they crossed at 5-12 tokens for the quantised types and at 6-8 for the float ones.
+constexpr int32_t kGemmMinTokensQuant = 8;
 constexpr int32_t kGemmMinTokensFloat = 8;
 int32_t gemm_min_tokens(DType type);
 
