@@ -1,5 +1,6 @@
 // The CPU backend: host memory, and every op from engine/cpu/ops.h. Two flavours, fixed at creation:
-// "cpu-exact" (the oracle tests compare against) and "cpu" (serving: matmul_fast for quantised weights).
+// "cpu-exact" (the oracle tests compare against) and "cpu" (serving: matmul_fast, the AVX-512 chunked
+// delta rule).
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -86,7 +87,7 @@ public:
         for (int64_t i = 0; i < n; ++i) y[i] += x[i];
     }
     void swiglu(const float* gate, const float* up, int64_t count, float* out) override {
-        cpu::swiglu(gate, up, count, out);
+        exact_ ? cpu::swiglu(gate, up, count, out) : cpu::swiglu_fast(gate, up, count, out);
     }
     void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) override {
         for (int32_t i = 0; i < n_rows; ++i) std::memmove(y + int64_t(i) * dim, x + int64_t(rows[i]) * dim, dim * sizeof(float));
@@ -95,7 +96,8 @@ public:
     void gdn_mixer(const StepBatch& b, int32_t gdn_layer, const GdnDims& d, const GdnWeights& w, float eps,
                    float* qkv, const float* z, const float* bp, const float* ap, float* o) override {
         StateCtx ctx{this, gdn_layer};
-        cpu::gdn_mixer(b, d, w, eps, qkv, z, bp, ap, o, &StateCtx::get, &ctx);
+        cpu::gdn_mixer(b, d, w, eps, qkv, z, bp, ap, o, &StateCtx::get, &ctx,
+                       /*fast=*/!exact_);
     }
 
     void attention(const StepBatch& b, int32_t attn_layer, const AttnDims& d, const AttnWeights& w, float eps,

@@ -150,11 +150,13 @@ void gdn_chunked_head(const float* q, const float* k, const float* v, GdnStrides
 }
 
 void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float eps, float* qkv, const float* z,
-               const float* bproj, const float* aproj, float* o, GdnState (*state_of)(void*, int32_t), void* ctx) {
+               const float* bproj, const float* aproj, float* o, GdnState (*state_of)(void*, int32_t), void* ctx,
+               bool fast) {
     const int32_t n = b.n_tokens();
     const int64_t C = d.conv_dim, Hk = d.Hk, Hv = d.Hv, dk = d.dk, dv = d.dv, qk = Hk * dk;
     for (const SeqSlice& s : b.seqs)
-        gdn_conv(qkv + int64_t(s.begin) * C, s.len, d, w.conv_w.data(), state_of(ctx, s.state_slot).conv);
+        (fast ? gdn_conv_fast : gdn_conv)(qkv + int64_t(s.begin) * C, s.len, d, w.conv_w.data(),
+                                          state_of(ctx, s.state_slot).conv);
 
     // L2-normalise q and k per key head; q also scaled by dk^-1/2.
     const float qscale = 1.f / std::sqrt(float(dk));
@@ -194,7 +196,7 @@ void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float 
             if (s.len == 1)
                 gdn_recurrent_head(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
             else
-                gdn_chunked_head(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
+                (fast ? gdn_chunked_head_fast : gdn_chunked_head)(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
         }
     });
 

@@ -4,11 +4,14 @@
 // has. Rows are split over the thread pool; a row is read once per call and reused from L1 for every
 // token of a prefill tile. A token's result does not depend on the other tokens of the call (same
 // quantisation, same kernel), so batched == single and prefill == decode for each row.
-// Weights without a quantised kernel (f32, f16, bf16) take the oracle's path, which is already a
-// vectorised fused dot.
+// Float weights (f32, f16, bf16) use float_dot.h's FMA kernels at decode. From gemm_min_tokens() tokens on,
+// every type goes through the tiled GEMM (gemm.h) where the CPU has it; there a token's result depends on
+// the GEMM's summation order, not on the other tokens, but differs from the per-row kernels' in rounding.
 #include <algorithm>
 #include <vector>
 
+#include "engine/cpu/float_dot.h"
+#include "engine/cpu/gemm.h"
 #include "engine/cpu/ops.h"
 #include "engine/cpu/parallel.h"
 #include "engine/cpu/quant_dot.h"
@@ -16,7 +19,19 @@
 namespace dg::cpu {
 
 void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y) {
+    if (n >= gemm_min_tokens(W.type) && gemm_supported(W.type) && W.cols % kActBlock == 0) return gemm(x, n, W, y);
+    matmul_fast_rows(x, n, W, y);
+}
+
+void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y) {
     const int64_t in = W.cols, out = W.rows;
+    if (const FloatDotFn fdot = float_dot_kernel(W.type, best_quant_isa())) {
+        parallel_for(out, [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r)
+                for (int32_t t = 0; t < n; ++t) y[int64_t(t) * out + r] = fdot(W.row(r), x + int64_t(t) * in, in);
+        }, 16);
+        return;
+    }
     const QuantDotFn dot = quant_dot_kernel(W.type, best_quant_isa());
     if (!dot || in % kActBlock != 0) return matmul(x, n, W, y);
     // Reused across calls on the calling thread: a decode step makes hundreds of these.

@@ -4,12 +4,16 @@
 // FLOPs per token over the achieved FLOP rate. Prints a table; never asserts on time.
 //
 //   bench_engine_cpu [--presets tiny,0.8b] [--type f32|f16|bf16|q8_0|q4_k_m,...] [--backends cpu-exact,cpu]
-//                    [--prefill N] [--decode N] [--repeat N]
+//                    [--prefill N] [--decode N] [--repeat N] [--peer PATH/llama-bench] [--peer-reps N]
 // --type and --backends take lists: one row per preset x type x backend, so the exact oracle
 // (cpu-exact) and the serving path (cpu: quantised activations for quantised weights) are measured in
 // one run on the same files.
 // --repeat runs the prefill + decode N times per model (a fresh sequence each time) and reports the best
 // of each, which also gives a profiler a long steady run of the same work.
+// --peer runs llama.cpp's or ik_llama.cpp's llama-bench (built by hand outside the repository; never part
+// of it) on the same GGUF file, with the same thread count and token counts (-p prefill -n decode -t
+// threads -r peer-reps -o json), and prints a second table with both side by side: the peer's best
+// sample (comparable with our best of --repeat) and its mean.
 // Models are written once to $TMPDIR/deltagate-bench/<preset>-<type>.gguf by the same exporter as
 // `deltagate make-model`.
 #include <algorithm>
@@ -17,10 +21,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "engine/cpu/parallel.h"
 #include "engine/model_export.h"
@@ -91,11 +97,88 @@ double matmul_flops_per_token(const dg::ModelWeights& w) {
     return 2.0 * macs;
 }
 
+// One llama-bench test's throughput: best sample and mean, tokens per second.
+struct PeerResult {
+    double best = 0, mean = 0;
+};
+struct PeerRun {
+    bool ok = false;
+    std::string error;
+    PeerResult prefill, decode;
+};
+
+// The numbers after `"key": [` up to `]`, starting the search at `from`.
+std::vector<double> json_numbers(const std::string& s, const std::string& key, size_t from) {
+    std::vector<double> v;
+    size_t k = s.find("\"" + key + "\"", from);
+    if (k == std::string::npos) return v;
+    size_t b = s.find('[', k), e = s.find(']', b);
+    if (b == std::string::npos || e == std::string::npos) return v;
+    for (absl::string_view part : absl::StrSplit(absl::string_view(s).substr(b + 1, e - b - 1), ',')) {
+        double x;
+        if (absl::SimpleAtod(absl::StripAsciiWhitespace(part), &x)) v.push_back(x);
+    }
+    return v;
+}
+int64_t json_int(const std::string& s, const std::string& key, size_t from, size_t to) {
+    size_t k = s.find("\"" + key + "\":", from);
+    if (k == std::string::npos || k > to) return -1;
+    int64_t x = -1;
+    size_t b = k + key.size() + 3, e = s.find_first_of(",\n}", b);
+    (void)absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(s).substr(b, e - b)), &x);
+    return x;
+}
+
+// Runs the peer's llama-bench on `model` and reads its JSON: one object per test, the prompt test with
+// n_gen 0, the generation test with n_prompt 0.
+PeerRun run_peer(const std::string& peer, const std::string& model, int64_t n_prefill, int64_t n_decode, int threads,
+                 int reps) {
+    PeerRun r;
+    const std::string cmd = "'" + peer + "' -m '" + model + "' -p " + std::to_string(n_prefill) + " -n " +
+                            std::to_string(n_decode) + " -t " + std::to_string(threads) + " -r " + std::to_string(reps) +
+                            " -o json 2>/dev/null";
+    std::fprintf(stderr, "peer: %s\n", cmd.c_str());
+    FILE* f = popen(cmd.c_str(), "r");
+    if (!f) {
+        r.error = "cannot start " + peer;
+        return r;
+    }
+    std::string out;
+    char buf[4096];
+    for (size_t got; (got = fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, got);
+    const int status = pclose(f);
+    if (status != 0) {
+        r.error = "llama-bench exited with status " + std::to_string(status);
+        return r;
+    }
+    bool have_p = false, have_n = false;
+    for (size_t at = out.find('{'); at != std::string::npos; at = out.find('{', at + 1)) {
+        const size_t end = out.find('}', at);
+        const int64_t np = json_int(out, "n_prompt", at, end), ng = json_int(out, "n_gen", at, end);
+        const std::vector<double> ts = json_numbers(out, "samples_ts", at);
+        if (ts.empty() || np < 0 || ng < 0) continue;
+        PeerResult pr;
+        for (double x : ts) pr.best = std::max(pr.best, x), pr.mean += x / double(ts.size());
+        if (ng == 0 && np > 0) r.prefill = pr, have_p = true;
+        else if (np == 0 && ng > 0) r.decode = pr, have_n = true;
+        at = end;
+    }
+    r.ok = have_p && have_n;
+    if (!r.ok) r.error = "no prompt and generation results in llama-bench's output";
+    return r;
+}
+
+struct Row {
+    std::string preset, type, backend, file;
+    double weight_gb, pre_tps, dec_tps, bound;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
     std::string presets = "tiny,0.8b", types = "f32", backends = "cpu";
-    int64_t n_prefill = 128, n_decode = 32, n_repeat = 1;
+    int64_t n_prefill = 128, n_decode = 32, n_repeat = 1, peer_reps = 5;
+    std::string peer;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string k = argv[i], v = argv[i + 1];
         if (k == "--presets") presets = v;
@@ -104,6 +187,8 @@ int main(int argc, char** argv) {
         else if (k == "--prefill") (void)absl::SimpleAtoi(v, &n_prefill);
         else if (k == "--decode") (void)absl::SimpleAtoi(v, &n_decode);
         else if (k == "--repeat") (void)absl::SimpleAtoi(v, &n_repeat);
+        else if (k == "--peer") peer = v;
+        else if (k == "--peer-reps") (void)absl::SimpleAtoi(v, &peer_reps);
         else {
             std::fprintf(stderr, "unknown flag %s\n", k.c_str());
             return 2;
@@ -115,6 +200,12 @@ int main(int argc, char** argv) {
                 (long long)n_prefill);
     std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
     namespace fs = std::filesystem;
+    if (!peer.empty() && !fs::exists(peer)) {
+        std::fprintf(stderr, "--peer %s: no such file\n", peer.c_str());
+        return 2;
+    }
+    std::vector<Row> rows;
+    std::map<std::string, PeerRun> peer_runs;  // by model file
     const fs::path dir = fs::temp_directory_path() / "deltagate-bench";
     fs::create_directories(dir);
     for (absl::string_view preset : absl::StrSplit(presets, ','))
@@ -181,12 +272,37 @@ int main(int argc, char** argv) {
                                 (double(n_prefill) + n_decode / 2.0);
         const double bytes = weight_bytes + 2.0 * double(cfg->state_bytes_per_seq()) + kv_bytes;
         const double dec_tps = n_decode / t_decode, pre_tps = n_prefill / t_prefill;
+        // Prefill computes the logits of the last token only: lm_head once, the rest per token.
+        const double lm_flops = 2.0 * double(w.lm_head.rows) * double(w.lm_head.cols);
+        const double prefill_flops = double(n_prefill) * (matmul_flops_per_token(w) - lm_flops) + lm_flops;
         const double bw = read_gbs(bytes);  // a buffer of the decode step's size
         const double bound = bw * 1e9 / bytes;
         std::printf("| %s | %s %.2f GB | %s | %.1f | %.1f | %.2f | %.2f | %.1f | %.1f | %.0f%% |\n", std::string(preset).c_str(),
-                    type.c_str(), weight_bytes / 1e9, std::string(backend).c_str(), pre_tps, pre_tps * matmul_flops_per_token(w) / 1e9, dec_tps,
+                    type.c_str(), weight_bytes / 1e9, std::string(backend).c_str(), pre_tps, prefill_flops / t_prefill / 1e9, dec_tps,
                     dec_tps * bytes / 1e9, bw, bound, 100.0 * dec_tps / bound);
         std::fflush(stdout);
+        rows.push_back({std::string(preset), type, std::string(backend), file.string(), weight_bytes / 1e9, pre_tps, dec_tps, bound});
+    }
+    if (peer.empty()) return 0;
+    // After ours, so that none of our runners (and their pool) is alive while the peer runs.
+    for (const Row& r : rows)
+        if (!peer_runs.count(r.file))
+            peer_runs[r.file] = run_peer(peer, r.file, n_prefill, n_decode, dg::cpu::num_threads(), int(peer_reps));
+    std::printf("\nSide by side with %s (%d threads, -p %lld -n %lld; peer: best of %lld samples, mean in brackets):\n\n",
+                peer.c_str(), dg::cpu::num_threads(), (long long)n_prefill, (long long)n_decode, (long long)peer_reps);
+    std::printf("| model | weights | backend | deltagate prefill tok/s | peer prefill tok/s | ratio | deltagate decode tok/s | peer decode tok/s | ratio | decode bound tok/s | deltagate %% of bound |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (const Row& r : rows) {
+        const PeerRun& p = peer_runs[r.file];
+        if (!p.ok) {
+            std::printf("| %s | %s %.2f GB | %s | %.1f | (%s) | | %.2f | | | %.1f | %.0f%% |\n", r.preset.c_str(), r.type.c_str(),
+                        r.weight_gb, r.backend.c_str(), r.pre_tps, p.error.c_str(), r.dec_tps, r.bound, 100.0 * r.dec_tps / r.bound);
+            continue;
+        }
+        std::printf("| %s | %s %.2f GB | %s | %.1f | %.1f (%.1f) | %.2f | %.2f | %.2f (%.2f) | %.2f | %.1f | %.0f%% |\n",
+                    r.preset.c_str(), r.type.c_str(), r.weight_gb, r.backend.c_str(), r.pre_tps, p.prefill.best, p.prefill.mean,
+                    r.pre_tps / p.prefill.best, r.dec_tps, p.decode.best, p.decode.mean, r.dec_tps / p.decode.best, r.bound,
+                    100.0 * r.dec_tps / r.bound);
     }
     return 0;
 }

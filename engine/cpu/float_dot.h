@@ -1,0 +1,23 @@
+// The fast path's decode dots for float weights (F32, F16, BF16) against f32 activations: whole rows
+// converted to f32 in registers and multiplied with FMA into several independent accumulators (AVX2 +
+// F16C + FMA, or AVX-512F where the CPU has it, chosen at run time). They differ from the oracle's
+// dot_row_cpu only in the order the products are added (its lane sums are added serially per 256-element
+// block for bit-exactness with dot_row): a relative error of a few f32 ulps of the row's magnitude.
+// Decode is bound by reading the weights; these keep up with memory on one core.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/cpu/quant_dot.h"
+#include "engine/formats/dtype.h"
+
+namespace dg::cpu {
+
+// dot(row of `type`, x) over n elements (any n).
+using FloatDotFn = float (*)(const uint8_t* row, const float* x, int64_t n);
+
+// The kernel for `type` (F32, F16, BF16) on `isa` (kAvx2, or kAvx512Vnni meaning "the AVX-512 one": a CPU
+// with AVX-512 VNNI has AVX-512F/BW/VL); nullptr for other types, kScalar, or an ISA this CPU lacks.
+FloatDotFn float_dot_kernel(DType type, QuantIsa isa);
+
+}  // namespace dg::cpu

@@ -1,0 +1,521 @@
+// The prefill GEMM of gemm.h. Everything SIMD here is AVX-512 (VNNI for the quantised types, BF16 for
+// bf16 weights), compiled in `#pragma GCC target` regions and only called when cpuid says the CPU has it.
+#include "engine/cpu/gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "engine/cpu/parallel.h"
+#include "engine/cpu/quant_dot.h"
+#include "engine/formats/quant_blocks.h"
+
+namespace dg::cpu {
+namespace {
+
+constexpr int kLanes = 16;   // tokens per register
+constexpr int kTokVecs = 2;  // token registers per micro-kernel: 32 tokens
+constexpr int kRows = 4;     // weight rows per micro-kernel
+constexpr int kPanel = 16;   // weight rows unpacked per step (4 micro-kernel row groups)
+
+bool has_avx512_bf16() {
+    static const bool v = [] {
+        __builtin_cpu_init();
+        return best_quant_isa() == QuantIsa::kAvx512Vnni && __builtin_cpu_supports("avx512bf16");
+    }();
+    return v;
+}
+
+// Per weight type: the group size (elements per scale) and whether groups carry a min (w = dw*q + mw).
+struct QuantLayout {
+    int group;
+    bool has_min;
+};
+bool quant_layout(DType t, QuantLayout* l) {
+    switch (t) {
+        case DType::Q8_0: case DType::Q4_0: *l = {32, false}; return true;
+        case DType::Q4_1: case DType::Q4_K: case DType::Q5_K: *l = {32, true}; return true;
+        case DType::Q6_K: *l = {16, false}; return true;
+        default: return false;
+    }
+}
+
+// A panel of weight rows unpacked for the int8 kernel: row r's int8 values, and per group g its scale,
+// min, and 128 x (sum of its int8 values) - the term the activations' +128 adds to the integer dot.
+struct QPanel {
+    int8_t* w;      // [kPanel][cols]
+    float* dw;      // [kPanel][groups]
+    float* mw;      // [kPanel][groups] (has_min types)
+    int32_t* corr;  // [kPanel][groups]
+};
+
+// The activations of one call for the int8 kernel, token-transposed: for token vector v (16 tokens) and
+// element quad j, 64 bytes = 16 tokens x 4 consecutive elements, each q + 128 (so unsigned); per 32-block
+// b, the tokens' scales d and d x (sum of q) as 16-lane vectors. Padding tokens are q = 0, d = 0.
+struct QActs {
+    const uint8_t* u;  // [vecs][cols / 4][64]
+    const float* d;    // [vecs][cols / 32][16]
+    const float* ds;   // [vecs][cols / 32][16]
+};
+
+// The activations for the float kernels: f32 [vecs][cols][16], or bf16 pairs [vecs][cols / 2][16][2].
+struct FActs {
+    const float* f;
+    const uint16_t* bf;
+};
+
+}  // namespace
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni,avx512bf16")
+namespace {
+
+inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline float f16(const uint8_t* p) { return _cvtsh_ss(qb::load_u16(p)); }  // one vcvtph2ps
+// Sum of 32 signed bytes, via |sad| of the bytes flipped to unsigned.
+inline int32_t sum_s8(__m256i w) {
+    const __m256i sad = _mm256_sad_epu8(_mm256_xor_si256(w, _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256());
+    const __m128i s = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+    return int32_t(_mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1)) - 32 * 128;
+}
+// The two 16-byte halves' sums.
+inline void sum_s8_halves(__m256i w, int32_t* lo, int32_t* hi) {
+    const __m256i sad = _mm256_sad_epu8(_mm256_xor_si256(w, _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256());
+    const __m128i a = _mm256_castsi256_si128(sad), b = _mm256_extracti128_si256(sad, 1);
+    *lo = int32_t(_mm_cvtsi128_si64(a) + _mm_extract_epi64(a, 1)) - 16 * 128;
+    *hi = int32_t(_mm_cvtsi128_si64(b) + _mm_extract_epi64(b, 1)) - 16 * 128;
+}
+inline __m256i nibbles32(const uint8_t* p) {
+    const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+
+// One 32-element group of int8 weights into the panel row.
+inline void put32(int8_t* w, float* dw, int32_t* corr, int64_t g, __m256i v, float scale) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + 32 * g), v);
+    dw[g] = scale;
+    corr[g] = 128 * sum_s8(v);
+}
+
+// Unpacks one stored row of `cols` elements into int8 + group scales (+ mins): w = dw * q + mw per group.
+void unpack_row(DType t, const uint8_t* row, int64_t cols, int8_t* w, float* dw, float* mw, int32_t* corr) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    switch (t) {
+        case DType::Q8_0:
+            for (int64_t b = 0; b < cols / 32; ++b) {
+                const uint8_t* p = row + 34 * b;
+                put32(w, dw, corr, b, load32(p + 2), f16(p));
+            }
+            return;
+        case DType::Q4_0:
+            for (int64_t b = 0; b < cols / 32; ++b) {
+                const uint8_t* p = row + 18 * b;
+                put32(w, dw, corr, b, _mm256_sub_epi8(nibbles32(p + 2), _mm256_set1_epi8(8)), f16(p));
+            }
+            return;
+        case DType::Q4_1:
+            for (int64_t b = 0; b < cols / 32; ++b) {
+                const uint8_t* p = row + 20 * b;
+                put32(w, dw, corr, b, nibbles32(p + 4), f16(p));
+                mw[b] = f16(p + 2);
+            }
+            return;
+        case DType::Q4_K:
+        case DType::Q5_K: {
+            const bool q5 = t == DType::Q5_K;
+            const int bytes = q5 ? 176 : 144, qs = q5 ? qb::kQ5_K_Qs : qb::kQ4_K_Qs;
+            for (int64_t sb = 0; sb < cols / 256; ++sb) {
+                const uint8_t* p = row + bytes * sb;
+                const float d = f16(p), dmin = f16(p + 2);
+                const __m256i qh = q5 ? load32(p + qb::kQ5_K_Qh) : _mm256_setzero_si256();
+                const __m256i one = _mm256_set1_epi8(1);
+                for (int c = 0; c < 4; ++c) {
+                    const __m256i q = load32(p + qs + 32 * c);
+                    __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+                    if (q5) {  // bit 2c of qh[l]: sub-block 2c's fifth bit; bit 2c+1: sub-block 2c+1's
+                        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+                        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+                    }
+                    uint8_t sc, mn;
+                    const int64_t g = 8 * sb + 2 * c;
+                    qb::scale_min_k4(2 * c, p + 4, &sc, &mn);
+                    put32(w, dw, corr, g, lo, d * sc);
+                    mw[g] = -dmin * mn;
+                    qb::scale_min_k4(2 * c + 1, p + 4, &sc, &mn);
+                    put32(w, dw, corr, g + 1, hi, d * sc);
+                    mw[g + 1] = -dmin * mn;
+                }
+            }
+            return;
+        }
+        case DType::Q6_K: {
+            const __m256i bits45 = _mm256_set1_epi8(0x30), k32 = _mm256_set1_epi8(32);
+            for (int64_t sb = 0; sb < cols / 256; ++sb) {
+                const uint8_t* p = row + 210 * sb;
+                const float d = f16(p + qb::kQ6_K_D);
+                const int8_t* sc = reinterpret_cast<const int8_t*>(p + qb::kQ6_K_Sc);
+                for (int h = 0; h < 2; ++h) {
+                    const __m256i ql0 = load32(p + qb::kQ6_K_Ql + 64 * h), ql1 = load32(p + qb::kQ6_K_Ql + 64 * h + 32);
+                    const __m256i qh = load32(p + qb::kQ6_K_Qh + 32 * h);
+                    const __m256i v[4] = {
+                        _mm256_or_si256(_mm256_and_si256(ql0, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45)),
+                        _mm256_or_si256(_mm256_and_si256(ql1, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), _mm256_and_si256(qh, bits45)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45)),
+                    };
+                    for (int k = 0; k < 4; ++k) {
+                        const int j = 4 * h + k;  // 32-element block of the super-block: groups 2j, 2j+1
+                        const __m256i s = _mm256_sub_epi8(v[k], k32);
+                        const int64_t g = 16 * sb + 2 * j;
+                        _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + 16 * g), s);
+                        int32_t lo, hi;
+                        sum_s8_halves(s, &lo, &hi);
+                        corr[g] = 128 * lo, corr[g + 1] = 128 * hi;
+                        dw[g] = d * sc[2 * j], dw[g + 1] = d * sc[2 * j + 1];
+                    }
+                }
+            }
+            return;
+        }
+        default: return;
+    }
+}
+
+// The int8 micro-kernel: rows r[0..3] of the panel x token vectors tv, tv+1 (NV of them), over all
+// groups. acc[v][i] (16 tokens of row i) += dx * (dw * (I - corr) ) + mw * dx * sx per group, where I is
+// the group's integer dot of (q + 128) with the weights.
+template <int G, bool kMin, int NV>
+void qkernel(const QPanel& P, const int r[kRows], int64_t cols, const QActs& X, int64_t tv, float* out /*[NV][kRows][16]*/) {
+    const int64_t groups = cols / G, quads = cols / 4;
+    __m512 acc[NV][kRows];
+    for (int v = 0; v < NV; ++v)
+        for (int i = 0; i < kRows; ++i) acc[v][i] = _mm512_setzero_ps();
+    const int8_t* w[kRows];
+    const float *dw[kRows], *mw[kRows];
+    const int32_t* corr[kRows];
+    for (int i = 0; i < kRows; ++i) {
+        w[i] = P.w + int64_t(r[i]) * cols;
+        dw[i] = P.dw + int64_t(r[i]) * groups;
+        mw[i] = P.mw + int64_t(r[i]) * groups;
+        corr[i] = P.corr + int64_t(r[i]) * groups;
+    }
+    const uint8_t* xu[NV];
+    const float *xd[NV], *xds[NV];
+    for (int v = 0; v < NV; ++v) {
+        xu[v] = X.u + (tv + v) * quads * 64;
+        xd[v] = X.d + (tv + v) * (cols / 32) * 16;
+        xds[v] = X.ds + (tv + v) * (cols / 32) * 16;
+    }
+    for (int64_t g = 0; g < groups; ++g) {
+        __m512i I[NV][kRows];
+        for (int v = 0; v < NV; ++v)
+            for (int i = 0; i < kRows; ++i) I[v][i] = _mm512_setzero_si512();
+        for (int j = 0; j < G / 4; ++j) {
+            const int64_t quad = g * (G / 4) + j;
+            __m512i xv[NV];
+            for (int v = 0; v < NV; ++v) xv[v] = _mm512_loadu_si512(xu[v] + quad * 64);
+            for (int i = 0; i < kRows; ++i) {
+                int32_t wq;
+                std::memcpy(&wq, w[i] + 4 * quad, 4);
+                const __m512i wb = _mm512_set1_epi32(wq);
+                for (int v = 0; v < NV; ++v) I[v][i] = _mm512_dpbusd_epi32(I[v][i], xv[v], wb);
+            }
+        }
+        const int64_t b = g * G / 32;  // the activation block holding this group
+        for (int v = 0; v < NV; ++v) {
+            const __m512 dx = _mm512_loadu_ps(xd[v] + b * 16);
+            for (int i = 0; i < kRows; ++i) {
+                const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(I[v][i], _mm512_set1_epi32(corr[i][g])));
+                acc[v][i] = _mm512_fmadd_ps(f, _mm512_mul_ps(dx, _mm512_set1_ps(dw[i][g])), acc[v][i]);
+                if (kMin) acc[v][i] = _mm512_fmadd_ps(_mm512_set1_ps(mw[i][g]), _mm512_loadu_ps(xds[v] + b * 16), acc[v][i]);
+            }
+        }
+    }
+    for (int v = 0; v < NV; ++v)
+        for (int i = 0; i < kRows; ++i) _mm512_storeu_ps(out + (v * kRows + i) * 16, acc[v][i]);
+}
+
+using QKernel = void (*)(const QPanel&, const int*, int64_t, const QActs&, int64_t, float*);
+template <int NV>
+QKernel pick_qkernel(const QuantLayout& l) {
+    if (l.group == 16) return qkernel<16, false, NV>;
+    return l.has_min ? qkernel<32, true, NV> : qkernel<32, false, NV>;
+}
+
+// The f32 micro-kernel: panel rows as f32, activations [vec][cols][16].
+template <int NV>
+void fkernel(const float* panel, const int r[kRows], int64_t cols, const float* X, int64_t tv, float* out) {
+    __m512 acc[NV][kRows];
+    for (int v = 0; v < NV; ++v)
+        for (int i = 0; i < kRows; ++i) acc[v][i] = _mm512_setzero_ps();
+    const float* w[kRows];
+    for (int i = 0; i < kRows; ++i) w[i] = panel + int64_t(r[i]) * cols;
+    const float* xv_base[NV];
+    for (int v = 0; v < NV; ++v) xv_base[v] = X + (tv + v) * cols * 16;
+    for (int64_t k = 0; k < cols; ++k) {
+        __m512 xv[NV];
+        for (int v = 0; v < NV; ++v) xv[v] = _mm512_loadu_ps(xv_base[v] + k * 16);
+        for (int i = 0; i < kRows; ++i) {
+            const __m512 wb = _mm512_set1_ps(w[i][k]);
+            for (int v = 0; v < NV; ++v) acc[v][i] = _mm512_fmadd_ps(xv[v], wb, acc[v][i]);
+        }
+    }
+    for (int v = 0; v < NV; ++v)
+        for (int i = 0; i < kRows; ++i) _mm512_storeu_ps(out + (v * kRows + i) * 16, acc[v][i]);
+}
+
+// The bf16 micro-kernel: the stored bf16 rows (pairs of elements as one 32-bit broadcast), activations as
+// bf16 pairs [vec][cols / 2][16][2].
+template <int NV>
+void bkernel(const uint8_t* const rows[kRows], int64_t cols, const uint16_t* X, int64_t tv, float* out) {
+    __m512 acc[NV][kRows];
+    for (int v = 0; v < NV; ++v)
+        for (int i = 0; i < kRows; ++i) acc[v][i] = _mm512_setzero_ps();
+    const uint16_t* xv_base[NV];
+    for (int v = 0; v < NV; ++v) xv_base[v] = X + (tv + v) * cols * 16;
+    for (int64_t k2 = 0; k2 < cols / 2; ++k2) {
+        __m512bh xv[NV];
+        for (int v = 0; v < NV; ++v) xv[v] = (__m512bh)_mm512_loadu_si512(xv_base[v] + k2 * 32);
+        for (int i = 0; i < kRows; ++i) {
+            int32_t pair;
+            std::memcpy(&pair, rows[i] + 4 * k2, 4);
+            const __m512bh wb = (__m512bh)_mm512_set1_epi32(pair);
+            for (int v = 0; v < NV; ++v) acc[v][i] = _mm512_dpbf16_ps(acc[v][i], xv[v], wb);
+        }
+    }
+    for (int v = 0; v < NV; ++v)
+        for (int i = 0; i < kRows; ++i) _mm512_storeu_ps(out + (v * kRows + i) * 16, acc[v][i]);
+}
+
+// Row of `type` -> f32 (F32, F16, BF16), vectorised.
+void to_f32(DType t, const uint8_t* row, int64_t cols, float* out) {
+    int64_t i = 0;
+    if (t == DType::F32) {
+        std::memcpy(out, row, cols * sizeof(float));
+        return;
+    }
+    for (; i + 16 <= cols; i += 16) {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * i));
+        const __m512 f = t == DType::F16 ? _mm512_cvtph_ps(h)
+                                         : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        _mm512_storeu_ps(out + i, f);
+    }
+    for (; i < cols; ++i) {
+        const uint16_t h = qb::load_u16(row + 2 * i);
+        out[i] = t == DType::F16 ? qb::f16_to_f32_fast(h) : qb::bf16_to_f32_fast(h);
+    }
+}
+
+// f32 pairs -> bf16 pairs, round to nearest even (vcvtne2ps2bf16).
+void to_bf16(const float* x, int64_t n, uint16_t* out) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+        _mm512_storeu_si512(out + i, (__m512i)b);
+    }
+    for (; i < n; ++i) {  // scalar round to nearest even (finite inputs)
+        uint32_t u;
+        std::memcpy(&u, x + i, 4);
+        out[i] = uint16_t((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+    }
+}
+
+// The next panel's stored rows are fetched into L2 while this panel computes, a slice before each
+// micro-kernel call: unpacking otherwise waited on memory (half the GEMM's time at 64 tokens, perf), the
+// hardware prefetcher does not run ahead across the compute between panels.
+struct PanelPrefetch {
+    const uint8_t* next = nullptr;
+    int64_t bytes = 0, done = 0;
+    void slice(int64_t calls_left) {
+        if (!next || done >= bytes) return;
+        const int64_t upto = calls_left <= 1 ? bytes : done + (bytes - done) / calls_left;
+        for (; done < upto; done += 64) _mm_prefetch(reinterpret_cast<const char*>(next + done), _MM_HINT_T1);
+    }
+};
+PanelPrefetch next_panel(const Matrix& W, int64_t p, int64_t p1) {
+    PanelPrefetch f;
+    if (p + 1 < p1) {
+        const int64_t r0 = (p + 1) * kPanel, rows = std::min<int64_t>(kPanel, W.rows - r0);
+        f.next = W.row(r0);
+        f.bytes = rows * int64_t(W.row_bytes);
+    }
+    return f;
+}
+
+// Writes a micro-kernel's tile out: tokens tv*16 + lane (those < n) x the valid rows.
+template <int NV>
+void store_tile(const float* tile, int64_t tv, int32_t n, const int64_t row0[kRows], int valid_rows, int64_t out_cols,
+                float* y) {
+    for (int v = 0; v < NV; ++v)
+        for (int lane = 0; lane < kLanes; ++lane) {
+            const int64_t t = (tv + v) * kLanes + lane;
+            if (t >= n) return;
+            for (int i = 0; i < valid_rows; ++i) y[t * out_cols + row0[i]] = tile[(v * kRows + i) * 16 + lane];
+        }
+}
+
+void gemm_quant(const float* x, int32_t n, const Matrix& W, float* y, const QuantLayout& L) {
+    const int64_t cols = W.cols, out_rows = W.rows, groups = cols / L.group, nb = cols / 32, quads = cols / 4;
+    const int64_t vecs = (n + kLanes - 1) / kLanes;
+    // The activations, quantised as the decode path does, then token-transposed (per call, shared).
+    thread_local std::vector<int8_t> q;
+    thread_local std::vector<float> d, xd, xds;
+    thread_local std::vector<int32_t> s;
+    thread_local std::vector<uint8_t> xu;
+    q.resize(size_t(n) * cols);
+    d.resize(size_t(n) * nb);
+    s.resize(size_t(n) * nb);
+    quantize_act_rows(x, n, cols, q.data(), d.data(), s.data());
+    xu.assign(size_t(vecs) * quads * 64, 128);
+    xd.assign(size_t(vecs) * nb * 16, 0.f);
+    xds.assign(size_t(vecs) * nb * 16, 0.f);
+    for (int32_t t = 0; t < n; ++t) {
+        const int64_t v = t / kLanes, lane = t % kLanes;
+        const int8_t* qt = q.data() + int64_t(t) * cols;
+        uint8_t* dst = xu.data() + v * quads * 64 + lane * 4;
+        for (int64_t j = 0; j < quads; ++j) {
+            uint32_t word;
+            std::memcpy(&word, qt + 4 * j, 4);
+            word ^= 0x80808080u;  // q + 128 in every byte
+            std::memcpy(dst + j * 64, &word, 4);
+        }
+        for (int64_t b = 0; b < nb; ++b) {
+            xd[(v * nb + b) * 16 + lane] = d[t * nb + b];
+            xds[(v * nb + b) * 16 + lane] = d[t * nb + b] * float(s[t * nb + b]);
+        }
+    }
+    const QActs X{xu.data(), xd.data(), xds.data()};  // the caller's buffers, for every pool thread
+    const QKernel k2 = pick_qkernel<2>(L), k1 = pick_qkernel<1>(L);
+    const int64_t panels = (out_rows + kPanel - 1) / kPanel;
+    parallel_for(panels, [&](int64_t p0, int64_t p1) {
+        thread_local std::vector<int8_t> pw;
+        thread_local std::vector<float> pdw, pmw;
+        thread_local std::vector<int32_t> pcorr;
+        pw.resize(size_t(kPanel) * cols);
+        pdw.resize(size_t(kPanel) * groups);
+        pmw.resize(size_t(kPanel) * groups);
+        pcorr.resize(size_t(kPanel) * groups);
+        const QPanel P{pw.data(), pdw.data(), pmw.data(), pcorr.data()};
+        alignas(64) float tile[kTokVecs * kRows * 16];
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t r0 = p * kPanel, nrows = std::min<int64_t>(kPanel, out_rows - r0);
+            for (int64_t i = 0; i < nrows; ++i)
+                unpack_row(W.type, W.row(r0 + i), cols, P.w + i * cols, P.dw + i * groups, P.mw + i * groups,
+                           P.corr + i * groups);
+            PanelPrefetch pf = next_panel(W, p, p1);
+            int64_t calls_left = ((vecs + kTokVecs - 1) / kTokVecs) * ((nrows + kRows - 1) / kRows);
+            for (int64_t tv = 0; tv < vecs; tv += kTokVecs) {
+                const int nv = int(std::min<int64_t>(kTokVecs, vecs - tv));
+                for (int64_t i0 = 0; i0 < nrows; i0 += kRows) {
+                    pf.slice(calls_left--);
+                    const int valid = int(std::min<int64_t>(kRows, nrows - i0));
+                    int r[kRows];
+                    int64_t row0[kRows];
+                    for (int i = 0; i < kRows; ++i) r[i] = int(i0 + std::min(i, valid - 1)), row0[i] = r0 + r[i];
+                    if (nv == 2) {
+                        k2(P, r, cols, X, tv, tile);
+                        store_tile<2>(tile, tv, n, row0, valid, out_rows, y);
+                    } else {
+                        k1(P, r, cols, X, tv, tile);
+                        store_tile<1>(tile, tv, n, row0, valid, out_rows, y);
+                    }
+                }
+            }
+        }
+    }, 1);
+}
+
+void gemm_float(const float* x, int32_t n, const Matrix& W, float* y) {
+    const int64_t cols = W.cols, out_rows = W.rows;
+    const int64_t vecs = (n + kLanes - 1) / kLanes;
+    const bool bf16 = W.type == DType::BF16 && has_avx512_bf16() && cols % 2 == 0;
+    // Activations token-transposed: f32 [vec][cols][16], or bf16 pairs [vec][cols/2][16][2].
+    thread_local std::vector<float> xf;
+    thread_local std::vector<uint16_t> xb, rowb;
+    if (bf16) {
+        xb.assign(size_t(vecs) * cols * 16, 0);
+        rowb.resize(cols);
+        for (int32_t t = 0; t < n; ++t) {
+            const int64_t v = t / kLanes, lane = t % kLanes;
+            to_bf16(x + int64_t(t) * cols, cols, rowb.data());
+            uint16_t* dst = xb.data() + v * cols * 16 + lane * 2;
+            for (int64_t k2 = 0; k2 < cols / 2; ++k2) std::memcpy(dst + k2 * 32, rowb.data() + 2 * k2, 4);
+        }
+    } else {
+        xf.assign(size_t(vecs) * cols * 16, 0.f);
+        for (int32_t t = 0; t < n; ++t) {
+            const int64_t v = t / kLanes, lane = t % kLanes;
+            const float* xt = x + int64_t(t) * cols;
+            float* dst = xf.data() + v * cols * 16 + lane;
+            for (int64_t k = 0; k < cols; ++k) dst[k * 16] = xt[k];
+        }
+    }
+    // The caller's thread_local buffers, read by every pool thread (inside the lambda the names would
+    // refer to each thread's own).
+    const float* XF = xf.data();
+    const uint16_t* XB = xb.data();
+    const int64_t panels = (out_rows + kPanel - 1) / kPanel;
+    parallel_for(panels, [&](int64_t p0, int64_t p1) {
+        thread_local std::vector<float> pf;
+        if (!bf16) pf.resize(size_t(kPanel) * cols);
+        alignas(64) float tile[kTokVecs * kRows * 16];
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t r0 = p * kPanel, nrows = std::min<int64_t>(kPanel, out_rows - r0);
+            if (!bf16)
+                for (int64_t i = 0; i < nrows; ++i) to_f32(W.type, W.row(r0 + i), cols, pf.data() + i * cols);
+            PanelPrefetch ahead = next_panel(W, p, p1);
+            int64_t calls_left = ((vecs + kTokVecs - 1) / kTokVecs) * ((nrows + kRows - 1) / kRows);
+            for (int64_t tv = 0; tv < vecs; tv += kTokVecs) {
+                const int nv = int(std::min<int64_t>(kTokVecs, vecs - tv));
+                for (int64_t i0 = 0; i0 < nrows; i0 += kRows) {
+                    ahead.slice(calls_left--);
+                    const int valid = int(std::min<int64_t>(kRows, nrows - i0));
+                    int r[kRows];
+                    int64_t row0[kRows];
+                    const uint8_t* rows[kRows];
+                    for (int i = 0; i < kRows; ++i) {
+                        r[i] = int(i0 + std::min(i, valid - 1));
+                        row0[i] = r0 + r[i];
+                        rows[i] = W.row(row0[i]);
+                    }
+                    if (bf16) {
+                        if (nv == 2) bkernel<2>(rows, cols, XB, tv, tile);
+                        else bkernel<1>(rows, cols, XB, tv, tile);
+                    } else {
+                        if (nv == 2) fkernel<2>(pf.data(), r, cols, XF, tv, tile);
+                        else fkernel<1>(pf.data(), r, cols, XF, tv, tile);
+                    }
+                    if (nv == 2) store_tile<2>(tile, tv, n, row0, valid, out_rows, y);
+                    else store_tile<1>(tile, tv, n, row0, valid, out_rows, y);
+                }
+            }
+        }
+    }, 1);
+}
+
+}  // namespace
+#pragma GCC pop_options
+
+bool gemm_supported(DType type) {
+    QuantLayout l;
+    if (quant_layout(type, &l)) return best_quant_isa() == QuantIsa::kAvx512Vnni;
+    if (type == DType::F32 || type == DType::F16 || type == DType::BF16)
+        return best_quant_isa() == QuantIsa::kAvx512Vnni;  // AVX-512F/BW/VL come with it
+    return false;
+}
+
+int32_t gemm_min_tokens(DType type) {
+    QuantLayout l;
+    return quant_layout(type, &l) ? kGemmMinTokensQuant : kGemmMinTokensFloat;
+}
+
+void gemm(const float* x, int32_t n, const Matrix& W, float* y) {
+    QuantLayout l;
+    if (quant_layout(W.type, &l)) gemm_quant(x, n, W, y, l);
+    else gemm_float(x, n, W, y);
+}
+
+}  // namespace dg::cpu
