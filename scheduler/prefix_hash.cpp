@@ -1,15 +1,17 @@
 #include "scheduler/prefix_hash.h"
 
 namespace dg::sched {
-namespace {
 
-// splitmix64 finaliser: a full-avalanche bijection on 64 bits.
-uint64_t fmix(uint64_t x) {
+uint64_t splitmix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ull;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
     return x ^ (x >> 31);
 }
+
+namespace {
+
+uint64_t fmix(uint64_t x) { return splitmix64(x); }
 uint64_t combine(uint64_t h, uint64_t v) { return fmix(h ^ fmix(v)); }
 
 // Distinct tags keep block hashes, tail hashes and checkpoint keys from ever being compared equal.

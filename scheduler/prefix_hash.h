@@ -10,6 +10,9 @@
 
 namespace dg::sched {
 
+// splitmix64's finaliser: a full-avalanche bijection on 64 bits (also seeds deltagate bench's workloads).
+uint64_t splitmix64(uint64_t x);
+
 uint64_t hash_root(uint64_t cache_salt);
 
 // Walks a token sequence one token at a time, keeping the chain hash of the completed blocks and the

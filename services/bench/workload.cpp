@@ -8,17 +8,13 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "scheduler/prefix_hash.h"
 
 namespace dg::bench {
 namespace {
 
 // splitmix64: mixes (seed, stream) into independent generator seeds.
-uint64_t mix(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
+uint64_t mix(uint64_t x) { return sched::splitmix64(x); }
 uint64_t key(uint64_t seed, std::initializer_list<uint64_t> parts) {
     uint64_t k = mix(seed);
     for (uint64_t p : parts) k = mix(k ^ p);
