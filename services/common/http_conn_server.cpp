@@ -1,6 +1,5 @@
 #include "services/common/http_conn_server.h"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -108,34 +107,23 @@ absl::StatusOr<std::unique_ptr<HttpConnServer>> HttpConnServer::start(const std:
     std::unique_ptr<HttpConnServer> s(new HttpConnServer());
     s->opt_ = opt;
     s->handler_ = std::move(handler);
-    auto fd = http_listen_socket(address, &s->host_, &s->port_);
-    if (!fd.ok()) return fd.status();
-    s->listen_fd_ = *fd;
-    if (::pipe2(s->wake_, O_CLOEXEC) != 0) return absl::InternalError("http: pipe failed");
+    auto l = HttpListener::open(address);
+    if (!l.ok()) return l.status();
+    s->listener_ = std::move(*l);
+    s->address_ = s->listener_->address();
+    s->port_ = s->listener_->port();
     s->thread_ = std::thread([p = s.get()] { p->accept_loop(); });
     return s;
 }
 
-HttpConnServer::~HttpConnServer() {
-    stop();
-    if (listen_fd_ >= 0) ::close(listen_fd_);
-    for (int fd : wake_)
-        if (fd >= 0) ::close(fd);
-}
+HttpConnServer::~HttpConnServer() { stop(); }
 
 void HttpConnServer::stop_accepting() {
     std::lock_guard<std::mutex> l(accept_mu_);
-    if (accept_stopped_) return;
-    accept_stopped_ = true;
-    if (wake_[1] >= 0) {
-        const char c = 0;
-        [[maybe_unused]] ssize_t n = ::write(wake_[1], &c, 1);
-    }
+    if (!listener_) return;
+    listener_->wake();
     if (thread_.joinable()) thread_.join();
-    if (listen_fd_ >= 0) {
-        ::close(listen_fd_);
-        listen_fd_ = -1;
-    }
+    listener_.reset();  // closes the listening socket: new connections are refused from now on
 }
 
 void HttpConnServer::shutdown_connections() {
@@ -173,16 +161,7 @@ void HttpConnServer::reap_locked(bool all) {
 }
 
 void HttpConnServer::accept_loop() {
-    for (;;) {
-        pollfd p[2] = {{listen_fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            return;
-        }
-        if (p[1].revents) return;
-        if (!(p[0].revents & POLLIN)) continue;
-        const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0) continue;
+    for (int fd; (fd = listener_->accept_next()) >= 0;) {
         std::lock_guard<std::mutex> l(mu_);
         reap_locked(false);
         if (int(conns_.size()) >= opt_.max_connections) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "services/common/http_server.h"
 
 namespace dg {
 
@@ -80,7 +81,7 @@ public:
     // without waiting for their threads.
     void shutdown_connections();
     int port() const { return port_; }
-    std::string address() const { return host_ + ":" + std::to_string(port_); }
+    std::string address() const { return address_; }
 
 private:
     struct Conn {
@@ -95,13 +96,11 @@ private:
 
     Options opt_;
     Handler handler_;
-    std::string host_;
+    std::string address_;  // of the listener, kept after stop_accepting() closes it
     int port_ = 0;
-    int listen_fd_ = -1;
-    int wake_[2] = {-1, -1};
+    std::unique_ptr<HttpListener> listener_;  // null once stop_accepting() ran
     std::atomic<bool> stopping_{false};
     std::mutex accept_mu_;  // stop_accepting() once, from any thread
-    bool accept_stopped_ = false;
     std::thread thread_;
     std::mutex mu_;
     std::vector<std::unique_ptr<Conn>> conns_;

@@ -45,9 +45,8 @@ bool write_all(int fd, const std::string& data) {
     return true;
 }
 
-}  // namespace
-
-absl::StatusOr<int> http_listen_socket(const std::string& address, std::string* host_out, int* port_out) {
+// The listening socket: the fd, the host as printed in addresses and the port bound.
+absl::StatusOr<int> listen_socket(const std::string& address, std::string* host_out, int* port_out) {
     const size_t colon = address.rfind(':');
     int port = 0;
     if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535)
@@ -93,44 +92,62 @@ absl::StatusOr<int> http_listen_socket(const std::string& address, std::string* 
     return fd;
 }
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& address, Handler handler) {
-    std::unique_ptr<HttpServer> s(new HttpServer());
-    s->handler_ = std::move(handler);
-    auto fd = http_listen_socket(address, &s->host_, &s->port_);
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpListener>> HttpListener::open(const std::string& address) {
+    std::unique_ptr<HttpListener> l(new HttpListener());
+    auto fd = listen_socket(address, &l->host_, &l->port_);
     if (!fd.ok()) return fd.status();
-    s->listen_fd_ = *fd;
-    if (::pipe2(s->wake_, O_CLOEXEC) != 0) return absl::InternalError("http: pipe failed");
-    s->thread_ = std::thread([p = s.get()] { p->run(); });
-    return s;
+    l->fd_ = *fd;
+    if (::pipe2(l->wake_, O_CLOEXEC) != 0) return absl::InternalError("http: pipe failed");
+    return l;
 }
 
-HttpServer::~HttpServer() {
-    stop();
-    if (listen_fd_ >= 0) ::close(listen_fd_);
+HttpListener::~HttpListener() {
+    if (fd_ >= 0) ::close(fd_);
     for (int fd : wake_)
         if (fd >= 0) ::close(fd);
 }
 
+int HttpListener::accept_next() {
+    for (;;) {
+        pollfd p[2] = {{fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (p[1].revents) return -1;  // woken: the byte stays in the pipe, so later calls return too
+        if (!(p[0].revents & POLLIN)) continue;
+        const int fd = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) return fd;
+    }
+}
+
+void HttpListener::wake() {
+    const char c = 0;
+    [[maybe_unused]] ssize_t n = ::write(wake_[1], &c, 1);
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& address, Handler handler) {
+    std::unique_ptr<HttpServer> s(new HttpServer());
+    s->handler_ = std::move(handler);
+    auto l = HttpListener::open(address);
+    if (!l.ok()) return l.status();
+    s->listener_ = std::move(*l);
+    s->thread_ = std::thread([p = s.get()] { p->run(); });
+    return s;
+}
+
+HttpServer::~HttpServer() { stop(); }
+
 void HttpServer::stop() {
     if (stopping_.exchange(true)) return;
-    if (wake_[1] >= 0) {
-        const char c = 0;
-        [[maybe_unused]] ssize_t n = ::write(wake_[1], &c, 1);
-    }
+    if (listener_) listener_->wake();
     if (thread_.joinable()) thread_.join();
 }
 
 void HttpServer::run() {
-    while (!stopping_.load()) {
-        pollfd p[2] = {{listen_fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            return;
-        }
-        if (p[1].revents) return;
-        if (!(p[0].revents & POLLIN)) continue;
-        const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0) continue;
+    for (int fd; (fd = listener_->accept_next()) >= 0;) {
         serve(fd);
         ::close(fd);
     }

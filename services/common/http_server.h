@@ -38,6 +38,30 @@ struct HttpResponse {
     std::string body;
 };
 
+// What both HTTP servers share: a listening TCP socket on `address` (host:port, [v6]:port; port 0 =
+// ephemeral) and the pipe that wakes the accept loop blocked on it.
+class HttpListener {
+public:
+    static absl::StatusOr<std::unique_ptr<HttpListener>> open(const std::string& address);
+    ~HttpListener();  // closes the socket and the pipe
+    HttpListener(const HttpListener&) = delete;
+    HttpListener& operator=(const HttpListener&) = delete;
+
+    // Blocks until a connection arrives (its fd, SOCK_CLOEXEC) or wake() was called (-1, and -1 at every
+    // call after it).
+    int accept_next();
+    void wake();  // any thread
+    int port() const { return port_; }
+    std::string address() const { return host_ + ":" + std::to_string(port_); }
+
+private:
+    HttpListener() = default;
+    std::string host_;  // as printed in addresses
+    int port_ = 0;
+    int fd_ = -1;
+    int wake_[2] = {-1, -1};
+};
+
 class HttpServer {
 public:
     using Handler = std::function<HttpResponse(const HttpRequest&)>;
@@ -48,8 +72,8 @@ public:
     ~HttpServer();  // stops
 
     void stop();
-    int port() const { return port_; }
-    std::string address() const { return host_ + ":" + std::to_string(port_); }
+    int port() const { return listener_->port(); }
+    std::string address() const { return listener_->address(); }
 
 private:
     HttpServer() = default;
@@ -57,17 +81,10 @@ private:
     void serve(int fd);
 
     Handler handler_;
-    std::string host_;
-    int port_ = 0;
-    int listen_fd_ = -1;
-    int wake_[2] = {-1, -1};  // pipe that wakes the accept loop on stop()
+    std::unique_ptr<HttpListener> listener_;
     std::atomic<bool> stopping_{false};
     std::thread thread_;
 };
-
-// A listening TCP socket on `address` (host:port, [v6]:port; port 0 = ephemeral): the fd, the host as
-// printed in addresses and the port bound. Shared by the HTTP servers.
-absl::StatusOr<int> http_listen_socket(const std::string& address, std::string* host, int* port);
 
 // /metrics -> registry.render(); anything else 404. The registry must outlive the server.
 absl::StatusOr<std::unique_ptr<HttpServer>> serve_metrics(const std::string& address, metrics::Registry& registry);
