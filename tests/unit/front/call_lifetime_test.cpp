@@ -11,8 +11,6 @@
 // CTest also runs both under AddressSanitizer (test_front_lifetime_asan, tests/cmake/front.cmake).
 #include <gtest/gtest.h>
 
-#include <sys/socket.h>
-
 #include <atomic>
 #include <thread>
 
@@ -133,12 +131,8 @@ TEST(FrontCallLifetime, HttpHangupRacesCompletion) {
         const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                                 "Content-Type: application/json\r\nContent-Length: " +
                                 std::to_string(body.size()) + "\r\n\r\n" + body;
-        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(uint16_t(port));
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+        const int fd = connect_loopback(port);
+        ASSERT_GE(fd, 0);
         ASSERT_EQ(::write(fd, req.data(), req.size()), ssize_t(req.size()));
         // i % 4: 0 reads everything; 1 hangs up at once; 2 after the first bytes; 3 after a short pause.
         std::string resp;

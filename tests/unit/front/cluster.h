@@ -291,8 +291,8 @@ inline int wait_health(const std::shared_ptr<grpc::Channel>& channel, const std:
     return got;
 }
 
-// GET http://127.0.0.1:port/path -> body ("" on failure).
-inline std::string http_get(int port, const std::string& path) {
+// A TCP connection to 127.0.0.1:port: the fd, or -1.
+inline int connect_loopback(int port) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -300,15 +300,28 @@ inline std::string http_get(int port, const std::string& path) {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
         ::close(fd);
-        return "";
+        return -1;
     }
-    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    (void)!::write(fd, req.data(), req.size());
+    return fd;
+}
+
+// Sends a raw HTTP/1.1 request (with Connection: close) to 127.0.0.1:port; the whole raw response ("" when
+// the connection fails).
+inline std::string http_exchange(int port, const std::string& request) {
+    const int fd = connect_loopback(port);
+    if (fd < 0) return "";
+    (void)!::write(fd, request.data(), request.size());
     std::string resp;
     char buf[8192];
     ssize_t n;
     while ((n = ::read(fd, buf, sizeof(buf))) > 0) resp.append(buf, size_t(n));
     ::close(fd);
+    return resp;
+}
+
+// GET http://127.0.0.1:port/path -> body ("" on failure).
+inline std::string http_get(int port, const std::string& path) {
+    const std::string resp = http_exchange(port, "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     const size_t body = resp.find("\r\n\r\n");
     return body == std::string::npos ? "" : resp.substr(body + 4);
 }

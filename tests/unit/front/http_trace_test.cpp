@@ -16,24 +16,8 @@ using namespace std::chrono_literals;
 
 // POST a JSON body over HTTP/1.1 with extra headers; returns the raw response ("" on failure).
 std::string http_post(int port, const std::string& path, const std::string& body, const std::string& headers) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(uint16_t(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-        ::close(fd);
-        return "";
-    }
-    const std::string req = "POST " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n" +
-                            headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-    (void)!::write(fd, req.data(), req.size());
-    std::string resp;
-    char buf[8192];
-    ssize_t n;
-    while ((n = ::read(fd, buf, sizeof(buf))) > 0) resp.append(buf, size_t(n));
-    ::close(fd);
-    return resp;
+    return http_exchange(port, "POST " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n" +
+                                   headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
 }
 
 TEST(FrontHttp, TraceparentAndProtocolLabel) {
