@@ -42,13 +42,6 @@ ojson param_value(const std::vector<ojson>& tools, const std::string& fn, const 
 
 std::string dump(const ojson& j) { return j.dump(-1, ' ', false, ojson::error_handler_t::replace); }
 
-// Length of the longest suffix of `s` that is a proper prefix of `tag` (text that may still become it).
-size_t partial_tag_suffix(std::string_view s, std::string_view tag) {
-    for (size_t n = std::min(s.size(), tag.size() - 1); n > 0; --n)
-        if (s.substr(s.size() - n) == tag.substr(0, n)) return n;
-    return 0;
-}
-
 absl::StatusOr<ToolCall> parse_block(std::string_view block, const std::vector<ojson>& tools) {
     size_t f = block.find("<function=");
     if (f == std::string_view::npos) return absl::InvalidArgumentError("tool call without <function=NAME>");
@@ -97,6 +90,12 @@ absl::StatusOr<ParsedToolCalls> parse_tool_calls(std::string_view text, const st
     }
     while (!out.content.empty() && (out.content.back() == '\n' || out.content.back() == ' ')) out.content.pop_back();
     return out;
+}
+
+size_t partial_tag_suffix(std::string_view s, std::string_view tag) {
+    for (size_t n = std::min(s.size(), tag.size() - 1); n > 0; --n)
+        if (s.substr(s.size() - n) == tag.substr(0, n)) return n;
+    return 0;
 }
 
 void ToolCallStream::push(std::string_view text, std::vector<ToolCallFragment>* out) {

@@ -24,6 +24,10 @@ struct ParsedToolCalls {
 // the front can return the raw text instead of a half-parsed call.
 absl::StatusOr<ParsedToolCalls> parse_tool_calls(std::string_view text, const std::vector<ojson>& tools = {});
 
+// Length of the longest suffix of `s` that is a proper prefix of `tag`: text that may still become it, so
+// a streaming parser holds it back.
+size_t partial_tag_suffix(std::string_view s, std::string_view tag);
+
 // A piece of a tool call being generated (see ToolCallStream).
 struct ToolCallFragment {
     int index = 0;               // the call's position: 0, 1, ...

@@ -7,13 +7,6 @@ namespace {
 
 constexpr std::string_view kToolCallOpen = "<tool_call>";
 
-// Length of the longest suffix of `s` that is a proper prefix of `tag` (text that may still become it).
-size_t partial_tag_suffix(std::string_view s, std::string_view tag) {
-    for (size_t n = std::min(s.size(), tag.size() - 1); n > 0; --n)
-        if (s.substr(s.size() - n) == tag.substr(0, n)) return n;
-    return 0;
-}
-
 }  // namespace
 
 OutputTrack::OutputTrack(int index, TrackOptions opt) : index_(index), opt_(std::move(opt)) {
@@ -64,7 +57,7 @@ void OutputTrack::add_answer(const std::string& text, v1::Delta* delta) {
     if (open != std::string::npos) {
         emit = open;
     } else {
-        emit = answer_tail_.size() - partial_tag_suffix(answer_tail_, kToolCallOpen);
+        emit = answer_tail_.size() - tok::partial_tag_suffix(answer_tail_, kToolCallOpen);
     }
     if (opt_.return_text) delta->mutable_text()->append(answer_tail_, 0, emit);
     answer_tail_.erase(0, emit);
