@@ -61,6 +61,11 @@ absl::StatusOr<RequestId> EngineLoop::submit(Request r) {
     if (r.top_logprobs < 0 || r.top_logprobs > kMaxTopLogprobs)
         return absl::InvalidArgumentError(
             absl::StrCat("request: top_logprobs must be in [0, ", kMaxTopLogprobs, "], got ", r.top_logprobs));
+    if (r.resumed_tokens < 0 || r.resumed_tokens >= n)
+        return absl::InvalidArgumentError(absl::StrCat("request: resumed_tokens must be in [0, ", n - 1,
+                                                       "] (the prompt has ", n, " tokens), got ", r.resumed_tokens));
+    if (r.resumed_tokens > 0 && r.n != 1)
+        return absl::InvalidArgumentError(absl::StrCat("request: a resumed continuation needs n = 1, got n = ", r.n));
     for (int32_t t : r.stop_tokens)
         if (t < 0 || t >= V) return absl::InvalidArgumentError(absl::StrCat("request: stop token ", t, " is outside the vocabulary"));
     for (int32_t p : r.checkpoint_at)
@@ -86,6 +91,7 @@ absl::StatusOr<RequestId> EngineLoop::submit(Request r) {
     s.req = id;
     s.tokens = rs.req.prompt;
     s.prompt_len = n;
+    s.gen_start = n - rs.req.resumed_tokens;
     s.sampler = Sampler(rs.req.sampling);
     s.fork_pending = rs.req.n > 1;
     s.priority = rs.req.priority;
@@ -438,7 +444,7 @@ void EngineLoop::on_token(SeqId id, std::span<const float> logits) {
         fork(id, logits);
     }
     Seq& me = seqs_.at(id);  // fork() inserted into seqs_ (std::map: references stay valid, but be plain)
-    const int32_t token = me.sampler.sample(logits, me.tokens, me.prompt_len);
+    const int32_t token = me.sampler.sample(logits, int64_t(me.tokens.size()) - me.gen_start, me.tokens, me.gen_start);
     Event e;
     e.id = me.req;
     e.index = me.index;
@@ -473,6 +479,7 @@ void EngineLoop::fork(SeqId parent_id, std::span<const float> logits) {
         c.index = i;
         c.tokens = p.tokens;
         c.prompt_len = p.prompt_len;
+        c.gen_start = p.gen_start;
         SamplingParams sp = r.req.sampling;
         sp.seed = child_seed(sp.seed, i);
         c.sampler = Sampler(sp);

@@ -102,6 +102,7 @@ private:
         int32_t index = 0;              // fork child
         std::vector<int32_t> tokens;    // prompt + generated; [pos, size) still to be computed
         int32_t prompt_len = 0;
+        int32_t gen_start = 0;          // where this continuation's output starts (< prompt_len when resumed)
         int32_t pos = 0;                // tokens whose K/V and state are computed
         int32_t generated = 0;
         int32_t computed_hwm = 0;       // highest pos ever reached (counts recomputation)

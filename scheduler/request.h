@@ -59,6 +59,11 @@ struct Request {
     int32_t priority = 0;           // higher first
     uint64_t cache_salt = 0;        // isolates prefix sharing between tenants
     std::vector<int32_t> checkpoint_at;  // client hints: also checkpoint after these prompt positions
+    // A migrated continuation (docs/reliability.md): the last `resumed_tokens` of `prompt` are this
+    // continuation's own earlier output, generated elsewhere. They count as generated for the penalties
+    // and the sampler's position (so a seeded stream continues exactly), not for max_tokens (the sender
+    // lowers it). Requires n == 1; [0, prompt.size() - 1].
+    int32_t resumed_tokens = 0;
     bool logprobs = false;          // report each sampled token's logprob
     int32_t top_logprobs = 0;       // and the n best (implies logprobs); [0, kMaxTopLogprobs]
     std::optional<Clock::time_point> deadline;

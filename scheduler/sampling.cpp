@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/philox.h"
 
 namespace dg::sched {
 
@@ -85,24 +86,17 @@ uint64_t child_seed(uint64_t seed, int32_t index) {
     return index == 0 ? seed : seed ^ (0x9e3779b97f4a7c15ull * uint64_t(index));
 }
 
-Sampler::Sampler(const SamplingParams& p) : p_(p), state_(p.seed) {}
+Sampler::Sampler(const SamplingParams& p) : p_(p) {}
 
-double Sampler::uniform() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return double(z >> 11) * 0x1.0p-53;
-}
-
-int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> tokens, int32_t prompt_len) {
-    if (!has_penalties(p_)) return sample_adjusted(logits);
+int32_t Sampler::sample(std::span<const float> logits, int64_t position, std::span<const int32_t> tokens,
+                        int32_t prompt_len) const {
+    if (!has_penalties(p_)) return sample_adjusted(logits, position);
     std::vector<float> adjusted(logits.begin(), logits.end());
     apply_penalties(p_, adjusted, tokens, prompt_len);
-    return sample_adjusted(adjusted);
+    return sample_adjusted(adjusted, position);
 }
 
-int32_t Sampler::sample_adjusted(std::span<const float> logits) {
+int32_t Sampler::sample_adjusted(std::span<const float> logits, int64_t position) const {
     const int32_t V = int32_t(logits.size());
     // Greedy: the first maximum, as std::max_element picks it (the Runner-based reference does too).
     if (p_.temperature == 0.f) return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -136,7 +130,7 @@ int32_t Sampler::sample_adjusted(std::span<const float> logits) {
     }
     double total = 0;
     for (int32_t i = 0; i < keep; ++i) total += prob[i];
-    double r = uniform() * total;
+    double r = philox_uniform(p_.seed, uint64_t(position)) * total;
     for (int32_t i = 0; i < keep; ++i) {
         r -= prob[i];
         if (r < 0) return idx[i];

@@ -1,8 +1,10 @@
 // Token sampling on the host: penalties first (repetition, frequency, presence), then greedy
 // (temperature 0) or seeded random sampling with temperature, top-k, top-p and min-p, applied in that
-// order (as llama.cpp and vLLM do). Deterministic: the same logits, parameters and seed give the same
-// tokens on every machine (own RNG, own uniform mapping). Logprobs are computed apart, from the raw
-// logits (compute_logprobs).
+// order (as llama.cpp and vLLM do). Deterministic and stateless: the random draw for a token is
+// philox_uniform(seed, position) (engine/philox.h), a function of the request's seed and the token's
+// position in its continuation only, so the same logits, parameters, seed and position give the same token
+// on every machine, after a preemption, and after a migration to another worker. Logprobs are computed
+// apart, from the raw logits (compute_logprobs).
 #pragma once
 
 #include <cstdint>
@@ -52,14 +54,15 @@ uint64_t child_seed(uint64_t seed, int32_t index);
 class Sampler {
 public:
     explicit Sampler(const SamplingParams& p = {});
-    // `tokens`/`prompt_len` (prompt then generated) feed the penalties; unused without them.
-    int32_t sample(std::span<const float> logits, std::span<const int32_t> tokens = {}, int32_t prompt_len = 0);
+    // `position`: the token's index among its continuation's generated tokens (0 = the first), which
+    // selects the random draw. `tokens`/`prompt_len` (prompt then generated) feed the penalties; unused
+    // without them.
+    int32_t sample(std::span<const float> logits, int64_t position, std::span<const int32_t> tokens = {},
+                   int32_t prompt_len = 0) const;
 
 private:
-    int32_t sample_adjusted(std::span<const float> logits);
-    double uniform();  // [0, 1), 53 bits
+    int32_t sample_adjusted(std::span<const float> logits, int64_t position) const;
     SamplingParams p_;
-    uint64_t state_;   // splitmix64 stream
 };
 
 }  // namespace dg::sched

@@ -22,7 +22,7 @@ int wait_for_stop_signal();
 
 const std::set<std::string> kFrontFlags = {
     "listen", "metrics-listen", "health-listen", "http-listen", "http-cors-origins", "http-template", "tokenizer", "model-name", "max-prompt-tokens", "max-tokens", "max-fanout",
-    "max-message-bytes", "max-inflight", "tls-cert", "tls-key", "auth-token", "load-penalty", "max-attempts"};
+    "max-message-bytes", "max-inflight", "tls-cert", "tls-key", "auth-token", "load-penalty", "max-attempts", "max-migrations"};
 
 absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
     auto num = [&](const char* name, auto& out, int64_t lo, int64_t hi) -> absl::Status {
@@ -58,6 +58,7 @@ absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
     if (auto s = num("max-message-bytes", o.limits.max_message_bytes, 1024, int64_t(1) << 30); !s.ok()) return s;
     if (auto s = num("max-inflight", o.limits.max_inflight, 1, 1 << 20); !s.ok()) return s;
     if (auto s = num("max-attempts", o.max_attempts, 1, 16); !s.ok()) return s;
+    if (auto s = num("max-migrations", o.max_migrations, 0, 1024); !s.ok()) return s;
     if (auto v = f.get("load-penalty"); v && !absl::SimpleAtod(*v, &o.route.load_penalty_tokens))
         return absl::InvalidArgumentError("--load-penalty must be a number (prompt tokens per queued request)");
     return absl::OkStatus();
@@ -91,7 +92,8 @@ const char* kUsage =
     "         [--tokenizer tokenizer.json|model.gguf] [--model-name NAME]\n"
     "         [--max-prompt-tokens N] [--max-tokens N] [--max-fanout N] [--max-message-bytes N] [--max-inflight N]\n"
     "         [--tls-cert PEM --tls-key PEM] [--auth-token TOKEN (or $DELTAGATE_AUTH_TOKEN)]\n"
-    "         [--load-penalty TOKENS] [--max-attempts N] [--dns-refresh-ms MS] [--drain-ms MS (5000)]\n"
+    "         [--load-penalty TOKENS] [--max-attempts N] [--max-migrations N (3; 0 = off)]\n"
+    "         [--dns-refresh-ms MS] [--drain-ms MS (5000)]\n"
     "Tracing: OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 (OTLP/HTTP JSON), OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER.\n";
 
 int run_front(const std::vector<std::string>& args) {

@@ -1,6 +1,7 @@
 // deltagate worker: one worker process (one per GPU) serving deltagate.worker.v1 over gRPC, with
 // grpc.health.v1, reflection and Prometheus /metrics. SIGTERM or SIGINT drains: health goes
-// NOT_SERVING, new requests get UNAVAILABLE, in-flight ones finish, then the process exits 0.
+// NOT_SERVING, new requests get UNAVAILABLE, in-flight ones finish (or, after --drain-ms, are handed off to
+// the front, which migrates them), then the process exits 0.
 #include <pthread.h>
 #include <signal.h>
 
@@ -81,6 +82,7 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
     DG_RETURN_IF_ERROR(int_flag(f, "max-seq-len", 0, 1 << 30, &o->sched.max_seq_len));
     DG_RETURN_IF_ERROR(int_flag(f, "max-n", 1, 1024, &o->sched.max_n));
     DG_RETURN_IF_ERROR(int_flag(f, "max-queue", 0, 1 << 24, &o->max_queue));
+    DG_RETURN_IF_ERROR(int_flag(f, "drain-ms", 0, 24 * 3600 * 1000, &o->drain_ms));
     if (auto h = f.get("host-cache")) {
         DG_ASSIGN_OR_RETURN(o->sched.host_cache_bytes, parse_bytes(*h));
     }
@@ -106,7 +108,7 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
 int run_worker(const std::vector<std::string>& args) {
     auto value_flags = kModelFlags;
     value_flags.insert({"listen", "metrics-listen", "worker-id", "max-running", "spare-slots", "kv-blocks", "block-tokens",
-                        "token-budget", "checkpoint-every", "max-seq-len", "max-n", "max-queue", "host-cache",
+                        "token-budget", "checkpoint-every", "max-seq-len", "max-n", "max-queue", "drain-ms", "host-cache",
                         "gpu-memory-utilization", "vllm-metric-names"});
     auto f = parse_flags(args, value_flags, {"help"});
     if (!f.ok() || f->has("help")) {
@@ -116,13 +118,15 @@ int run_worker(const std::vector<std::string>& args) {
                      "         [--backend cpu|cpu-exact|cuda] [--kv-type f16|bf16|q8_0|q4_0|f32] [--threads N] [--worker-id ID]\n"
                      "         [--max-running N] [--spare-slots N] [--kv-blocks N] [--block-tokens N] [--token-budget N]\n"
                      "         [--checkpoint-every N] [--max-seq-len N] [--max-n N] [--max-queue N (0 = unbounded)]\n"
+                     "         [--drain-ms MS (20000: on SIGTERM, running requests' time to finish before they are handed off)]\n"
                      "         [--host-cache 256MiB] [--gpu-memory-utilization F (0.9)]\n"
                      "         [--vllm-metric-names true|false (false; true: also export vllm:num_requests_{running,waiting}, vllm:kv_cache_usage_perc)]\n"
                      "Memory: on cuda the KV pool gets what the budget min(F x total, free) leaves after the weights,\n"
                      "the workspace and (max-running + spare-slots) state slots; on cpu the defaults (8 running, 8 spare,\n"
                      "1024 KV blocks) are checked against host RAM, and --gpu-memory-utilization sizes the pool there too.\n"
                      "A plan that does not fit (explicit flags included) is an error naming the flag to change.\n"
-                     "SIGTERM/SIGINT drain: finish in-flight requests, refuse new ones (UNAVAILABLE), then exit.\n");
+                     "SIGTERM/SIGINT drain: health NOT_SERVING, refuse new requests (UNAVAILABLE), let running ones finish\n"
+                     "for --drain-ms, then end the rest with UNAVAILABLE (the front continues them on another worker), exit.\n");
         return f.ok() ? 0 : 2;
     }
     worker::WorkerOptions opt;

@@ -19,7 +19,10 @@ FrontMetrics::FrontMetrics(metrics::Registry& reg)
       retries(reg.counter("deltagate_front_retries_total",
                           "Worker attempts retried on another worker before the first token.")),
       midstream_failures(reg.counter("deltagate_front_midstream_failures_total",
-                                     "Streams ended with UNAVAILABLE because a worker failed after tokens were sent.")),
+                                     "Streams ended with UNAVAILABLE because a worker failed after tokens were sent "
+                                     "and no migration was possible.")),
+      migrations(reg.counter("deltagate_front_migrations_total",
+                             "Continuations resubmitted to another worker after their worker failed mid-stream.")),
       running(reg.gauge("deltagate_front_requests_running", "Generate/BatchGenerate streams in flight.")),
       reg_(reg) {}
 

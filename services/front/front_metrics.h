@@ -28,6 +28,7 @@ public:
     metrics::Counter& cached_host;
     metrics::Counter& retries;
     metrics::Counter& midstream_failures;
+    metrics::Counter& migrations;
     metrics::Gauge& running;
 
 private:

@@ -38,6 +38,10 @@ struct FrontOptions {
     std::string tls_cert, tls_key;       // PEM files; both or neither
     std::string auth_token;              // required as "authorization: Bearer <token>" when set
     int max_attempts = 3;                // worker attempts per request before the first token
+    // Mid-stream migration (docs/reliability.md): a continuation whose worker fails after it streamed
+    // tokens is resubmitted, prompt + the tokens already sent, to another worker, at most this many times
+    // per continuation (0 = off: such a stream ends with UNAVAILABLE).
+    int max_migrations = 3;
     // Test-only seam (never set by the CLI): runs in ~GenerateCall before it unregisters, so the call
     // lifetime race test can widen the window in which Abort may find a call whose last reference is gone.
     std::function<void()> test_call_deleting;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "scheduler/sampling.h"
 #include "services/front/front_state.h"
 
 namespace dg::front {
@@ -84,6 +85,9 @@ GenerateCall::GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, 
     for (size_t i = 0; i < plan_.tracks.size(); ++i)
         tracks_.push_back(std::make_unique<OutputTrack>(int(i), plan_.tracks[i]));
     last_token_at_.resize(tracks_.size());
+    sent_tokens_.resize(tracks_.size());
+    migrated_.resize(tracks_.size());
+    for (size_t i = 0; i < legs_.size(); ++i) legs_[i].origin_leg = int(i);
     front_.inflight.fetch_add(1);
     front_.metrics().running.add(1);
     // The gen_ai span nests in the server span and parents the worker calls (GenAI semconv).
@@ -143,7 +147,8 @@ GenerateCall::Attempt* GenerateCall::make_attempt_locked(int li, grpc::Status* e
     // Siblings of a fan-out go where leg 0 went (its prefix checkpoint is there), unless that worker failed.
     int sticky = -1;
     std::string sticky_addr;
-    if (li > 0 && legs_[0].worker) sticky_addr = legs_[0].worker->address();
+    if (leg.migrated) sticky_addr.clear();  // where it runs matters less than that it runs now
+    else if (li > 0 && legs_[0].worker) sticky_addr = legs_[0].worker->address();
     else if (!plan_.session_id.empty()) sticky_addr = front_.sessions().get(plan_.session_id);
     for (size_t i = 0; i < workers.size(); ++i)
         if (workers[i]->address() == sticky_addr) sticky = int(i);
@@ -252,6 +257,7 @@ GenerateCall::EventAction GenerateCall::on_event(Attempt* a, const worker::v1::G
         }
         leg.emitted = true;
         leg.last_token = ev.token_id();
+        sent_tokens_[size_t(out)].push_back(ev.token_id());
         if (!first_token_) {
             first_token_ = now;
             front_.metrics().ttft.observe(std::chrono::duration<double>(now - plan_.start).count());
@@ -318,6 +324,7 @@ void GenerateCall::on_attempt_done(Attempt* a, const grpc::Status& s) {
     std::vector<Attempt*> to_launch, to_cancel;
     {
         std::lock_guard<std::mutex> l(mu_);
+        grpc::Status err_migrate;
         a->worker_->inflight.fetch_sub(1);
         a->span_.end_ns = trace::unix_nanos_now();
         a->span_.set("rpc.grpc.status_code", int64_t(s.error_code()));
@@ -371,6 +378,12 @@ void GenerateCall::on_attempt_done(Attempt* a, const grpc::Status& s) {
                     fail_locked(grpc::Status(code, absl::StrCat("the request was aborted (worker ", a->worker_->address(),
                                                                 ": ", s.error_message(), ")")),
                                 &to_cancel);
+                } else if (leg.emitted && code != grpc::StatusCode::DEADLINE_EXCEEDED &&
+                           migrate_locked(a->leg_, s, a->worker_->address(), &to_launch, &err_migrate)) {
+                    // Each unfinished continuation goes on elsewhere; this leg is done (and maybe the call:
+                    // when the lost worker had sent every token, only its finish was missing).
+                    leg.complete = true;
+                    maybe_complete_locked();
                 } else if (leg.emitted) {
                     front_.metrics().midstream_failures.inc();
                     fail_locked(code == grpc::StatusCode::DEADLINE_EXCEEDED
@@ -379,8 +392,8 @@ void GenerateCall::on_attempt_done(Attempt* a, const grpc::Status& s) {
                                     : grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                                    absl::StrCat("worker ", a->worker_->address(),
                                                                 " failed after the stream had started (",
-                                                                s.error_message(),
-                                                                "); the output is incomplete: retry the request")),
+                                                                s.error_message(), "); ", err_migrate.error_message(),
+                                                                "; the output is incomplete: retry the request")),
                                 &to_cancel);
                 } else {
                     // The worker's own verdict (INVALID_ARGUMENT, DEADLINE_EXCEEDED, ...) passes through.
@@ -395,6 +408,77 @@ void GenerateCall::on_attempt_done(Attempt* a, const grpc::Status& s) {
     flush();
 }
 
+bool GenerateCall::migrate_locked(int li, const grpc::Status& why, const std::string& from,
+                                  std::vector<Attempt*>* to_launch, grpc::Status* err) {
+    if (front_.options().max_migrations <= 0) {
+        *err = grpc::Status(grpc::StatusCode::UNAVAILABLE, "mid-stream migration is off (--max-migrations 0)");
+        return false;
+    }
+    const Leg& failed = legs_[size_t(li)];
+    std::vector<std::pair<int, int>> moves;  // (worker continuation index, public index) still running
+    for (size_t j = 0; j < failed.plan.out_index.size(); ++j)
+        if (!tracks_[size_t(failed.plan.out_index[j])]->finished()) moves.emplace_back(int(j), failed.plan.out_index[j]);
+    for (auto [j, out] : moves)
+        if (migrated_[size_t(out)] >= front_.options().max_migrations) {
+            *err = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                absl::StrCat("continuation ", out, " already migrated ", migrated_[size_t(out)],
+                                             " times (--max-migrations ", front_.options().max_migrations, ")"));
+            return false;
+        }
+    for (auto [j, out] : moves) {
+        const Leg& f = legs_[size_t(li)];  // re-read: push_back below keeps deque references, but be plain
+        const int origin = f.migrated ? f.origin_leg : li;
+        const int origin_index = f.migrated ? f.origin_index : j;
+        const worker::v1::GenerateRequest& base = legs_[size_t(origin)].plan.request;
+        const std::vector<int32_t>& sent = sent_tokens_[size_t(out)];
+        OutputTrack& track = *tracks_[size_t(out)];
+        if (base.max_tokens() > 0 && int(sent.size()) >= base.max_tokens()) {
+            // Every token was sent; only the finish was lost with the worker.
+            v1::Delta d;
+            v1::GenerateResponse fin;
+            track.finish(v1::FINISH_REASON_LENGTH, sent.back(), &d, fin.mutable_finished());
+            enqueue_delta_locked(std::move(d));
+            enqueue_locked(std::move(fin));
+            continue;
+        }
+        Leg nl;
+        nl.migrated = true;
+        nl.origin_leg = origin;
+        nl.origin_index = origin_index;
+        nl.tried = f.tried;  // not back to a worker that already failed this call
+        nl.plan.out_index = {out};
+        worker::v1::GenerateRequest& r = nl.plan.request;
+        r = base;
+        r.set_request_id(absl::StrCat(base.request_id(), "-m", migrations_ + 1));
+        for (int32_t t : sent) r.add_prompt_token_ids(t);
+        r.set_resumed_tokens(base.resumed_tokens() + int32_t(sent.size()));
+        r.set_n(1);
+        r.mutable_sampling()->set_seed(sched::child_seed(base.sampling().seed(), origin_index));
+        if (base.max_tokens() > 0) r.set_max_tokens(base.max_tokens() - int32_t(sent.size()));
+        legs_.push_back(std::move(nl));
+        ++migrations_;
+        ++migrated_[size_t(out)];
+        const int nli = int(legs_.size()) - 1;
+        Attempt* next = make_attempt_locked(nli, err);
+        if (!next) {
+            legs_.back().complete = true;  // never ran; the call fails below
+            return false;
+        }
+        front_.metrics().migrations.inc();
+        const uint64_t now = trace::unix_nanos_now();
+        trace::SpanEvent ev{.time_ns = now, .name = "deltagate.migration"};
+        ev.attributes.emplace_back("deltagate.migration.from", from);
+        ev.attributes.emplace_back("deltagate.migration.to", next->worker_->address());
+        ev.attributes.emplace_back("deltagate.migration.reason", why.error_message());
+        ev.attributes.emplace_back("deltagate.migration.index", int64_t(out));
+        ev.attributes.emplace_back("deltagate.migration.resumed_tokens", int64_t(r.resumed_tokens()));
+        gen_span_.events.push_back(std::move(ev));
+        next->span_.set("deltagate.migrated_from", from);
+        to_launch->push_back(next);
+    }
+    return true;
+}
+
 void GenerateCall::maybe_complete_locked() {
     for (const Leg& leg : legs_)
         if (!leg.complete) return;
@@ -406,6 +490,7 @@ void GenerateCall::maybe_complete_locked() {
     v1::Usage* u = f->mutable_usage();
     double queue_ms = 0, prefill_ms = 0;
     for (const Leg& leg : legs_) {
+        if (leg.migrated) continue;  // its prompt is the original's plus tokens already counted as output
         const int32_t prompt = leg.has_usage && leg.usage.prompt_tokens() > 0 ? leg.usage.prompt_tokens()
                                                                              : leg.plan.request.prompt_token_ids_size();
         u->set_prompt_tokens(u->prompt_tokens() + prompt);

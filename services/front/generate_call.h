@@ -10,8 +10,11 @@
 // shared_ptr that holds itself until gRPC's OnDone, and each worker attempt holds it until the attempt's
 // own OnDone; FrontState's registry keeps weak_ptrs, so an Abort can only reach a call some reference
 // still keeps alive. A worker that fails before its leg streamed a token is retried on another worker;
-// after that the stream ends with UNAVAILABLE. Client cancellation and deadline cancel the worker calls
-// (their deadline is the client's).
+// one that fails after has each unfinished continuation of its leg migrated (docs/reliability.md): a new
+// leg, n = 1, whose prompt is the original prompt + the tokens already sent, marked as resumed so the
+// worker's sampler continues at the same positions; the client stream goes on, nothing repeated, nothing
+// lost. Past the migration budget the stream ends with UNAVAILABLE. Client cancellation and deadline
+// cancel the worker calls (their deadline is the client's).
 #pragma once
 
 #include <chrono>
@@ -83,6 +86,11 @@ private:
         bool has_usage = false;
         worker::v1::Usage usage;
         int32_t last_token = -1;
+        // A migrated continuation: its request derives from leg `origin_leg`'s (continuation
+        // `origin_index` of it); its prompt is not counted again in the usage.
+        bool migrated = false;
+        int origin_leg = -1;
+        int origin_index = 0;
     };
     enum class EventAction { kRead, kStop, kCancel };
     // gRPC calls a locked section decided on, made after mu_ is released (in this order).
@@ -103,6 +111,10 @@ private:
     void enqueue_locked(v1::GenerateResponse msg);
     void enqueue_delta_locked(v1::Delta d);
     void fail_locked(grpc::Status s, std::vector<Attempt*>* to_cancel);
+    // Moves every unfinished continuation of failed leg `li` to a new leg on another worker (appended to
+    // `to_launch`). False (and `err`) when the budget is spent or no worker is left.
+    bool migrate_locked(int li, const grpc::Status& why, const std::string& from, std::vector<Attempt*>* to_launch,
+                        grpc::Status* err);
     void maybe_complete_locked();
     // QueuedWriter hooks.
     void on_broken(Broken why) override;
@@ -113,7 +125,7 @@ private:
     CallPlan plan_;
 
     std::mutex mu_;
-    std::vector<Leg> legs_;
+    std::deque<Leg> legs_;  // a deque: migration appends legs while attempts point into their requests
     std::vector<std::unique_ptr<OutputTrack>> tracks_;
     std::vector<std::unique_ptr<Attempt>> attempts_;  // owned until the call is deleted
     std::optional<grpc::Status> finish_status_;  // set once: the stream's outcome (the writer ends with it)
@@ -121,6 +133,9 @@ private:
     std::weak_ptr<GenerateCall> weak_self_;       // what each attempt holds a strong copy of
     std::optional<std::chrono::steady_clock::time_point> first_token_, last_token_;
     std::vector<std::chrono::steady_clock::time_point> last_token_at_;  // per continuation
+    std::vector<std::vector<int32_t>> sent_tokens_;  // per continuation: the ids that reached the client queue
+    std::vector<int> migrated_;  // per continuation: how often it moved (bounded by max_migrations)
+    int migrations_ = 0;         // over the call (names the migrated requests)
     trace::Span gen_span_;
 };
 

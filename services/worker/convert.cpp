@@ -27,6 +27,7 @@ sched::Request to_request(const pb::GenerateRequest& in, int32_t max_seq_len) {
     r.checkpoint_at.assign(in.checkpoint_at().begin(), in.checkpoint_at().end());
     r.top_logprobs = in.top_logprobs();
     r.logprobs = in.logprobs() || in.top_logprobs() > 0;
+    r.resumed_tokens = in.resumed_tokens();
     return r;
 }
 

@@ -128,15 +128,24 @@ void WorkerCore::on_event(uint64_t sid, const sched::Event& e) {
         L.last_token[e.index] = now;
     }
     if (e.finish == sched::FinishReason::kError && L.error.ok()) L.error = to_grpc(e.status);
-    pb::GenerateEvent ev;
-    to_proto(e, &ev);
-    L.stream->push(std::move(ev));
+    // A handed-off request's cancel events say nothing true about its continuations (they are not over:
+    // the front continues them elsewhere), so only the UNAVAILABLE status goes out.
+    if (!(L.handed_off && e.finish == sched::FinishReason::kCancelled)) {
+        pb::GenerateEvent ev;
+        to_proto(e, &ev);
+        L.stream->push(std::move(ev));
+    }
     if (!e.request_done) return;
 
     grpc::Status st = L.error;
     if (st.ok()) {
         switch (e.finish) {
             case sched::FinishReason::kCancelled:
+                if (L.handed_off) {
+                    st = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                      "the worker drained before the request finished: continue it on another worker");
+                    break;
+                }
                 if (!L.aborted && L.aborted_continuations.contains(e.index)) break;  // the rest ended normally
                 st = grpc::Status(grpc::StatusCode::CANCELLED,
                                   L.aborted ? absl::StrCat("request '", L.name, "' was aborted") : "the call was cancelled");
@@ -238,6 +247,23 @@ void WorkerCore::start_draining() {
 void WorkerCore::wait_idle() {
     std::unique_lock lock(idle_mu_);
     idle_cv_.wait(lock, [&] { return n_live_.load() == 0; });
+}
+
+bool WorkerCore::wait_idle_for(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(idle_mu_);
+    return idle_cv_.wait_for(lock, timeout, [&] { return n_live_.load() == 0; });
+}
+
+void WorkerCore::hand_off_all() {
+    engine_->post([this](sched::EngineLoop& loop) {
+        // Collect first: a cancel emits the request's last event at once, which erases it from live_.
+        std::vector<sched::RequestId> running;
+        for (auto& [sid, L] : live_) {
+            L.handed_off = true;
+            running.push_back(L.rid);
+        }
+        for (sched::RequestId rid : running) (void)loop.cancel(rid);
+    });
 }
 
 void WorkerCore::after_work(sched::EngineLoop& loop) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <condition_variable>
 #include <cstdint>
@@ -69,6 +70,11 @@ public:
     }
     // Blocks until no request is in flight.
     void wait_idle();
+    // Blocks until no request is in flight or `timeout` passes; true when idle.
+    bool wait_idle_for(std::chrono::milliseconds timeout);
+    // Ends every running request with UNAVAILABLE ("handed off"): the front migrates each one to another
+    // worker with the tokens it already streamed (docs/reliability.md). The end of a drain.
+    void hand_off_all();
     int32_t in_flight() const { return n_live_.load(); }
 
     // Test hooks.
@@ -82,6 +88,7 @@ private:
         std::string public_id;
         std::optional<RequestTrace> trace;  // set when this request is sampled
         bool aborted = false;
+        bool handed_off = false;  // ended by hand_off_all(): UNAVAILABLE, so the front migrates it
         std::set<int32_t> aborted_continuations;  // ended by Abort(continuations): not a request failure
         bool first_token = false;
         sched::Clock::time_point start;

@@ -31,6 +31,9 @@ struct WorkerOptions {
     sched::CacheOptions cache;
     sched::SchedulerOptions sched;
     MemoryOptions memory;
+    // SIGTERM drain: running requests get this long to finish, then are handed off (ended with
+    // UNAVAILABLE, so the front migrates them mid-stream) and the worker exits.
+    int32_t drain_ms = 20000;
     int32_t max_queue = 256;              // waiting sequences before RESOURCE_EXHAUSTED (0 = unbounded)
     int32_t load_publish_ms = 10;         // the engine recomputes the load digest at most this often
     int32_t default_watch_interval_ms = 100;  // WatchLoad with interval_ms = 0

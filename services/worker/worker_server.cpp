@@ -4,6 +4,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <chrono>
+#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "engine/status.h"
@@ -84,7 +85,12 @@ void WorkerServer::drain() {
     if (!server_) return;
     server_->GetHealthCheckService()->SetServingStatus(false);
     core_->start_draining();
-    core_->wait_idle();
+    if (!core_->wait_idle_for(std::chrono::milliseconds(opt_.drain_ms))) {
+        std::fprintf(stderr, "worker: --drain-ms %d passed with %d request(s) running: handing them off\n", opt_.drain_ms,
+                     core_->in_flight());
+        core_->hand_off_all();
+        core_->wait_idle();
+    }
     shutdown();
 }
 

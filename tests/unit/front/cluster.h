@@ -406,6 +406,8 @@ struct ClusterOptions {
     // auth_token_in_env); the harness's own calls (wait_ready, context()) send it.
     std::string auth_token;
     bool auth_token_in_env = false;
+    std::vector<std::string> worker_args;   // for every worker (--drain-ms, --max-queue, ...)
+    int front_port = 0;                     // 0: ephemeral; fixed for tests that restart the front in place
 };
 
 class Cluster {
@@ -419,12 +421,19 @@ public:
             start_worker(addr);
             list += (list.empty() ? "" : ",") + addr;
         }
-        std::vector<std::string> argv = {deltagate_binary(), "front", "--listen", "127.0.0.1:0", "--metrics-listen",
-                                         "127.0.0.1:0"};
+        worker_list_ = list;
+        start_front();
+    }
+
+    // Starts the front (again, after stop_front(): on the same port when front_port is set).
+    void start_front() {
+        const ClusterOptions& o = opt_;
+        std::vector<std::string> argv = {deltagate_binary(), "front", "--listen",
+                                         "127.0.0.1:" + std::to_string(o.front_port), "--metrics-listen", "127.0.0.1:0"};
         if (!o.workers_dns.empty())
             argv.insert(argv.end(), {"--workers-dns", o.workers_dns});
         else
-            argv.insert(argv.end(), {"--workers", list});
+            argv.insert(argv.end(), {"--workers", worker_list_});
         if (!o.tls_cert.empty()) argv.insert(argv.end(), {"--tls-cert", o.tls_cert, "--tls-key", o.tls_key});
         std::vector<std::string> env = o.env;
         env.insert(env.end(), o.front_env.begin(), o.front_env.end());
@@ -436,12 +445,23 @@ public:
         // "front listening on port N, metrics on http://127.0.0.1:M/metrics" (EOF, port 0: it failed to start)
         const std::string line = read_line(out);
         ::close(out);
+        port = metrics_port = 0;
         std::sscanf(line.c_str(), "front listening on port %d, metrics on http://127.0.0.1:%d", &port, &metrics_port);
         if (const size_t h = line.find(", health on port "); h != std::string::npos)
             health_port = std::atoi(line.c_str() + h + std::strlen(", health on port "));
         target = "127.0.0.1:" + std::to_string(port);
-        channel = grpc::CreateChannel(target, credentials());
-        stub = deltagate::v1::Inference::NewStub(channel);
+        if (!channel) {
+            channel = grpc::CreateChannel(target, credentials());
+            stub = deltagate::v1::Inference::NewStub(channel);
+        }
+    }
+    // SIGTERM to the front (it drains), then waits for it to exit; its exit status (-1: killed by a signal).
+    int stop_front() {
+        ::kill(front_pid, SIGTERM);
+        int st = 0;
+        ::waitpid(front_pid, &st, 0);
+        front_pid = -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     }
 
     // Starts one more worker listening on `addr` (the front finds it by its list or DNS name); returns its index.
@@ -449,13 +469,29 @@ public:
         // Each worker's /metrics on a free loopback port (worker_metrics_ports[i]), for tests that need to
         // see what the worker computed rather than what the front delivered.
         const int mport = free_port();
-        std::vector<std::string> argv = {deltagate_binary(), "worker", "--listen", addr, "--backend", "cpu",
-                                         "--metrics-listen", "127.0.0.1:" + std::to_string(mport)};
         worker_metrics_ports.push_back(mport);
-        if (!opt_.model.empty()) argv.insert(argv.end(), {"--model", opt_.model});
-        worker_pids.push_back(spawn(argv, opt_.env));
+        worker_pids.push_back(spawn(worker_argv(addr, mport), opt_.env));
         worker_addrs.push_back(addr);
         return int(worker_pids.size()) - 1;
+    }
+    // SIGTERM to worker i (it drains: --drain-ms), waits for its exit and starts it again on the same
+    // address; the exit status of the old one (-1: killed by a signal).
+    int restart_worker(int i) {
+        const size_t k = size_t(i);
+        ::kill(worker_pids[k], SIGTERM);
+        int st = 0;
+        ::waitpid(worker_pids[k], &st, 0);
+        worker_metrics_ports[k] = free_port();
+        worker_pids[k] = spawn(worker_argv(worker_addrs[k], worker_metrics_ports[k]), opt_.env);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    }
+
+    std::vector<std::string> worker_argv(const std::string& addr, int metrics_port) const {
+        std::vector<std::string> argv = {deltagate_binary(), "worker", "--listen", addr, "--backend", "cpu",
+                                         "--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port)};
+        if (!opt_.model.empty()) argv.insert(argv.end(), {"--model", opt_.model});
+        argv.insert(argv.end(), opt_.worker_args.begin(), opt_.worker_args.end());
+        return argv;
     }
 
     // The channel credentials the harness uses: TLS trusting tls_cert when set, else insecure.
@@ -518,6 +554,7 @@ public:
 
 private:
     ClusterOptions opt_;
+    std::string worker_list_;  // the front's --workers
 };
 
 // A token-id prompt generating exactly max_tokens (EOS ignored): the tiny models have no tokenizer.

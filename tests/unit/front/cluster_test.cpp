@@ -218,20 +218,22 @@ TEST_F(FrontCluster, BadInputsGetActionableErrors) {
     }
 }
 
-TEST_F(FrontCluster, WorkerKilledMidRunFailsOnlyItsStream) {
+TEST_F(FrontCluster, WorkerKilledMidRunMigratesItsStream) {
     // Both idle: the first stream goes to worker 0 (ties go to the first), the second to worker 1 (load).
     auto ca = ctx_with_deadline();
-    auto a = cluster_->stub->Generate(ca.get(), ids_request({1, 2, 3}, 4000));
+    auto a = cluster_->stub->Generate(ca.get(), ids_request({1, 2, 3}, 600));
     v1::GenerateResponse m;
     ASSERT_TRUE(a->Read(&m));
+    const int first_a = m.delta().token_ids_size();
     auto cb = ctx_with_deadline();
     auto b = cluster_->stub->Generate(cb.get(), ids_request({4, 5, 6}, 200));
     ASSERT_TRUE(b->Read(&m));
     cluster_->kill_worker(0);
     auto ra = drain(a);
     auto rb = drain(b);
-    EXPECT_EQ(ra.status.error_code(), grpc::StatusCode::UNAVAILABLE) << ra.status.error_message();
-    EXPECT_NE(ra.status.error_message().find("retry"), std::string::npos) << ra.status.error_message();
+    // Stream a went on on worker 1 from where it was (tests/unit/front/reliability_test.cpp checks the tokens).
+    EXPECT_TRUE(ra.status.ok()) << ra.status.error_message();
+    EXPECT_EQ(first_a + int(ra.ids(0).size()), 600);
     EXPECT_TRUE(rb.status.ok()) << rb.status.error_message();
     ASSERT_TRUE(rb.final_msg.has_value());
     EXPECT_EQ(rb.final_msg->worker(), cluster_->worker_addrs[1]);

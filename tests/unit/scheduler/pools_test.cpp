@@ -7,6 +7,7 @@
 #include "scheduler/batch_policy.h"
 #include "scheduler/kv_block_pool.h"
 #include "scheduler/prefix_hash.h"
+#include "engine/philox.h"
 #include "scheduler/sampling.h"
 #include "scheduler/state_slot_pool.h"
 
@@ -113,23 +114,47 @@ TEST(Sampling, ValidationNamesTheField) {
 
 TEST(Sampling, GreedyFiltersAndSeeds) {
     std::vector<float> l = {0.f, 3.f, 2.9f, -1.f, 3.f};
-    EXPECT_EQ(Sampler(SamplingParams{}).sample(l), 1);  // first maximum
+    EXPECT_EQ(Sampler(SamplingParams{}).sample(l, 0), 1);  // first maximum
     Sampler k1({.temperature = 1.f, .top_k = 1, .seed = 3});
-    for (int i = 0; i < 20; ++i) EXPECT_EQ(k1.sample(l), 1);  // top-1 is the best (lowest id on ties)
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(k1.sample(l, i), 1);  // top-1 is the best (lowest id on ties)
     Sampler mp({.temperature = 1.f, .min_p = 0.95f, .seed = 3});
     for (int i = 0; i < 50; ++i) {
-        const int32_t t = mp.sample(l);
+        const int32_t t = mp.sample(l, i);
         EXPECT_TRUE(t == 1 || t == 4) << t;
     }
     Sampler a({.temperature = 0.8f, .top_p = 0.9f, .seed = 42}), b({.temperature = 0.8f, .top_p = 0.9f, .seed = 42});
-    for (int i = 0; i < 50; ++i) EXPECT_EQ(a.sample(l), b.sample(l));
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(a.sample(l, i), b.sample(l, i));
     std::vector<int> counts(5, 0);
     Sampler c({.temperature = 1.f, .seed = 1});
-    for (int i = 0; i < 4000; ++i) ++counts[c.sample(l)];
+    for (int i = 0; i < 4000; ++i) ++counts[c.sample(l, i)];
     EXPECT_GT(counts[2], 500);  // e^2.9 / (2 e^3 + e^2.9 + ...) ≈ 0.3
     EXPECT_LT(counts[3], 40);
     EXPECT_NE(child_seed(5, 1), child_seed(5, 2));
     EXPECT_EQ(child_seed(5, 0), 5u);
+    // Stateless: a draw depends on (seed, position) only, so a later position can be sampled first.
+    Sampler d({.temperature = 1.f, .seed = 1});
+    for (int i = 3999; i >= 0; --i) --counts[d.sample(l, i)];
+    for (int n : counts) EXPECT_EQ(n, 0);
+}
+
+// Random123's tests/kat_vectors, the three "philox4x32 10" lines: counter (4 words), key (2 words), result.
+TEST(Sampling, Philox4x32KnownAnswers) {
+    struct Kat {
+        uint32_t ctr[4], key[2], want[4];
+    };
+    const Kat kats[] = {
+        {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
+        {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, {0xffffffff, 0xffffffff},
+         {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}},
+        {{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0},
+         {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}},
+    };
+    for (const Kat& k : kats) {
+        const Philox4x32Out r = philox4x32_10(k.ctr, k.key);
+        for (int j = 0; j < 4; ++j) EXPECT_EQ(r.v[j], k.want[j]) << j;
+    }
+    // The uniform takes the top 53 bits of words 0 and 1.
+    EXPECT_EQ(philox_uniform(0, 0), double((uint64_t(0x6627e8d5) << 32 | 0xe169c58d) >> 11) * 0x1.0p-53);
 }
 
 }  // namespace

@@ -27,10 +27,10 @@ TEST(Penalties, RepetitionOverPromptAndOutputFrequencyPresenceOverOutput) {
 TEST(Penalties, GreedyFollowsPenalisedLogits) {
     const std::vector<float> l = {1.f, 0.9f};
     SamplingParams p;
-    EXPECT_EQ(Sampler(p).sample(l, std::vector<int32_t>{0}, 0), 0);
+    EXPECT_EQ(Sampler(p).sample(l, 0, std::vector<int32_t>{0}, 0), 0);
     p.presence_penalty = 0.5f;
-    EXPECT_EQ(Sampler(p).sample(l, std::vector<int32_t>{0}, 0), 1);
-    EXPECT_EQ(Sampler(p).sample(l, std::vector<int32_t>{0}, 1), 0);  // token 0 is prompt: no presence penalty
+    EXPECT_EQ(Sampler(p).sample(l, 0, std::vector<int32_t>{0}, 0), 1);
+    EXPECT_EQ(Sampler(p).sample(l, 0, std::vector<int32_t>{0}, 1), 0);  // token 0 is prompt: no presence penalty
 }
 
 TEST(Penalties, Validation) {
