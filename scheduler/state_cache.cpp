@@ -1,6 +1,7 @@
 #include "scheduler/state_cache.h"
 
 #include <algorithm>
+#include <limits>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -37,6 +38,7 @@ std::optional<Tier> StateCache::put(uint64_t key, int32_t pos, int32_t src_slot,
     if (auto it = entries_.find(key); it != entries_.end()) {
         Checkpoint& c = it->second;
         c.last_use = ++tick_;
+        c.epoch = ++ckpt_clock_;
         c.hinted |= meta.hinted;
         if (meta.session != 0) c.session = meta.session;
         return c.tier;
@@ -48,6 +50,7 @@ std::optional<Tier> StateCache::put(uint64_t key, int32_t pos, int32_t src_slot,
     c.session = meta.session;
     c.hinted = meta.hinted;
     c.last_use = ++tick_;
+    c.epoch = ++ckpt_clock_;
     if (slots_->n_spare() > 0) {
         if (slots_->n_free(StateSlotPool::Kind::kSpare) == 0) spill_one();
         auto s = slots_->acquire(StateSlotPool::Kind::kSpare);
@@ -57,7 +60,9 @@ std::optional<Tier> StateCache::put(uint64_t key, int32_t pos, int32_t src_slot,
         be_->state_copy(c.slot, src_slot);
         ++n_device_;
     } else {
-        if (!make_host_room(state_bytes_)) {
+        // A new checkpoint's chain is all on the device: its value is its base value.
+        const double worth = base_value(c, Clock::now());
+        if (!make_host_room(state_bytes_, 0, [&](const Valuation&) { return worth; })) {
             ++stats_.drops;
             return std::nullopt;
         }
@@ -95,6 +100,7 @@ Tier StateCache::restore(uint64_t key, int32_t dst_slot) {
     }
     ++c.hits;
     c.last_use = ++tick_;
+    c.epoch = ++ckpt_clock_;
     return from;
 }
 
@@ -120,7 +126,9 @@ bool StateCache::release_one_tail() {
     if (!best) return false;
     Checkpoint& c = *best;
     const bool worth = opt_.policy == CheckpointPolicy::kLru || v.ckpt.at(c.key) > 0;
-    if (opt_.spill_kv && block_bytes_ > 0 && worth && make_host_room(block_bytes_, c.key)) {
+    const uint64_t key = c.key;
+    if (opt_.spill_kv && block_bytes_ > 0 && worth &&
+        make_host_room(block_bytes_, key, [key](const Valuation& nv) { return nv.ckpt.at(key); })) {
         c.host_tail.resize(block_bytes_);
         be_->kv_download_block(c.tail_block, c.host_tail.data());
         host_bytes_ += block_bytes_;
@@ -144,7 +152,12 @@ void StateCache::spill_block(int32_t b) {
         it->second.last_use = ++tick_;  // same hash, parent and tokens ⇒ same K/V: nothing to copy
         return;
     }
-    if (!opt_.spill_kv || block_bytes_ == 0 || !make_host_room(block_bytes_)) {
+    // Worth the best checkpoint whose chain passes through it (b is still published during the hook).
+    auto worth = [hash](const Valuation& nv) {
+        auto it = nv.block.find(hash);
+        return it == nv.block.end() ? 0.0 : it->second;
+    };
+    if (!opt_.spill_kv || block_bytes_ == 0 || !make_host_room(block_bytes_, 0, worth)) {
         ++stats_.block_lost;
         return;
     }
@@ -193,6 +206,10 @@ double StateCache::base_value(const Checkpoint& c, Clock::time_point now) const 
     if (opt_.policy == CheckpointPolicy::kLru) return 0;
     double v = c.pos;  // the tokens a resume from it does not compute
     if (c.superseded()) v *= kSupersededWeight;
+    // Aging: untouched for as many checkpoint events as the cache holds checkpoints, half the value (LRU
+    // would have dropped it by then). Without it a long dead prompt would squat forever.
+    const double horizon = std::max<double>(8, double(entries_.size()));
+    v /= 1.0 + double(ckpt_clock_ - c.epoch) / horizon;
     if (c.session != 0) {
         auto it = sessions_.find(c.session);
         if (it != sessions_.end() && now - it->second < opt_.session_ttl) v *= kLiveSessionWeight;
@@ -204,18 +221,19 @@ StateCache::Valuation StateCache::valuate() const {
     Valuation v;
     const Clock::time_point now = Clock::now();
     const int32_t bt = blocks_->block_tokens();
-    std::vector<uint64_t> on_host;
+    std::vector<uint64_t> on_chain;
     for (const auto& [key, c] : entries_) {
         // Walk the pos / bt full blocks before pos, newest first: each on the device or in host RAM, or
         // the checkpoint can save nothing (a lookup stops at the first missing block).
-        on_host.clear();
+        on_chain.clear();
         bool complete = true;
         uint64_t h = c.chain;
         for (int32_t i = 0; i < c.pos / bt && complete; ++i) {
             if (const int32_t b = blocks_->find_hash(h); b >= 0) {
+                on_chain.push_back(h);
                 h = blocks_->parent(b);
             } else if (auto it = host_blocks_.find(h); it != host_blocks_.end()) {
-                on_host.push_back(h);
+                on_chain.push_back(h);
                 h = it->second.parent;
             } else {
                 complete = false;
@@ -223,7 +241,7 @@ StateCache::Valuation StateCache::valuate() const {
         }
         const double cv = complete ? base_value(c, now) : 0.0;
         v.ckpt[key] = cv;
-        for (uint64_t hb : on_host) {
+        for (uint64_t hb : on_chain) {
             double& bv = v.block[hb];
             bv = std::max(bv, cv);
         }
@@ -234,7 +252,8 @@ StateCache::Valuation StateCache::valuate() const {
 
 double StateCache::value(uint64_t key) const { return valuate().ckpt.at(key); }
 
-bool StateCache::make_host_room(int64_t bytes, uint64_t keep) {
+bool StateCache::make_host_room(int64_t bytes, uint64_t keep,
+                                const std::function<double(const Valuation&)>& incoming) {
     if (bytes > opt_.host_budget_bytes) return false;
     if (host_bytes_ + bytes <= opt_.host_budget_bytes) return true;
     // Candidates: host checkpoints, checkpoints holding a host tail, host blocks; least valuable first
@@ -251,12 +270,15 @@ bool StateCache::make_host_room(int64_t bytes, uint64_t keep) {
         if (key != keep && entry_host_bytes(c) > 0) cands.push_back({v.ckpt.at(key), 0, c.last_use, key});
     for (const auto& [hash, hb] : host_blocks_) cands.push_back({v.block.at(hash), 1, hb.last_use, hash});
     const bool lru = opt_.policy == CheckpointPolicy::kLru;
+    // Value decides admission too: nothing is evicted for an entry worth less than it.
+    const double limit = lru ? std::numeric_limits<double>::infinity() : incoming(v);
     std::sort(cands.begin(), cands.end(), [&](const Cand& a, const Cand& b) {
         if (lru) return std::tie(a.last_use, a.kind) < std::tie(b.last_use, b.kind);
         return std::tie(a.value, a.kind, a.last_use) < std::tie(b.value, b.kind, b.last_use);
     });
     for (const Cand& k : cands) {
         if (host_bytes_ + bytes <= opt_.host_budget_bytes) break;
+        if (k.value > limit) break;  // sorted: everything after is worth more too
         if (k.kind == 1) {
             host_blocks_.erase(k.id);
             host_bytes_ -= block_bytes_;
@@ -278,7 +300,7 @@ void StateCache::spill_one() {
     }
     DG_CHECK(c != nullptr, "spill with no tier-1 checkpoint");
     const uint64_t key = c->key;
-    if (!make_host_room(state_bytes_, key)) {
+    if (!make_host_room(state_bytes_, key, [key](const Valuation& nv) { return nv.ckpt.at(key); })) {
         ++stats_.drops;
         erase(*c);
         return;

@@ -20,6 +20,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <unordered_map>
@@ -63,7 +64,8 @@ struct Checkpoint {
     bool hinted = false;
     bool extended = false;           // a longer checkpoint on the same token path was taken after it
     int32_t hits = 0;                // restores
-    uint64_t last_use = 0;           // logical clock of the last put / restore
+    uint64_t last_use = 0;           // logical clock of the last put / restore (recency order, with blocks)
+    uint64_t epoch = 0;              // checkpoint clock (puts and restores only) then: its age
     bool superseded() const { return extended && !hinted && hits <= 1; }
 };
 
@@ -136,11 +138,12 @@ private:
         absl::flat_hash_map<uint64_t, double> ckpt;   // by checkpoint key
         absl::flat_hash_map<uint64_t, double> block;  // host blocks, by hash
     };
-    Valuation valuate() const;
+    Valuation valuate() const;  // block: host AND device blocks on some checkpoint's chain
     double base_value(const Checkpoint& c, Clock::time_point now) const;
-    // Makes room for `bytes` more in host RAM, never evicting checkpoint `keep`; false when the budget
-    // can never hold them.
-    bool make_host_room(int64_t bytes, uint64_t keep = 0);
+    // Makes room for `bytes` more in host RAM for an entry worth `incoming` (computed from the fresh
+    // valuation), evicting only entries worth no more than it and never checkpoint `keep` (kLru: any
+    // entry). False when that cannot free enough.
+    bool make_host_room(int64_t bytes, uint64_t keep, const std::function<double(const Valuation&)>& incoming);
     void spill_one();  // least valuable tier-1 checkpoint → tier 2 (or dropped)
     void promote();    // fills free spare slots with the most valuable host checkpoints
     void to_device(Checkpoint& c, int32_t slot);
@@ -153,7 +156,7 @@ private:
     StateCacheOptions opt_;
     int64_t host_bytes_ = 0, state_bytes_, block_bytes_;
     int32_t n_device_ = 0;
-    uint64_t tick_ = 0;
+    uint64_t tick_ = 0, ckpt_clock_ = 0;
     std::unordered_map<uint64_t, Checkpoint> entries_;
     absl::flat_hash_map<uint64_t, HostBlock> host_blocks_;
     absl::flat_hash_map<uint64_t, Clock::time_point> sessions_;

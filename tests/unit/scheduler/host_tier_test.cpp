@@ -194,9 +194,9 @@ TEST(StateCachePromotion, HostCheckpointReturnsToAFreedSpareSlot) {
     EXPECT_EQ(got, f.state_with(1.f));
 }
 
-// What the eviction order sees: superseded checkpoints are worth a fraction, live sessions more, and a
-// checkpoint whose blocks are gone nothing.
-TEST(StateCacheValuation, SupersededSessionAndMissingBlocks) {
+// What the eviction order sees: a checkpoint is worth its position, a fraction once superseded, more
+// while its session is live, nothing once a block before it is gone, and less as it ages untouched.
+TEST(StateCacheValuation, SupersededSessionAgeAndMissingBlocks) {
     CacheFixture f;
     StateCacheOptions o;
     o.host_budget_bytes = 8 * f.be.state_floats() * 4;
@@ -204,8 +204,13 @@ TEST(StateCacheValuation, SupersededSessionAndMissingBlocks) {
     f.fill_seq_slot(1.f);
     c.put(1, 5, 0, f.pool.allocate().value(), {});  // pos 5 < one block: no full block needed
     c.put(2, 7, 0, f.pool.allocate().value(), {});
-    EXPECT_DOUBLE_EQ(c.value(1), 5);
+    EXPECT_DOUBLE_EQ(c.value(2), 7);  // just taken
+    const double aged = c.value(1);   // one checkpoint event old
+    EXPECT_LT(aged, 5);
+    EXPECT_GT(aged, 4);
     c.mark_extended(1);
+    EXPECT_DOUBLE_EQ(c.value(1), aged / 16);
+    c.restore(1, 0);  // used: young again (one restore still counts as superseded)
     EXPECT_DOUBLE_EQ(c.value(1), 5.0 / 16);
     CheckpointMeta live;
     live.session = 77;
@@ -217,6 +222,36 @@ TEST(StateCacheValuation, SupersededSessionAndMissingBlocks) {
     c.put(4, 8, 0, -1, far);
     EXPECT_DOUBLE_EQ(c.value(4), 0);
     ASSERT_TRUE(c.check().ok()) << c.check();
+}
+
+// Value decides admission too: host RAM full of a live session's checkpoints does not take a one-off
+// request's shorter one, where plain LRU evicts the oldest session checkpoint for it.
+TEST(StateCacheValuation, LessValuableEntryIsNotAdmittedOverMoreValuableOnes) {
+    for (CheckpointPolicy policy : {CheckpointPolicy::kValue, CheckpointPolicy::kLru}) {
+        CacheFixture f;
+        StateSlotPool no_spares{1, 0};
+        StateCacheOptions o;
+        o.host_budget_bytes = 2 * f.be.state_floats() * 4;
+        o.policy = policy;
+        StateCache c(&f.be, &no_spares, &f.pool, o);
+        f.fill_seq_slot(1.f);
+        CheckpointMeta live;
+        live.session = 9;
+        c.touch_session(9);
+        ASSERT_EQ(c.put(1, 7, 0, f.pool.allocate().value(), live), Tier::kHost);
+        ASSERT_EQ(c.put(2, 6, 0, f.pool.allocate().value(), live), Tier::kHost);
+        const std::optional<Tier> t = c.put(3, 5, 0, f.pool.allocate().value(), {});
+        if (policy == CheckpointPolicy::kValue) {
+            EXPECT_FALSE(t.has_value());
+            EXPECT_NE(c.find(1), nullptr);
+            EXPECT_EQ(c.find(3), nullptr);
+        } else {
+            EXPECT_EQ(t, Tier::kHost);
+            EXPECT_EQ(c.find(1), nullptr);  // the oldest went
+        }
+        EXPECT_NE(c.find(2), nullptr);
+        ASSERT_TRUE(c.check().ok()) << c.check();
+    }
 }
 
 }  // namespace
