@@ -158,6 +158,7 @@ void EngineLoop::finish(SeqId id, FinishReason why, const absl::Status& st, cons
         release(s);
     } else {
         std::erase(waiting_, id);
+        set_awaited(s, 0);
     }
     Event e = with_token ? *with_token : Event{};
     e.id = rid;
@@ -253,6 +254,7 @@ EngineLoop::AdmitResult EngineLoop::try_admit(SeqId id) {
     s.hasher = PrefixHasher(r.req.cache_salt, bt);
     s.hasher.push(std::span<const int32_t>(s.tokens.data(), m.pos));
     s.running = true;
+    set_awaited(s, 0);
     std::erase(waiting_, id);
     running_.push_back(id);
 
@@ -387,6 +389,7 @@ void EngineLoop::preempt_seq(SeqId id, std::vector<Work>* work, int32_t* budget)
     // Its state becomes a checkpoint at its position, so re-admission resumes there (if the KV blocks
     // it leaves cached are still there by then).
     checkpoint(s);
+    set_awaited(s, s.last_checkpoint);
     release(s);
     waiting_.push_back(id);
     reqs_.at(s.req).usage.preemptions++;
@@ -427,7 +430,7 @@ absl::StatusOr<bool> EngineLoop::step() {
         advance(s, work[i].len);
         const ReqState& r = reqs_.at(s.req);
         if (is_checkpoint_position(s.pos, work[i].len, s.prompt_len, opt_.checkpoint_every, r.req.checkpoint_at))
-            checkpoint(s);
+            checkpoint(s, /*path_end=*/s.pos >= s.prompt_len);  // periodic and hinted positions are inside the prompt
         if (s.pos == int32_t(s.tokens.size())) on_token(work[i].id, std::span<const float>(logits.data() + i * V, V));
     }
     return true;
@@ -460,7 +463,14 @@ void EngineLoop::advance(Seq& s, int32_t len) {
     s.computed_hwm = std::max(s.computed_hwm, s.pos);
 }
 
-void EngineLoop::checkpoint(Seq& s) {
+void EngineLoop::set_awaited(Seq& s, uint64_t key) {
+    if (s.awaited == key) return;
+    if (s.awaited != 0) cache_->unawait(s.awaited);
+    if (key != 0) cache_->await(key);
+    s.awaited = key;
+}
+
+void EngineLoop::checkpoint(Seq& s, bool path_end) {
     if (s.pos == 0 || model_->config().n_gdn_layers() == 0) return;
     const int32_t bt = pool_->block_tokens();
     const int32_t tail = s.pos % bt != 0 ? s.blocks[s.pos / bt] : -1;
@@ -469,6 +479,7 @@ void EngineLoop::checkpoint(Seq& s) {
     meta.chain = s.hasher.chain();
     meta.session = q.session_id;
     meta.hinted = std::find(q.checkpoint_at.begin(), q.checkpoint_at.end(), s.pos) != q.checkpoint_at.end();
+    meta.path_end = path_end;
     const uint64_t key = s.hasher.checkpoint_key();
     cache_->put(key, s.pos, s.slot, tail, meta);
     // This longer checkpoint supersedes the sequence's previous one and the one it resumed from: a later
@@ -571,6 +582,7 @@ void EngineLoop::fork(SeqId parent_id, std::span<const float> logits) {
         } else {
             if (slot) slots_->release(*slot);
             waiting_.push_back(cid);
+            set_awaited(c, p.last_checkpoint);  // the prompt-end checkpoint the parent just took
         }
         on_token(cid, logits);
     }

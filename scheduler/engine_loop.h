@@ -112,6 +112,7 @@ private:
         int32_t computed_hwm = 0;       // highest pos ever reached (counts recomputation)
         uint64_t last_checkpoint = 0;   // key of its latest checkpoint: the next one supersedes it
         uint64_t resumed_from = 0;      // key of the checkpoint its last admission restored, until extended
+        uint64_t awaited = 0;           // waiting: the checkpoint it will resume from (preemption, fork)
         int32_t slot = -1;
         std::vector<int32_t> blocks;    // block table; each entry holds one ref
         PrefixHasher hasher{0, 1};      // over tokens[0, pos)
@@ -149,7 +150,12 @@ private:
     int32_t next_cut(const Seq& s) const;
 
     void advance(Seq& s, int32_t len);  // pos += len, publishing blocks that became full
-    void checkpoint(Seq& s);
+    // `path_end`: the end of the prompt, of a generation or a preemption point: positions only this
+    // sequence's continuation reaches (a later checkpoint of it supersedes them), unlike periodic and
+    // hinted positions inside the prompt, which other requests share.
+    void checkpoint(Seq& s, bool path_end = true);
+    // Tells the cache which checkpoint a waiting sequence will resume from (0: none), so that it is kept.
+    void set_awaited(Seq& s, uint64_t key);
     // Moves the match's host blocks (and a host tail) back into fresh device blocks of `s`.
     void upload_match(Seq& s, const PrefixMatch& m, const std::vector<uint8_t>& host_tail, int32_t device_tail);
     void on_token(SeqId id, std::span<const float> logits);

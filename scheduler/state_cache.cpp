@@ -15,6 +15,8 @@ namespace {
 constexpr double kSupersededWeight = 1.0 / 16;
 // A live session's next turn is expected; a one-off request's checkpoint only helps a repeat.
 constexpr double kLiveSessionWeight = 4.0;
+// A waiting sequence's resume point is a certain hit.
+constexpr double kAwaitedWeight = 16.0;
 
 }  // namespace
 
@@ -40,6 +42,7 @@ std::optional<Tier> StateCache::put(uint64_t key, int32_t pos, int32_t src_slot,
         c.last_use = ++tick_;
         c.epoch = ++ckpt_clock_;
         c.hinted |= meta.hinted;
+        c.path_end &= meta.path_end;  // also a periodic position of some request: shared
         if (meta.session != 0) c.session = meta.session;
         return c.tier;
     }
@@ -49,6 +52,7 @@ std::optional<Tier> StateCache::put(uint64_t key, int32_t pos, int32_t src_slot,
     c.chain = meta.chain;
     c.session = meta.session;
     c.hinted = meta.hinted;
+    c.path_end = meta.path_end;
     c.last_use = ++tick_;
     c.epoch = ++ckpt_clock_;
     if (slots_->n_spare() > 0) {
@@ -113,6 +117,15 @@ void StateCache::drop(uint64_t key) {
 
 void StateCache::mark_extended(uint64_t key) {
     if (auto it = entries_.find(key); it != entries_.end()) it->second.extended = true;
+}
+
+void StateCache::await(uint64_t key) {
+    if (auto it = entries_.find(key); it != entries_.end()) ++it->second.awaited;
+}
+
+void StateCache::unawait(uint64_t key) {
+    // The checkpoint may have been dropped (and even taken again) meanwhile: never below 0.
+    if (auto it = entries_.find(key); it != entries_.end() && it->second.awaited > 0) --it->second.awaited;
 }
 
 bool StateCache::release_one_tail() {
@@ -206,6 +219,7 @@ double StateCache::base_value(const Checkpoint& c, Clock::time_point now) const 
     if (opt_.policy == CheckpointPolicy::kLru) return 0;
     double v = c.pos;  // the tokens a resume from it does not compute
     if (c.superseded()) v *= kSupersededWeight;
+    if (c.awaited > 0) v *= kAwaitedWeight;
     // Aging: untouched for as many checkpoint events as the cache holds checkpoints, half the value (LRU
     // would have dropped it by then). Without it a long dead prompt would squat forever.
     const double horizon = std::max<double>(8, double(entries_.size()));

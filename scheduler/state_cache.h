@@ -49,6 +49,7 @@ struct CheckpointMeta {
     uint64_t chain = 0;     // chain hash of the pos / block_tokens full blocks before pos
     uint64_t session = 0;   // the request's session id (0: none)
     bool hinted = false;    // a client hint (Request::checkpoint_at) asked for this position
+    bool path_end = true;   // prompt end, generation end or preemption (not a periodic position)
 };
 
 struct Checkpoint {
@@ -62,11 +63,15 @@ struct Checkpoint {
     std::vector<uint8_t> host_tail;  // or those positions' K/V in host RAM (kv_block_bytes), or empty
     uint64_t session = 0;
     bool hinted = false;
+    bool path_end = true;            // CheckpointMeta::path_end
     bool extended = false;           // a longer checkpoint on the same token path was taken after it
     int32_t hits = 0;                // restores
+    int32_t awaited = 0;             // waiting sequences that will resume from it (await / unawait)
     uint64_t last_use = 0;           // logical clock of the last put / restore (recency order, with blocks)
     uint64_t epoch = 0;              // checkpoint clock (puts and restores only) then: its age
-    bool superseded() const { return extended && !hinted && hits <= 1; }
+    // Extended, at a position only its own continuation reached, and not a branching point (a hint, or
+    // restored more than once): a later request on this path resumes from the longer one.
+    bool superseded() const { return extended && path_end && !hinted && hits <= 1 && awaited == 0; }
 };
 
 // A KV block in host RAM, keyed by its chain hash (as in the device pool).
@@ -101,6 +106,10 @@ public:
     // A longer checkpoint on the same token path now exists (the sequence's previous checkpoint, or the
     // one it resumed from).
     void mark_extended(uint64_t key);
+    // A waiting sequence (preempted, or a fork child without a slot) will resume from this checkpoint: a
+    // certain hit, worth far more than a possible one until it happens. Counted; unknown keys are ignored.
+    void await(uint64_t key);
+    void unawait(uint64_t key);
     // KV pressure: frees the device tail block of the least valuable checkpoint that is its last holder,
     // moving its K/V to host RAM when the budget allows, else dropping the checkpoint. False if none.
     bool release_one_tail();

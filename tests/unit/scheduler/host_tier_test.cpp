@@ -212,6 +212,11 @@ TEST(StateCacheValuation, SupersededSessionAgeAndMissingBlocks) {
     EXPECT_DOUBLE_EQ(c.value(1), aged / 16);
     c.restore(1, 0);  // used: young again (one restore still counts as superseded)
     EXPECT_DOUBLE_EQ(c.value(1), 5.0 / 16);
+    c.await(1);  // a waiting sequence will resume from it: a certain hit, not superseded
+    EXPECT_DOUBLE_EQ(c.value(1), 5.0 * 16);
+    c.unawait(1);
+    c.unawait(1);  // never below zero
+    EXPECT_DOUBLE_EQ(c.value(1), 5.0 / 16);
     CheckpointMeta live;
     live.session = 77;
     c.touch_session(77);
