@@ -62,6 +62,12 @@ public:
     // Copies KV block `src` to `dst` in every attention layer (K and V). The scheduler uses it to give a
     // sequence resuming from a checkpoint at a position inside a block its own copy of that block.
     virtual void kv_copy_block(int32_t dst, int32_t src) = 0;
+    // The host-RAM tier of the KV cache (scheduler/state_cache.h): one block's K and V of every attention
+    // layer as kv_block_bytes() opaque bytes (per layer: K, then V, in the cache's own kv_type encoding),
+    // so a cached block the pool evicts can come back bit-identical instead of being recomputed.
+    virtual int64_t kv_block_bytes() const = 0;
+    virtual void kv_download_block(int32_t block, uint8_t* host) = 0;
+    virtual void kv_upload_block(int32_t block, const uint8_t* host) = 0;
 
     // --- ops (n = rows/tokens in the step)
     virtual void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x_n_h) = 0;

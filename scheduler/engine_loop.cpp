@@ -21,10 +21,10 @@ absl::StatusOr<std::unique_ptr<EngineLoop>> EngineLoop::create(std::unique_ptr<M
                                                                BackendKind backend, const CacheOptions& cache,
                                                                const SchedulerOptions& opt) {
     if (opt.max_running < 1 || opt.spare_slots < 0 || opt.token_budget < 1 || opt.checkpoint_every < 0 ||
-        opt.host_cache_bytes < 0 || opt.max_seq_len < 0 || opt.max_n < 1)
+        opt.host_cache_bytes < 0 || opt.max_seq_len < 0 || opt.max_n < 1 || opt.session_ttl_ms < 0)
         return absl::InvalidArgumentError(
             "scheduler: max_running, token_budget and max_n must be >= 1; spare_slots, checkpoint_every, "
-            "host_cache_bytes and max_seq_len >= 0");
+            "host_cache_bytes, max_seq_len and session_ttl_ms >= 0");
     if (cache.block_tokens < 1 || cache.n_blocks < 1)
         return absl::InvalidArgumentError("scheduler: block_tokens and n_blocks must be >= 1");
     std::unique_ptr<EngineLoop> L(new EngineLoop());
@@ -37,7 +37,14 @@ absl::StatusOr<std::unique_ptr<EngineLoop>> EngineLoop::create(std::unique_ptr<M
     DG_ASSIGN_OR_RETURN(L->model_, Model::create(std::move(weights), std::move(be), layout));
     L->pool_ = std::make_unique<KvBlockPool>(cache.n_blocks, cache.block_tokens);
     L->slots_ = std::make_unique<StateSlotPool>(opt.max_running, opt.spare_slots);
-    L->cache_ = std::make_unique<StateCache>(&L->model_->backend(), L->slots_.get(), L->pool_.get(), opt.host_cache_bytes);
+    StateCacheOptions co;
+    co.host_budget_bytes = opt.host_cache_bytes;
+    co.policy = opt.checkpoint_policy;
+    co.spill_kv = opt.spill_kv_to_host;
+    co.session_ttl = std::chrono::milliseconds(opt.session_ttl_ms);
+    L->cache_ = std::make_unique<StateCache>(&L->model_->backend(), L->slots_.get(), L->pool_.get(), co);
+    // A cached block the pool reuses goes to host RAM first (the cache is destroyed before the pool).
+    L->pool_->set_evict_hook([cache = L->cache_.get()](int32_t b) { cache->spill_block(b); });
     return L;
 }
 
@@ -84,6 +91,7 @@ absl::StatusOr<RequestId> EngineLoop::submit(Request r) {
     rs.submitted = Clock::now();
     rs.live = 1;
     rs.usage.prompt_tokens = n;
+    cache_->touch_session(rs.req.session_id);
 
     const SeqId sid = next_seq_++;
     Seq& s = seqs_[sid];
@@ -156,6 +164,7 @@ void EngineLoop::finish(SeqId id, FinishReason why, const absl::Status& st, cons
         release(s);
     } else {
         std::erase(waiting_, id);
+        set_awaited(s, 0);
     }
     Event e = with_token ? *with_token : Event{};
     e.id = rid;
@@ -172,6 +181,7 @@ void EngineLoop::finish(SeqId id, FinishReason why, const absl::Status& st, cons
     e.request_done = true;
     e.usage = r.usage;
     emit(r, e);
+    cache_->touch_session(r.req.session_id);  // the session's next turn is due from now
     reqs_.erase(rid);
 }
 
@@ -213,7 +223,7 @@ EngineLoop::AdmitResult EngineLoop::try_admit(SeqId id) {
         // Headroom of one block per running sequence, so admitting does not force decodes to preempt.
         if (need + int32_t(running_.size()) <= pool_->n_available() - matched_idle) break;
         if (!running_.empty()) return AdmitResult::kBlocked;
-        if (!cache_->drop_one_with_tail()) {
+        if (!cache_->release_one_tail()) {
             // Idle worker, nothing left to drop, still too big: it can never run (only a sequence that
             // grew to the whole pool gets here; submit() rejects prompts that cannot fit).
             finish(id, FinishReason::kLength);
@@ -222,28 +232,35 @@ EngineLoop::AdmitResult EngineLoop::try_admit(SeqId id) {
     }
 
     const int32_t slot = *slots_->acquire(StateSlotPool::Kind::kSeq);
-    for (int32_t b : m.blocks) pool_->ref(b);
-    s.blocks = m.blocks;
-    Backend& be = model_->backend();
+    for (int32_t b : m.blocks)
+        if (b >= 0) pool_->ref(b);  // before any allocation below can evict them
     Tier tier = Tier::kDevice;
     const Clock::time_point restore_start = Clock::now();
+    s.resumed_from = 0;
     if (m.pos > 0) {
         tier = cache_->restore(m.checkpoint_key, slot);
+        s.resumed_from = m.checkpoint_key;
+        // Hold the tail before allocating: an allocation can evict, and making host room for what it
+        // evicts can drop this very checkpoint.
+        int32_t device_tail = -1;
+        std::vector<uint8_t> host_tail;
         if (m.pos % bt != 0) {
-            // The checkpoint's tail block is shared with its owner (and other resumers): write a copy.
-            const std::optional<int32_t> nb = pool_->allocate();
-            DG_CHECK(nb.has_value(), "admission counted a block that is not there");
-            be.kv_copy_block(*nb, m.checkpoint->tail_block);
-            s.blocks.push_back(*nb);
+            device_tail = m.checkpoint->tail_block;
+            if (device_tail >= 0) pool_->ref(device_tail);
+            else host_tail = m.checkpoint->host_tail;
         }
+        if (m.n_host_blocks > 0 || !host_tail.empty()) tier = Tier::kHost;
+        upload_match(s, m, host_tail, device_tail);
     } else {
-        be.state_clear(slot);
+        s.blocks.clear();
+        model_->backend().state_clear(slot);
     }
     s.slot = slot;
     s.pos = m.pos;
     s.hasher = PrefixHasher(r.req.cache_salt, bt);
     s.hasher.push(std::span<const int32_t>(s.tokens.data(), m.pos));
     s.running = true;
+    set_awaited(s, 0);
     std::erase(waiting_, id);
     running_.push_back(id);
 
@@ -316,7 +333,42 @@ bool EngineLoop::ensure_blocks(SeqId id, int32_t upto, std::vector<Work>* work, 
 std::optional<int32_t> EngineLoop::alloc_block() {
     for (;;) {
         if (std::optional<int32_t> b = pool_->allocate()) return b;
-        if (!cache_->drop_one_with_tail()) return std::nullopt;
+        if (!cache_->release_one_tail()) return std::nullopt;
+    }
+}
+
+void EngineLoop::upload_match(Seq& s, const PrefixMatch& m, const std::vector<uint8_t>& host_tail, int32_t device_tail) {
+    Backend& be = model_->backend();
+    const int32_t bt = pool_->block_tokens();
+    // Take every host block out before allocating: room made for an evicted block must not drop one of them.
+    std::vector<HostBlock> taken(m.blocks.size());
+    for (size_t i = 0; i < m.blocks.size(); ++i)
+        if (m.blocks[i] < 0) taken[i] = cache_->take_block(m.hashes[i]);
+    s.blocks.clear();
+    for (size_t i = 0; i < m.blocks.size(); ++i) {
+        if (m.blocks[i] >= 0) {
+            s.blocks.push_back(m.blocks[i]);
+            continue;
+        }
+        const std::optional<int32_t> nb = pool_->allocate();
+        DG_CHECK(nb.has_value(), "admission counted a block that is not there");
+        be.kv_upload_block(*nb, taken[i].kv.data());
+        // Published again under its hash: the block is full and equal to what computing it would give.
+        pool_->publish(*nb, m.hashes[i], taken[i].parent, taken[i].tokens);
+        cache_->note_block_restored();
+        s.blocks.push_back(*nb);
+    }
+    if (m.pos % bt != 0) {
+        // The checkpoint's tail block is shared with its owner (and other resumers): write a copy.
+        const std::optional<int32_t> nb = pool_->allocate();
+        DG_CHECK(nb.has_value(), "admission counted a block that is not there");
+        if (device_tail >= 0) {
+            be.kv_copy_block(*nb, device_tail);
+            pool_->unref(device_tail);
+        } else {
+            be.kv_upload_block(*nb, host_tail.data());
+        }
+        s.blocks.push_back(*nb);
     }
 }
 
@@ -343,6 +395,7 @@ void EngineLoop::preempt_seq(SeqId id, std::vector<Work>* work, int32_t* budget)
     // Its state becomes a checkpoint at its position, so re-admission resumes there (if the KV blocks
     // it leaves cached are still there by then).
     checkpoint(s);
+    set_awaited(s, s.last_checkpoint);
     release(s);
     waiting_.push_back(id);
     reqs_.at(s.req).usage.preemptions++;
@@ -383,7 +436,7 @@ absl::StatusOr<bool> EngineLoop::step() {
         advance(s, work[i].len);
         const ReqState& r = reqs_.at(s.req);
         if (is_checkpoint_position(s.pos, work[i].len, s.prompt_len, opt_.checkpoint_every, r.req.checkpoint_at))
-            checkpoint(s);
+            checkpoint(s, /*path_end=*/s.pos >= s.prompt_len);  // periodic and hinted positions are inside the prompt
         if (s.pos == int32_t(s.tokens.size())) on_token(work[i].id, std::span<const float>(logits.data() + i * V, V));
     }
     return true;
@@ -416,11 +469,31 @@ void EngineLoop::advance(Seq& s, int32_t len) {
     s.computed_hwm = std::max(s.computed_hwm, s.pos);
 }
 
-void EngineLoop::checkpoint(const Seq& s) {
+void EngineLoop::set_awaited(Seq& s, uint64_t key) {
+    if (s.awaited == key) return;
+    if (s.awaited != 0) cache_->unawait(s.awaited);
+    if (key != 0) cache_->await(key);
+    s.awaited = key;
+}
+
+void EngineLoop::checkpoint(Seq& s, bool path_end) {
     if (s.pos == 0 || model_->config().n_gdn_layers() == 0) return;
     const int32_t bt = pool_->block_tokens();
     const int32_t tail = s.pos % bt != 0 ? s.blocks[s.pos / bt] : -1;
-    cache_->put(s.hasher.checkpoint_key(), s.pos, s.slot, tail);
+    const Request& q = reqs_.at(s.req).req;
+    CheckpointMeta meta;
+    meta.chain = s.hasher.chain();
+    meta.session = q.session_id;
+    meta.hinted = std::find(q.checkpoint_at.begin(), q.checkpoint_at.end(), s.pos) != q.checkpoint_at.end();
+    meta.path_end = path_end;
+    const uint64_t key = s.hasher.checkpoint_key();
+    cache_->put(key, s.pos, s.slot, tail, meta);
+    // This longer checkpoint supersedes the sequence's previous one and the one it resumed from: a later
+    // request on this path resumes here (the valuation keeps the earlier ones only while room is left).
+    for (uint64_t prev : {s.last_checkpoint, s.resumed_from})
+        if (prev != 0 && prev != key) cache_->mark_extended(prev);
+    s.last_checkpoint = key;
+    s.resumed_from = 0;
 }
 
 bool EngineLoop::stop_token(const Seq& s, int32_t token) const {
@@ -516,6 +589,7 @@ void EngineLoop::fork(SeqId parent_id, std::span<const float> logits) {
         } else {
             if (slot) slots_->release(*slot);
             waiting_.push_back(cid);
+            set_awaited(c, p.last_checkpoint);  // the prompt-end checkpoint the parent just took
         }
         on_token(cid, logits);
     }
@@ -541,6 +615,7 @@ LoadDigest EngineLoop::digest() const {
     d.seq_slots_used = slots_->n_seq() - slots_->n_free(StateSlotPool::Kind::kSeq);
     d.checkpoints_device = cache_->n_device();
     d.checkpoints_host = cache_->n_host();
+    d.kv_blocks_host = cache_->n_host_blocks();
     d.host_bytes = cache_->host_bytes();
     d.host_budget = cache_->host_budget();
     for (const auto& [key, c] : cache_->entries()) d.checkpoints.push_back({key, c.pos, c.tier});

@@ -16,6 +16,7 @@
 #include "engine/model.h"
 #include "scheduler/kv_block_pool.h"
 #include "scheduler/prefix_hash.h"
+#include "scheduler/prefix_index.h"
 #include "scheduler/request.h"
 #include "scheduler/sampling.h"
 #include "scheduler/state_cache.h"
@@ -32,7 +33,10 @@ struct CacheOptions {
 struct SchedulerOptions {
     int32_t max_running = 8;        // sequences in the batch = device state slots for sequences
     int32_t spare_slots = 8;        // device state slots for tier-1 checkpoints
-    int64_t host_cache_bytes = int64_t(256) << 20;  // tier-2 checkpoint budget
+    int64_t host_cache_bytes = int64_t(256) << 20;  // host RAM for tier-2 checkpoints and spilled KV blocks
+    bool spill_kv_to_host = true;   // false: KV blocks the pool evicts are dropped (and recomputed)
+    CheckpointPolicy checkpoint_policy = CheckpointPolicy::kValue;  // kLru: plain recency (comparisons)
+    int64_t session_ttl_ms = 600000;  // a session's checkpoints count as live this long after a request
     int32_t token_budget = 256;     // tokens per step (decodes first, then prefill chunks)
     int32_t checkpoint_every = 0;   // also checkpoint every N tokens of a prefill (0: off)
     int32_t max_seq_len = 0;        // tokens per sequence (0: the model's context)
@@ -46,6 +50,7 @@ struct LoadDigest {
     int32_t kv_blocks_total = 0, kv_blocks_referenced = 0, kv_blocks_cached = 0;
     int32_t seq_slots_total = 0, seq_slots_used = 0;
     int32_t checkpoints_device = 0, checkpoints_host = 0;
+    int32_t kv_blocks_host = 0;     // KV blocks spilled to host RAM
     int64_t host_bytes = 0, host_budget = 0;
     struct Entry {
         uint64_t key;   // prefix_hash.h checkpoint key
@@ -106,6 +111,9 @@ private:
         int32_t pos = 0;                // tokens whose K/V and state are computed
         int32_t generated = 0;
         int32_t computed_hwm = 0;       // highest pos ever reached (counts recomputation)
+        uint64_t last_checkpoint = 0;   // key of its latest checkpoint: the next one supersedes it
+        uint64_t resumed_from = 0;      // key of the checkpoint its last admission restored, until extended
+        uint64_t awaited = 0;           // waiting: the checkpoint it will resume from (preemption, fork)
         int32_t slot = -1;
         std::vector<int32_t> blocks;    // block table; each entry holds one ref
         PrefixHasher hasher{0, 1};      // over tokens[0, pos)
@@ -143,7 +151,14 @@ private:
     int32_t next_cut(const Seq& s) const;
 
     void advance(Seq& s, int32_t len);  // pos += len, publishing blocks that became full
-    void checkpoint(const Seq& s);
+    // `path_end`: the end of the prompt, of a generation or a preemption point: positions only this
+    // sequence's continuation reaches (a later checkpoint of it supersedes them), unlike periodic and
+    // hinted positions inside the prompt, which other requests share.
+    void checkpoint(Seq& s, bool path_end = true);
+    // Tells the cache which checkpoint a waiting sequence will resume from (0: none), so that it is kept.
+    void set_awaited(Seq& s, uint64_t key);
+    // Moves the match's host blocks (and a host tail) back into fresh device blocks of `s`.
+    void upload_match(Seq& s, const PrefixMatch& m, const std::vector<uint8_t>& host_tail, int32_t device_tail);
     void on_token(SeqId id, std::span<const float> logits);
     void fork(SeqId parent, std::span<const float> logits);
     bool stop_token(const Seq& s, int32_t token) const;

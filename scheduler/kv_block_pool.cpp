@@ -20,6 +20,9 @@ std::optional<int32_t> KvBlockPool::allocate() {
     } else if (!lru_.empty()) {
         b = lru_.front();
         lru_.pop_front();
+        // Out of every list while the hook runs: what it releases cannot hand b out a second time.
+        blocks_[b].refs = 1;
+        if (evict_hook_) evict_hook_(b);
         unpublish(b);
         ++evicted_;
     } else {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <optional>
 #include <span>
@@ -32,8 +33,13 @@ public:
     int64_t n_evicted() const { return evicted_; }
 
     // A block with refs == 1: from the free list, else the least recently used cached block (which is
-    // unpublished first). nullopt when every block is referenced.
+    // unpublished first, after the evict hook saw it). nullopt when every block is referenced.
     std::optional<int32_t> allocate();
+    // Called by allocate() with a cached block it is about to reuse, while the block is still published
+    // and its K/V intact: the host-RAM tier (state_cache.h) downloads it there. The hook may unref other
+    // blocks (dropping host checkpoints releases their tail blocks) but must not allocate.
+    using EvictHook = std::function<void(int32_t block)>;
+    void set_evict_hook(EvictHook hook) { evict_hook_ = std::move(hook); }
     // refs += 1 (a cached block leaves the LRU list).
     void ref(int32_t b);
     // refs -= 1; at 0 a published block becomes cached (most recently used), an unpublished one free.
@@ -47,6 +53,15 @@ public:
 
     int32_t refs(int32_t b) const { return blocks_[b].refs; }
     bool published(int32_t b) const { return blocks_[b].published; }
+    // Of a published block: its chain hash, its parent's, and its tokens.
+    uint64_t hash(int32_t b) const { return blocks_[b].hash; }
+    uint64_t parent(int32_t b) const { return blocks_[b].parent; }
+    std::span<const int32_t> tokens(int32_t b) const { return blocks_[b].tokens; }
+    // The published block with this hash (no token check: for walking chains already verified), or -1.
+    int32_t find_hash(uint64_t hash) const {
+        auto it = by_hash_.find(hash);
+        return it == by_hash_.end() ? -1 : it->second;
+    }
 
     // Internal consistency (states, lists, hash map); `expected_refs` (per block) when given.
     absl::Status check(const std::vector<int32_t>* expected_refs = nullptr) const;
@@ -67,6 +82,7 @@ private:
     std::list<int32_t> lru_;          // cached blocks, front = least recently used
     absl::flat_hash_map<uint64_t, int32_t> by_hash_;
     int64_t evicted_ = 0;
+    EvictHook evict_hook_;
 };
 
 }  // namespace dg::sched

@@ -1,6 +1,6 @@
 // Finds where a new (or resumed) sequence can start: the longest prefix p of its tokens that has BOTH
-// every full KV block before p cached in the pool AND a checkpoint at exactly p (any position, not only
-// block boundaries). Recurrent state cannot be rolled back, so a longer run of cached KV blocks without
+// every full KV block before p cached (in the device pool, or in host RAM to be uploaded back) AND a
+// checkpoint at exactly p (any position, not only block boundaries). Recurrent state cannot be rolled back, so a longer run of cached KV blocks without
 // a checkpoint is worth nothing; a checkpoint whose blocks were evicted is worth nothing either.
 #pragma once
 
@@ -15,7 +15,11 @@ namespace dg::sched {
 
 struct PrefixMatch {
     int32_t pos = 0;               // tokens that need no computation (0: cold start)
-    std::vector<int32_t> blocks;   // full cached blocks covering [0, pos - pos % bt), not yet referenced
+    // Full cached blocks covering [0, pos - pos % bt), not yet referenced: a device block id, or -1 for
+    // a block in host RAM (StateCache::take_block(hashes[i]) gives its K/V).
+    std::vector<int32_t> blocks;
+    std::vector<uint64_t> hashes;  // chain hash of each (parents: hashes[i - 1], the salt's root for 0)
+    int32_t n_host_blocks = 0;
     uint64_t checkpoint_key = 0;   // valid when pos > 0
     const Checkpoint* checkpoint = nullptr;
 };

@@ -22,8 +22,8 @@ const char* finish_reason_name(FinishReason r);
 
 struct Usage {
     int32_t prompt_tokens = 0;
-    int32_t cached_tokens_device = 0;  // prompt tokens resumed from a tier-1 (device slot) checkpoint
-    int32_t cached_tokens_host = 0;    // prompt tokens resumed from a tier-2 (host RAM) checkpoint
+    int32_t cached_tokens_device = 0;  // prompt tokens resumed with state and KV all on the device
+    int32_t cached_tokens_host = 0;    // prompt tokens resumed with state or KV blocks from host RAM
     int32_t prefill_tokens = 0;        // prompt tokens computed (over all children and re-admissions)
     int32_t recomputed_tokens = 0;     // generated tokens computed again after a preemption lost them
     int32_t completion_tokens = 0;     // over all children
@@ -58,6 +58,9 @@ struct Request {
     bool ignore_eos = false;
     int32_t priority = 0;           // higher first
     uint64_t cache_salt = 0;        // isolates prefix sharing between tenants
+    // A conversation's id (0: none): while its session is live (StateCacheOptions::session_ttl after
+    // its last request) its checkpoints are kept before one-off requests' (docs/scheduler.md).
+    uint64_t session_id = 0;
     std::vector<int32_t> checkpoint_at;  // client hints: also checkpoint after these prompt positions
     // A migrated continuation (docs/reliability.md): the last `resumed_tokens` of `prompt` are this
     // continuation's own earlier output, generated elsewhere. They count as generated for the penalties

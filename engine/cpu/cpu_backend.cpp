@@ -67,10 +67,28 @@ public:
     void state_upload(int32_t s, const float* host) override { std::memcpy(slot(s), host, state_floats() * sizeof(float)); }
     void kv_copy_block(int32_t dst, int32_t src) override {
         if (dst == src) return;
-        const int64_t block_bytes = int64_t(layout_.block_tokens) * n_kv_heads_ * kv_row_bytes_;
+        const int64_t block_bytes = layer_block_bytes();
         for (KvStore& l : kv_) {
             std::memcpy(l.k.data() + dst * block_bytes, l.k.data() + src * block_bytes, block_bytes);
             std::memcpy(l.v.data() + dst * block_bytes, l.v.data() + src * block_bytes, block_bytes);
+        }
+    }
+    int64_t layer_block_bytes() const { return int64_t(layout_.block_tokens) * n_kv_heads_ * kv_row_bytes_; }
+    int64_t kv_block_bytes() const override { return 2 * int64_t(kv_.size()) * layer_block_bytes(); }
+    void kv_download_block(int32_t b, uint8_t* host) override {
+        const int64_t bb = layer_block_bytes();
+        for (const KvStore& l : kv_) {
+            std::memcpy(host, l.k.data() + b * bb, bb);
+            std::memcpy(host + bb, l.v.data() + b * bb, bb);
+            host += 2 * bb;
+        }
+    }
+    void kv_upload_block(int32_t b, const uint8_t* host) override {
+        const int64_t bb = layer_block_bytes();
+        for (KvStore& l : kv_) {
+            std::memcpy(l.k.data() + b * bb, host, bb);
+            std::memcpy(l.v.data() + b * bb, host + bb, bb);
+            host += 2 * bb;
         }
     }
 

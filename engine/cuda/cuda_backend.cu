@@ -213,6 +213,32 @@ public:
             }
         });
     }
+    // Same byte layout as the CPU backend: per layer, the block's K bytes then its V bytes.
+    int64_t kv_block_bytes() const override {
+        return 2 * int64_t(kv_.size()) * int64_t(layout_.block_tokens) * Hkv_ * kv_row_bytes_;
+    }
+    void kv_download_block(int32_t b, uint8_t* host) override {
+        const size_t bb = size_t(layout_.block_tokens) * Hkv_ * kv_row_bytes_;
+        guard([&] {
+            uint8_t* h = host;
+            for (KvStore& l : kv_) {
+                DG_CUDA_CHECK(cudaMemcpy(h, l.k.bytes() + b * bb, bb, cudaMemcpyDeviceToHost));
+                DG_CUDA_CHECK(cudaMemcpy(h + bb, l.v.bytes() + b * bb, bb, cudaMemcpyDeviceToHost));
+                h += 2 * bb;
+            }
+        });
+    }
+    void kv_upload_block(int32_t b, const uint8_t* host) override {
+        const size_t bb = size_t(layout_.block_tokens) * Hkv_ * kv_row_bytes_;
+        guard([&] {
+            const uint8_t* h = host;
+            for (KvStore& l : kv_) {
+                DG_CUDA_CHECK(cudaMemcpy(l.k.bytes() + b * bb, h, bb, cudaMemcpyHostToDevice));
+                DG_CUDA_CHECK(cudaMemcpy(l.v.bytes() + b * bb, h + bb, bb, cudaMemcpyHostToDevice));
+                h += 2 * bb;
+            }
+        });
+    }
 
     void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x) override {
         guard([&] {

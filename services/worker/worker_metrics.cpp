@@ -37,8 +37,9 @@ WorkerMetrics::WorkerMetrics(metrics::Registry& r, bool vllm_names) : reg_(r) {
     slots_total_ = &r.gauge("deltagate_state_slots_capacity", "Recurrent-state slots for running sequences (used + free).");
     ckpt_device_ = &r.gauge("deltagate_state_checkpoints", "State checkpoints held, by tier.", {{"tier", "device"}});
     ckpt_host_ = &r.gauge("deltagate_state_checkpoints", "State checkpoints held, by tier.", {{"tier", "host"}});
-    host_bytes_ = &r.gauge("deltagate_host_cache_bytes", "Bytes of state checkpoints in host RAM.");
-    host_budget_ = &r.gauge("deltagate_host_cache_budget_bytes", "Byte budget of the host-RAM checkpoint tier.");
+    host_bytes_ = &r.gauge("deltagate_host_cache_bytes", "Bytes in host RAM: state checkpoints and spilled KV blocks.");
+    host_budget_ = &r.gauge("deltagate_host_cache_budget_bytes", "Byte budget of the host-RAM tier (checkpoints and KV blocks).");
+    kv_host_ = &r.gauge("deltagate_kv_blocks_host", "KV blocks spilled to host RAM (uploaded back instead of recomputed).");
     draining_ = &r.gauge("deltagate_draining", "1 while the worker drains (refuses new requests).");
     if (vllm_names) {
         vllm_running_ = &r.gauge("vllm:num_requests_running", "Alias of deltagate_num_requests_running for vLLM-aware tooling.");
@@ -80,6 +81,7 @@ void WorkerMetrics::digest(const sched::LoadDigest& d, bool draining) {
     ckpt_device_->set(d.checkpoints_device);
     ckpt_host_->set(d.checkpoints_host);
     host_bytes_->set(double(d.host_bytes));
+    kv_host_->set(d.kv_blocks_host);
     host_budget_->set(double(d.host_budget));
     draining_->set(draining ? 1 : 0);
     if (vllm_running_) {

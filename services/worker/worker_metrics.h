@@ -32,7 +32,7 @@ private:
     metrics::Counter *prompt_tokens_, *generation_tokens_, *prefill_tokens_, *preemptions_;
     metrics::Counter *cache_queries_, *cache_hits_device_, *cache_hits_host_;
     metrics::Gauge *running_, *waiting_, *kv_used_, *kv_cached_, *kv_total_, *kv_usage_, *slots_used_, *slots_total_;
-    metrics::Gauge *ckpt_device_, *ckpt_host_, *host_bytes_, *host_budget_, *draining_;
+    metrics::Gauge *ckpt_device_, *ckpt_host_, *host_bytes_, *host_budget_, *kv_host_, *draining_;
     metrics::Gauge *vllm_running_ = nullptr, *vllm_waiting_ = nullptr, *vllm_kv_usage_ = nullptr;
 };
 

@@ -864,5 +864,44 @@ TEST(BackendOps, StateSlotsUploadCopyClearDownload) {
     }
 }
 
+// KV blocks to host RAM and back (the scheduler's host tier): upload every block, copy one, download
+// every block. Opaque bytes in the cache's own encoding: exact, the same layout on both backends, for a
+// float and a block-quantised KV type.
+TEST(BackendOps, KvBlocksUploadCopyDownload) {
+    SKIP_WITHOUT_CUDA();
+    for (DType kv : {DType::F16, DType::Q8_0}) {
+        ModelConfig c = preset("tiny");
+        CacheLayout layout;
+        layout.kv_type = kv, layout.block_tokens = 16, layout.n_blocks = 4, layout.n_state_slots = 1;
+        Pair B = make_pair();
+        ASSERT_TRUE(B.cpu->init_caches(c, layout).ok());
+        ASSERT_TRUE(B.cuda->init_caches(c, layout).ok());
+        const int64_t bytes = B.cpu->kv_block_bytes();
+        ASSERT_EQ(B.cuda->kv_block_bytes(), bytes);
+        ASSERT_GT(bytes, 0);
+        Rng r(hash_name(dtype_info(kv).name));
+        std::vector<std::vector<uint8_t>> block(4, std::vector<uint8_t>(size_t(bytes)));
+        for (auto& b : block)
+            for (auto& x : b) x = uint8_t(r.next());
+        std::vector<std::vector<uint8_t>> expect = block;
+        expect[2] = block[0];  // after kv_copy_block(2, 0)
+        auto body = [&](Backend& be) {
+            for (int32_t i = 0; i < 4; ++i) be.kv_upload_block(i, block[i].data());
+            be.kv_copy_block(2, 0);
+            std::vector<std::vector<uint8_t>> out(4, std::vector<uint8_t>(size_t(bytes)));
+            for (int32_t i = 0; i < 4; ++i) be.kv_download_block(i, out[i].data());
+            return out;
+        };
+        const auto want = body(*B.cpu);
+        const auto got = body(*B.cuda);
+        ASSERT_TRUE(B.cuda->take_error().ok());
+        ++g_cuda_runs;
+        for (int32_t i = 0; i < 4; ++i) {
+            EXPECT_EQ(want[i], expect[i]) << dtype_info(kv).name << " cpu block " << i;
+            EXPECT_EQ(got[i], expect[i]) << dtype_info(kv).name << " cuda block " << i;
+        }
+    }
+}
+
 }  // namespace
 }  // namespace dg

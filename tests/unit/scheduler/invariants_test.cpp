@@ -1,5 +1,6 @@
 // Random sequences of submit / step / cancel / preempt on a deliberately small worker (few blocks,
-// slots and spare slots, a host tier of three states): after every operation no block, slot or
+// slots and spare slots, a host tier of three states that spilled KV blocks share too; both checkpoint
+// policies): after every operation no block, slot or
 // checkpoint reference leaks, every request ends with exactly one final event, greedy requests that
 // ran to their length are exact, and an idle worker holds only its caches.
 #include <gtest/gtest.h>
@@ -13,7 +14,9 @@ using testing::cold_greedy;
 using testing::Harness;
 using testing::random_tokens;
 
-TEST(Invariants, RandomSubmitCancelPreempt) {
+class Invariants : public ::testing::TestWithParam<CheckpointPolicy> {};
+
+TEST_P(Invariants, RandomSubmitCancelPreempt) {
     CacheOptions cache;
     cache.kv_type = DType::F32;
     cache.block_tokens = 8;
@@ -23,6 +26,7 @@ TEST(Invariants, RandomSubmitCancelPreempt) {
     opt.spare_slots = 2;
     opt.token_budget = 24;
     opt.checkpoint_every = 16;
+    opt.checkpoint_policy = GetParam();
     Harness h("dense", cache, opt);
     {
         // The host tier holds three states.
@@ -30,7 +34,7 @@ TEST(Invariants, RandomSubmitCancelPreempt) {
         o2.host_cache_bytes = 3 * h.loop->model().backend().state_floats() * 4;
         h = Harness("dense", cache, o2);
     }
-    std::mt19937 rng(2024);
+    std::mt19937 rng(2024), session_rng(7);
     const std::vector<std::vector<int32_t>> bases = {random_tokens(rng, 20), random_tokens(rng, 33), random_tokens(rng, 9)};
     std::map<RequestId, Request> submitted;
     std::vector<RequestId> ids;
@@ -47,6 +51,7 @@ TEST(Invariants, RandomSubmitCancelPreempt) {
             r.ignore_eos = true;
             if (rng() % 3 == 0) r.checkpoint_at = {int32_t(1 + rng() % r.prompt.size())};
             if (rng() % 4 == 0) r.sampling = {.temperature = 0.9f, .top_k = 20, .seed = rng()};
+            r.session_id = session_rng() % 4;  // 0: none (its own generator: the workload stays as it was)
             auto id = h.submit(r);
             ASSERT_TRUE(id.ok()) << id.status();
             submitted[*id] = r;
@@ -94,15 +99,24 @@ TEST(Invariants, RandomSubmitCancelPreempt) {
     }
     const StateCacheStats& st = h.loop->state_cache().stats();
     std::printf("%zu requests: %d continuations checked exact, %d cut short, %d preemptions; checkpoint hits "
-                "%lld device / %lld host, %lld spills, %lld drops; %lld KV blocks evicted\n",
+                "%lld device / %lld host, %lld spills, %lld drops, %lld promotions; %lld KV blocks evicted, %lld to host "
+                "RAM, %lld back, %lld tails to host RAM\n",
                 submitted.size(), exact_checked, cancelled, preempted, (long long)st.device_hits, (long long)st.host_hits,
-                (long long)st.spills, (long long)st.drops, (long long)h.loop->kv_pool().n_evicted());
+                (long long)st.spills, (long long)st.drops, (long long)st.promotions, (long long)h.loop->kv_pool().n_evicted(),
+                (long long)st.block_spills, (long long)st.block_restores, (long long)st.tail_spills);
     EXPECT_GT(exact_checked, 10);
     EXPECT_GT(cancelled, 0);
     EXPECT_GT(preempted, 0);
     EXPECT_GT(st.device_hits + st.host_hits, 0);
     EXPECT_GT(st.spills, 0);
+    // Evicted blocks reached the host tier; under kValue a budget of three states may refuse them all
+    // (each worth less than the states there), under kLru they go in.
+    EXPECT_GT(st.block_spills + st.block_lost, 0);
+    if (GetParam() == CheckpointPolicy::kLru) EXPECT_GT(st.block_spills, 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Policies, Invariants, ::testing::Values(CheckpointPolicy::kValue, CheckpointPolicy::kLru),
+                         [](const auto& i) { return i.param == CheckpointPolicy::kLru ? "Lru" : "Value"; });
 
 }  // namespace
 }  // namespace dg::sched
