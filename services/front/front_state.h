@@ -15,6 +15,7 @@
 #include "services/front/front_metrics.h"
 #include "services/front/request_builder.h"
 #include "services/front/router.h"
+#include "services/common/retry_after.h"
 #include "services/common/tracer.h"
 #include "services/front/worker_pool.h"
 
@@ -74,8 +75,19 @@ public:
     std::vector<std::string> abort_calls(const std::vector<std::string>& ids);
 
     std::atomic<int32_t> inflight{0};
+    // The retry-after hint (ms) of a --max-inflight rejection; stream_ended feeds it.
+    int64_t retry_after_ms() {
+        std::lock_guard<std::mutex> l(retry_mu_);
+        return retry_after_.ms_until_room(inflight.load());
+    }
+    void stream_ended(double ms) {
+        std::lock_guard<std::mutex> l(retry_mu_);
+        retry_after_.observe(ms);
+    }
 
 private:
+    std::mutex retry_mu_;
+    RetryAfterEstimate retry_after_;
     FrontOptions opt_;
     std::unique_ptr<WorkerPool> pool_;
     metrics::Registry registry_;

@@ -80,7 +80,13 @@ std::shared_ptr<GenerateCall> GenerateCall::create(FrontState& front, grpc::Call
 
 GenerateCall::GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, CallPlan plan)
     : front_(front), ctx_(ctx), plan_(std::move(plan)) {
-    for (auto& lp : plan_.legs) legs_.push_back(Leg{.plan = std::move(lp)});
+    // The workers keep a live session's checkpoints first; the key is stable across front replicas.
+    const uint64_t session_key =
+        plan_.session_id.empty() ? 0 : salt_from_string(absl::StrCat(plan_.session_id, "/", plan_.cache_salt)) | 1;
+    for (auto& lp : plan_.legs) {
+        lp.request.set_session_key(session_key);
+        legs_.push_back(Leg{.plan = std::move(lp)});
+    }
     plan_.legs.clear();
     for (size_t i = 0; i < plan_.tracks.size(); ++i)
         tracks_.push_back(std::make_unique<OutputTrack>(int(i), plan_.tracks[i]));
@@ -355,6 +361,10 @@ void GenerateCall::on_attempt_done(Attempt* a, const grpc::Status& s) {
             } else {
                 const auto code = s.error_code();
                 if (code == grpc::StatusCode::UNAVAILABLE) a->worker_->mark_failed();
+                if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+                    if (const int64_t ms = retry_after_ms_from(a->ctx_.GetServerTrailingMetadata()); ms > 0)
+                        retry_after_ms_ = std::min(retry_after_ms_.value_or(ms), ms);
+                }
                 const bool retryable = !leg.emitted && int(leg.tried.size()) < front_.options().max_attempts &&
                                        (code == grpc::StatusCode::UNAVAILABLE ||
                                         code == grpc::StatusCode::RESOURCE_EXHAUSTED || code == grpc::StatusCode::UNKNOWN ||
@@ -445,7 +455,9 @@ bool GenerateCall::migrate_locked(int li, const grpc::Status& why, const std::st
         nl.migrated = true;
         nl.origin_leg = origin;
         nl.origin_index = origin_index;
-        nl.tried = f.tried;  // not back to a worker that already failed this call
+        // Not back to the worker that just failed. Earlier ones may serve again: a drained worker restarted
+        // at its address is healthy, and a dead one is out of the routing until it answers again.
+        nl.tried = {from};
         nl.plan.out_index = {out};
         worker::v1::GenerateRequest& r = nl.plan.request;
         r = base;
@@ -587,6 +599,16 @@ void GenerateCall::on_broken(Broken why) {
 
 void GenerateCall::on_finishing(const grpc::Status& s) {
     front_.metrics().request_done(plan_.rpc, int(s.error_code()), plan_.protocol);
+    // Just before Finish, once, nothing else touching ctx_: the overload hint the workers gave.
+    if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        std::optional<int64_t> hint;
+        {
+            std::lock_guard<std::mutex> l(mu_);
+            hint = retry_after_ms_;
+        }
+        if (hint) ctx_->AddTrailingMetadata(kRetryAfterMsKey, std::to_string(*hint));
+    }
+    if (s.ok()) front_.stream_ended(ms_between(plan_.start, Clock::now()));
     if (plan_.server_span.trace_id == trace::TraceId{}) return;
     const uint64_t now = trace::unix_nanos_now();
     std::vector<std::string> reasons;

@@ -136,6 +136,7 @@ private:
     std::vector<std::vector<int32_t>> sent_tokens_;  // per continuation: the ids that reached the client queue
     std::vector<int> migrated_;  // per continuation: how often it moved (bounded by max_migrations)
     int migrations_ = 0;         // over the call (names the migrated requests)
+    std::optional<int64_t> retry_after_ms_;  // the smallest hint of the workers that refused (overload)
     trace::Span gen_span_;
 };
 

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "services/common/retry_after.h"
 #include "services/common/status_http.h"
 #include "services/front/anthropic_api.h"
 #include "services/front/openai_api.h"
@@ -36,9 +37,12 @@ void add_metadata(const HttpMessage& m, grpc::ClientContext& ctx) {
     if (const std::string ts = m.header("tracestate"); !ts.empty()) ctx.AddMetadata("tracestate", ts);
 }
 
-// A failed gRPC call as the HTTP error it is; the bearer-token wording is made HTTP's.
-ApiError from_grpc(const grpc::Status& s) {
+// A failed gRPC call as the HTTP error it is; the bearer-token wording is made HTTP's. `ctx` (the finished
+// call's, may be null) carries an overload refusal's retry-after hint.
+ApiError from_grpc(const grpc::Status& s, const grpc::ClientContext* ctx = nullptr) {
     ApiError e;
+    if (ctx && s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED)
+        e.retry_after_ms = retry_after_ms_from(ctx->GetServerTrailingMetadata());
     e.status = http_status_for(int(s.error_code()));
     e.message = s.error_message();
     e.code = absl::AsciiStrToLower(status_code_name(int(s.error_code())));
@@ -52,6 +56,8 @@ ApiError from_grpc(const grpc::Status& s) {
 enum class Dialect { kOpenAI, kAnthropic };
 
 void send_error(HttpExchange& x, const ApiError& e, Dialect d) {
+    // Retry-After is in whole seconds (RFC 9110): rounded up, so a client never comes back too early.
+    if (e.retry_after_ms > 0) x.add_header("Retry-After", std::to_string((e.retry_after_ms + 999) / 1000));
     x.respond(e.status, kJson, d == Dialect::kOpenAI ? http::openai_error_body(e) : http::anthropic_error_body(e));
 }
 
@@ -179,7 +185,7 @@ void run_generate(HttpGateway& gw, v1::Inference::Stub& stub, const HttpMessage&
     }
     if (!done) return;  // the client went away; the call was cancelled
     if (!done->ok()) {
-        const ApiError e = from_grpc(*done);
+        const ApiError e = from_grpc(*done, &reader.ctx);
         if (!started) return send_error(x, e, dialect);
         // Mid-stream failure: an error event, then the stream ends (no [DONE]: the output is incomplete).
         x.write(enc.error_frames(e));

@@ -175,10 +175,14 @@ grpc::Status InferenceService::admit_stream(grpc::CallbackServerContext* ctx, co
                                             ModelFacts* model) {
     if (auto s = check_auth(ctx); !s.ok()) return s;
     const FrontLimits& lim = front_.options().limits;
-    if (front_.inflight.load() >= lim.max_inflight)
+    if (front_.inflight.load() >= lim.max_inflight) {
+        // Nothing has started on this call yet: the trailing metadata can be set here.
+        const int64_t wait_ms = front_.retry_after_ms();
+        ctx->AddTrailingMetadata(kRetryAfterMsKey, std::to_string(wait_ms));
         return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                            absl::StrCat("this front already runs ", lim.max_inflight,
-                                         " streams (--max-inflight): retry later or add front replicas"));
+                            absl::StrCat("this front already runs ", lim.max_inflight, " streams (--max-inflight): retry in ",
+                                         wait_ms, " ms or add front replicas"));
+    }
     auto m = front_.model();
     if (!m.ok()) return to_grpc(m.status());
     if (auto s = validate_model_name(model_name, *m); !s.ok()) return to_grpc(s);

@@ -26,6 +26,7 @@ struct ApiError {
     std::string message;
     std::string param;  // the request field at fault, or empty
     std::string code;   // optional machine-readable code
+    int64_t retry_after_ms = 0;  // > 0: an overload refusal (429) says when to retry (Retry-After header)
 };
 
 // {"error":{"message","type","param","code"}}

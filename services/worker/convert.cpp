@@ -28,6 +28,7 @@ sched::Request to_request(const pb::GenerateRequest& in, int32_t max_seq_len) {
     r.top_logprobs = in.top_logprobs();
     r.logprobs = in.logprobs() || in.top_logprobs() > 0;
     r.resumed_tokens = in.resumed_tokens();
+    r.session_id = in.session_key();
     return r;
 }
 

@@ -2,8 +2,9 @@
 
 namespace dg::worker {
 
-std::shared_ptr<GenerateStream> GenerateStream::create(std::function<void()> on_cancel) {
-    std::shared_ptr<GenerateStream> s(new GenerateStream(std::move(on_cancel)));
+std::shared_ptr<GenerateStream> GenerateStream::create(std::function<void()> on_cancel,
+                                                       grpc::CallbackServerContext* ctx) {
+    std::shared_ptr<GenerateStream> s(new GenerateStream(std::move(on_cancel), ctx));
     s->hold_until_done(s);
     return s;
 }
@@ -18,6 +19,13 @@ void GenerateStream::on_broken(Broken) {
         on_cancel_ = nullptr;
     }
     if (fn) fn();
+}
+
+// Just before Finish, once: the trailing metadata goes on the context while nothing else touches it.
+void GenerateStream::on_finishing(const grpc::Status&) {
+    std::lock_guard lock(mu_);
+    if (ctx_)
+        for (const auto& [k, v] : trailing_) ctx_->AddTrailingMetadata(k, v);
 }
 
 void GenerateStream::on_done() {

@@ -11,6 +11,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "deltagate/worker/v1/worker.grpc.pb.h"
 #include "services/common/queued_writer.h"
@@ -21,7 +24,9 @@ class GenerateStream final : public QueuedWriter<deltagate::worker::v1::Generate
 public:
     // `on_cancel` runs at most once, on a gRPC thread, when the client cancels, the deadline passes,
     // the server shuts down, or a write fails; it must not block (post to the engine thread).
-    static std::shared_ptr<GenerateStream> create(std::function<void()> on_cancel);
+    // `ctx` (may be null) receives the trailing metadata given to finish().
+    static std::shared_ptr<GenerateStream> create(std::function<void()> on_cancel,
+                                                  grpc::CallbackServerContext* ctx = nullptr);
 
     // Any thread, no lock held. Events after finish() are dropped.
     void push(deltagate::worker::v1::GenerateEvent ev) {
@@ -33,14 +38,26 @@ public:
         end(std::move(st));
         flush();
     }
+    // As finish(), with one trailing metadata entry (a rejection's retry-after hint).
+    void finish(grpc::Status st, std::string key, std::string value) {
+        {
+            std::lock_guard lock(mu_);
+            trailing_.emplace_back(std::move(key), std::move(value));
+        }
+        finish(std::move(st));
+    }
 
 private:
-    explicit GenerateStream(std::function<void()> on_cancel) : on_cancel_(std::move(on_cancel)) {}
+    GenerateStream(std::function<void()> on_cancel, grpc::CallbackServerContext* ctx)
+        : on_cancel_(std::move(on_cancel)), ctx_(ctx) {}
     void on_broken(Broken) override;
+    void on_finishing(const grpc::Status&) override;
     void on_done() override;
 
     std::mutex mu_;
     std::function<void()> on_cancel_;  // cleared once used, and at OnDone
+    grpc::CallbackServerContext* ctx_;
+    std::vector<std::pair<std::string, std::string>> trailing_;
 };
 
 }  // namespace dg::worker

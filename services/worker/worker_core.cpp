@@ -1,5 +1,6 @@
 #include "services/worker/worker_core.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -35,7 +36,7 @@ grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerCore::generate(const pb::Gene
     const uint64_t sid = next_stream_.fetch_add(1);
     // The cancel callback runs on a gRPC thread: it only posts.
     std::shared_ptr<GenerateStream> stream = GenerateStream::create(
-        [this, sid] { engine_->post([this, sid](sched::EngineLoop& l) { cancel_stream(sid, l); }); });
+        [this, sid] { engine_->post([this, sid](sched::EngineLoop& l) { cancel_stream(sid, l); }); }, meta.server_ctx);
     // Count first, then check: drain() sets the flag, then waits for the count, so no request slips in.
     n_live_.fetch_add(1);
     if (draining_.load()) {
@@ -95,9 +96,14 @@ void WorkerCore::submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sc
         return;
     }
     if (opt_.max_queue > 0 && loop.n_waiting() >= opt_.max_queue) {
-        fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          absl::StrCat("worker queue is full (", loop.n_waiting(), " waiting, --max-queue ", opt_.max_queue,
-                                       "): retry later or on another worker")));
+        const int64_t wait_ms = retry_after_.ms_until_room(loop.n_running());
+        const grpc::Status st(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              absl::StrCat("worker queue is full (", loop.n_waiting(), " waiting, --max-queue ",
+                                           opt_.max_queue, "): retry in ", wait_ms, " ms or on another worker"));
+        end_trace(live, sched::Usage{}, st);
+        metrics_.request_finished(int(st.error_code()));
+        stream->finish(st, kRetryAfterMsKey, std::to_string(wait_ms));
+        request_ended();
         return;
     }
     r.on_event = [this, sid](const sched::Event& e) { on_event(sid, e); };
@@ -159,6 +165,7 @@ void WorkerCore::on_event(uint64_t sid, const sched::Event& e) {
     }
     metrics_.usage(e.usage);
     metrics_.e2e(seconds_between(L.start, now));
+    if (st.ok()) retry_after_.observe(seconds_between(L.start, now) * 1000.0);
     metrics_.request_finished(int(st.error_code()));
     L.stream->finish(st);
     end_trace(L, e.usage, st);

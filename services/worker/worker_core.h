@@ -22,6 +22,7 @@
 
 #include "deltagate/worker/v1/worker.grpc.pb.h"
 #include "services/common/metrics.h"
+#include "services/common/retry_after.h"
 #include "services/common/tracer.h"
 #include "services/worker/engine_thread.h"
 #include "services/worker/generate_stream.h"
@@ -37,7 +38,9 @@ struct CallMeta {
     std::string traceparent;        // W3C; the front's worker-call span
     std::string tracestate;
     std::string public_request_id;  // x-deltagate-request-id
+    grpc::CallbackServerContext* server_ctx = nullptr;  // where a rejection's retry-after hint goes (may be null)
 };
+
 
 class WorkerCore {
 public:
@@ -127,6 +130,7 @@ private:
     std::map<std::string, uint64_t> by_name_;
     std::multimap<std::string, uint64_t> by_public_;  // front request id -> its legs here
     sched::Clock::time_point last_publish_{};
+    RetryAfterEstimate retry_after_;  // from finished requests' durations
 
     std::unique_ptr<EngineThread> engine_;  // last: its thread stops first
 };

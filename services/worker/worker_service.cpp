@@ -27,6 +27,7 @@ grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerService::Generate(grpc::Callb
     meta.traceparent = client_metadata(ctx, "traceparent");
     meta.tracestate = client_metadata(ctx, "tracestate");
     meta.public_request_id = client_metadata(ctx, "x-deltagate-request-id");
+    meta.server_ctx = ctx;
     return core_.generate(*req, deadline, meta);
 }
 

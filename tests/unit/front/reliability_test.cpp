@@ -4,11 +4,13 @@
 // then the front under a steady request loop. Nothing here asserts on time; figures are printed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <regex>
 #include <thread>
 
+#include "services/common/retry_after.h"
 #include "tests/unit/front/cluster.h"
 
 namespace dg::front::testing {
@@ -254,6 +256,142 @@ TEST(FrontReliability, RollingRestartLosesNoRequest) {
     EXPECT_EQ(failed.load(), 0);
     EXPECT_GT(ok.load(), 0);
     expect_same_streams(long_got, long_reference, long_reqs);
+}
+
+// A full worker queue refuses at once with RESOURCE_EXHAUSTED and a retry-after hint, over gRPC (trailing
+// metadata retry-after-ms) and over HTTP (429 + Retry-After).
+TEST(FrontOverload, FullQueueRefusesWithRetryAfter) {
+    const int http_port = free_port();
+    Cluster c(ClusterOptions{.workers = 1,
+                             .front_args = {"--http-listen", "127.0.0.1:" + std::to_string(http_port)},
+                             .worker_args = {"--max-running", "1", "--max-queue", "1"}});
+    ASSERT_GT(c.port, 0);
+    ASSERT_TRUE(c.wait_ready(1));
+    // One running, one waiting: the queue is full.
+    ConcurrentStreams running(c, {ids_request({1, 2, 3}, 3000)});
+    ASSERT_TRUE(running.wait_first_tokens());
+    ConcurrentStreams waiting(c, {ids_request({4, 5, 6}, 4)});
+    double queued = 0;
+    for (int i = 0; i < 500 && queued < 1; ++i) {
+        queued = metric_value(http_get(c.worker_metrics_ports[0], "/metrics"), "deltagate_num_requests_waiting");
+        if (queued < 1) std::this_thread::sleep_for(10ms);
+    }
+    ASSERT_GE(queued, 1) << "the second request never queued";
+
+    auto ctx = c.context(30s);
+    auto reader = c.stub->Generate(ctx.get(), ids_request({7, 8, 9}, 4));
+    const StreamResult refused = drain(reader);
+    EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.status.error_message();
+    const int64_t hint = retry_after_ms_from(ctx->GetServerTrailingMetadata());
+    EXPECT_GE(hint, 50) << "no retry-after-ms trailing metadata";
+    EXPECT_LE(hint, 30000);
+
+    const std::string body = R"({"prompt":[7,8,9],"max_tokens":4,"ignore_eos":true})";
+    const std::string resp =
+        http_exchange(http_port, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+                                 "application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    EXPECT_EQ(resp.rfind("HTTP/1.1 429 ", 0), 0u) << resp;
+    const std::regex retry_after(R"(\r\nRetry-After: ([0-9]+)\r\n)", std::regex::icase);
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(resp, m, retry_after)) << resp;
+    EXPECT_GE(std::stoi(m[1]), 1);
+    std::printf("full queue: RESOURCE_EXHAUSTED with retry-after-ms %lld; HTTP 429 with Retry-After %s s\n",
+                (long long)hint, m[1].str().c_str());
+    c.kill_worker(0);  // the long stream need not finish
+}
+
+// 3x the sustainable request rate on 2 workers with bounded queues: every request is either served or
+// refused with RESOURCE_EXHAUSTED + retry-after; the admitted requests' TTFT (p50/p99) is printed beside
+// the unloaded one (docs/reliability.md). No assertion on time.
+TEST(FrontOverload, ThreeTimesCapacityShedsCleanly) {
+    Cluster c(ClusterOptions{.workers = 2, .worker_args = {"--max-running", "4", "--max-queue", "1"}});
+    ASSERT_GT(c.port, 0);
+    ASSERT_TRUE(c.wait_ready(2));
+    struct Outcome {
+        grpc::StatusCode code = grpc::StatusCode::OK;
+        int64_t retry_after_ms = 0;
+        double ttft_ms = -1;
+        std::string message;
+    };
+    auto one = [&](int i) {
+        Outcome o;
+        auto ctx = c.context(60s);
+        const auto start = std::chrono::steady_clock::now();
+        auto reader = c.stub->Generate(ctx.get(), ids_request({i % 97 + 1, i % 13 + 1, 5, 6}, 32));
+        v1::GenerateResponse m;
+        while (reader->Read(&m))
+            if (m.has_delta() && o.ttft_ms < 0)
+                o.ttft_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        const grpc::Status st = reader->Finish();
+        o.code = st.error_code();
+        o.message = st.error_message();
+        o.retry_after_ms = retry_after_ms_from(ctx->GetServerTrailingMetadata());
+        return o;
+    };
+    auto percentile = [](std::vector<double> v, double q) {
+        if (v.empty()) return 0.0;
+        std::sort(v.begin(), v.end());
+        return v[std::min(v.size() - 1, size_t(q * double(v.size())))];
+    };
+    // Unloaded: one at a time.
+    std::vector<double> idle_ttft;
+    for (int i = 0; i < 20; ++i) {
+        const Outcome o = one(i);
+        ASSERT_EQ(o.code, grpc::StatusCode::OK) << o.message;
+        idle_ttft.push_back(o.ttft_ms);
+    }
+    // Sustainable rate: as many closed-loop clients as there are running slots (2 workers x 4).
+    const auto t0 = std::chrono::steady_clock::now();
+    std::atomic<int> done{0};
+    {
+        std::vector<std::thread> clients;
+        for (int t = 0; t < 8; ++t)
+            clients.emplace_back([&, t] {
+                for (int k = 0; k < 6; ++k)
+                    if (one(100 + t * 6 + k).code == grpc::StatusCode::OK) done.fetch_add(1);
+            });
+        for (auto& t : clients) t.join();
+    }
+    const double capacity_rps =
+        done.load() / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_GT(capacity_rps, 0);
+    // Open loop at 3x that rate for ~3 s.
+    const double rate = 3 * capacity_rps;
+    const int total = std::max(30, int(rate * 3));
+    std::vector<Outcome> out(static_cast<size_t>(total));
+    {
+        std::vector<std::thread> arrivals;
+        const auto start = std::chrono::steady_clock::now();
+        for (int i = 0; i < total; ++i) {
+            std::this_thread::sleep_until(start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                      std::chrono::duration<double>(i / rate)));
+            arrivals.emplace_back([&, i] { out[size_t(i)] = one(1000 + i); });
+        }
+        for (auto& t : arrivals) t.join();
+    }
+    int ok = 0, shed = 0, shed_with_hint = 0, other = 0;
+    std::vector<double> admitted_ttft;
+    for (const Outcome& o : out) {
+        if (o.code == grpc::StatusCode::OK) {
+            ++ok;
+            admitted_ttft.push_back(o.ttft_ms);
+        } else if (o.code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+            ++shed;
+            shed_with_hint += o.retry_after_ms > 0;
+        } else {
+            ++other;
+            ADD_FAILURE() << "request failed with " << int(o.code) << ": " << o.message;
+        }
+    }
+    std::printf("overload: capacity %.1f req/s, offered %.1f req/s (%d requests): %d served, %d refused "
+                "(RESOURCE_EXHAUSTED, %d with retry-after), %d other failures\n",
+                capacity_rps, rate, total, ok, shed, shed_with_hint, other);
+    std::printf("TTFT ms: unloaded p50 %.1f p99 %.1f; admitted at 3x p50 %.1f p99 %.1f (%.2fx the unloaded p99)\n",
+                percentile(idle_ttft, 0.5), percentile(idle_ttft, 0.99), percentile(admitted_ttft, 0.5),
+                percentile(admitted_ttft, 0.99), percentile(admitted_ttft, 0.99) / percentile(idle_ttft, 0.99));
+    EXPECT_EQ(other, 0);
+    EXPECT_EQ(shed_with_hint, shed) << "every refusal carries retry-after-ms";
+    EXPECT_GT(ok, 0);
 }
 
 }  // namespace
