@@ -83,6 +83,7 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
     DG_RETURN_IF_ERROR(int_flag(f, "max-n", 1, 1024, &o->sched.max_n));
     DG_RETURN_IF_ERROR(int_flag(f, "max-queue", 0, 1 << 24, &o->max_queue));
     DG_RETURN_IF_ERROR(int_flag(f, "drain-ms", 0, 24 * 3600 * 1000, &o->drain_ms));
+    DG_RETURN_IF_ERROR(int_flag(f, "max-queue-wait-ms", 0, 3600 * 1000, &o->max_queue_wait_ms));
     if (auto h = f.get("host-cache")) {
         DG_ASSIGN_OR_RETURN(o->sched.host_cache_bytes, parse_bytes(*h));
     }
@@ -108,7 +109,7 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
 int run_worker(const std::vector<std::string>& args) {
     auto value_flags = kModelFlags;
     value_flags.insert({"listen", "metrics-listen", "worker-id", "max-running", "spare-slots", "kv-blocks", "block-tokens",
-                        "token-budget", "checkpoint-every", "max-seq-len", "max-n", "max-queue", "drain-ms", "host-cache",
+                        "token-budget", "checkpoint-every", "max-seq-len", "max-n", "max-queue", "max-queue-wait-ms", "drain-ms", "host-cache",
                         "gpu-memory-utilization", "vllm-metric-names"});
     auto f = parse_flags(args, value_flags, {"help"});
     if (!f.ok() || f->has("help")) {
@@ -118,6 +119,7 @@ int run_worker(const std::vector<std::string>& args) {
                      "         [--backend cpu|cpu-exact|cuda] [--kv-type f16|bf16|q8_0|q4_0|f32] [--threads N] [--worker-id ID]\n"
                      "         [--max-running N] [--spare-slots N] [--kv-blocks N] [--block-tokens N] [--token-budget N]\n"
                      "         [--checkpoint-every N] [--max-seq-len N] [--max-n N] [--max-queue N (0 = unbounded)]\n"
+                     "         [--max-queue-wait-ms MS (0 = off: refuse when the expected wait for a slot is longer)]\n"
                      "         [--drain-ms MS (20000: on SIGTERM, running requests' time to finish before they are handed off)]\n"
                      "         [--host-cache 256MiB] [--gpu-memory-utilization F (0.9)]\n"
                      "         [--vllm-metric-names true|false (false; true: also export vllm:num_requests_{running,waiting}, vllm:kv_cache_usage_perc)]\n"

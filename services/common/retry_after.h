@@ -38,6 +38,13 @@ public:
         return std::clamp<int64_t>(int64_t(mean_ms_ / double(std::max<int64_t>(1, running))) + 1, 50, 30000);
     }
 
+    // How long a request arriving now would wait for a running slot: 0 while one is free, else a slot frees
+    // every mean / slots and `waiting` are ahead of it. 0 before any request finished (nothing known).
+    int64_t expected_wait_ms(int64_t running, int64_t slots, int64_t waiting) const {
+        if (mean_ms_ <= 0 || (running < slots && waiting == 0)) return 0;
+        return int64_t(mean_ms_ * double(waiting + 1) / double(std::max<int64_t>(1, slots)));
+    }
+
 private:
     double mean_ms_ = 0;
 };

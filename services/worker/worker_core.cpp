@@ -95,11 +95,19 @@ void WorkerCore::submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sc
         fail(grpc::Status(grpc::StatusCode::ALREADY_EXISTS, absl::StrCat("request_id '", name, "' is already running here")));
         return;
     }
-    if (opt_.max_queue > 0 && loop.n_waiting() >= opt_.max_queue) {
+    const int64_t expected_wait =
+        retry_after_.expected_wait_ms(loop.n_running(), opt_.sched.max_running, loop.n_waiting());
+    const bool queue_full = opt_.max_queue > 0 && loop.n_waiting() >= opt_.max_queue;
+    const bool wait_too_long = opt_.max_queue_wait_ms > 0 && expected_wait > opt_.max_queue_wait_ms;
+    if (queue_full || wait_too_long) {
         const int64_t wait_ms = retry_after_.ms_until_room(loop.n_running());
-        const grpc::Status st(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                              absl::StrCat("worker queue is full (", loop.n_waiting(), " waiting, --max-queue ",
-                                           opt_.max_queue, "): retry in ", wait_ms, " ms or on another worker"));
+        const grpc::Status st(
+            grpc::StatusCode::RESOURCE_EXHAUSTED,
+            queue_full ? absl::StrCat("worker queue is full (", loop.n_waiting(), " waiting, --max-queue ", opt_.max_queue,
+                                      "): retry in ", wait_ms, " ms or on another worker")
+                       : absl::StrCat("worker is at capacity (expected wait for a slot ", expected_wait,
+                                      " ms > --max-queue-wait-ms ", opt_.max_queue_wait_ms, "): retry in ", wait_ms,
+                                      " ms or on another worker"));
         end_trace(live, sched::Usage{}, st);
         metrics_.request_finished(int(st.error_code()));
         stream->finish(st, kRetryAfterMsKey, std::to_string(wait_ms));

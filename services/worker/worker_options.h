@@ -34,6 +34,9 @@ struct WorkerOptions {
     // SIGTERM drain: running requests get this long to finish, then are handed off (ended with
     // UNAVAILABLE, so the front migrates them mid-stream) and the worker exits.
     int32_t drain_ms = 20000;
+    // Also refuse (RESOURCE_EXHAUSTED) a request whose expected wait for a running slot is longer than this
+    // (services/common/retry_after.h; 0 = off): keeps admitted requests' time to first token near the unloaded one.
+    int32_t max_queue_wait_ms = 0;
     int32_t max_queue = 256;              // waiting sequences before RESOURCE_EXHAUSTED (0 = unbounded)
     int32_t load_publish_ms = 10;         // the engine recomputes the load digest at most this often
     int32_t default_watch_interval_ms = 100;  // WatchLoad with interval_ms = 0

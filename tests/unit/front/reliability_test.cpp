@@ -304,7 +304,8 @@ TEST(FrontOverload, FullQueueRefusesWithRetryAfter) {
 // refused with RESOURCE_EXHAUSTED + retry-after; the admitted requests' TTFT (p50/p99) is printed beside
 // the unloaded one (docs/reliability.md). No assertion on time.
 TEST(FrontOverload, ThreeTimesCapacityShedsCleanly) {
-    Cluster c(ClusterOptions{.workers = 2, .worker_args = {"--max-running", "4", "--max-queue", "1"}});
+    Cluster c(ClusterOptions{.workers = 2,
+                             .worker_args = {"--max-running", "4", "--max-queue", "1", "--max-queue-wait-ms", "50"}});
     ASSERT_GT(c.port, 0);
     ASSERT_TRUE(c.wait_ready(2));
     struct Outcome {
