@@ -22,7 +22,8 @@ int wait_for_stop_signal();
 
 const std::set<std::string> kFrontFlags = {
     "listen", "metrics-listen", "health-listen", "http-listen", "http-cors-origins", "http-template", "tokenizer", "model-name", "max-prompt-tokens", "max-tokens", "max-fanout",
-    "max-message-bytes", "max-inflight", "tls-cert", "tls-key", "auth-token", "load-penalty", "max-attempts", "max-migrations"};
+    "max-message-bytes", "max-inflight", "tls-cert", "tls-key", "auth-token", "load-penalty", "max-attempts", "max-migrations",
+    "worker-keepalive-ms"};
 
 absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
     auto num = [&](const char* name, auto& out, int64_t lo, int64_t hi) -> absl::Status {
@@ -32,7 +33,7 @@ absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
         if (!absl::SimpleAtoi(*v, &x) || x < lo || x > hi)
             return absl::InvalidArgumentError(std::string("--") + name + " must be an integer in [" + std::to_string(lo) +
                                               ", " + std::to_string(hi) + "]");
-        out = decltype(out)(x);
+        out = static_cast<std::remove_reference_t<decltype(out)>>(x);
         return absl::OkStatus();
     };
     if (auto v = f.get("listen")) o.listen = *v;
@@ -59,6 +60,9 @@ absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
     if (auto s = num("max-inflight", o.limits.max_inflight, 1, 1 << 20); !s.ok()) return s;
     if (auto s = num("max-attempts", o.max_attempts, 1, 16); !s.ok()) return s;
     if (auto s = num("max-migrations", o.max_migrations, 0, 1024); !s.ok()) return s;
+    if (auto s = num("worker-keepalive-ms", o.pool.keepalive_ms, 0, 3600 * 1000); !s.ok()) return s;
+    if (o.pool.keepalive_ms > 0 && o.pool.keepalive_ms < 500)
+        return absl::InvalidArgumentError("--worker-keepalive-ms must be 0 (off) or >= 500");
     if (auto v = f.get("load-penalty"); v && !absl::SimpleAtod(*v, &o.route.load_penalty_tokens))
         return absl::InvalidArgumentError("--load-penalty must be a number (prompt tokens per queued request)");
     return absl::OkStatus();
@@ -93,6 +97,7 @@ const char* kUsage =
     "         [--max-prompt-tokens N] [--max-tokens N] [--max-fanout N] [--max-message-bytes N] [--max-inflight N]\n"
     "         [--tls-cert PEM --tls-key PEM] [--auth-token TOKEN (or $DELTAGATE_AUTH_TOKEN)]\n"
     "         [--load-penalty TOKENS] [--max-attempts N] [--max-migrations N (3; 0 = off)]\n"
+    "         [--worker-keepalive-ms MS (10000; a worker that misses a ping for this long is lost; 0 = off)]\n"
     "         [--dns-refresh-ms MS] [--drain-ms MS (5000)]\n"
     "Tracing: OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 (OTLP/HTTP JSON), OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER.\n";
 

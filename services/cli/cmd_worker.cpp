@@ -87,6 +87,18 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
     if (auto h = f.get("host-cache")) {
         DG_ASSIGN_OR_RETURN(o->sched.host_cache_bytes, parse_bytes(*h));
     }
+    if (auto v = f.get("spill-kv")) {
+        if (*v != "true" && *v != "false")
+            return absl::InvalidArgumentError(absl::StrCat("--spill-kv must be true or false, got '", *v, "'"));
+        o->sched.spill_kv_to_host = *v == "true";
+    }
+    if (auto v = f.get("checkpoint-policy")) {
+        if (*v != "value" && *v != "lru")
+            return absl::InvalidArgumentError(absl::StrCat("--checkpoint-policy must be value or lru, got '", *v, "'"));
+        o->sched.checkpoint_policy = *v == "lru" ? sched::CheckpointPolicy::kLru : sched::CheckpointPolicy::kValue;
+    }
+    if (auto v = f.get("session-ttl-ms"); v && (!absl::SimpleAtoi(*v, &o->sched.session_ttl_ms) || o->sched.session_ttl_ms < 0))
+        return absl::InvalidArgumentError(absl::StrCat("--session-ttl-ms must be an integer >= 0, got '", *v, "'"));
     // Memory plan (docs/worker.md "Memory plan"): cuda sizes the KV pool from the budget unless
     // --kv-blocks is given; cpu keeps the fixed default sizes (validated against host RAM) unless
     // --gpu-memory-utilization asks it to size the pool too.
@@ -109,7 +121,7 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
 int run_worker(const std::vector<std::string>& args) {
     auto value_flags = kModelFlags;
     value_flags.insert({"listen", "metrics-listen", "worker-id", "max-running", "spare-slots", "kv-blocks", "block-tokens",
-                        "token-budget", "checkpoint-every", "max-seq-len", "max-n", "max-queue", "max-queue-wait-ms", "drain-ms", "host-cache",
+                        "token-budget", "checkpoint-every", "max-seq-len", "max-n", "max-queue", "max-queue-wait-ms", "drain-ms", "host-cache", "spill-kv", "checkpoint-policy", "session-ttl-ms",
                         "gpu-memory-utilization", "vllm-metric-names"});
     auto f = parse_flags(args, value_flags, {"help"});
     if (!f.ok() || f->has("help")) {
@@ -122,6 +134,8 @@ int run_worker(const std::vector<std::string>& args) {
                      "         [--max-queue-wait-ms MS (0 = off: refuse when the expected wait for a slot is longer)]\n"
                      "         [--drain-ms MS (20000: on SIGTERM, running requests' time to finish before they are handed off)]\n"
                      "         [--host-cache 256MiB] [--gpu-memory-utilization F (0.9)]\n"
+                     "         [--spill-kv true|false (true: evicted KV blocks go to the host cache)]\n"
+                     "         [--checkpoint-policy value|lru (value)] [--session-ttl-ms MS (600000)]\n"
                      "         [--vllm-metric-names true|false (false; true: also export vllm:num_requests_{running,waiting}, vllm:kv_cache_usage_perc)]\n"
                      "Memory: on cuda the KV pool gets what the budget min(F x total, free) leaves after the weights,\n"
                      "the workspace and (max-running + spare-slots) state slots; on cpu the defaults (8 running, 8 spare,\n"

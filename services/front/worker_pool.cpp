@@ -14,7 +14,7 @@ namespace dg::front {
 
 using namespace std::chrono_literals;
 
-WorkerHandle::WorkerHandle(std::string address, int watch_interval_ms, int retry_ms)
+WorkerHandle::WorkerHandle(std::string address, int watch_interval_ms, int retry_ms, int keepalive_ms)
     : address_(std::move(address)), watch_interval_ms_(watch_interval_ms), retry_ms_(retry_ms) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
@@ -22,6 +22,13 @@ WorkerHandle::WorkerHandle(std::string address, int watch_interval_ms, int retry
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+    if (keepalive_ms > 0) {
+        // The worker's server accepts pings this often (worker_server.cpp), so no GOAWAY "too_many_pings".
+        args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, keepalive_ms);
+        args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, keepalive_ms);
+        args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+        args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    }
     channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
     stub_ = worker::v1::Worker::NewStub(channel_);
     thread_ = std::thread([this] { watch(); });
@@ -176,7 +183,8 @@ void WorkerPool::set_addresses(const std::vector<std::string>& addrs) {
         for (const auto& a : addrs) {
             auto it = std::find_if(workers_.begin(), workers_.end(), [&](auto& w) { return w->address() == a; });
             keep.push_back(it != workers_.end() ? *it
-                                                : std::make_shared<WorkerHandle>(a, opt_.watch_interval_ms, opt_.retry_ms));
+                                                : std::make_shared<WorkerHandle>(a, opt_.watch_interval_ms, opt_.retry_ms,
+                                                                                 opt_.keepalive_ms));
         }
         for (auto& w : workers_)
             if (std::find(keep.begin(), keep.end(), w) == keep.end()) gone.push_back(w);

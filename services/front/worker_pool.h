@@ -30,12 +30,16 @@ struct WorkerPoolOptions {
     int dns_refresh_ms = 5000;
     int watch_interval_ms = 200;              // WatchLoad interval asked of the workers
     int retry_ms = 500;                       // reconnect period of an unhealthy worker
+    // HTTP/2 keepalive pings to each worker (--worker-keepalive-ms): a worker that stops answering them
+    // (hung, frozen, its host gone without a reset) loses its connection after twice this, so its streams
+    // end with UNAVAILABLE and migrate (docs/reliability.md). 0 = off.
+    int keepalive_ms = 10000;
 };
 
 // One worker as seen by this front. Fields under mu.
 class WorkerHandle {
 public:
-    WorkerHandle(std::string address, int watch_interval_ms, int retry_ms);
+    WorkerHandle(std::string address, int watch_interval_ms, int retry_ms, int keepalive_ms = 0);
     ~WorkerHandle();  // stops the watcher
 
     const std::string& address() const { return address_; }

@@ -52,6 +52,11 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions 
     report_memory_plan(mem_plan, opt, *w->registry_, &info);
     grpc::ServerBuilder b;
     b.AddListeningPort(opt.listen, grpc::InsecureServerCredentials(), &w->port_);
+    // The fronts ping every worker connection (--worker-keepalive-ms, down to 500 ms) to find hung
+    // workers: accept that instead of answering GOAWAY "too_many_pings", which would drop live streams.
+    b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 400);
+    b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     w->opt_ = opt;
     w->tracer_ = std::make_unique<trace::Tracer>(std::move(tracing));
     w->core_ = std::make_unique<WorkerCore>(opt, std::move(loop), *w->registry_, w->tracer_.get());

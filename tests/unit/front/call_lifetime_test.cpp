@@ -8,7 +8,10 @@
 // The second test races the HTTP gateway's end of a call (http_gateway.cpp: the connection's thread reads a
 // Generate call over the in-process channel) against the client hanging up: a reader that outlives its
 // connection thread, or a reactor that touches a reader already gone, crashes or hangs the front's exit.
-// CTest also runs both under AddressSanitizer (test_front_lifetime_asan, tests/cmake/front.cmake).
+//
+// The third races mid-stream migration (a worker process SIGKILLed under streams whose clients cancel at
+// random points) against cancellation and completion.
+// CTest also runs them under AddressSanitizer (test_front_lifetime_asan, tests/cmake/front.cmake).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -153,6 +156,64 @@ TEST(FrontCallLifetime, HttpHangupRacesCompletion) {
     EXPECT_EQ(whole, kIterations / 4);
     (*server)->shutdown(0);
     server->reset();  // the in-process channel and the HTTP server go here: this must return
+}
+
+// Streams migrating off killed workers while their clients cancel at random points and others complete:
+// every stream ends OK or CANCELLED, every call is deleted, and the front exits.
+TEST(FrontCallLifetime, MigrationRacesCancelAndCompletion) {
+    std::vector<std::unique_ptr<WorkerProcess>> workers;
+    for (int i = 0; i < 3; ++i) workers.push_back(std::make_unique<WorkerProcess>());
+    FrontOptions o;
+    o.listen = "127.0.0.1:0";
+    for (auto& w : workers) o.pool.static_workers.push_back(w->addr);
+    auto server = FrontServer::start(o);
+    ASSERT_TRUE(server.ok()) << server.status();
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials());
+    auto stub = v1::Inference::NewStub(channel);
+    FrontState& front = (*server)->state();
+    ASSERT_TRUE(wait_healthy(*stub));
+    ASSERT_GE(front.pool().wait_healthy(3, 60000), 3);
+
+    const int kStreams = 24;
+    std::atomic<int> ok{0}, cancelled{0}, tokens_seen{0};
+    std::vector<std::string> unexpected(kStreams);
+    std::vector<std::thread> clients;
+    for (int i = 0; i < kStreams; ++i)
+        clients.emplace_back([&, i] {
+            v1::GenerateRequest req = ids_request({i + 1, 7, 9}, 120);
+            if (i % 3 == 1) req.set_n(2);
+            grpc::ClientContext ctx;
+            ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+            auto reader = stub->Generate(&ctx, req);
+            v1::GenerateResponse msg;
+            int got = 0;
+            const int cancel_after = i % 4 == 0 ? 5 + 7 * i : -1;  // a quarter cancel mid-stream
+            while (reader->Read(&msg)) {
+                if (!msg.has_delta()) continue;
+                if (got++ == 0) tokens_seen.fetch_add(1);
+                if (got == cancel_after) ctx.TryCancel();
+            }
+            const grpc::Status st = reader->Finish();
+            if (got == 0) tokens_seen.fetch_add(1);
+            if (st.ok()) ok.fetch_add(1);
+            else if (st.error_code() == grpc::StatusCode::CANCELLED) cancelled.fetch_add(1);
+            else unexpected[size_t(i)] = st.error_message();
+        });
+    for (int i = 0; i < 2000 && tokens_seen.load() < kStreams; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // Two of the three workers die, one after the other, while streams run and cancel.
+    for (int k = 0; k < 2; ++k) {
+        ::kill(workers[size_t(k)]->pid, SIGKILL);
+        ::waitpid(workers[size_t(k)]->pid, nullptr, 0);
+        workers[size_t(k)]->pid = -1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    }
+    for (auto& t : clients) t.join();
+    for (int i = 0; i < kStreams; ++i) EXPECT_TRUE(unexpected[size_t(i)].empty()) << "stream " << i << ": " << unexpected[size_t(i)];
+    for (int i = 0; i < 100 && front.inflight.load() != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(front.inflight.load(), 0);
+    std::printf("%d completed, %d cancelled, %.0f continuations migrated\n", ok.load(), cancelled.load(),
+                front.metrics().migrations.value());
+    (*server)->shutdown(0);
 }
 
 }  // namespace

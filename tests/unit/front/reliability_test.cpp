@@ -164,6 +164,25 @@ TEST(FrontReliability, SeededAndParallelSamplesMigrateExactly) {
     EXPECT_GE(front_migrations(c), 1);
 }
 
+// A worker that hangs (SIGSTOP: its sockets stay open, nothing answers) is found by the front's HTTP/2
+// keepalive pings (--worker-keepalive-ms); its streams then migrate like a dead worker's.
+TEST(FrontReliability, HungWorkerIsFoundByKeepaliveAndItsStreamsMigrate) {
+    Cluster c(ClusterOptions{.workers = 2, .front_args = {"--worker-keepalive-ms", "1000"}});
+    ASSERT_GT(c.port, 0);
+    ASSERT_TRUE(c.wait_ready(2));
+    const auto reqs = greedy_requests(4, 300);
+    const std::vector<StreamResult> reference = ConcurrentStreams(c, reqs).join();
+    ConcurrentStreams run(c, reqs);
+    ASSERT_TRUE(run.wait_first_tokens());
+    const int victim = busiest_worker(c);
+    ASSERT_GE(victim, 0);
+    ::kill(c.worker_pids[size_t(victim)], SIGSTOP);
+    const std::vector<StreamResult> got = run.join();
+    c.kill_worker(victim);
+    expect_same_streams(got, reference, reqs);
+    EXPECT_GE(front_migrations(c), 1);
+}
+
 // --max-migrations 0 turns it off: the stream ends with UNAVAILABLE saying so (and to retry).
 TEST(FrontReliability, MigrationOffEndsTheStream) {
     Cluster c(ClusterOptions{.workers = 2, .front_args = {"--max-migrations", "0"}});
