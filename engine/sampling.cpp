@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/det_exp.h"
 #include "engine/philox.h"
 
 namespace dg {
@@ -116,7 +117,7 @@ int32_t Sampler::sample_adjusted(std::span<const float> logits, int64_t position
     std::vector<double> prob(keep);
     const double top = logits[idx[0]];
     double sum = 0;
-    for (int32_t i = 0; i < keep; ++i) sum += prob[i] = std::exp((double(logits[idx[i]]) - top) / p_.temperature);
+    for (int32_t i = 0; i < keep; ++i) sum += prob[i] = det_exp((double(logits[idx[i]]) - top) / p_.temperature);
     for (double& q : prob) q /= sum;
     if (p_.top_p < 1.f) {
         double acc = 0;

@@ -12,10 +12,8 @@
 //    the host's order, because double addition is not associative;
 //  * the penalties and the draw use explicitly rounded operations (__fmul_rn, __dmul_rn, ...) so nvcc
 //    cannot fuse a multiply and an add into an FMA that the host does not do.
-// What can still differ on a real GPU: CUDA's double exp() is within 1 ulp, not necessarily the same ulp
-// as the host libm's, so a probability's last bit can differ; a token choice changes only if the draw
-// falls within that last bit of a boundary (docs/cuda.md "Sampling"). Under the emulation exp() is the
-// host's and every bit matches.
+//  * the exponential is det_exp (engine/det_exp.h), built from IEEE-rounded + and × only, which gives the
+//    same bits on both sides where libm's and CUDA's exp() could differ in the last ulp.
 //
 // Logprobs are of the raw logits (before penalties and temperature), as compute_logprobs: the max and
 // the sum of exp(l - max) are block reductions (a different summation order from the host's, so the
@@ -32,6 +30,7 @@
 #include "engine/cuda/cuda_common.cuh"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/det_exp.h"
 #include "engine/philox.h"
 
 namespace dg::cuda {
@@ -136,7 +135,7 @@ __global__ void sample_kernel(const float* logits, int64_t V, const SampleRowDev
         const int64_t keep0 = (r.top_k > 0 && r.top_k < V) ? r.top_k : V;
         const double top = src[key_id(keys[0])];
         const double temp = r.temperature;
-        for (int64_t i = tid; i < keep0; i += kSampleThreads) prob[i] = exp((double(src[key_id(keys[i])]) - top) / temp);
+        for (int64_t i = tid; i < keep0; i += kSampleThreads) prob[i] = det_exp((double(src[key_id(keys[i])]) - top) / temp);
         __syncthreads();
         if (tid == 0) {
             double sum = 0;
