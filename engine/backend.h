@@ -10,11 +10,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "engine/batch.h"
 #include "engine/formats/dtype.h"
+#include "engine/sampling.h"
 #include "engine/weights.h"
 
 namespace dg {
@@ -98,6 +100,13 @@ public:
 
     // MoE FFN: softmax router, top-k renormalised, experts, sigmoid-gated shared expert. y[n, H].
     virtual void moe_ffn(const float* x_n_h, int32_t n, const MoeWeights& w, int64_t top_k, float* y_n_h) = 0;
+
+    // --- sampling where the logits are. `logits`: backend memory [n_logit_rows][vocab] (Model::forward's).
+    // Returns one SampledToken per row, in order: only token ids (and the logprobs a row asks for) leave
+    // the device. CPU: sample_rows_host (engine/sampling.h), the oracle. CUDA: engine/cuda/sampling.cu,
+    // which makes the same token choices bit for bit (docs/cuda.md "Sampling").
+    virtual absl::Status sample(const float* logits, int32_t n_logit_rows, int64_t vocab,
+                                std::span<const SampleRow> rows, std::vector<SampledToken>* out) = 0;
 };
 
 // kCpu: the serving CPU path (quantised weights dotted with 8-bit activation blocks, engine/cpu/quant_dot.h).

@@ -138,7 +138,7 @@ void Model::mlp(int32_t l, int32_t n) {
     be.matmul(ws_.ff1, n, lw.mlp.down, ws_.y);
 }
 
-absl::Status Model::forward(const StepBatch& b, std::vector<float>* logits) {
+absl::Status Model::run(const StepBatch& b) {
     DG_RETURN_IF_ERROR(validate(b));
     const ModelConfig& c = config();
     const int32_t n = b.n_tokens(), rows = b.n_logit_rows();
@@ -169,9 +169,23 @@ absl::Status Model::forward(const StepBatch& b, std::vector<float>* logits) {
     be.copy_rows(ws_.x, out_rows.data(), rows, H, ws_.last);
     be.rmsnorm(ws_.last, weights_->final_norm.data(), rows, H, c.rms_eps, ws_.last);
     be.matmul(ws_.last, rows, weights_->lm_head, ws_.logits);
-    logits->resize(size_t(rows) * c.vocab_size);
-    be.to_host(ws_.logits, logits->data(), int64_t(rows) * c.vocab_size);
-    return be.take_error();
+    return absl::OkStatus();
+}
+
+absl::Status Model::forward(const StepBatch& b, std::vector<float>* logits) {
+    DG_RETURN_IF_ERROR(run(b));
+    const int64_t n = int64_t(b.n_logit_rows()) * config().vocab_size;
+    logits->resize(size_t(n));
+    backend_->to_host(ws_.logits, logits->data(), n);
+    return backend_->take_error();
+}
+
+absl::Status Model::forward_sample(const StepBatch& b, std::span<const SampleRow> rows, std::vector<SampledToken>* out) {
+    DG_RETURN_IF_ERROR(run(b));
+    DG_RETURN_IF_ERROR(backend_->take_error());
+    const absl::Status st = backend_->sample(ws_.logits, b.n_logit_rows(), config().vocab_size, rows, out);
+    DG_RETURN_IF_ERROR(backend_->take_error());
+    return st;
 }
 
 }  // namespace dg

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -30,9 +31,13 @@ public:
 
     // Runs one step. logits: [b.n_logit_rows(), vocab] on the host, rows in StepBatch order.
     absl::Status forward(const StepBatch& b, std::vector<float>* logits);
+    // Runs one step and samples `rows` of its logits on the backend (Backend::sample), where the logits
+    // are: on CUDA only the tokens (and requested logprobs) come back to the host, not [rows, vocab].
+    absl::Status forward_sample(const StepBatch& b, std::span<const SampleRow> rows, std::vector<SampledToken>* out);
 
 private:
     Model() = default;
+    absl::Status run(const StepBatch& b);  // the step up to the logits, left in ws_.logits (backend memory)
     absl::Status reserve(int32_t n_tokens, int32_t n_logit_rows);
     void mixer(const StepBatch& b, int32_t layer, int32_t n);
     void mlp(int32_t layer, int32_t n);

@@ -69,6 +69,22 @@ absl::StatusOr<std::vector<float>> Runner::feed(int32_t seq, std::span<const int
 
 absl::StatusOr<std::vector<float>> Runner::feed_batch(
     const std::vector<std::pair<int32_t, std::vector<int32_t>>>& work, bool all_logits) {
+    std::vector<float> logits;
+    DG_RETURN_IF_ERROR(step(work, all_logits, &logits, {}, nullptr));
+    return logits;
+}
+
+absl::StatusOr<std::vector<SampledToken>> Runner::feed_sample(int32_t seq, std::span<const int32_t> tokens,
+                                                              std::span<const SampleRow> rows) {
+    if (tokens.empty()) return absl::InvalidArgumentError("runner: no tokens to feed");
+    std::vector<SampledToken> drawn;
+    DG_RETURN_IF_ERROR(step({{seq, std::vector<int32_t>(tokens.begin(), tokens.end())}}, false, nullptr, rows, &drawn));
+    return drawn;
+}
+
+absl::Status Runner::step(const std::vector<std::pair<int32_t, std::vector<int32_t>>>& work, bool all_logits,
+                          std::vector<float>* logits, std::span<const SampleRow> rows,
+                          std::vector<SampledToken>* drawn) {
     StepBatch b;
     for (const auto& [seq, toks] : work) {
         DG_RETURN_IF_ERROR(check_seq(seq));
@@ -88,10 +104,9 @@ absl::StatusOr<std::vector<float>> Runner::feed_batch(
         b.seqs.push_back(sl);
         b.tokens.insert(b.tokens.end(), toks.begin(), toks.end());
     }
-    std::vector<float> logits;
-    DG_RETURN_IF_ERROR(model_->forward(b, &logits));
+    DG_RETURN_IF_ERROR(logits ? model_->forward(b, logits) : model_->forward_sample(b, rows, drawn));
     for (const auto& [seq, toks] : work) seqs_[seq].pos += int64_t(toks.size());
-    return logits;
+    return absl::OkStatus();
 }
 
 }  // namespace dg

@@ -47,7 +47,15 @@ public:
     absl::StatusOr<std::vector<float>> feed_batch(const std::vector<std::pair<int32_t, std::vector<int32_t>>>& work,
                                                   bool all_logits);
 
+    // Runs `tokens` as ONE step of sequence `seq` and samples `rows` of its last-row logits on the backend
+    // (Model::forward_sample): the tokens come back, not the logits.
+    absl::StatusOr<std::vector<SampledToken>> feed_sample(int32_t seq, std::span<const int32_t> tokens,
+                                                          std::span<const SampleRow> rows);
+
 private:
+    // One batched step: logits to the host when `logits`, else `rows` sampled into `drawn`.
+    absl::Status step(const std::vector<std::pair<int32_t, std::vector<int32_t>>>& work, bool all_logits,
+                      std::vector<float>* logits, std::span<const SampleRow> rows, std::vector<SampledToken>* drawn);
     struct Seq {
         bool used = false;
         int64_t pos = 0;

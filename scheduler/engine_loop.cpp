@@ -422,13 +422,39 @@ absl::StatusOr<bool> EngineLoop::step() {
         b.seqs.push_back(sl);
         b.tokens.insert(b.tokens.end(), s.tokens.begin() + s.pos, s.tokens.begin() + s.pos + w.len);
     }
-    std::vector<float> logits;
-    if (absl::Status st = model_->forward(b, &logits); !st.ok()) {
+    // What the step samples, on the backend where the logits are (only tokens and requested logprobs come
+    // back): the last row of each sequence that reaches the end of its tokens, and for a pending fork each
+    // child's first token from that same row (the child's own seed, the parent's history).
+    std::vector<SampleRow> rows;
+    std::vector<int32_t> first_row(work.size(), -1);  // per work item: its entry in `rows`
+    for (size_t i = 0; i < work.size(); ++i) {
+        const Seq& s = seqs_.at(work[i].id);
+        if (s.pos + work[i].len != int32_t(s.tokens.size())) continue;
+        const Request& q = reqs_.at(s.req).req;
+        SampleRow row;
+        row.logit_row = int32_t(i);
+        row.params = s.sampler.params();
+        row.position = int64_t(s.tokens.size()) - s.gen_start;
+        row.tokens = s.tokens;
+        row.prompt_len = s.gen_start;
+        row.logprob = q.logprobs || q.top_logprobs > 0;
+        row.top_logprobs = q.top_logprobs;
+        first_row[i] = int32_t(rows.size());
+        rows.push_back(row);
+        if (s.fork_pending)
+            for (int32_t c = 1; c < q.n; ++c) {
+                SampleRow child = row;
+                child.params = q.sampling;
+                child.params.seed = child_seed(q.sampling.seed, c);
+                rows.push_back(child);
+            }
+    }
+    std::vector<SampledToken> drawn;
+    if (absl::Status st = model_->forward_sample(b, rows, &drawn); !st.ok()) {
         for (const Work& w : work)
             if (auto it = seqs_.find(w.id); it != seqs_.end()) end_request(it->second.req, FinishReason::kError, st);
         return st;
     }
-    const int64_t V = model_->config().vocab_size;
     for (size_t i = 0; i < work.size(); ++i) {
         auto it = seqs_.find(work[i].id);
         if (it == seqs_.end()) continue;
@@ -437,7 +463,8 @@ absl::StatusOr<bool> EngineLoop::step() {
         const ReqState& r = reqs_.at(s.req);
         if (is_checkpoint_position(s.pos, work[i].len, s.prompt_len, opt_.checkpoint_every, r.req.checkpoint_at))
             checkpoint(s, /*path_end=*/s.pos >= s.prompt_len);  // periodic and hinted positions are inside the prompt
-        if (s.pos == int32_t(s.tokens.size())) on_token(work[i].id, std::span<const float>(logits.data() + i * V, V));
+        if (s.pos == int32_t(s.tokens.size()))
+            on_token(work[i].id, std::span<const SampledToken>(drawn).subspan(size_t(first_row[i])));
     }
     return true;
 }
@@ -502,7 +529,7 @@ bool EngineLoop::stop_token(const Seq& s, int32_t token) const {
     return std::find(q.stop_tokens.begin(), q.stop_tokens.end(), token) != q.stop_tokens.end();
 }
 
-void EngineLoop::on_token(SeqId id, std::span<const float> logits) {
+void EngineLoop::on_token(SeqId id, std::span<const SampledToken> drawn) {
     Seq& s = seqs_.at(id);
     ReqState& r = reqs_.at(s.req);
     if (!r.has_first_token) {
@@ -514,18 +541,17 @@ void EngineLoop::on_token(SeqId id, std::span<const float> logits) {
     }
     if (s.fork_pending) {
         s.fork_pending = false;
-        fork(id, logits);
+        fork(id, drawn.subspan(1));
     }
     Seq& me = seqs_.at(id);  // fork() inserted into seqs_ (std::map: references stay valid, but be plain)
-    const int32_t token = me.sampler.sample(logits, int64_t(me.tokens.size()) - me.gen_start, me.tokens, me.gen_start);
+    const int32_t token = drawn[0].token;
     Event e;
     e.id = me.req;
     e.index = me.index;
     e.token = token;
     if (r.req.logprobs || r.req.top_logprobs > 0) {
-        TokenLogprobs lp = compute_logprobs(logits, token, r.req.top_logprobs);
-        e.logprob = lp.logprob;
-        e.top_logprobs = std::move(lp.top);
+        e.logprob = drawn[0].lp.logprob;
+        e.top_logprobs = drawn[0].lp.top;
     }
     me.tokens.push_back(token);
     ++me.generated;
@@ -540,7 +566,8 @@ void EngineLoop::on_token(SeqId id, std::span<const float> logits) {
     emit(r, e);
 }
 
-void EngineLoop::fork(SeqId parent_id, std::span<const float> logits) {
+// `drawn[i - 1]`: child i's first token, drawn in the step with its own seed.
+void EngineLoop::fork(SeqId parent_id, std::span<const SampledToken> drawn) {
     const int32_t bt = pool_->block_tokens();
     ReqState& r = reqs_.at(seqs_.at(parent_id).req);
     for (int32_t i = 1; i < r.req.n; ++i) {
@@ -591,7 +618,7 @@ void EngineLoop::fork(SeqId parent_id, std::span<const float> logits) {
             waiting_.push_back(cid);
             set_awaited(c, p.last_checkpoint);  // the prompt-end checkpoint the parent just took
         }
-        on_token(cid, logits);
+        on_token(cid, drawn.subspan(size_t(i - 1), 1));
     }
 }
 

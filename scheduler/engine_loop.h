@@ -159,8 +159,9 @@ private:
     void set_awaited(Seq& s, uint64_t key);
     // Moves the match's host blocks (and a host tail) back into fresh device blocks of `s`.
     void upload_match(Seq& s, const PrefixMatch& m, const std::vector<uint8_t>& host_tail, int32_t device_tail);
-    void on_token(SeqId id, std::span<const float> logits);
-    void fork(SeqId parent, std::span<const float> logits);
+    // drawn[0]: this sequence's token (sampled in the step); drawn[1..]: a pending fork's children's.
+    void on_token(SeqId id, std::span<const SampledToken> drawn);
+    void fork(SeqId parent, std::span<const SampledToken> drawn);
     bool stop_token(const Seq& s, int32_t token) const;
     void release(Seq& s);
     // `with_token`: the event carrying the last sampled token (and its logprobs), if any.

@@ -129,6 +129,14 @@ public:
         cpu::moe_ffn(x, n, w, top_k, y, exact_ ? cpu::matmul : cpu::matmul_fast);
     }
 
+    // The logits are host memory already: the host sampler reads them in place (no copy).
+    absl::Status sample(const float* logits, int32_t n_logit_rows, int64_t vocab, std::span<const SampleRow> rows,
+                        std::vector<SampledToken>* out) override {
+        DG_RETURN_IF_ERROR(validate_sample_rows(rows, n_logit_rows, vocab));
+        sample_rows_host(logits, vocab, rows, out);
+        return absl::OkStatus();
+    }
+
 private:
     struct StateCtx {
         CpuBackend* self;

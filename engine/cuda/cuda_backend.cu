@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -383,7 +384,69 @@ public:
         cuda::gather_add_rows(out_rows, dsrc, dw, n, k, H, y, 0);
     }
 
+    // Sampling where the logits are (engine/cuda/sampling.cu): one asynchronous upload of the rows'
+    // descriptors and penalty entries from pinned memory, one launch, and one synchronous download of
+    // the tokens (and requested logprobs): a few hundred bytes per row instead of the vocab-sized rows.
+    absl::Status sample(const float* logits, int32_t n_logit_rows, int64_t vocab, std::span<const SampleRow> rows,
+                        std::vector<SampledToken>* out) override {
+        DG_RETURN_IF_ERROR(validate_sample_rows(rows, n_logit_rows, vocab));
+        out->assign(rows.size(), SampledToken{});
+        if (rows.empty()) return absl::OkStatus();
+        std::vector<cuda::SampleOutDev> got(rows.size());
+        guard([&] { sample_impl(logits, vocab, rows, got.data()); });
+        DG_RETURN_IF_ERROR(take_error());
+        for (size_t i = 0; i < rows.size(); ++i) {
+            const cuda::SampleOutDev& g = got[i];
+            SampledToken& t = (*out)[i];
+            t.token = g.token;
+            if (!rows[i].logprob && rows[i].top_logprobs == 0) continue;
+            t.lp.logprob = g.logprob;
+            for (int32_t j = 0; j < g.n_top; ++j) t.lp.top.emplace_back(g.top_id[j], g.top_lp[j]);
+        }
+        return absl::OkStatus();
+    }
+    void sample_impl(const float* logits, int64_t vocab, std::span<const SampleRow> rows, cuda::SampleOutDev* host_out) {
+        const cuda::SamplePlan plan = cuda::plan_sample(rows, vocab);
+        const size_t n = plan.rows.size(), rows_bytes = n * sizeof(cuda::SampleRowDev);
+        const size_t bytes = rows_bytes + plan.pens.size() * sizeof(cuda::SamplePenaltyDev);
+        uint8_t* staging = sample_staging_.need(bytes);
+        std::memcpy(staging, plan.rows.data(), rows_bytes);
+        if (!plan.pens.empty()) std::memcpy(staging + rows_bytes, plan.pens.data(), bytes - rows_bytes);
+        uint8_t* in = sample_in_.need(bytes);
+        DG_CUDA_CHECK(cudaMemcpyAsync(in, staging, bytes, cudaMemcpyHostToDevice, 0));
+        cuda::SampleWorkspace ws{};
+        if (plan.n_adj) ws.adj = sample_adj_.need(size_t(plan.n_adj) * vocab);
+        if (plan.n_sort) {
+            ws.keys = sample_keys_.need(size_t(plan.n_sort) * cuda::sample_key_stride(vocab));
+            ws.prob = sample_prob_.need(size_t(plan.n_sort) * vocab);
+        }
+        cuda::SampleOutDev* dout = sample_out_.need(n);
+        cuda::sample_rows(logits, vocab, reinterpret_cast<const cuda::SampleRowDev*>(in), int32_t(n),
+                          reinterpret_cast<const cuda::SamplePenaltyDev*>(in + rows_bytes), ws, dout, 0);
+        DG_CUDA_CHECK(cudaMemcpy(host_out, dout, n * sizeof(cuda::SampleOutDev), cudaMemcpyDeviceToHost));
+    }
+
 private:
+    // Pinned host memory that only grows (the staging buffer of asynchronous uploads). Reused only after
+    // the step's final synchronous download, so an upload never reads a buffer being rewritten.
+    struct PinnedScratch {
+        uint8_t* ptr = nullptr;
+        size_t cap = 0;
+        uint8_t* need(size_t n) {
+            if (n > cap) {
+                if (ptr) DG_CUDA_CHECK(cudaFreeHost(ptr));
+                ptr = nullptr, cap = 0;
+                const size_t want = std::max<size_t>(n, 4096);
+                DG_CUDA_CHECK(cudaMallocHost(&ptr, want));
+                cap = want;
+            }
+            return ptr;
+        }
+        ~PinnedScratch() {
+            if (ptr) cudaFreeHost(ptr);
+        }
+    };
+
     // Owns one device allocation (KV layers, the state slots): freed with the backend, or when an
     // init_caches that allocated it fails part way.
     class DeviceBuffer {
@@ -493,6 +556,12 @@ private:
     Scratch<DevSeq> gdn_seqs_;
     Scratch<uint32_t> gdn_arrivals_;
     Scratch<float> gdn_scratch_, scores_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_x_, moe_y_, moe_w_;
+    PinnedScratch sample_staging_;
+    Scratch<uint8_t> sample_in_;
+    Scratch<float> sample_adj_;
+    Scratch<uint64_t> sample_keys_;
+    Scratch<double> sample_prob_;
+    Scratch<cuda::SampleOutDev> sample_out_;
 };
 
 }  // namespace

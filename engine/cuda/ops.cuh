@@ -5,8 +5,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <span>
+#include <vector>
 
 #include "engine/backend.h"
+#include "engine/sampling.h"
 
 namespace dg::cuda {
 
@@ -105,5 +108,47 @@ struct KvLayerDev {
 void attention(const SeqSlice* seqs, int32_t n_seqs, const AttnDims& d, const float* q_norm, const float* k_norm,
                float eps, const float* qg, const float* k_in, const float* v_in, float* out, const KvLayerDev& kv,
                float* scores, cudaStream_t s);
+
+// --- sampling on the device (engine/cuda/sampling.cu): the host sampler's twin, one block per row.
+struct SampleRowDev {
+    int32_t logit_row;
+    float temperature;
+    int32_t top_k;
+    float top_p, min_p;
+    float repetition, presence, frequency;
+    uint64_t seed, position;
+    int32_t want_logprob, top_n;
+    int32_t adj_slot;   // row of the penalised-logits workspace, -1 without penalties
+    int32_t sort_slot;  // row of the sort/probability workspace, -1 when greedy
+    int32_t pen_off, pen_n;  // its entries in the penalty list
+};
+struct SamplePenaltyDev {
+    int32_t token;      // a distinct in-vocabulary token of the history
+    int32_t gen_count;  // its occurrences among the generated tokens
+};
+struct SampleOutDev {
+    int32_t token;
+    float logprob;
+    int32_t n_top;
+    int32_t top_id[kMaxTopLogprobs];
+    float top_lp[kMaxTopLogprobs];
+};
+struct SampleWorkspace {
+    float* adj;     // [n_adj][vocab]
+    uint64_t* keys; // [n_sort][sample_key_stride(vocab)]
+    double* prob;   // [n_sort][vocab]
+};
+// The rows' device descriptors and penalty entries, built on the host (apply_penalties' history reduced to
+// one entry per distinct token), and how many workspace rows they need.
+struct SamplePlan {
+    std::vector<SampleRowDev> rows;
+    std::vector<SamplePenaltyDev> pens;
+    int32_t n_adj = 0, n_sort = 0;
+};
+SamplePlan plan_sample(std::span<const SampleRow> rows, int64_t vocab);
+int64_t sample_key_stride(int64_t vocab);  // vocab rounded up to a power of two
+// One launch: out_dev[i] = row i's token (and logprobs). logits: [n_logit_rows][vocab] on the device.
+void sample_rows(const float* logits, int64_t vocab, const SampleRowDev* rows_dev, int32_t n_rows,
+                 const SamplePenaltyDev* pens_dev, const SampleWorkspace& ws, SampleOutDev* out_dev, cudaStream_t s);
 
 }  // namespace dg::cuda

@@ -33,6 +33,7 @@ struct Counters {
     int64_t memsets = 0;
     int64_t host_syncs = 0;       // cudaDeviceSynchronize / StreamSynchronize / EventSynchronize, sync memcpy
     int64_t blocks = 0, threads = 0;
+    int64_t bytes_d2h = 0;        // bytes of the device->host copies (what leaves the device)
 };
 Counters counters();
 void reset_counters();

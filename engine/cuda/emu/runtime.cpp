@@ -71,7 +71,7 @@ const int g_sms = int(env_int("DG_CUDA_EMU_SMS", 132));
 
 struct AtomicCounters {
     std::atomic<int64_t> kernel_launches{0}, graph_launches{0}, h2d{0}, d2h{0}, d2d{0}, async{0}, memsets{0},
-        syncs{0}, blocks{0}, threads{0};
+        syncs{0}, blocks{0}, threads{0}, bytes_d2h{0};
 } g_count;
 
 // ---- errors -----------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ cudaError_t do_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kin
     if (src_dev) if (cudaError_t e = check_side(api, (std::string(kind_name(kind)) + " source").c_str(), src, bytes)) return e;
     std::memmove(dst, src, bytes);
     if (kind == cudaMemcpyHostToDevice) ++g_count.h2d;
-    if (kind == cudaMemcpyDeviceToHost) ++g_count.d2h;
+    if (kind == cudaMemcpyDeviceToHost) ++g_count.d2h, g_count.bytes_d2h += int64_t(bytes);
     if (kind == cudaMemcpyDeviceToDevice) ++g_count.d2d;
     if (async) ++g_count.async;
     return cudaSuccess;
@@ -338,11 +338,13 @@ Counters counters() {
     c.kernel_launches = g_count.kernel_launches, c.graph_launches = g_count.graph_launches;
     c.copies_h2d = g_count.h2d, c.copies_d2h = g_count.d2h, c.copies_d2d = g_count.d2d, c.async_copies = g_count.async;
     c.memsets = g_count.memsets, c.host_syncs = g_count.syncs, c.blocks = g_count.blocks, c.threads = g_count.threads;
+    c.bytes_d2h = g_count.bytes_d2h;
     return c;
 }
 void reset_counters() {
     for (auto* a : {&g_count.kernel_launches, &g_count.graph_launches, &g_count.h2d, &g_count.d2h, &g_count.d2d,
-                    &g_count.async, &g_count.memsets, &g_count.syncs, &g_count.blocks, &g_count.threads})
+                    &g_count.async, &g_count.memsets, &g_count.syncs, &g_count.blocks, &g_count.threads,
+                    &g_count.bytes_d2h})
         *a = 0;
 }
 int64_t device_memory_bytes() {

@@ -19,6 +19,7 @@
 #include "engine/model_export.h"
 #include "engine/model_source.h"
 #include "engine/runner.h"
+#include "engine/sampling.h"
 #include "engine/weights.h"
 
 #ifdef DG_CUDA_EMU
@@ -34,8 +35,10 @@ struct StepShape {
     const char* name;
     const char* preset;  // the layer structure copied from this preset
     const char* weight_type;
+    bool device_sampling;  // the scheduler's step: the token drawn on the device (Model::forward_sample)
     // Ceilings: today's counts for one batch-1 decode step (see the file comment).
     int64_t max_launches, max_copies, max_syncs;
+    int64_t max_d2h_bytes;  // 0 = not checked
 };
 
 // `preset`'s layers and routing at the tiny preset's widths and heads, which the emulation runs quickly.
@@ -53,7 +56,7 @@ ModelConfig narrow(const char* preset) {
 }
 
 struct Counts {
-    int64_t launches, graphs, h2d, d2h, d2d, async, syncs;
+    int64_t launches, graphs, h2d, d2h, d2d, async, syncs, d2h_bytes;
     int64_t copies() const { return h2d + d2h + d2d; }
 };
 
@@ -77,30 +80,56 @@ Counts count_decode_step(const StepShape& s) {
     EXPECT_TRUE(seq.ok());
     const std::vector<int32_t> prompt = {3, 1, 4, 1};
     EXPECT_TRUE((*runner)->feed(*seq, prompt, false).ok());  // prefill, not counted
-    emu::reset_counters();
     const std::vector<int32_t> next = {5};
-    auto logits = (*runner)->feed(*seq, next, false);  // one decode step, logits on the host
-    EXPECT_TRUE(logits.ok()) << logits.status();
+    if (s.device_sampling) {
+        // What the scheduler's decode step does: a seeded top-k/top-p draw with penalties, on the device.
+        std::vector<int32_t> history = prompt;
+        std::vector<SampleRow> rows(1);
+        rows[0].params = {.temperature = 0.8f, .top_k = 40, .top_p = 0.9f, .seed = 7, .repetition_penalty = 1.1f};
+        rows[0].position = 0;
+        rows[0].tokens = history;
+        rows[0].prompt_len = int32_t(prompt.size());
+        emu::reset_counters();
+        auto drawn = (*runner)->feed_sample(*seq, next, rows);
+        EXPECT_TRUE(drawn.ok()) << drawn.status();
+    } else {
+        emu::reset_counters();
+        auto logits = (*runner)->feed(*seq, next, false);  // one decode step, logits on the host
+        EXPECT_TRUE(logits.ok()) << logits.status();
+    }
     const emu::Counters k = emu::counters();
-    return {k.kernel_launches, k.graph_launches, k.copies_h2d, k.copies_d2h, k.copies_d2d, k.async_copies, k.host_syncs};
+    return {k.kernel_launches, k.graph_launches, k.copies_h2d, k.copies_d2h, k.copies_d2d, k.async_copies, k.host_syncs,
+            k.bytes_d2h};
 }
 
 TEST(CudaStepCounters, DecodeStepDoesNotGrow) {
     const std::vector<StepShape> shapes = {
-        // 2026-12-05: 900 kernels, 66 H2D + 1 D2H copies, 68 host syncs.
-        {"27b-layers", "27b", "q8_0", 900, 67, 68},
-        // 2026-12-05: 2324 kernels, 442 H2D + 41 D2H copies (MoE routing goes to the host per layer), 484 syncs.
-        {"35b-a3b-layers", "35b-a3b", "q8_0", 2324, 483, 484},
+        // Logits to the host (Runner::feed, the CLI's path). 2026-12-05: 900 kernels, 66 H2D + 1 D2H
+        // copies, 68 host syncs.
+        {"27b-layers", "27b", "q8_0", false, 900, 67, 68, 0},
+        // The scheduler's step, sampled on the device (2026-12-05): the sampler adds one launch and one
+        // asynchronous upload from pinned memory (no synchronisation); the one synchronous download
+        // carries the token (172 bytes) instead of the vocab-sized logits row (4,096 bytes at the tiny
+        // vocab, 993,280 at Qwen3.5's).
+        {"27b-layers", "27b", "q8_0", true, 901, 68, 68, 172},
+        // 2026-12-05: 2325 kernels, 443 H2D (1 async) + 41 D2H copies, 484 syncs; 2,732 bytes down: the
+        // token's 172 and 40 layers of MoE router logits (16 experts here) that routing still reads on the
+        // host. (The logits-to-host step of this shape, not run to save CI time: 2324 kernels, 442 H2D +
+        // 41 D2H, 484 syncs, 6,656 bytes down.)
+        {"35b-a3b-layers", "35b-a3b", "q8_0", true, 2325, 484, 484, 2732},
     };
     std::printf("\none batch-1 decode step on the CUDA emulation (issue 15 target: 1 graph launch, 1 async "
                 "upload, 1 token download, 0 syncs inside)\n");
-    std::printf("| model layers | kernels | graphs | copies H2D | D2H | D2D | of them async | host syncs |\n");
-    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    std::printf("| model layers | step | kernels | graphs | copies H2D | D2H | D2D | of them async | host syncs | D2H bytes |\n");
+    std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const auto& s : shapes) {
         const Counts n = count_decode_step(s);
-        std::printf("| %s (%s) | %lld | %lld | %lld | %lld | %lld | %lld | %lld |\n", s.name, s.weight_type,
-                    (long long)n.launches, (long long)n.graphs, (long long)n.h2d, (long long)n.d2h, (long long)n.d2d,
-                    (long long)n.async, (long long)n.syncs);
+        std::printf("| %s (%s) | %s | %lld | %lld | %lld | %lld | %lld | %lld | %lld | %lld |\n", s.name, s.weight_type,
+                    s.device_sampling ? "sampled on the device" : "logits to the host", (long long)n.launches,
+                    (long long)n.graphs, (long long)n.h2d, (long long)n.d2h, (long long)n.d2d, (long long)n.async,
+                    (long long)n.syncs, (long long)n.d2h_bytes);
+        if (s.max_d2h_bytes > 0)
+            EXPECT_LE(n.d2h_bytes, s.max_d2h_bytes) << s.name << ": more bytes leave the device per step";
         EXPECT_GT(n.launches, 0) << s.name << ": the step ran no kernel";
         if (s.max_launches > 0) EXPECT_LE(n.launches, s.max_launches) << s.name << ": more kernel launches per step";
         if (s.max_copies > 0) EXPECT_LE(n.copies(), s.max_copies) << s.name << ": more copies per step";

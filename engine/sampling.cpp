@@ -1,14 +1,16 @@
-#include "scheduler/sampling.h"
+#include "engine/sampling.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <numeric>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/det_exp.h"
 #include "engine/philox.h"
 
-namespace dg::sched {
+namespace dg {
 
 absl::Status validate_sampling(const SamplingParams& p) {
     if (!std::isfinite(p.temperature) || p.temperature < 0)
@@ -115,7 +117,7 @@ int32_t Sampler::sample_adjusted(std::span<const float> logits, int64_t position
     std::vector<double> prob(keep);
     const double top = logits[idx[0]];
     double sum = 0;
-    for (int32_t i = 0; i < keep; ++i) sum += prob[i] = std::exp((double(logits[idx[i]]) - top) / p_.temperature);
+    for (int32_t i = 0; i < keep; ++i) sum += prob[i] = det_exp((double(logits[idx[i]]) - top) / p_.temperature);
     for (double& q : prob) q /= sum;
     if (p_.top_p < 1.f) {
         double acc = 0;
@@ -138,4 +140,33 @@ int32_t Sampler::sample_adjusted(std::span<const float> logits, int64_t position
     return idx[keep - 1];
 }
 
-}  // namespace dg::sched
+absl::Status validate_sample_rows(std::span<const SampleRow> rows, int32_t n_logit_rows, int64_t vocab) {
+    if (vocab <= 0 || vocab > INT32_MAX) return absl::InvalidArgumentError(absl::StrCat("sample: bad vocabulary size ", vocab));
+    for (size_t i = 0; i < rows.size(); ++i) {
+        const SampleRow& r = rows[i];
+        if (r.logit_row < 0 || r.logit_row >= n_logit_rows)
+            return absl::InvalidArgumentError(
+                absl::StrCat("sample row ", i, ": logit row ", r.logit_row, " outside [0, ", n_logit_rows, ")"));
+        if (r.top_logprobs < 0 || r.top_logprobs > kMaxTopLogprobs)
+            return absl::InvalidArgumentError(
+                absl::StrCat("sample row ", i, ": top_logprobs ", r.top_logprobs, " outside [0, ", kMaxTopLogprobs, "]"));
+        if (r.position < 0) return absl::InvalidArgumentError(absl::StrCat("sample row ", i, ": negative position"));
+        if (absl::Status st = validate_sampling(r.params); !st.ok())
+            return absl::InvalidArgumentError(absl::StrCat("sample row ", i, ": ", st.message()));
+    }
+    return absl::OkStatus();
+}
+
+void sample_rows_host(const float* logits, int64_t vocab, std::span<const SampleRow> rows,
+                      std::vector<SampledToken>* out) {
+    out->assign(rows.size(), SampledToken{});
+    for (size_t i = 0; i < rows.size(); ++i) {
+        const SampleRow& r = rows[i];
+        const std::span<const float> row(logits + int64_t(r.logit_row) * vocab, size_t(vocab));
+        SampledToken& t = (*out)[i];
+        t.token = Sampler(r.params).sample(row, r.position, r.tokens, r.prompt_len);
+        if (r.logprob || r.top_logprobs > 0) t.lp = compute_logprobs(row, t.token, r.top_logprobs);
+    }
+}
+
+}  // namespace dg
