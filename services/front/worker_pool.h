@@ -2,7 +2,8 @@
 // headless Service gives one A record per ready pod). Each worker has one channel and a watcher thread
 // that fetches its info and then follows its WatchLoad stream; the stream doubles as the health check:
 // while it is open (and the worker is not draining) the worker is healthy, when it breaks the worker is
-// out until a new GetInfo + WatchLoad succeeds.
+// out until a new GetInfo + WatchLoad succeeds. With a shared worker token, the channel attaches it to
+// every call (services/common/bearer_token.h), so every stub use here and in generate_call.cpp sends it.
 #pragma once
 
 #include <atomic>
@@ -30,12 +31,13 @@ struct WorkerPoolOptions {
     int dns_refresh_ms = 5000;
     int watch_interval_ms = 200;              // WatchLoad interval asked of the workers
     int retry_ms = 500;                       // reconnect period of an unhealthy worker
+    std::string auth_token;                   // sent as "authorization: Bearer <token>" on every worker call; empty = none
 };
 
 // One worker as seen by this front. Fields under mu.
 class WorkerHandle {
 public:
-    WorkerHandle(std::string address, int watch_interval_ms, int retry_ms);
+    WorkerHandle(std::string address, int watch_interval_ms, int retry_ms, const std::string& auth_token);
     ~WorkerHandle();  // stops the watcher
 
     const std::string& address() const { return address_; }

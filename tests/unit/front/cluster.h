@@ -406,6 +406,9 @@ struct ClusterOptions {
     // auth_token_in_env); the harness's own calls (wait_ready, context()) send it.
     std::string auth_token;
     bool auth_token_in_env = false;
+    // Non-empty: the workers require the token this file holds (--auth-token-file) and the front sends
+    // it (--worker-token-file).
+    std::string worker_token_file;
 };
 
 class Cluster {
@@ -426,6 +429,7 @@ public:
         else
             argv.insert(argv.end(), {"--workers", list});
         if (!o.tls_cert.empty()) argv.insert(argv.end(), {"--tls-cert", o.tls_cert, "--tls-key", o.tls_key});
+        if (!o.worker_token_file.empty()) argv.insert(argv.end(), {"--worker-token-file", o.worker_token_file});
         std::vector<std::string> env = o.env;
         env.insert(env.end(), o.front_env.begin(), o.front_env.end());
         if (!o.auth_token.empty() && o.auth_token_in_env) env.push_back("DELTAGATE_AUTH_TOKEN=" + o.auth_token);
@@ -453,6 +457,7 @@ public:
                                          "--metrics-listen", "127.0.0.1:" + std::to_string(mport)};
         worker_metrics_ports.push_back(mport);
         if (!opt_.model.empty()) argv.insert(argv.end(), {"--model", opt_.model});
+        if (!opt_.worker_token_file.empty()) argv.insert(argv.end(), {"--auth-token-file", opt_.worker_token_file});
         worker_pids.push_back(spawn(argv, opt_.env));
         worker_addrs.push_back(addr);
         return int(worker_pids.size()) - 1;
