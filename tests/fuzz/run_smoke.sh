@@ -39,8 +39,9 @@ TARGETS=${DG_FUZZ_ONLY:-"fuzz_gguf fuzz_safetensors fuzz_front_request fuzz_work
 wants() { case " $TARGETS " in *" $1 "*) return 0;; *) return 1;; esac; }
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
-# DG_BINARY_DIR: tests/unit/tokenizer/test_util.h names it (for a fixture the fuzzers do not use).
-CXXFLAGS="-std=c++20 -O1 -g -fno-omit-frame-pointer -I$ROOT -I$WORK/gen -DDG_BINARY_DIR=\"$WORK\" $SAN"
+# DG_BINARY_DIR: tests/unit/tokenizer/test_util.h names it (for a fixture the fuzzers do not use); a
+# constant, so that ccache can reuse the objects.
+CXXFLAGS="-std=c++20 -O1 -g -fno-omit-frame-pointer -I$ROOT -I$WORK/gen -DDG_BINARY_DIR=\"unused\" $SAN"
 ABSL_LIBS=$(pkg-config --libs absl_status absl_statusor absl_strings absl_str_format 2>/dev/null ||
             echo "-labsl_statusor -labsl_status -labsl_cord -labsl_str_format_internal -labsl_strings -labsl_strings_internal -labsl_int128 -labsl_throw_delegate -labsl_raw_logging_internal -labsl_base -labsl_spinlock_wait")
 # The request targets also link protobuf, gRPC's Status, ICU (the tokenizer) and absl's hash tables. The
@@ -80,7 +81,10 @@ compile() {  # SOURCE SUBDIR
   # Generated protobuf code: plain and unoptimised (its coverage tells the fuzzer nothing, and
   # instrumenting it triples the build time); ASan-instrumented callers work with it as with libprotobuf.
   case $1 in *.pb.cc) flags="-std=c++20 -O0 -g0 -I$WORK/gen" ;; esac
-  $CCACHE "$CXX" $flags -c "$1" -o "$WORK/obj/$2/$(basename "$1" | sed -E 's/\.(cpp|cc)$//').o"
+  # From inside the work dir, with it as ccache's base_dir and the directory left out of the hash: the
+  # command line ccache sees is the same from one (randomly named) work dir to the next.
+  (cd "$WORK" && CCACHE_BASEDIR="$WORK" CCACHE_NOHASHDIR=1 \
+     $CCACHE "$CXX" $flags -c "$1" -o "obj/$2/$(basename "$1" | sed -E 's/\.(cpp|cc)$//').o")
 }
 running=0 failed=0
 for s in "${sources[@]}"; do
