@@ -8,6 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "services/cli/command.h"
 #include "services/cli/flags.h"
+#include "services/common/bearer_token.h"
 #include "services/front/front_server.h"
 
 namespace dg::cli {
@@ -23,7 +24,7 @@ int wait_for_stop_signal();
 const std::set<std::string> kFrontFlags = {
     "listen", "metrics-listen", "health-listen", "http-listen", "http-cors-origins", "http-template", "tokenizer", "model-name", "max-prompt-tokens", "max-tokens", "max-fanout",
     "max-message-bytes", "max-inflight", "tls-cert", "tls-key", "auth-token", "load-penalty", "max-attempts", "max-migrations",
-    "worker-keepalive-ms"};
+    "worker-keepalive-ms", "worker-token-file"};
 
 absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
     auto num = [&](const char* name, auto& out, int64_t lo, int64_t hi) -> absl::Status {
@@ -53,6 +54,10 @@ absl::Status apply_front_flags(const ParsedFlags& f, front::FrontOptions& o) {
     if (auto v = f.get("tls-key")) o.tls_key = *v;
     if (const char* t = std::getenv("DELTAGATE_AUTH_TOKEN"); t && *t) o.auth_token = t;
     if (auto v = f.get("auth-token")) o.auth_token = *v;
+    // The workers' shared token (not the clients' --auth-token): sent on every call to a worker.
+    auto worker_token = auth::token_from_file_or_env(f.get("worker-token-file"), "--worker-token-file");
+    if (!worker_token.ok()) return worker_token.status();
+    o.pool.auth_token = *std::move(worker_token);
     if (auto s = num("max-prompt-tokens", o.limits.max_prompt_tokens, 0, 1 << 30); !s.ok()) return s;
     if (auto s = num("max-tokens", o.limits.max_tokens, 1, 1 << 30); !s.ok()) return s;
     if (auto s = num("max-fanout", o.limits.max_fanout, 1, 4096); !s.ok()) return s;
@@ -95,7 +100,8 @@ const char* kUsage =
     "         [--http-template prefix-stable|official (multi-turn chat rendering over HTTP; default prefix-stable)]\n"
     "         [--tokenizer tokenizer.json|model.gguf] [--model-name NAME]\n"
     "         [--max-prompt-tokens N] [--max-tokens N] [--max-fanout N] [--max-message-bytes N] [--max-inflight N]\n"
-    "         [--tls-cert PEM --tls-key PEM] [--auth-token TOKEN (or $DELTAGATE_AUTH_TOKEN)]\n"
+    "         [--tls-cert PEM --tls-key PEM] [--auth-token TOKEN (or $DELTAGATE_AUTH_TOKEN): what clients must send]\n"
+    "         [--worker-token-file PATH (or $DELTAGATE_WORKER_TOKEN_FILE): the token the workers require]\n"
     "         [--load-penalty TOKENS] [--max-attempts N] [--max-migrations N (3; 0 = off)]\n"
     "         [--worker-keepalive-ms MS (10000; a worker that misses a ping for this long is lost; 0 = off)]\n"
     "         [--dns-refresh-ms MS] [--drain-ms MS (5000)]\n"

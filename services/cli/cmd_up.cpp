@@ -22,6 +22,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "services/cli/command.h"
 #include "services/cli/model_args.h"
+#include "services/common/bearer_token.h"
 #include "services/front/front_server.h"
 
 namespace dg::cli {
@@ -46,6 +47,29 @@ int free_port() {
         port = ntohs(a.sin_port);
     ::close(fd);
     return port;
+}
+
+// The workers accept only this front: a fresh random token (hex of 32 bytes from /dev/urandom) in a
+// private file (0600) that each worker reads at start with --auth-token-file. Returns the file's path.
+absl::StatusOr<std::string> write_random_token(std::string* token) {
+    FILE* rnd = std::fopen("/dev/urandom", "rb");
+    unsigned char bytes[32];
+    const bool got = rnd && std::fread(bytes, 1, sizeof(bytes), rnd) == sizeof(bytes);
+    if (rnd) std::fclose(rnd);
+    if (!got) return absl::UnavailableError("cannot read /dev/urandom for the workers' token");
+    token->clear();
+    for (unsigned char b : bytes) absl::StrAppend(token, absl::Hex(b, absl::kZeroPad2));
+    const char* tmp = std::getenv("TMPDIR");
+    std::string path = absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/deltagate-up-token.XXXXXX");
+    const int fd = ::mkstemp(path.data());  // created 0600
+    if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot create ", path, " for the workers' token"));
+    const bool wrote = ::write(fd, token->data(), token->size()) == ssize_t(token->size());
+    ::close(fd);
+    if (!wrote) {
+        ::unlink(path.c_str());
+        return absl::UnavailableError(absl::StrCat("cannot write the workers' token to ", path));
+    }
+    return path;
 }
 
 pid_t spawn(const std::vector<std::string>& argv) {
@@ -141,11 +165,30 @@ int run_up(const std::vector<std::string>& args) {
             return a.rfind("--gpu-memory-utilization", 0) == 0;
         }))
         extra.insert(extra.end(), {"--gpu-memory-utilization", absl::StrCat(0.9 / n)});
+    // The workers' token: the file given (--worker-token-file or $DELTAGATE_WORKER_TOKEN_FILE, already
+    // read into o.pool.auth_token), else a fresh one, removed once the workers have read it.
+    std::string token_file = f->get("worker-token-file").value_or("");
+    if (token_file.empty() && !o.pool.auth_token.empty()) token_file = std::getenv(auth::kWorkerTokenFileEnv);
+    bool own_token_file = false;
+    if (o.pool.auth_token.empty()) {
+        auto path = write_random_token(&o.pool.auth_token);
+        if (!path.ok()) {
+            std::fprintf(stderr, "deltagate up: %s\n", std::string(path.status().message()).c_str());
+            return 1;
+        }
+        token_file = *path;
+        own_token_file = true;
+    }
+    auto drop_token_file = [&] {
+        if (own_token_file) ::unlink(token_file.c_str());
+        own_token_file = false;
+    };
     block_stop_signals();
     std::vector<pid_t> children;
     for (int i = 0; i < n; ++i) {
         const std::string addr = absl::StrCat("127.0.0.1:", free_port());
-        std::vector<std::string> argv = {"deltagate", "worker", "--model", model, "--listen", addr};
+        std::vector<std::string> argv = {"deltagate", "worker", "--model", model, "--listen", addr,
+                                         "--auth-token-file", token_file};
         if (auto b = f->get("backend")) argv.insert(argv.end(), {"--backend", *b});
         argv.insert(argv.end(), extra.begin(), extra.end());
         children.push_back(spawn(argv));
@@ -158,6 +201,7 @@ int run_up(const std::vector<std::string>& args) {
     auto server = front::FrontServer::start(o);
     if (!server.ok()) {
         std::fprintf(stderr, "deltagate up: %s\n", std::string(server.status().message()).c_str());
+        drop_token_file();
         stop_children();
         return 1;
     }
@@ -173,11 +217,13 @@ int run_up(const std::vector<std::string>& args) {
             children.erase(children.begin() + long(i));
             (*server)->shutdown(0);
             server->reset();
+            drop_token_file();
             stop_children();
             return 1;
         }
         up = (*server)->state().pool().wait_healthy(n, 500);
     }
+    drop_token_file();  // a healthy worker has read it (at start, before loading the model)
     std::printf("deltagate up: front on 127.0.0.1:%d (gRPC deltagate.v1.Inference), %d/%d workers ready, model %s\n",
                 (*server)->port(), up, n, model.c_str());
     if (!(*server)->metrics_address().empty())

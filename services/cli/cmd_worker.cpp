@@ -16,6 +16,7 @@
 #include "engine/status.h"
 #include "services/cli/command.h"
 #include "services/cli/model_args.h"
+#include "services/common/bearer_token.h"
 #include "services/worker/worker_server.h"
 
 namespace dg::cli {
@@ -68,6 +69,7 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
     o->listen = f.get("listen").value_or("127.0.0.1:50061");
     o->metrics_listen = f.get("metrics-listen").value_or("");
     o->worker_id = f.get("worker-id").value_or("");
+    DG_ASSIGN_OR_RETURN(o->auth_token, auth::token_from_file_or_env(f.get("auth-token-file"), "--auth-token-file"));
     if (auto v = f.get("vllm-metric-names")) {
         if (*v != "true" && *v != "false")
             return absl::InvalidArgumentError(absl::StrCat("--vllm-metric-names must be true or false, got '", *v, "'"));
@@ -122,7 +124,7 @@ int run_worker(const std::vector<std::string>& args) {
     auto value_flags = kModelFlags;
     value_flags.insert({"listen", "metrics-listen", "worker-id", "max-running", "spare-slots", "kv-blocks", "block-tokens",
                         "token-budget", "checkpoint-every", "max-seq-len", "max-n", "max-queue", "max-queue-wait-ms", "drain-ms", "host-cache", "spill-kv", "checkpoint-policy", "session-ttl-ms",
-                        "gpu-memory-utilization", "vllm-metric-names"});
+                        "gpu-memory-utilization", "vllm-metric-names", "auth-token-file"});
     auto f = parse_flags(args, value_flags, {"help"});
     if (!f.ok() || f->has("help")) {
         if (!f.ok()) std::fprintf(stderr, "deltagate worker: %s\n", std::string(f.status().message()).c_str());
@@ -136,6 +138,7 @@ int run_worker(const std::vector<std::string>& args) {
                      "         [--host-cache 256MiB] [--gpu-memory-utilization F (0.9)]\n"
                      "         [--spill-kv true|false (true: evicted KV blocks go to the host cache)]\n"
                      "         [--checkpoint-policy value|lru (value)] [--session-ttl-ms MS (600000)]\n"
+                     "         [--auth-token-file PATH (or $DELTAGATE_WORKER_TOKEN_FILE): the token fronts must send]\n"
                      "         [--vllm-metric-names true|false (false; true: also export vllm:num_requests_{running,waiting}, vllm:kv_cache_usage_perc)]\n"
                      "Memory: on cuda the KV pool gets what the budget min(F x total, free) leaves after the weights,\n"
                      "the workspace and (max-running + spare-slots) state slots; on cpu the defaults (8 running, 8 spare,\n"
@@ -166,6 +169,11 @@ int run_worker(const std::vector<std::string>& args) {
     if (!(*w)->metrics_address().empty()) std::printf(", metrics on http://%s/metrics", (*w)->metrics_address().c_str());
     std::printf(" (model %s)\n", opt.model_path.c_str());
     std::fflush(stdout);
+    if (opt.auth_token.empty())
+        std::fprintf(stderr,
+                     "deltagate worker: WARNING: no --auth-token-file (or $%s): anyone who reaches %s can run "
+                     "requests here, bypassing the front's authentication and limits\n",
+                     auth::kWorkerTokenFileEnv, (*w)->address().c_str());
 
     int sig = 0;
     sigwait(&sigs, &sig);

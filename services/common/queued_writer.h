@@ -158,4 +158,21 @@ private:
     std::shared_ptr<QueuedWriter> self_;
 };
 
+// A stream refused before it starts (a call that fails authentication): it finishes with `st` at once,
+// under the same lifetime scheme. Returned straight from a callback handler.
+template <class Msg>
+class RefusedStream final : public QueuedWriter<Msg> {
+public:
+    static grpc::ServerWriteReactor<Msg>* create(grpc::Status st) {
+        std::shared_ptr<RefusedStream> s(new RefusedStream());
+        s->hold_until_done(s);
+        s->end(std::move(st));
+        s->flush();  // gRPC holds the Finish until the handler has returned the reactor
+        return s.get();
+    }
+
+private:
+    RefusedStream() = default;
+};
+
 }  // namespace dg

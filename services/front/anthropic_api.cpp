@@ -16,10 +16,14 @@ bool block_text(const json& c, const std::string& where, std::string* out, ApiEr
         return true;
     }
     if (!c.is_array()) return bad_request(err, where, "'", where, "' must be a string or an array of content blocks");
-    for (const auto& b : c) {
-        if (!b.is_object() || b.value("type", "") != "text" || !b.contains("text"))
+    for (size_t k = 0; k < c.size(); ++k) {
+        const json& b = c[k];
+        const std::string bw = absl::StrCat(where, "[", k, "]");
+        std::string type, text;
+        if (!opt_string(b, "type", bw, "", &type, err) || !opt_string(b, "text", bw, "", &text, err)) return false;
+        if (type != "text" || !b.contains("text"))
             return bad_request(err, where, "'", where, "' may hold only text blocks here");
-        *out += b["text"].get<std::string>();
+        *out += text;
     }
     return true;
 }
@@ -81,7 +85,8 @@ bool parse_messages_request(const json& b, bool prefix_stable_default, ParsedMes
     for (size_t k = 0; k < msgs->size(); ++k) {
         const json& m = (*msgs)[k];
         const std::string where = absl::StrCat("messages[", k, "]");
-        const std::string role = m.is_object() ? m.value("role", "") : "";
+        std::string role;
+        if (!opt_string(m, "role", where, "", &role, err)) return false;
         if (role != "user" && role != "assistant")
             return bad_request(err, where + ".role", "'", where, ".role' must be 'user' or 'assistant'");
         const json content = m.value("content", json());
@@ -98,16 +103,20 @@ bool parse_messages_request(const json& b, bool prefix_stable_default, ParsedMes
         for (size_t j = 0; j < content.size(); ++j) {
             const json& blk = content[j];
             const std::string bw = absl::StrCat(where, ".content[", j, "]");
-            const std::string type = blk.is_object() ? blk.value("type", "") : "";
+            std::string type, text;
+            if (!opt_string(blk, "type", bw, "", &type, err)) return false;
             if (type == "text") {
-                turn.mutable_content()->append(blk.value("text", ""));
+                if (!opt_string(blk, "text", bw, "", &text, err)) return false;
+                turn.mutable_content()->append(text);
             } else if (type == "thinking" && role == "assistant") {
-                turn.mutable_reasoning_content()->append(blk.value("thinking", ""));
+                if (!opt_string(blk, "thinking", bw, "", &text, err)) return false;
+                turn.mutable_reasoning_content()->append(text);
             } else if (type == "redacted_thinking" && role == "assistant") {
                 // Nothing readable to render.
             } else if (type == "tool_use" && role == "assistant") {
+                if (!opt_string(blk, "name", bw, "", &text, err)) return false;
                 v1::ToolCall* tc = turn.add_tool_calls();
-                tc->set_name(blk.value("name", ""));
+                tc->set_name(text);
                 tc->set_arguments_json(blk.value("input", json::object()).dump());
             } else if (type == "tool_result" && role == "user") {
                 v1::ChatMessage* tm = chat->add_messages();
@@ -124,7 +133,8 @@ bool parse_messages_request(const json& b, bool prefix_stable_default, ParsedMes
             *chat->add_messages() = std::move(turn);
     }
     std::string choice = "auto";
-    if (auto it = b.find("tool_choice"); it != b.end() && it->is_object()) choice = it->value("type", "auto");
+    if (auto it = b.find("tool_choice"); it != b.end() && it->is_object())
+        if (!opt_string(*it, "type", "tool_choice", "auto", &choice, err)) return false;
     if (choice != "auto" && choice != "none")
         return bad_request(err, "tool_choice", "'tool_choice' type '", choice,
                     "' is not supported: this server cannot force a tool call (no constrained decoding); use auto or none");
@@ -143,7 +153,11 @@ bool parse_messages_request(const json& b, bool prefix_stable_default, ParsedMes
     }
     // Thinking is off unless asked for, as in Anthropic's API.
     bool thinking = false;
-    if (auto it = b.find("thinking"); it != b.end() && it->is_object()) thinking = it->value("type", "") == "enabled";
+    if (auto it = b.find("thinking"); it != b.end() && it->is_object()) {
+        std::string type;
+        if (!opt_string(*it, "type", "thinking", "", &type, err)) return false;
+        thinking = type == "enabled";
+    }
     chat->set_enable_thinking(thinking);
     chat->set_prefix_stable(prefix_stable_default);
     return true;

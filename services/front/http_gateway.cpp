@@ -390,6 +390,11 @@ void HttpGateway::handle(const HttpMessage& m, HttpExchange& x) {
             req.mutable_prompt()->set_text(c->get<std::string>());
         }
         if (body.contains("model") && body["model"].is_string()) req.set_model(body["model"].get<std::string>());
+        bool with_pieces = false;
+        if (auto wp = body.find("with_pieces"); wp != body.end() && !wp->is_null()) {
+            if (!wp->is_boolean()) return error(400, "'with_pieces' must be true or false", "with_pieces");
+            with_pieces = wp->get<bool>();
+        }
         grpc::ClientContext ctx;
         add_metadata(m, ctx);
         ctx.set_deadline(std::chrono::system_clock::now() + kUnaryDeadline);
@@ -398,7 +403,7 @@ void HttpGateway::handle(const HttpMessage& m, HttpExchange& x) {
         if (!s.ok()) return send_error(x, from_grpc(s), dialect);
         json ids = std::vector<int32_t>(r.token_ids().begin(), r.token_ids().end());
         json out = {{"tokens", ids}, {"count", r.token_ids_size()}};
-        if (body.value("with_pieces", false)) {
+        if (with_pieces) {
             json pieces = json::array();
             for (int k = 0; k < r.token_ids_size(); ++k)
                 pieces.push_back({{"id", r.token_ids(k)}, {"piece", k < r.tokens_size() ? r.tokens(k) : ""}});
@@ -415,7 +420,10 @@ void HttpGateway::handle(const HttpMessage& m, HttpExchange& x) {
             req.add_token_ids(id.get<int32_t>());
         }
         if (body.contains("model") && body["model"].is_string()) req.set_model(body["model"].get<std::string>());
-        req.set_skip_special(body.value("skip_special_tokens", false));
+        if (auto ss = body.find("skip_special_tokens"); ss != body.end() && !ss->is_null()) {
+            if (!ss->is_boolean()) return error(400, "'skip_special_tokens' must be true or false", "skip_special_tokens");
+            req.set_skip_special(ss->get<bool>());
+        }
         grpc::ClientContext ctx;
         add_metadata(m, ctx);
         ctx.set_deadline(std::chrono::system_clock::now() + kUnaryDeadline);

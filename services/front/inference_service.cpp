@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "services/common/bearer_token.h"
 #include "services/common/grpc_metadata.h"
 #include "services/front/generate_call.h"
 
@@ -154,10 +155,7 @@ grpc::Status InferenceService::check_auth(grpc::CallbackServerContext* ctx) cons
     if (token.empty()) return grpc::Status::OK;
     const std::string got = client_metadata(ctx, "authorization");
     const std::string want = "Bearer " + token;
-    // Constant-time compare: the time taken must not reveal how much of the token matched.
-    unsigned diff = got.size() != want.size();
-    for (size_t i = 0; i < want.size(); ++i) diff |= unsigned(want[i] ^ (i < got.size() ? got[i] : 0));
-    if (diff == 0) return grpc::Status::OK;
+    if (auth::constant_time_equal(got, want)) return grpc::Status::OK;
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         got.empty() ? "this front needs a bearer token: send metadata 'authorization: Bearer <token>'"
                                     : "the bearer token in 'authorization' is not valid for this front");

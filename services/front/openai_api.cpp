@@ -137,7 +137,8 @@ bool content_text(const json& c, const std::string& where, std::string* out, Api
     if (!c.is_array()) return bad_request(err, where, "'", where, "' must be a string or an array of content parts");
     for (size_t k = 0; k < c.size(); ++k) {
         const json& part = c[k];
-        const std::string type = part.is_object() ? part.value("type", "") : "";
+        std::string type;
+        if (!opt_string(part, "type", absl::StrCat(where, "[", k, "]"), "", &type, err)) return false;
         if (type != "text" || !part.contains("text") || !part["text"].is_string())
             return bad_request(err, where, "'", where, "[", k, "]' has type '", type,
                         "': only text content parts are supported (this model reads text only)");
@@ -148,6 +149,18 @@ bool content_text(const json& c, const std::string& where, std::string* out, Api
 
 
 }  // namespace
+
+bool opt_string(const json& obj, const char* key, const std::string& where, const char* fallback, std::string* out,
+                ApiError* err) {
+    *out = fallback;
+    if (!obj.is_object()) return true;
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return true;
+    const std::string field = where.empty() ? std::string(key) : absl::StrCat(where, ".", key);
+    if (!it->is_string()) return bad_request(err, field, "'", field, "' must be a string");
+    *out = it->get<std::string>();
+    return true;
+}
 
 std::string openai_error_body(const ApiError& e) {
     json j = {{"error",

@@ -41,6 +41,12 @@ bool bad_request(ApiError* err, std::string param, auto&&... parts) {
     return false;
 }
 
+// An optional string field of a request object: `fallback` when `obj` is not an object, or the key is
+// absent or null; a value of another type is a 400 naming `where` + "." + `key`. (nlohmann's
+// `obj.value(key, "")` throws on a number there, which would end the process: never use it on input.)
+bool opt_string(const json& obj, const char* key, const std::string& where, const char* fallback, std::string* out,
+                ApiError* err);
+
 // A response id: `prefix` + 24 random characters of `alphabet` (OpenAI's ids are hex, Anthropic's
 // base62).
 std::string random_id(const char* prefix, std::string_view alphabet);

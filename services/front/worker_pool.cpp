@@ -9,12 +9,14 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/bearer_token.h"
 
 namespace dg::front {
 
 using namespace std::chrono_literals;
 
-WorkerHandle::WorkerHandle(std::string address, int watch_interval_ms, int retry_ms, int keepalive_ms)
+WorkerHandle::WorkerHandle(std::string address, int watch_interval_ms, int retry_ms, int keepalive_ms,
+                           const std::string& auth_token)
     : address_(std::move(address)), watch_interval_ms_(watch_interval_ms), retry_ms_(retry_ms) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
@@ -29,7 +31,7 @@ WorkerHandle::WorkerHandle(std::string address, int watch_interval_ms, int retry
         args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
         args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     }
-    channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+    channel_ = auth::channel_with_token(address_, grpc::InsecureChannelCredentials(), args, auth_token);
     stub_ = worker::v1::Worker::NewStub(channel_);
     thread_ = std::thread([this] { watch(); });
 }
@@ -184,7 +186,7 @@ void WorkerPool::set_addresses(const std::vector<std::string>& addrs) {
             auto it = std::find_if(workers_.begin(), workers_.end(), [&](auto& w) { return w->address() == a; });
             keep.push_back(it != workers_.end() ? *it
                                                 : std::make_shared<WorkerHandle>(a, opt_.watch_interval_ms, opt_.retry_ms,
-                                                                                 opt_.keepalive_ms));
+                                                                                 opt_.keepalive_ms, opt_.auth_token));
         }
         for (auto& w : workers_)
             if (std::find(keep.begin(), keep.end(), w) == keep.end()) gone.push_back(w);

@@ -2,7 +2,8 @@
 // headless Service gives one A record per ready pod). Each worker has one channel and a watcher thread
 // that fetches its info and then follows its WatchLoad stream; the stream doubles as the health check:
 // while it is open (and the worker is not draining) the worker is healthy, when it breaks the worker is
-// out until a new GetInfo + WatchLoad succeeds.
+// out until a new GetInfo + WatchLoad succeeds. With a shared worker token, the channel attaches it to
+// every call (services/common/bearer_token.h), so every stub use here and in generate_call.cpp sends it.
 #pragma once
 
 #include <atomic>
@@ -34,12 +35,14 @@ struct WorkerPoolOptions {
     // (hung, frozen, its host gone without a reset) loses its connection after twice this, so its streams
     // end with UNAVAILABLE and migrate (docs/reliability.md). 0 = off.
     int keepalive_ms = 10000;
+    std::string auth_token;                   // sent as "authorization: Bearer <token>" on every worker call; empty = none
 };
 
 // One worker as seen by this front. Fields under mu.
 class WorkerHandle {
 public:
-    WorkerHandle(std::string address, int watch_interval_ms, int retry_ms, int keepalive_ms = 0);
+    WorkerHandle(std::string address, int watch_interval_ms, int retry_ms, int keepalive_ms,
+                 const std::string& auth_token);
     ~WorkerHandle();  // stops the watcher
 
     const std::string& address() const { return address_; }

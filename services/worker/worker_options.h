@@ -28,6 +28,10 @@ struct WorkerOptions {
     std::string listen = "127.0.0.1:0";   // gRPC host:port (0 = ephemeral)
     std::string metrics_listen;           // HTTP host:port for /metrics; empty = no HTTP server
     std::string worker_id;                // reported in GetInfo/LoadReport; empty = the listen address
+    // The shared token every call must carry as "authorization: Bearer <token>" (--auth-token-file);
+    // empty = open to anyone who reaches the port (a warning at start). grpc.health.v1 and reflection
+    // stay open either way (docs/reliability.md "Worker authentication").
+    std::string auth_token;
     sched::CacheOptions cache;
     sched::SchedulerOptions sched;
     MemoryOptions memory;

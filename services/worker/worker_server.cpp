@@ -60,7 +60,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions 
     w->opt_ = opt;
     w->tracer_ = std::make_unique<trace::Tracer>(std::move(tracing));
     w->core_ = std::make_unique<WorkerCore>(opt, std::move(loop), *w->registry_, w->tracer_.get());
-    w->service_ = std::make_unique<WorkerService>(*w->core_, info, opt.default_watch_interval_ms);
+    w->service_ = std::make_unique<WorkerService>(*w->core_, info, opt.default_watch_interval_ms, opt.auth_token);
     b.RegisterService(w->service_.get());
     w->server_ = b.BuildAndStart();
     if (!w->server_ || w->port_ == 0)

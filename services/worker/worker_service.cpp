@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 
+#include "services/common/bearer_token.h"
 #include "services/common/grpc_metadata.h"
+#include "services/common/queued_writer.h"
 
 namespace dg::worker {
 
@@ -11,11 +13,18 @@ namespace pb = ::deltagate::worker::v1;
 
 namespace {
 
+grpc::ServerUnaryReactor* refuse_unary(grpc::CallbackServerContext* ctx, const grpc::Status& st) {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    r->Finish(st);
+    return r;
+}
 
 }  // namespace
 
 grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerService::Generate(grpc::CallbackServerContext* ctx,
                                                                      const pb::GenerateRequest* req) {
+    if (grpc::Status st = auth::check_bearer(*ctx, auth_token_); !st.ok())
+        return RefusedStream<pb::GenerateEvent>::create(st);
     // The gRPC deadline (system clock) becomes a steady-clock hard stop in the scheduler.
     std::optional<sched::Clock::time_point> deadline;
     const auto d = ctx->deadline();
@@ -33,6 +42,7 @@ grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerService::Generate(grpc::Callb
 
 grpc::ServerUnaryReactor* WorkerService::Abort(grpc::CallbackServerContext* ctx, const pb::AbortRequest* req,
                                                pb::AbortResponse* resp) {
+    if (grpc::Status st = auth::check_bearer(*ctx, auth_token_); !st.ok()) return refuse_unary(ctx, st);
     grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
     core_.abort(*req, resp, [r] { r->Finish(grpc::Status::OK); });
     return r;
@@ -40,6 +50,7 @@ grpc::ServerUnaryReactor* WorkerService::Abort(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* WorkerService::GetInfo(grpc::CallbackServerContext* ctx, const pb::GetInfoRequest*,
                                                  pb::WorkerInfo* resp) {
+    if (grpc::Status st = auth::check_bearer(*ctx, auth_token_); !st.ok()) return refuse_unary(ctx, st);
     {
         std::lock_guard lock(mu_);
         *resp = info_;
@@ -49,8 +60,10 @@ grpc::ServerUnaryReactor* WorkerService::GetInfo(grpc::CallbackServerContext* ct
     return r;
 }
 
-grpc::ServerWriteReactor<pb::LoadReport>* WorkerService::WatchLoad(grpc::CallbackServerContext*,
+grpc::ServerWriteReactor<pb::LoadReport>* WorkerService::WatchLoad(grpc::CallbackServerContext* ctx,
                                                                    const pb::WatchLoadRequest* req) {
+    if (grpc::Status st = auth::check_bearer(*ctx, auth_token_); !st.ok())
+        return RefusedStream<pb::LoadReport>::create(st);
     const int32_t ms = req->interval_ms() > 0 ? std::min(req->interval_ms(), 60'000) : default_watch_ms_;
     return core_.load_hub().watch(std::chrono::milliseconds(ms));
 }

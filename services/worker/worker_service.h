@@ -1,5 +1,8 @@
 // deltagate.worker.v1.Worker on the gRPC callback API: thin handlers that hand the work to WorkerCore
-// (Generate, Abort), the LoadHub (WatchLoad), or answer from startup facts (GetInfo).
+// (Generate, Abort), the LoadHub (WatchLoad), or answer from startup facts (GetInfo). With a shared token
+// configured, every handler first checks the call's bearer token and refuses it with UNAUTHENTICATED
+// (docs/reliability.md "Worker authentication"); a new method must do the same (tests/unit/worker's
+// WorkerAuth.EveryMethodRefusesWithoutToken calls every method of the service descriptor).
 #pragma once
 
 #include <mutex>
@@ -11,8 +14,11 @@ namespace dg::worker {
 
 class WorkerService final : public deltagate::worker::v1::Worker::CallbackService {
 public:
-    WorkerService(WorkerCore& core, deltagate::worker::v1::WorkerInfo info, int32_t default_watch_interval_ms)
-        : core_(core), info_(std::move(info)), default_watch_ms_(default_watch_interval_ms) {}
+    // `auth_token` empty: every call is served (open worker).
+    WorkerService(WorkerCore& core, deltagate::worker::v1::WorkerInfo info, int32_t default_watch_interval_ms,
+                  std::string auth_token)
+        : core_(core), info_(std::move(info)), default_watch_ms_(default_watch_interval_ms),
+          auth_token_(std::move(auth_token)) {}
 
     grpc::ServerWriteReactor<deltagate::worker::v1::GenerateEvent>* Generate(
         grpc::CallbackServerContext* ctx, const deltagate::worker::v1::GenerateRequest* req) override;
@@ -34,6 +40,7 @@ private:
     std::mutex mu_;
     deltagate::worker::v1::WorkerInfo info_;
     const int32_t default_watch_ms_;
+    const std::string auth_token_;
 };
 
 }  // namespace dg::worker

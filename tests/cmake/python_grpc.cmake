@@ -12,7 +12,12 @@ if(TARGET deltagate AND DG_DEBIAN_PYTHON)
   add_test(NAME metrics_promtool
            COMMAND ${DG_DEBIAN_PYTHON} ${PROJECT_SOURCE_DIR}/tests/python/metrics_promtool_test.py ${dg_py_args}
                    --work ${PROJECT_BINARY_DIR}/python_metrics_promtool)
-  set_tests_properties(grpc_python_client metrics_promtool PROPERTIES TIMEOUT 300 LABELS "front;worker;python")
+  # Workers that require the shared token, called directly by grpcio without it (UNAUTHENTICATED).
+  add_test(NAME worker_auth_python
+           COMMAND ${DG_DEBIAN_PYTHON} ${PROJECT_SOURCE_DIR}/tests/python/worker_auth_test.py ${dg_py_args}
+                   --work ${PROJECT_BINARY_DIR}/python_worker_auth)
+  set_tests_properties(grpc_python_client metrics_promtool worker_auth_python PROPERTIES TIMEOUT 300
+                       LABELS "front;worker;python")
   if(TARGET dg_cuda_emu)  # a device fault injected by the CPU emulation of CUDA into a real worker
     add_test(NAME cuda_device_fault
              COMMAND ${DG_DEBIAN_PYTHON} ${PROJECT_SOURCE_DIR}/tests/python/device_fault_test.py ${dg_py_args}

@@ -14,9 +14,14 @@ Helm is not a Debian package, so the checks that always run read the templates a
     (clusterIP None, publishNotReadyAddresses false) at the worker's gRPC port; the StatefulSet's
     serviceName is that Service; gRPC probe ports are numbers and their service names are served.
   * env names the chart sets (OTEL_*, DELTAGATE_*, XDG_*) are strings the binary reads.
+  * workers accept only fronts: the worker gets --auth-token-file and the front --worker-token-file, both
+    the file the token Secret's volume puts at its mount; the chart's Secret holds that key; a
+    NetworkPolicy selects the worker pods and admits the front pods to the gRPC port and
+    networkPolicy.metricsFrom to the metrics port only.
 With --helm (a helm 3 binary), it also lints the chart and renders it with several value sets, then checks
 the rendered objects: each container's whole argument list passes `deltagate CMD --help ARGS...`, ports,
-selectors, DNS name, GPU limits and truncated names.
+selectors, DNS name, GPU limits, truncated names, and the rendered NetworkPolicy and token Secret (with
+the token on and off, the chart's Secret and an existing one).
 
 Usage: chart_check.py --chart helm/deltagate --deltagate build/services/deltagate [--helm helm]
 """
@@ -442,6 +447,68 @@ class Checker:
         if set(components) != {"front", "worker"}:
             return
         self.check_services(components)
+        self.check_worker_auth(components)
+
+    # ---------------------------------------------------------------- workers accept only fronts
+    def helper_body(self, name):
+        """The text of one helper of _helpers.tpl: from its define to the next one."""
+        text = self.templates.get("templates/_helpers.tpl", "")
+        m = re.search(r'\{\{-?\s*define "' + re.escape(name) + r'"\s*-?\}\}', text)
+        if not m:
+            return ""
+        nxt = re.search(r'\{\{-?\s*define ', text[m.end():])
+        return text[m.end():m.end() + nxt.start()] if nxt else text[m.end():]
+
+    def check_worker_auth(self, components):
+        mount = re.search(r"mountPath:\s*(\S+)", self.helper_body("deltagate.workerTokenMount"))
+        item = re.search(r"path:\s*(\S+)", self.helper_body("deltagate.workerTokenVolume"))
+        if not mount or not item:
+            self.err("templates/_helpers.tpl", "deltagate.workerTokenMount / deltagate.workerTokenVolume define no mountPath / item path")
+            return
+        token_path = mount.group(1).rstrip("/") + "/" + item.group(1)
+        for cmd, flag in (("worker", "auth-token-file"), ("front", "worker-token-file")):
+            c = components[cmd]
+            text = self.templates[c["template"]]
+            if c["flags"].get(flag) != token_path:
+                self.err(c["template"], f"`deltagate {cmd}` must get --{flag}={token_path} (the token Secret's file), "
+                                        f"got {c['flags'].get(flag)!r}")
+            for helper in ("deltagate.workerTokenMount", "deltagate.workerTokenVolume"):
+                if f'include "{helper}"' not in text:
+                    self.err(c["template"], f"`deltagate {cmd}` pods do not include {helper}")
+        secret = [n for n, t in self.templates.items() if re.search(r"^kind:\s*Secret\s*$", t, re.M)]
+        if len(secret) != 1 or 'include "deltagate.workerTokenSecret"' not in self.templates[secret[0]] or \
+                not re.search(r"^\s+token:\s*\{\{", self.templates[secret[0]], re.M):
+            self.err("templates", "expected one Secret template named by deltagate.workerTokenSecret with data key token")
+        if 'include "deltagate.workerTokenSecret"' not in self.helper_body("deltagate.workerTokenVolume"):
+            self.err("templates/_helpers.tpl", "the token volume does not mount the deltagate.workerTokenSecret Secret")
+        pol = [n for n, t in self.templates.items() if re.search(r"^kind:\s*NetworkPolicy\s*$", t, re.M)]
+        if len(pol) != 1:
+            self.err("templates", f"expected one NetworkPolicy template, found {pol}")
+            return
+        name, text = pol[0], self.templates[pol[0]]
+        try:
+            doc = yaml.safe_load(skeleton(text)) or {}
+        except yaml.YAMLError as e:
+            self.err(name, f"does not parse once its template actions are set aside: {e}")
+            return
+        spec = doc.get("spec") or {}
+        if (lookup(spec, "podSelector.matchLabels") or {}).get("app.kubernetes.io/component") != "worker":
+            self.err(name, "the NetworkPolicy's podSelector must select the worker pods")
+        if spec.get("policyTypes") != ["Ingress"]:
+            self.err(name, "the NetworkPolicy must have policyTypes [Ingress]")
+        rules = spec.get("ingress") or []
+        port_of = lambda r: [str(p.get("port")) for p in r.get("ports") or []]
+        grpc = [r for r in rules if port_of(r) == ["<.Values.worker.port>"]]
+        metrics = [r for r in rules if port_of(r) == ["<$.Values.worker.metricsPort>"]]
+        if len(rules) != 2 or len(grpc) != 1 or len(metrics) != 1:
+            self.err(name, f"expected two ingress rules, one on .Values.worker.port, one on .Values.worker.metricsPort")
+            return
+        peers = grpc[0].get("from") or []
+        if len(peers) != 1 or set(peers[0]) != {"podSelector"} or \
+                (lookup(peers[0], "podSelector.matchLabels") or {}).get("app.kubernetes.io/component") != "front":
+            self.err(name, "the worker gRPC port must admit the front pods only")
+        if "with .Values.networkPolicy.metricsFrom" not in text:
+            self.err(name, "the metrics port rule must admit networkPolicy.metricsFrom")
 
     def check_services(self, components):
         workers = components["worker"]
@@ -513,17 +580,25 @@ class Checker:
             with open(secrets, "w") as f:
                 yaml.safe_dump({"auth": {"existingSecret": "dg-token"}, "front": {"tls": {"secretName": "dg-tls"}},
                                 "otel": {"endpoint": "http://otel-collector:4318"},
-                                "metrics": {"serviceMonitor": {"enabled": True}}}, f)
+                                "metrics": {"serviceMonitor": {"enabled": True}},
+                                "workerAuth": {"existingSecret": "dg-worker-token", "secretKey": "shared"}}, f)
+            open_workers = os.path.join(tmp, "open.yaml")
+            with open(open_workers, "w") as f:
+                yaml.safe_dump({"workerAuth": {"enabled": False}, "networkPolicy": {"enabled": False}}, f)
             cases = [("defaults", "dg", []),
                      ("values-gpu.yaml", "dg", ["-f", os.path.join(self.chart, "values-gpu.yaml")]),
-                     ("TLS+auth+OTel+ServiceMonitor", "dg", ["-f", secrets]),
+                     ("TLS+auth+OTel+ServiceMonitor+existing worker token", "dg", ["-f", secrets]),
+                     ("worker token and NetworkPolicy off", "dg", ["-f", open_workers]),
                      ("a 50-character release name", "r" * 50, [])]
             for label, release, extra in cases:
                 r = self.helm_run("template", release, self.chart, "--namespace", "ml", *extra)
                 if r.returncode != 0:
                     self.err(f"helm template ({label})", r.stderr.strip())
                     continue
-                self.check_objects(label, [d for d in yaml.safe_load_all(r.stdout) if d], gpu="gpu" in label)
+                objs = [d for d in yaml.safe_load_all(r.stdout) if d]
+                self.check_objects(label, objs, gpu="gpu" in label)
+                self.check_rendered_auth(label, objs, on="off" not in label,
+                                         existing="dg-worker-token" if "existing" in label else None)
 
     def check_objects(self, label, objs, gpu):
         by_kind = {}
@@ -619,6 +694,98 @@ class Checker:
                     s = services.get(m.group(1))
                     if not s or not any(p["port"] == int(m.group(2)) for p in s["spec"]["ports"]):
                         self.err(label, f"test pod talks to {m.group(1)}:{m.group(2)}, which is no Service port")
+
+
+    def check_rendered_auth(self, label, objs, on, existing):
+        """The rendered token Secret, its use by both pods, and the NetworkPolicy (when `on`)."""
+        kinds = lambda k: [o for o in objs if o["kind"] == k]
+        pods = {}
+        for o in kinds("Deployment") + kinds("StatefulSet"):
+            spec = o["spec"]["template"]["spec"]
+            for c in spec["containers"]:
+                args = c.get("args") or []
+                if args and args[0] in ("front", "worker"):
+                    pods[args[0]] = (o["spec"]["template"]["metadata"]["labels"], spec, c, args)
+        if set(pods) != {"front", "worker"}:
+            return  # check_objects reported it
+        secrets = {s["metadata"]["name"]: s for s in kinds("Secret")}
+        flag = {"worker": "--auth-token-file=", "front": "--worker-token-file="}
+        for cmd, (labels, spec, c, args) in pods.items():
+            given = [a[len(flag[cmd]):] for a in args if a.startswith(flag[cmd])]
+            if not on:
+                if given:
+                    self.err(label, f"{cmd}: {flag[cmd]} with workerAuth.enabled false")
+                continue
+            if len(given) != 1:
+                self.err(label, f"{cmd}: expected one {flag[cmd]}..., got {given}")
+                continue
+            mounts = [m for m in c.get("volumeMounts", []) if given[0].startswith(m["mountPath"].rstrip("/") + "/")]
+            vols = {v["name"]: v for v in spec.get("volumes", [])}
+            vol = vols.get(mounts[0]["name"]) if mounts else None
+            if not vol or "secret" not in vol:
+                self.err(label, f"{cmd}: {given[0]} is not in a Secret volume")
+                continue
+            want_secret = existing or next(iter(secrets), None)
+            items = {i["path"]: i["key"] for i in vol["secret"].get("items", [])}
+            rel = given[0][len(mounts[0]["mountPath"].rstrip("/")) + 1:]
+            if vol["secret"]["secretName"] != want_secret or rel not in items:
+                self.err(label, f"{cmd}: the token volume mounts {vol['secret']['secretName']} items {items}, "
+                                f"expected {want_secret} with {rel}")
+            elif existing is None and items[rel] not in (secrets[want_secret].get("data") or {}):
+                self.err(label, f"{cmd}: key {items[rel]} is not in the chart's Secret {want_secret}")
+            elif existing is not None and items[rel] != "shared":
+                self.err(label, f"{cmd}: existingSecret's key should be workerAuth.secretKey, got {items[rel]}")
+        if on and existing is None and len(secrets) != 1:
+            self.err(label, f"expected the chart's worker token Secret, got {sorted(secrets)}")
+        if on and existing is not None and secrets:
+            self.err(label, f"with workerAuth.existingSecret the chart must not create {sorted(secrets)}")
+        pols = kinds("NetworkPolicy")
+        if not on:
+            if pols:
+                self.err(label, "a NetworkPolicy with networkPolicy.enabled false")
+            return
+        if len(pols) != 1:
+            self.err(label, f"expected one NetworkPolicy, got {len(pols)}")
+            return
+        ps = pols[0]["spec"]
+        matches = lambda sel, lab: all(lab.get(k) == v for k, v in (sel.get("matchLabels") or {}).items())
+        if not matches(ps["podSelector"], pods["worker"][0]) or matches(ps["podSelector"], pods["front"][0]):
+            self.err(label, "the NetworkPolicy must select the worker pods and not the fronts")
+        if ps.get("policyTypes") != ["Ingress"]:
+            self.err(label, f"NetworkPolicy policyTypes {ps.get('policyTypes')}, expected [Ingress]")
+        grpc_port = int(next(a for a in pods["worker"][3] if a.startswith("--listen=")).rsplit(":", 1)[1])
+        metrics_port = int(next(a for a in pods["worker"][3] if a.startswith("--metrics-listen=")).rsplit(":", 1)[1])
+        saw_metrics = False
+        for rule in ps.get("ingress", []):
+            ports = {p["port"] for p in rule.get("ports", [])}
+            if not ports:
+                self.err(label, "a NetworkPolicy ingress rule without ports admits every port")
+            peers = rule.get("from", [])
+            if grpc_port in ports:
+                if ports != {grpc_port} or not peers or any(
+                        set(p) != {"podSelector"} or not matches(p["podSelector"], pods["front"][0]) or
+                        matches(p["podSelector"], pods["worker"][0]) for p in peers):
+                    self.err(label, f"the worker gRPC port :{grpc_port} must admit the front pods only, got {rule}")
+            elif ports == {metrics_port}:
+                saw_metrics = True
+                if peers != self.values["networkPolicy"]["metricsFrom"]:
+                    self.err(label, f"the metrics rule admits {peers}, not networkPolicy.metricsFrom")
+            else:
+                self.err(label, f"NetworkPolicy rule on unexpected ports {sorted(ports)}")
+        if not saw_metrics:
+            self.err(label, f"no NetworkPolicy rule admits the scraper to the metrics port :{metrics_port}")
+
+
+def skeleton(text):
+    """A template as YAML without Helm: lines that are only actions dropped, inline actions turned into
+    "<action>" strings. Enough to read the structure a template always renders."""
+    out = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("{{") and stripped.endswith("}}") and stripped.count("{{") == 1:
+            continue
+        out.append(ACTION.sub(lambda m: "<" + m.group(1).strip(" -") + ">", line))
+    return "\n".join(out)
 
 
 def lookup(d, path, missing=None):

@@ -15,7 +15,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def compile_stubs(proto_dir, out_dir):
-    """Generates *_pb2.py / *_pb2_grpc.py for deltagate.v1 and grpc.health.v1 and puts out_dir on sys.path.
+    """Generates *_pb2.py / *_pb2_grpc.py for deltagate.v1, deltagate.worker.v1 and grpc.health.v1 and puts
+    out_dir on sys.path.
     Debian's protoc (3.21) is used rather than python3-grpc-tools' bundled one (3.5), which rejects the
     proto3 `optional` fields of inference.proto."""
     protoc, plugin = shutil.which("protoc"), shutil.which("grpc_python_plugin")
@@ -26,7 +27,7 @@ def compile_stubs(proto_dir, out_dir):
     # grpc.health.v1 on the wire): a generated `grpc/` folder would shadow grpcio's own `grpc` package.
     subprocess.run([protoc, f"-I{proto_dir}", f"-I{HERE}", f"--python_out={out_dir}",
                     f"--grpc_python_out={out_dir}", f"--plugin=protoc-gen-grpc_python={plugin}",
-                    "deltagate/v1/inference.proto", "health.proto"], check=True)
+                    "deltagate/v1/inference.proto", "deltagate/worker/v1/worker.proto", "health.proto"], check=True)
     sys.path.insert(0, out_dir)
 
 
@@ -50,9 +51,11 @@ def free_port():
 class Cluster:
     """Starts the processes on enter, SIGTERMs them (and waits) on exit. Logs go to work_dir."""
 
-    def __init__(self, deltagate, work_dir, workers=2, front_args=(), worker_args=None):
-        """worker_args: a list of extra flags per worker (None: none)."""
+    def __init__(self, deltagate, work_dir, workers=2, front_args=(), worker_args=None, worker_token=None):
+        """worker_args: a list of extra flags per worker (None: none). worker_token: the workers require it
+        (--auth-token-file) and the front sends it (--worker-token-file), through a file in work_dir."""
         self.deltagate, self.work_dir, self.n, self.front_args = deltagate, work_dir, workers, list(front_args)
+        self.worker_token = worker_token
         self.worker_args = worker_args or [[] for _ in range(workers)]
         self.procs, self.logs = [], []
         self.worker_addrs, self.worker_metrics = [], []
@@ -64,15 +67,22 @@ class Cluster:
 
     def __enter__(self):
         os.makedirs(self.work_dir, exist_ok=True)
+        worker_auth, front_auth = [], []
+        if self.worker_token is not None:
+            token_file = os.path.join(self.work_dir, "worker-token")
+            with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(self.worker_token + "\n")
+            worker_auth, front_auth = ["--auth-token-file", token_file], ["--worker-token-file", token_file]
         for i in range(self.n):
             addr, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-            self._spawn(f"worker{i}", ["worker", "--listen", addr, "--metrics-listen", metrics] + self.worker_args[i])
+            self._spawn(f"worker{i}", ["worker", "--listen", addr, "--metrics-listen", metrics] + worker_auth +
+                        self.worker_args[i])
             self.worker_addrs.append(addr)
             self.worker_metrics.append(metrics)
         self.front = f"127.0.0.1:{free_port()}"
         self.front_metrics = f"127.0.0.1:{free_port()}"
         self._spawn("front", ["front", "--workers", ",".join(self.worker_addrs), "--listen", self.front,
-                              "--metrics-listen", self.front_metrics] + self.front_args)
+                              "--metrics-listen", self.front_metrics] + front_auth + self.front_args)
         return self
 
     def wait_ready(self, health_stub_factory, timeout_s=120):

@@ -113,3 +113,30 @@ prometheus.io/path: /metrics
     type: {{ .Values.model.hostPath.type }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding the workers' shared token: workerAuth.existingSecret, or the chart's own. */}}
+{{- define "deltagate.workerTokenSecret" -}}
+{{- .Values.workerAuth.existingSecret | default (printf "%s-worker-token" (include "deltagate.fullname" . | trunc 50 | trimSuffix "-")) }}
+{{- end }}
+
+{{/* The token as a file, /etc/deltagate/worker-token/token, in front and worker pods (readable by the
+pod's fsGroup). The volume; the mount is deltagate.workerTokenMount. */}}
+{{- define "deltagate.workerTokenVolume" -}}
+- name: worker-token
+  secret:
+    secretName: {{ include "deltagate.workerTokenSecret" . }}
+    defaultMode: 0440
+    items:
+      {{- if .Values.workerAuth.existingSecret }}
+      - key: {{ .Values.workerAuth.secretKey }}
+      {{- else }}
+      - key: token
+      {{- end }}
+        path: token
+{{- end }}
+
+{{- define "deltagate.workerTokenMount" -}}
+- name: worker-token
+  mountPath: /etc/deltagate/worker-token
+  readOnly: true
+{{- end }}

@@ -408,6 +408,9 @@ struct ClusterOptions {
     bool auth_token_in_env = false;
     std::vector<std::string> worker_args;   // for every worker (--drain-ms, --max-queue, ...)
     int front_port = 0;                     // 0: ephemeral; fixed for tests that restart the front in place
+    // Non-empty: the workers require the token this file holds (--auth-token-file) and the front sends
+    // it (--worker-token-file).
+    std::string worker_token_file;
 };
 
 class Cluster {
@@ -435,6 +438,7 @@ public:
         else
             argv.insert(argv.end(), {"--workers", worker_list_});
         if (!o.tls_cert.empty()) argv.insert(argv.end(), {"--tls-cert", o.tls_cert, "--tls-key", o.tls_key});
+        if (!o.worker_token_file.empty()) argv.insert(argv.end(), {"--worker-token-file", o.worker_token_file});
         std::vector<std::string> env = o.env;
         env.insert(env.end(), o.front_env.begin(), o.front_env.end());
         if (!o.auth_token.empty() && o.auth_token_in_env) env.push_back("DELTAGATE_AUTH_TOKEN=" + o.auth_token);

@@ -1,6 +1,7 @@
 // The real `deltagate worker` process on loopback: it prints where it listens, serves a generation and
 // /metrics, drains on SIGTERM (the in-flight stream completes, the process exits 0), and a SIGKILL
-// mid-stream ends the client's stream with UNAVAILABLE. Run by CTest as worker_process
+// mid-stream ends the client's stream with UNAVAILABLE; with --auth-token-file it refuses calls without
+// the token (UNAUTHENTICATED) and serves those with it. Run by CTest as worker_process
 // (tests/cmake/worker.cmake sets DG_DELTAGATE_BIN); skipped when the variable is not set.
 // Bounded: every wait has a hang guard, and the child is SIGKILLed on any exit path.
 #include <fcntl.h>
@@ -136,6 +137,55 @@ TEST(Process, KilledMidStreamGivesUnavailable) {
     }
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
     EXPECT_EQ(c.wait_exit(), 128 + SIGKILL);
+}
+
+// A real worker process started with --auth-token-file: a direct call without the credential, or with a
+// wrong one, is refused with UNAUTHENTICATED; the same call with the token (what a front sends) is served.
+TEST(Process, RefusesCallsWithoutTheToken) {
+    if (!binary()) GTEST_SKIP() << "DG_DELTAGATE_BIN not set (run through CTest: worker_process)";
+    const std::string token_file = ::testing::TempDir() + "/worker-process-token";
+    std::FILE* f = std::fopen(token_file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("process-test-token-0123456789\n", f);
+    std::fclose(f);
+    auto args = worker_args();
+    args.insert(args.end(), {"--auth-token-file", token_file});
+    Child c(args);
+    const std::string addr = between(c.first_line(), "gRPC on ", ",");
+    ASSERT_FALSE(addr.empty());
+    auto run = [&](const std::string& token) {
+        auto stub = pb::Worker::NewStub(
+            auth::channel_with_token(addr, grpc::InsecureChannelCredentials(), grpc::ChannelArguments(), token));
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+        auto reader = stub->Generate(&ctx, greedy(iota_prompt(12), 4));
+        Result r;
+        pb::GenerateEvent e;
+        while (reader->Read(&e)) record(e, &r);
+        r.status = reader->Finish();
+        return r;
+    };
+    Result none = run("");
+    EXPECT_EQ(none.status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << none.status.error_message();
+    EXPECT_TRUE(none.events.empty());
+    Result wrong = run("process-test-token-012345678");
+    EXPECT_EQ(wrong.status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << wrong.status.error_message();
+    EXPECT_TRUE(wrong.events.empty());
+    Result right = run("process-test-token-0123456789");
+    ASSERT_TRUE(right.status.ok()) << right.status.error_message();
+    EXPECT_EQ(right.tokens[0], cold_greedy("dense", iota_prompt(12), 4));
+    c.signal(SIGTERM);
+    EXPECT_EQ(c.wait_exit(), 0);
+}
+
+// A token file that cannot be used stops the worker at start with a message naming the flag.
+TEST(Process, BadTokenFileStopsTheStart) {
+    if (!binary()) GTEST_SKIP() << "DG_DELTAGATE_BIN not set (run through CTest: worker_process)";
+    auto args = worker_args();
+    args.insert(args.end(), {"--auth-token-file", ::testing::TempDir() + "/no-such-token-file"});
+    Child c(args);
+    EXPECT_EQ(c.first_line(), "");  // nothing on stdout: it never listened
+    EXPECT_EQ(c.wait_exit(), 2);
 }
 
 }  // namespace

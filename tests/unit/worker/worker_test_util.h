@@ -12,6 +12,7 @@
 
 #include "deltagate/worker/v1/worker.grpc.pb.h"
 #include "engine/status.h"
+#include "services/common/bearer_token.h"
 #include "services/worker/worker_server.h"
 #include "tests/unit/scheduler/sched_test_util.h"
 
@@ -56,12 +57,14 @@ inline WorkerOptions test_options(const std::string& fixture = "dense") {
 
 class Worker {
 public:
-    explicit Worker(WorkerOptions o) {
+    explicit Worker(WorkerOptions o) : token_(o.auth_token) {
         auto w = WorkerServer::start(std::move(o));
         EXPECT_TRUE(w.ok()) << w.status();
         if (!w.ok()) return;
         server = std::move(*w);
-        channel = grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials());
+        // The stub is a front's: it sends the worker's token when it has one.
+        channel = auth::channel_with_token(server->address(), grpc::InsecureChannelCredentials(),
+                                           grpc::ChannelArguments(), token_);
         stub = pb::Worker::NewStub(channel);
     }
 
@@ -122,6 +125,9 @@ public:
     std::unique_ptr<WorkerServer> server;
     std::shared_ptr<grpc::Channel> channel;
     std::unique_ptr<pb::Worker::Stub> stub;
+
+private:
+    std::string token_;
 };
 
 inline pb::GenerateRequest greedy(const std::vector<int32_t>& prompt, int32_t max_tokens, int32_t n = 1) {
