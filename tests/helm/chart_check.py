@@ -435,8 +435,13 @@ class Checker:
             grace = lookup(self.values, self.value_path(name, m.group(1), "terminationGracePeriodSeconds") or "") if m else None
             if not isinstance(grace, int):
                 self.err(name, "terminationGracePeriodSeconds must come from values")
-            elif cmd == "worker" and grace < 60:
-                self.err(name, f"worker terminationGracePeriodSeconds {grace} is too short to drain generations")
+            elif cmd == "worker":
+                drain_ms = lookup(self.values, "worker.drainMs")
+                if "--drain-ms={{ .Values.worker.drainMs }}" not in text or not isinstance(drain_ms, int):
+                    self.err(name, "the worker must get --drain-ms from .Values.worker.drainMs")
+                elif grace < drain_ms / 1000 + 10:
+                    self.err(name, f"worker terminationGracePeriodSeconds {grace} leaves no time to hand off after "
+                                   f"drain {drain_ms / 1000} s (needs drain + 10 s)")
             elif cmd == "front":
                 sleep = lookup(self.values, "front.preStopSleepSeconds") or 0
                 drain_ms = lookup(self.values, "front.drainMs")

@@ -494,6 +494,7 @@ public:
         std::vector<std::string> argv = {deltagate_binary(), "worker", "--listen", addr, "--backend", "cpu",
                                          "--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port)};
         if (!opt_.model.empty()) argv.insert(argv.end(), {"--model", opt_.model});
+        if (!opt_.worker_token_file.empty()) argv.insert(argv.end(), {"--auth-token-file", opt_.worker_token_file});
         argv.insert(argv.end(), opt_.worker_args.begin(), opt_.worker_args.end());
         return argv;
     }
