@@ -571,6 +571,25 @@ inline deltagate::v1::GenerateRequest ids_request(std::vector<int32_t> ids, int 
     return r;
 }
 
+// Abort of `id` sent to `stub` (another front replica) until it finds the stream: the replica needs its
+// workers healthy before it can ask them. The last status; *found = the response's count.
+inline grpc::Status abort_until_found(deltagate::v1::Inference::Stub& stub, const std::string& id, int tries,
+                                      int* found) {
+    deltagate::v1::AbortRequest ar;
+    ar.add_request_ids(id);
+    deltagate::v1::AbortResponse resp;
+    grpc::Status st;
+    for (int i = 0; i < tries; ++i) {
+        grpc::ClientContext actx;
+        actx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        st = stub.Abort(&actx, ar, &resp);
+        if (!st.ok() || resp.found() > 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    *found = resp.found();
+    return st;
+}
+
 // Everything one Generate/BatchGenerate stream returned.
 struct StreamResult {
     grpc::Status status;

@@ -150,19 +150,10 @@ TEST_F(FrontCluster, AbortReachesAStreamOnAnotherReplica) {
     auto reader = cluster_->stub->Generate(ctx.get(), req);
     v1::GenerateResponse m;
     ASSERT_TRUE(reader->Read(&m));  // running on a worker, streamed by the first replica
-    v1::AbortRequest ar;
-    ar.add_request_ids("abort-elsewhere");
-    v1::AbortResponse resp;
-    grpc::Status st;
-    for (int i = 0; i < 100; ++i) {  // the other replica needs its workers healthy before it can ask them
-        grpc::ClientContext actx;
-        actx.set_deadline(std::chrono::system_clock::now() + 10s);
-        st = other_stub->Abort(&actx, ar, &resp);
-        if (!st.ok() || resp.found() > 0) break;
-        std::this_thread::sleep_for(100ms);
-    }
+    int found = 0;
+    const grpc::Status st = abort_until_found(*other_stub, "abort-elsewhere", 100, &found);
     ASSERT_TRUE(st.ok()) << st.error_message();
-    EXPECT_EQ(resp.found(), 1);
+    EXPECT_EQ(found, 1);
     auto r = drain(reader);
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::CANCELLED) << r.status.error_message();
     EXPECT_NE(r.status.error_message().find("aborted"), std::string::npos) << r.status.error_message();

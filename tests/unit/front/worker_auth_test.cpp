@@ -94,19 +94,10 @@ TEST_F(WorkerAuthCluster, AbortFromAnotherReplicaReachesTheWorkers) {
     auto reader = cluster_->stub->Generate(ctx.get(), req);
     v1::GenerateResponse m;
     ASSERT_TRUE(reader->Read(&m));  // running on a worker
-    v1::AbortRequest ar;
-    ar.add_request_ids("abort-with-token");
-    v1::AbortResponse resp;
-    grpc::Status st;
-    for (int i = 0; i < 600; ++i) {  // the other replica needs its workers healthy before it can ask them
-        grpc::ClientContext actx;
-        actx.set_deadline(std::chrono::system_clock::now() + 10s);
-        st = other_stub->Abort(&actx, ar, &resp);
-        if (!st.ok() || resp.found() > 0) break;
-        std::this_thread::sleep_for(100ms);
-    }
+    int found = 0;
+    const grpc::Status st = abort_until_found(*other_stub, "abort-with-token", 600, &found);
     ASSERT_TRUE(st.ok()) << st.error_message();
-    EXPECT_EQ(resp.found(), 1);
+    EXPECT_EQ(found, 1);
     auto r = drain(reader);
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::CANCELLED) << r.status.error_message();
     ::kill(other, SIGTERM);
