@@ -67,7 +67,7 @@ fi
 if wants fuzz_front_request || wants fuzz_worker_request; then
   "$PROTOC" -I"$ROOT/proto" --cpp_out="$WORK/gen" deltagate/v1/inference.proto deltagate/worker/v1/worker.proto
   for f in "$WORK"/gen/deltagate/v1/inference.pb.cc "$WORK"/gen/deltagate/worker/v1/worker.pb.cc \
-           "$ROOT"/services/worker/convert.cpp "$ROOT"/scheduler/sampling.cpp; do sources+=("$f req"); done
+           "$ROOT"/services/worker/convert.cpp "$ROOT"/engine/sampling.cpp; do sources+=("$f req"); done
   if wants fuzz_front_request; then
     # The tokenizer without gguf_vocab.cpp (reading a vocabulary out of a GGUF: engine/formats' business).
     for f in "$ROOT"/engine/tokenizer/*.cpp "$ROOT"/services/front/{request_builder,openai_api,anthropic_api}.cpp \
