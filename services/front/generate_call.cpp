@@ -153,9 +153,9 @@ GenerateCall::Attempt* GenerateCall::make_attempt_locked(int li, grpc::Status* e
     // Siblings of a fan-out go where leg 0 went (its prefix checkpoint is there), unless that worker failed.
     int sticky = -1;
     std::string sticky_addr;
-    if (leg.migrated) sticky_addr.clear();  // where it runs matters less than that it runs now
-    else if (li > 0 && legs_[0].worker) sticky_addr = legs_[0].worker->address();
-    else if (!plan_.session_id.empty()) sticky_addr = front_.sessions().get(plan_.session_id);
+    // A migrated leg sticks to nothing: where it runs matters less than that it runs now.
+    if (!leg.migrated && li > 0 && legs_[0].worker) sticky_addr = legs_[0].worker->address();
+    else if (!leg.migrated && !plan_.session_id.empty()) sticky_addr = front_.sessions().get(plan_.session_id);
     for (size_t i = 0; i < workers.size(); ++i)
         if (workers[i]->address() == sticky_addr) sticky = int(i);
     std::vector<int> exclude;
@@ -435,10 +435,10 @@ bool GenerateCall::migrate_locked(int li, const grpc::Status& why, const std::st
                                              " times (--max-migrations ", front_.options().max_migrations, ")"));
             return false;
         }
+    // `failed` stays valid while legs are appended: legs_ is a deque.
+    const int origin = failed.origin_leg;  // an original leg is its own origin
     for (auto [j, out] : moves) {
-        const Leg& f = legs_[size_t(li)];  // re-read: push_back below keeps deque references, but be plain
-        const int origin = f.migrated ? f.origin_leg : li;
-        const int origin_index = f.migrated ? f.origin_index : j;
+        const int origin_index = failed.migrated ? failed.origin_index : j;
         const worker::v1::GenerateRequest& base = legs_[size_t(origin)].plan.request;
         const std::vector<int32_t>& sent = sent_tokens_[size_t(out)];
         OutputTrack& track = *tracks_[size_t(out)];
@@ -467,6 +467,7 @@ bool GenerateCall::migrate_locked(int li, const grpc::Status& why, const std::st
         r.set_n(1);
         r.mutable_sampling()->set_seed(sched::child_seed(base.sampling().seed(), origin_index));
         if (base.max_tokens() > 0) r.set_max_tokens(base.max_tokens() - int32_t(sent.size()));
+        const int32_t resumed = r.resumed_tokens();  // `r` is moved from below
         legs_.push_back(std::move(nl));
         ++migrations_;
         ++migrated_[size_t(out)];
@@ -483,7 +484,7 @@ bool GenerateCall::migrate_locked(int li, const grpc::Status& why, const std::st
         ev.attributes.emplace_back("deltagate.migration.to", next->worker_->address());
         ev.attributes.emplace_back("deltagate.migration.reason", why.error_message());
         ev.attributes.emplace_back("deltagate.migration.index", int64_t(out));
-        ev.attributes.emplace_back("deltagate.migration.resumed_tokens", int64_t(r.resumed_tokens()));
+        ev.attributes.emplace_back("deltagate.migration.resumed_tokens", int64_t(resumed));
         gen_span_.events.push_back(std::move(ev));
         next->span_.set("deltagate.migrated_from", from);
         to_launch->push_back(next);

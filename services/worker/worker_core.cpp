@@ -25,9 +25,10 @@ WorkerCore::WorkerCore(const WorkerOptions& opt, std::unique_ptr<sched::EngineLo
 
 WorkerCore::~WorkerCore() { engine_->stop(); }
 
-void WorkerCore::reject(const std::shared_ptr<GenerateStream>& s, const grpc::Status& st) {
+void WorkerCore::reject(const std::shared_ptr<GenerateStream>& s, const grpc::Status& st, int64_t retry_after_ms) {
     metrics_.request_finished(int(st.error_code()));
-    s->finish(st);
+    if (retry_after_ms > 0) s->finish(st, kRetryAfterMsKey, std::to_string(retry_after_ms));
+    else s->finish(st);
 }
 
 grpc::ServerWriteReactor<pb::GenerateEvent>* WorkerCore::generate(const pb::GenerateRequest& req,
@@ -86,9 +87,9 @@ void WorkerCore::end_trace(const Live& L, const sched::Usage& u, const grpc::Sta
 void WorkerCore::submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sched::Request r, Live live,
                         sched::EngineLoop& loop) {
     const std::string name = live.name;
-    auto fail = [&](const grpc::Status& st) {
+    auto fail = [&](const grpc::Status& st, int64_t retry_after_ms = 0) {
         end_trace(live, sched::Usage{}, st);
-        reject(stream, st);
+        reject(stream, st, retry_after_ms);
         request_ended();
     };
     if (!name.empty() && by_name_.contains(name)) {
@@ -108,10 +109,7 @@ void WorkerCore::submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sc
                        : absl::StrCat("worker is at capacity (expected wait for a slot ", expected_wait,
                                       " ms > --max-queue-wait-ms ", opt_.max_queue_wait_ms, "): retry in ", wait_ms,
                                       " ms or on another worker"));
-        end_trace(live, sched::Usage{}, st);
-        metrics_.request_finished(int(st.error_code()));
-        stream->finish(st, kRetryAfterMsKey, std::to_string(wait_ms));
-        request_ended();
+        fail(st, wait_ms);
         return;
     }
     r.on_event = [this, sid](const sched::Event& e) { on_event(sid, e); };

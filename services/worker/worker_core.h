@@ -99,7 +99,8 @@ private:
         grpc::Status error;
     };
 
-    void reject(const std::shared_ptr<GenerateStream>& s, const grpc::Status& st);
+    // Ends a call that never reached the engine; `retry_after_ms` > 0 goes out as the overload hint.
+    void reject(const std::shared_ptr<GenerateStream>& s, const grpc::Status& st, int64_t retry_after_ms = 0);
     void request_ended();  // n_live_ - 1, waking wait_idle()
     // Engine thread only.
     void submit(uint64_t sid, std::shared_ptr<GenerateStream> stream, sched::Request r, Live live,
