@@ -20,4 +20,11 @@ using FloatDotFn = float (*)(const uint8_t* row, const float* x, int64_t n);
 // with AVX-512 VNNI has AVX-512F/BW/VL); nullptr for other types, kScalar, or an ISA this CPU lacks.
 FloatDotFn float_dot_kernel(DType type, QuantIsa isa);
 
+// BF16 rows against activations rounded to bf16 once per matmul (gemm.h's to_bf16), by vdpbf16ps: the
+// decode twin of the bf16 GEMM, so a bf16 model's prefill and decode round the activations alike (error
+// vs the oracle ~1e-3 of the row's magnitude, as the GEMM's). nullptr on a CPU without AVX512_BF16, where
+// BF16 keeps the f32 kernel above.
+using Bf16DotFn = float (*)(const uint8_t* row, const uint16_t* xb, int64_t n);
+Bf16DotFn bf16_dot_kernel();
+
 }  // namespace dg::cpu

@@ -20,13 +20,6 @@ constexpr int kTokVecs = 2;  // token registers per micro-kernel: 32 tokens
 constexpr int kRows = 4;     // weight rows per micro-kernel
 constexpr int kPanel = 16;   // weight rows unpacked per step (4 micro-kernel row groups)
 
-bool has_avx512_bf16() {
-    static const bool v = [] {
-        __builtin_cpu_init();
-        return best_quant_isa() == QuantIsa::kAvx512Vnni && __builtin_cpu_supports("avx512bf16");
-    }();
-    return v;
-}
 
 // Per weight type: the group size (elements per scale) and whether groups carry a min (w = dw*q + mw).
 struct QuantLayout {
@@ -309,19 +302,6 @@ void to_f32(DType t, const uint8_t* row, int64_t cols, float* out) {
     }
 }
 
-// f32 pairs -> bf16 pairs, round to nearest even (vcvtne2ps2bf16).
-void to_bf16(const float* x, int64_t n, uint16_t* out) {
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
-        _mm512_storeu_si512(out + i, (__m512i)b);
-    }
-    for (; i < n; ++i) {  // scalar round to nearest even (finite inputs)
-        uint32_t u;
-        std::memcpy(&u, x + i, 4);
-        out[i] = uint16_t((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-    }
-}
 
 // The next panel's stored rows are fetched into L2 while this panel computes, a slice before each
 // micro-kernel call: unpacking otherwise waited on memory (half the GEMM's time at 64 tokens, perf), the
@@ -498,6 +478,28 @@ void gemm_float(const float* x, int32_t n, const Matrix& W, float* y) {
 
 }  // namespace
 #pragma GCC pop_options
+
+bool has_avx512_bf16() {
+    static const bool v = [] {
+        __builtin_cpu_init();
+        return best_quant_isa() == QuantIsa::kAvx512Vnni && __builtin_cpu_supports("avx512bf16");
+    }();
+    return v;
+}
+
+// f32 pairs -> bf16 pairs, round to nearest even (vcvtne2ps2bf16).
+__attribute__((target("avx512f,avx512bf16"))) void to_bf16(const float* x, int64_t n, uint16_t* out) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+        _mm512_storeu_si512(out + i, (__m512i)b);
+    }
+    for (; i < n; ++i) {  // scalar round to nearest even (finite inputs)
+        uint32_t u;
+        std::memcpy(&u, x + i, 4);
+        out[i] = uint16_t((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+    }
+}
 
 bool gemm_supported(DType type) {
     QuantLayout l;

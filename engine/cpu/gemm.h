@@ -37,4 +37,9 @@ bool gemm_supported(DType type);
 // y[n, W.rows] = x[n, W.cols] · Wᵀ; requires gemm_supported(W.type) and W.cols % 32 == 0 (quantised).
 void gemm(const float* x, int32_t n, const Matrix& W, float* y);
 
+// Whether the CPU has AVX512_BF16 (vdpbf16ps); the bf16 GEMM and the bf16 decode dot need it.
+bool has_avx512_bf16();
+// f32 -> bf16, round to nearest even (the activations of the bf16 kernels); only where has_avx512_bf16().
+void to_bf16(const float* x, int64_t n, uint16_t* out);
+
 }  // namespace dg::cpu

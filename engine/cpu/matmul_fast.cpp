@@ -25,6 +25,18 @@ void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y) {
 
 void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y) {
     const int64_t in = W.cols, out = W.rows;
+    static const Bf16DotFn bdot = bf16_dot_kernel();
+    if (W.type == DType::BF16 && bdot) {
+        thread_local std::vector<uint16_t> xb;
+        xb.resize(size_t(n) * in);
+        for (int32_t t = 0; t < n; ++t) to_bf16(x + int64_t(t) * in, in, xb.data() + int64_t(t) * in);
+        const uint16_t* xp = xb.data();
+        parallel_for(out, [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r)
+                for (int32_t t = 0; t < n; ++t) y[int64_t(t) * out + r] = bdot(W.row(r), xp + int64_t(t) * in, in);
+        }, 16);
+        return;
+    }
     if (const FloatDotFn fdot = float_dot_kernel(W.type, best_quant_isa())) {
         parallel_for(out, [&](int64_t r0, int64_t r1) {
             for (int64_t r = r0; r < r1; ++r)
