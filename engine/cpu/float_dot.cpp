@@ -111,12 +111,15 @@ FloatDotFn pick(DType t) {
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512bf16")
 namespace avx512bf16 {
 namespace {
+constexpr int64_t kPrefetchBytes = 4096;
 // 64 elements per step in two vdpbf16ps chains: the weights are used as stored (no conversion), so the
 // kernel is a load and one instruction per 32 elements and keeps up with memory with room to spare.
 float dot(const uint8_t* row, const uint16_t* xb, int64_t n) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(row + 2 * i) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(row + 2 * i) + kPrefetchBytes + 64, _MM_HINT_T0);
         a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(row + 2 * i), (__m512bh)_mm512_loadu_si512(xb + i));
         a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(row + 2 * i + 64),
                               (__m512bh)_mm512_loadu_si512(xb + i + 32));

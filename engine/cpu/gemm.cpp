@@ -17,6 +17,9 @@ namespace {
 
 constexpr int kLanes = 16;   // tokens per register
 constexpr int kTokVecs = 2;  // token registers per micro-kernel: 32 tokens
+// The bf16 micro-kernel takes 64 tokens: vdpbf16ps's latency needs more than 8 independent accumulators
+// to keep both FMA pipes busy (4 rows x 4 token registers = 16), and its operands come from L2 anyway.
+constexpr int kTokVecsBf16 = 4;
 constexpr int kRows = 4;     // weight rows per micro-kernel
 constexpr int kPanel = 16;   // weight rows unpacked per step (4 micro-kernel row groups)
 
@@ -441,15 +444,16 @@ void gemm_float(const float* x, int32_t n, const Matrix& W, float* y) {
     parallel_for(panels, [&](int64_t p0, int64_t p1) {
         thread_local std::vector<float> pf;
         if (!bf16) pf.resize(size_t(kPanel) * cols);
-        alignas(64) float tile[kTokVecs * kRows * 16];
+        alignas(64) float tile[kTokVecsBf16 * kRows * 16];
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t r0 = p * kPanel, nrows = std::min<int64_t>(kPanel, out_rows - r0);
             if (!bf16)
                 for (int64_t i = 0; i < nrows; ++i) to_f32(W.type, W.row(r0 + i), cols, pf.data() + i * cols);
             PanelPrefetch ahead = next_panel(W, p, p1);
-            int64_t calls_left = ((vecs + kTokVecs - 1) / kTokVecs) * ((nrows + kRows - 1) / kRows);
-            for (int64_t tv = 0; tv < vecs; tv += kTokVecs) {
-                const int nv = int(std::min<int64_t>(kTokVecs, vecs - tv));
+            const int64_t tok_vecs = bf16 ? kTokVecsBf16 : kTokVecs;
+            int64_t calls_left = ((vecs + tok_vecs - 1) / tok_vecs) * ((nrows + kRows - 1) / kRows);
+            for (int64_t tv = 0; tv < vecs; tv += tok_vecs) {
+                const int nv = int(std::min<int64_t>(tok_vecs, vecs - tv));
                 for (int64_t i0 = 0; i0 < nrows; i0 += kRows) {
                     ahead.slice(calls_left--);
                     const int valid = int(std::min<int64_t>(kRows, nrows - i0));
@@ -462,14 +466,22 @@ void gemm_float(const float* x, int32_t n, const Matrix& W, float* y) {
                         rows[i] = W.row(row0[i]);
                     }
                     if (bf16) {
-                        if (nv == 2) bkernel<2>(rows, cols, XB, tv, tile);
-                        else bkernel<1>(rows, cols, XB, tv, tile);
+                        switch (nv) {
+                            case 4: bkernel<4>(rows, cols, XB, tv, tile); break;
+                            case 3: bkernel<3>(rows, cols, XB, tv, tile); break;
+                            case 2: bkernel<2>(rows, cols, XB, tv, tile); break;
+                            default: bkernel<1>(rows, cols, XB, tv, tile); break;
+                        }
                     } else {
                         if (nv == 2) fkernel<2>(pf.data(), r, cols, XF, tv, tile);
                         else fkernel<1>(pf.data(), r, cols, XF, tv, tile);
                     }
-                    if (nv == 2) store_tile<2>(tile, tv, n, row0, valid, out_rows, y);
-                    else store_tile<1>(tile, tv, n, row0, valid, out_rows, y);
+                    switch (nv) {
+                        case 4: store_tile<4>(tile, tv, n, row0, valid, out_rows, y); break;
+                        case 3: store_tile<3>(tile, tv, n, row0, valid, out_rows, y); break;
+                        case 2: store_tile<2>(tile, tv, n, row0, valid, out_rows, y); break;
+                        default: store_tile<1>(tile, tv, n, row0, valid, out_rows, y); break;
+                    }
                 }
             }
         }
