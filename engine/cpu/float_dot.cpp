@@ -111,6 +111,9 @@ FloatDotFn pick(DType t) {
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512bf16")
 namespace avx512bf16 {
 namespace {
+// Software prefetch this far ahead (into the next rows: a matrix's rows are contiguous; a prefetch past
+// its end is harmless). On the 2-core VM a 512 MB bf16 stream read 53-58 GB/s with it and 47-49 without,
+// in a standalone loop; in the whole decode step the gain was within the run-to-run noise (32.3 -> 32.4-33.4).
 constexpr int64_t kPrefetchBytes = 4096;
 // 64 elements per step in two vdpbf16ps chains: the weights are used as stored (no conversion), so the
 // kernel is a load and one instruction per 32 elements and keeps up with memory with room to spare.
