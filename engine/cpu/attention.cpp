@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "engine/cpu/attention_row.h"
 #include "engine/cpu/ops.h"
 #include "engine/cpu/parallel.h"
 
@@ -52,8 +53,9 @@ thread_local Scratch t_kf, t_vf;
 }  // namespace
 
 void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, float eps, const float* qg,
-               const float* k_in, const float* v_in, float* out, const KvLayer& kv) {
+               const float* k_in, const float* v_in, float* out, const KvLayer& kv, bool fast) {
     const int64_t Hq = d.Hq, Hkv = d.Hkv, hd = d.hd, group = Hq / Hkv;
+    const AttendRowFn attend = fast ? attend_row_fast(hd) : nullptr;
     const float scale = 1.f / std::sqrt(float(hd));
     auto kv_row = [&](uint8_t* base, const SeqSlice& s, int64_t pos, int64_t head) {
         const int64_t block = s.blocks[pos / kv.block_tokens], off = pos % kv.block_tokens;
@@ -101,6 +103,12 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
                 const float* K = &kf[kvh * P * hd];
                 const float* V = &vf[kvh * P * hd];
                 scores.resize(pos + 1);
+                float* o = out + (r * Hq + h) * hd;
+                if (attend) {
+                    attend(q.data(), K, V, pos + 1, hd, scale, scores.data(), acc.data());
+                    for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] / (1.f + std::exp(-gate[j]));
+                    continue;
+                }
                 float mx = -INFINITY;
                 for (int64_t p = 0; p <= pos; ++p) {
                     float dot = 0.f;
@@ -115,7 +123,6 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
                     const float pr = scores[p] / sum;
                     for (int64_t j = 0; j < hd; ++j) acc[j] += pr * V[p * hd + j];
                 }
-                float* o = out + (r * Hq + h) * hd;
                 for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] / (1.f + std::exp(-gate[j]));
             }
         });

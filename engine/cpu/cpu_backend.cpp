@@ -122,7 +122,7 @@ public:
                    const float* qg, const float* k, const float* v, float* out) override {
         KvStore& l = kv_[attn_layer];
         cpu::KvLayer kv{layout_.kv_type, layout_.block_tokens, kv_row_bytes_, l.k.data(), l.v.data()};
-        cpu::attention(b, d, w, eps, qg, k, v, out, kv);
+        cpu::attention(b, d, w, eps, qg, k, v, out, kv, /*fast=*/!exact_);
     }
 
     void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) override {

@@ -63,8 +63,9 @@ struct KvLayer {
     uint8_t* k;
     uint8_t* v;
 };
+// fast: the fast backend's AVX-512 softmax rows (attention_row.h) where the CPU has them; false is the oracle.
 void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, float eps, const float* qg_n_2q,
-               const float* k_n_kv, const float* v_n_kv, float* out_n_q, const KvLayer& kv);
+               const float* k_n_kv, const float* v_n_kv, float* out_n_q, const KvLayer& kv, bool fast = false);
 
 // mm: the backend's matmul (matmul or matmul_fast) for the experts and the shared expert.
 using MatmulFn = void (*)(const float* x, int32_t n, const Matrix& W, float* y);
