@@ -1,6 +1,7 @@
 // Gated full attention on the CPU over the paged KV cache: q/gate split, zero-centred q/k RMSNorm,
 // partial NeoX RoPE, K/V written into the sequence's blocks (in the cache's storage type), causal GQA
 // softmax over every cached position, sigmoid output gate. Math: docs/qwen35-model.md §3.
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -50,12 +51,32 @@ struct Scratch {
 };
 thread_local Scratch t_kf, t_vf;
 
+// The oracle's softmax row (attention_row.h's AttendRowFn): scalar loops, probabilities normalised per key.
+void attend_row_exact(const float* q, const float* K, const float* V, int64_t n_keys, int64_t hd, float scale,
+                      float* scores, float* acc) {
+    float mx = -INFINITY;
+    for (int64_t p = 0; p < n_keys; ++p) {
+        float dot = 0.f;
+        for (int64_t j = 0; j < hd; ++j) dot += q[j] * K[p * hd + j];
+        scores[p] = dot * scale;
+        mx = std::max(mx, scores[p]);
+    }
+    float sum = 0.f;
+    for (int64_t p = 0; p < n_keys; ++p) sum += scores[p] = std::exp(scores[p] - mx);
+    std::fill(acc, acc + hd, 0.f);
+    for (int64_t p = 0; p < n_keys; ++p) {
+        const float pr = scores[p] / sum;
+        for (int64_t j = 0; j < hd; ++j) acc[j] += pr * V[p * hd + j];
+    }
+}
+
 }  // namespace
 
 void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, float eps, const float* qg,
                const float* k_in, const float* v_in, float* out, const KvLayer& kv, bool fast) {
     const int64_t Hq = d.Hq, Hkv = d.Hkv, hd = d.hd, group = Hq / Hkv;
     const AttendRowFn attend = fast ? attend_row_fast(hd) : nullptr;
+    const AttendCachedRowFn attend_cached = fast ? attend_cached_row_fast(kv.type, hd) : nullptr;
     const float scale = 1.f / std::sqrt(float(hd));
     auto kv_row = [&](uint8_t* base, const SeqSlice& s, int64_t pos, int64_t head) {
         const int64_t block = s.blocks[pos / kv.block_tokens], off = pos % kv.block_tokens;
@@ -78,21 +99,35 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
         }, 8);  // a decode token's few heads are a microsecond of work: not worth a dispatch
     }
 
-    // 2. Each query row attends to positions [0, pos] of its own sequence. The sequence's K/V are
-    //    dequantised once into f32 ([kv head][position][hd]) and shared by every query row and head.
+    // 2. Each query row attends to positions [0, pos] of its own sequence. The oracle, and a prefill on
+    //    the fast path, first dequantise the sequence's K/V once into f32 ([kv head][position][hd]), shared
+    //    by every query row and head; a decode row on the fast path reads the cache rows in place.
     for (const SeqSlice& s : b.seqs) {
         const int64_t P = int64_t(s.pos0) + s.len;
-        float* kf = t_kf.take(size_t(Hkv * P * hd));
-        float* vf = t_vf.take(size_t(Hkv * P * hd));
-        parallel_for(P * Hkv, [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) {
-                const int64_t h = i / P, p = i % P;
-                dequantize_row(kv.type, kv_row(kv.k, s, p, h), &kf[(h * P + p) * hd], hd);
-                dequantize_row(kv.type, kv_row(kv.v, s, p, h), &vf[(h * P + p) * hd], hd);
-            }
-        }, 64);
+        const bool in_place = attend_cached && s.len == 1;
+        const float *kf = nullptr, *vf = nullptr;
+        thread_local std::vector<const uint8_t*> k_rows, v_rows;  // [kv head][position]
+        if (in_place) {
+            k_rows.resize(size_t(Hkv * P));
+            v_rows.resize(size_t(Hkv * P));
+            for (int64_t h = 0; h < Hkv; ++h)
+                for (int64_t p = 0; p < P; ++p) k_rows[h * P + p] = kv_row(kv.k, s, p, h), v_rows[h * P + p] = kv_row(kv.v, s, p, h);
+        } else {
+            float* kd = t_kf.take(size_t(Hkv * P * hd));
+            float* vd = t_vf.take(size_t(Hkv * P * hd));
+            parallel_for(P * Hkv, [&](int64_t i0, int64_t i1) {
+                for (int64_t i = i0; i < i1; ++i) {
+                    const int64_t h = i / P, p = i % P;
+                    dequantize_row(kv.type, kv_row(kv.k, s, p, h), &kd[(h * P + p) * hd], hd);
+                    dequantize_row(kv.type, kv_row(kv.v, s, p, h), &vd[(h * P + p) * hd], hd);
+                }
+            }, 64);
+            kf = kd, vf = vd;
+        }
+        const uint8_t* const* kr = k_rows.data();  // the caller's thread_local, read by every pool thread
+        const uint8_t* const* vr = v_rows.data();
         parallel_for(int64_t(s.len) * Hq, [&](int64_t i0, int64_t i1) {
-            std::vector<float> q(hd), acc(hd), scores;
+            std::vector<float> q(hd), acc(hd), scores(P);
             for (int64_t i = i0; i < i1; ++i) {
                 const int64_t t = i / Hq, h = i % Hq, pos = s.pos0 + t, r = s.begin + t, kvh = h / group;
                 const float* qsrc = qg + (r * Hq + h) * 2 * hd;  // per head [query hd | gate hd]
@@ -100,29 +135,10 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
                 for (int64_t j = 0; j < hd; ++j) q[j] = qsrc[j];
                 rms_norm_row(q.data(), w.q_norm.data(), hd, eps);
                 rope_row(q.data(), d.rotary_dim, d.rope_theta, pos);
-                const float* K = &kf[kvh * P * hd];
-                const float* V = &vf[kvh * P * hd];
-                scores.resize(pos + 1);
+                if (in_place) attend_cached(q.data(), kr + kvh * P, vr + kvh * P, pos + 1, hd, scale, scores.data(), acc.data());
+                else if (attend) attend(q.data(), &kf[kvh * P * hd], &vf[kvh * P * hd], pos + 1, hd, scale, scores.data(), acc.data());
+                else attend_row_exact(q.data(), &kf[kvh * P * hd], &vf[kvh * P * hd], pos + 1, hd, scale, scores.data(), acc.data());
                 float* o = out + (r * Hq + h) * hd;
-                if (attend) {
-                    attend(q.data(), K, V, pos + 1, hd, scale, scores.data(), acc.data());
-                    for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] / (1.f + std::exp(-gate[j]));
-                    continue;
-                }
-                float mx = -INFINITY;
-                for (int64_t p = 0; p <= pos; ++p) {
-                    float dot = 0.f;
-                    for (int64_t j = 0; j < hd; ++j) dot += q[j] * K[p * hd + j];
-                    scores[p] = dot * scale;
-                    mx = std::max(mx, scores[p]);
-                }
-                float sum = 0.f;
-                for (int64_t p = 0; p <= pos; ++p) sum += scores[p] = std::exp(scores[p] - mx);
-                std::fill(acc.begin(), acc.end(), 0.f);
-                for (int64_t p = 0; p <= pos; ++p) {
-                    const float pr = scores[p] / sum;
-                    for (int64_t j = 0; j < hd; ++j) acc[j] += pr * V[p * hd + j];
-                }
                 for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] / (1.f + std::exp(-gate[j]));
             }
         });

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "engine/formats/dtype.h"
+
 namespace dg::cpu {
 
 // scores: scratch of at least n_keys floats. hd: any multiple of 16.
@@ -17,5 +19,13 @@ using AttendRowFn = void (*)(const float* q, const float* K_p_hd, const float* V
 // The AVX-512 kernel, or nullptr where the CPU lacks AVX-512F or hd is not a multiple of 16 (callers keep
 // the scalar loops then).
 AttendRowFn attend_row_fast(int64_t hd);
+
+// The same over K/V rows where the paged cache stores them (F32, F16 or BF16), converted in registers:
+// the decode path. Dequantising the sequence's whole history into f32 first, as a prefill does once for
+// all its query rows, cost a decode step as much as the attention itself at 2K tokens of context.
+using AttendCachedRowFn = void (*)(const float* q, const uint8_t* const* k_rows, const uint8_t* const* v_rows,
+                                   int64_t n_keys, int64_t hd, float scale, float* scores, float* out);
+// nullptr for other cache types (the quantised ones keep the dequantise-then-attend path) or as above.
+AttendCachedRowFn attend_cached_row_fast(DType kv_type, int64_t hd);
 
 }  // namespace dg::cpu
