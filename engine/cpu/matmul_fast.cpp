@@ -31,17 +31,17 @@ void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y) {
         xb.resize(size_t(n) * in);
         for (int32_t t = 0; t < n; ++t) to_bf16(x + int64_t(t) * in, in, xb.data() + int64_t(t) * in);
         const uint16_t* xp = xb.data();
-        parallel_for(out, [&](int64_t r0, int64_t r1) {
+        parallel_for_balanced(out, [&](int64_t r0, int64_t r1) {
             for (int64_t r = r0; r < r1; ++r)
                 for (int32_t t = 0; t < n; ++t) y[int64_t(t) * out + r] = bdot(W.row(r), xp + int64_t(t) * in, in);
-        }, 16);
+        }, matmul_chunks_per_thread(), 16);
         return;
     }
     if (const FloatDotFn fdot = float_dot_kernel(W.type, best_quant_isa())) {
-        parallel_for(out, [&](int64_t r0, int64_t r1) {
+        parallel_for_balanced(out, [&](int64_t r0, int64_t r1) {
             for (int64_t r = r0; r < r1; ++r)
                 for (int32_t t = 0; t < n; ++t) y[int64_t(t) * out + r] = fdot(W.row(r), x + int64_t(t) * in, in);
-        }, 16);
+        }, matmul_chunks_per_thread(), 16);
         return;
     }
     const QuantDotFn dot = quant_dot_kernel(W.type, best_quant_isa());
@@ -60,7 +60,7 @@ void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y) {
     const int32_t* sp = s.data();
     auto act = [&](int64_t t) { return Q8Row{qp + t * in, dp + t * nb, sp + t * nb}; };
     const QuantDotTileFn tile = n > 1 ? quant_dot_tile_kernel(W.type, best_quant_isa()) : nullptr;
-    parallel_for(out, [&](int64_t r0, int64_t r1) {
+    parallel_for_balanced(out, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             const uint8_t* row = W.row(r);
             if (!tile) {
@@ -78,7 +78,7 @@ void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y) {
                 for (int k = 0; k < ntok; ++k) y[int64_t(t + k) * out + r] = o[k];
             }
         }
-    }, 16);
+    }, matmul_chunks_per_thread(), 16);
 }
 
 }  // namespace dg::cpu

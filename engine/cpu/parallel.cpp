@@ -158,19 +158,40 @@ Pool& pool() {
 
 }  // namespace
 
-void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk) {
+namespace {
+void run_parts(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk, int per_thread) {
     if (n <= 0) return;
     if (t_in_pool) {  // nested: inside a chunk, the other threads are busy with this job's other chunks
         fn(0, n);
         return;
     }
     Pool& p = pool();
-    const int parts = int(std::min<int64_t>(p.size(), std::max<int64_t>(1, n / std::max<int64_t>(min_chunk, 1))));
+    const int64_t most = std::min<int64_t>(int64_t(p.size()) * std::max(per_thread, 1), 0xffff);
+    const int parts = int(std::min<int64_t>(most, std::max<int64_t>(1, n / std::max<int64_t>(min_chunk, 1))));
     if (parts <= 1) {
         fn(0, n);
         return;
     }
     p.run(n, fn, parts);
+}
+}  // namespace
+
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk) {
+    run_parts(n, fn, min_chunk, 1);
+}
+
+void parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int per_thread,
+                           int64_t min_chunk) {
+    run_parts(n, fn, min_chunk, per_thread);
+}
+
+int matmul_chunks_per_thread() {
+    static const int v = [] {
+        const char* e = std::getenv("DG_CPU_MATMUL_CHUNKS");
+        const int k = e ? std::atoi(e) : 0;
+        return k > 0 ? std::min(k, 64) : kMatmulChunksPerThread;
+    }();
+    return v;
 }
 
 int num_threads() { return pool().size(); }

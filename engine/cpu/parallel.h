@@ -22,4 +22,14 @@ namespace dg::cpu {
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk = 1);
 int num_threads();
 
+// As parallel_for, but in up to `per_thread` chunks per thread, handed out in order to whichever thread is
+// free: a thread that finishes its chunk early takes the next one instead of waiting for the slower
+// half. Each chunk stays one contiguous range (so a matmul's threads still stream long runs of rows).
+void parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int per_thread,
+                           int64_t min_chunk = 1);
+// The decode matmuls' chunks per thread (matmul_fast.cpp): kMatmulChunksPerThread, or DG_CPU_MATMUL_CHUNKS
+// (1-64) to measure another split.
+constexpr int kMatmulChunksPerThread = 1;
+int matmul_chunks_per_thread();
+
 }  // namespace dg::cpu

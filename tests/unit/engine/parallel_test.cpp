@@ -19,25 +19,27 @@
 namespace dg {
 namespace {
 
-// Runs one parallel_for and checks its chunks: disjoint, covering [0, n), at most num_threads(), each of
-// at least min(n, min_chunk) indices.
-void check_cover(int64_t n, int64_t min_chunk) {
+// Runs one parallel_for (per_thread 0) or parallel_for_balanced and checks its chunks: disjoint, covering
+// [0, n), at most num_threads() x per_thread, each of at least min(n, min_chunk) indices.
+void check_cover(int64_t n, int64_t min_chunk, int per_thread = 0) {
     std::vector<std::atomic<int>> hits(size_t(std::max<int64_t>(n, 0)));
     std::mutex mu;
     std::vector<std::pair<int64_t, int64_t>> chunks;
-    cpu::parallel_for(n, [&](int64_t b, int64_t e) {
+    auto body = [&](int64_t b, int64_t e) {
         {
             std::lock_guard<std::mutex> lk(mu);
             chunks.emplace_back(b, e);
         }
         for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1);
-    }, min_chunk);
+    };
+    if (per_thread == 0) cpu::parallel_for(n, body, min_chunk);
+    else cpu::parallel_for_balanced(n, body, per_thread, min_chunk);
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "n=" << n << " index " << i;
     if (n <= 0) {
         EXPECT_TRUE(chunks.empty());
         return;
     }
-    EXPECT_LE(int64_t(chunks.size()), cpu::num_threads()) << "n=" << n;
+    EXPECT_LE(int64_t(chunks.size()), int64_t(cpu::num_threads()) * std::max(per_thread, 1)) << "n=" << n;
     for (auto [b, e] : chunks) {
         EXPECT_LT(b, e);
         EXPECT_GE(e - b, std::min(n, std::max<int64_t>(min_chunk, 1))) << "n=" << n << " min_chunk=" << min_chunk;
@@ -48,6 +50,12 @@ TEST(ParallelFor, CoversEveryIndexOnce) {
     EXPECT_GE(cpu::num_threads(), 1);
     for (int64_t n : {-3, 0, 1, 2, 3, 7, 16, 17, 63, 64, 65, 1000, 4099})
         for (int64_t min_chunk : {0, 1, 2, 16, 64, 5000}) check_cover(n, min_chunk);
+}
+
+TEST(ParallelFor, BalancedCoversEveryIndexOnce) {
+    for (int64_t n : {1, 7, 64, 65, 1000, 4099})
+        for (int64_t min_chunk : {1, 16, 5000})
+            for (int per_thread : {1, 4, 64}) check_cover(n, min_chunk, per_thread);
 }
 
 TEST(ParallelFor, ManySmallCallsInARow) {
