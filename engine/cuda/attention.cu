@@ -9,7 +9,7 @@
 //    splits and applies the gate. Two launches for all decode sequences of a step.
 //  - prefill (len > 1): kv_write_kernel stores the chunk's K/V, then prefill_kernel, a tiled flash
 //    attention: a block per (16 query rows of one KV head's group, KV head), KV in shared-memory tiles of
-//    16 positions read once for the 16 rows, online softmax in registers. No score buffer: the only
+//    32 positions read once for the 16 rows, online softmax per row and tile. No score buffer: the only
 //    workspace is the decode partials (attention_geometry.h), independent of the context length.
 //
 // Lanes own head-dim columns e*32 + lane (e < hd/32): a warp reads a K/V row coalesced, one 32-value
@@ -26,7 +26,7 @@ constexpr int kThreads = 128, kWarps = kThreads / kWarp;
 constexpr int kMaxG = int(kAttnMaxGroup);
 constexpr int kRowsPerWarp = 4;                      // prefill query rows per warp
 constexpr int kPrefillRows = kWarps * kRowsPerWarp;  // query rows (token, head) per prefill block
-constexpr int kTile = 16;                            // prefill KV positions per shared-memory tile
+constexpr int kTile = kWarp;                         // prefill KV positions per tile: one per lane
 
 AttnTiling g_tiling;  // tests and the benchmark force the split count (set_attention_tiling)
 
@@ -295,65 +295,84 @@ __global__ void kv_write_kernel(const DevSeq* seqs, const float* k_in, const flo
 
 // Grid (ceil(max len * heads per chunk / 16), Hkv * chunks, n_prefill), kThreads threads. The block's
 // 16 query rows are (token, head) pairs of one KV head, token-major; warp w owns rows 4w..4w+3. KV
-// positions [0, last row's position] pass through shared memory 16 at a time (K and V dequantised to
-// f32 once for the 16 rows); each row skips the positions after its own (causal).
+// positions [0, last row's position] pass through shared memory 32 at a time (K and V dequantised to
+// f32 once for the 16 rows). Per tile and row, lane j scores position j (a whole dot product: the K tile's
+// rows are padded to hd + 1 floats, so the 32 lanes read 32 banks), one max and one sum over the warp
+// update the row's online softmax, and the tile's probabilities go through shared memory to the P·V
+// products, where lanes own columns again. Each row masks the positions after its own (causal).
 template <int EPL>
 __global__ void prefill_kernel(const DevSeq* seqs, const float* qg, const float* q_norm, AttnDims d, float eps,
                                KvLayerDev kv, int chunks, float* out) {
     DG_DYNAMIC_SHARED(float, sm);
     const int lane = int(threadIdx.x) % kWarp, warp = int(threadIdx.x) / kWarp;
-    const int64_t hd = d.hd, G = d.Hq / d.Hkv;
+    const int64_t hd = d.hd, G = d.Hq / d.Hkv, ks_stride = hd + 1;
     const DevSeq s = seqs[blockIdx.z];
     const HeadRun hr = head_run(blockIdx.y, G, chunks);
     const int64_t h = hr.h, ng = hr.ng, q0 = h * G + hr.g0;
     const int64_t rows = int64_t(s.len) * ng, row0 = int64_t(blockIdx.x) * kPrefillRows;
     if (row0 >= rows) return;
-    float* ks = sm;              // [kTile][hd]; first the block's queries [kPrefillRows][hd]
-    float* vs = sm + kTile * hd;  // [kTile][hd]
+    float* qs = sm;                          // [kPrefillRows][hd] the normed, rotated queries
+    float* ks = qs + kPrefillRows * hd;      // [kTile][hd + 1]
+    float* vs = ks + kTile * ks_stride;      // [kTile][hd]
+    float* ps = vs + kTile * hd;             // [kPrefillRows][kTile] a tile's probabilities per row
 
-    int64_t pos[kRowsPerWarp], orow[kRowsPerWarp];  // position, and output row (token row * Hq + head)
-    float q[kRowsPerWarp][EPL], acc[kRowsPerWarp][EPL], m[kRowsPerWarp], l[kRowsPerWarp];
+    int64_t pos[kRowsPerWarp], orow[kRowsPerWarp];  // position (-1: no row), output row (token * Hq + head)
+    float acc[kRowsPerWarp][EPL], m[kRowsPerWarp], l[kRowsPerWarp];
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
         const int64_t rr = row0 + warp * kRowsPerWarp + i, t = rr / ng;
         pos[i] = rr < rows ? s.pos0 + t : -1;
         orow[i] = (s.begin + t) * d.Hq + q0 + rr % ng;
         m[i] = -INFINITY, l[i] = 0.f;
-        float* x = ks + (warp * kRowsPerWarp + i) * hd;
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) acc[i][e] = 0.f;
         if (pos[i] >= 0) {
+            float* x = qs + (warp * kRowsPerWarp + i) * hd;
             const float* src = qg + orow[i] * 2 * hd;
             for (int64_t c = lane; c < hd; c += kWarp) x[c] = src[c];
             __syncwarp();
             warp_norm_rope(x, q_norm, hd, d.rotary_dim, d.rope_theta, pos[i], eps);
         }
-#pragma unroll
-        for (int e = 0; e < EPL; ++e) q[i][e] = pos[i] >= 0 ? x[e * kWarp + lane] : 0.f, acc[i][e] = 0.f;
     }
     const int64_t last = min(rows, row0 + kPrefillRows) - 1, end = s.pos0 + last / ng + 1;
     const float scale = rsqrtf(float(hd));
-    __syncthreads();  // the queries are in registers: the tiles may overwrite them
     for (int64_t t0 = 0; t0 < end; t0 += kTile) {
         const int64_t nt = min(int64_t(kTile), end - t0);
+        __syncthreads();  // the previous tile's reads are done
         for (int64_t i = threadIdx.x; i < nt * hd; i += blockDim.x) {
             const int64_t j = i / hd, c = i % hd;
-            ks[i] = dq_elem(kv.type, kv_row(kv.k, s, t0 + j, h, d.Hkv, kv), c);
+            ks[j * ks_stride + c] = dq_elem(kv.type, kv_row(kv.k, s, t0 + j, h, d.Hkv, kv), c);
             vs[i] = dq_elem(kv.type, kv_row(kv.v, s, t0 + j, h, d.Hkv, kv), c);
         }
         __syncthreads();
 #pragma unroll
         for (int i = 0; i < kRowsPerWarp; ++i) {
-            const int64_t jn = min(nt, pos[i] - t0 + 1);  // <= 0 for an invalid row (pos -1) or a later tile
-            for (int64_t j = 0; j < jn; ++j) {
-                float dot = 0.f, vx[EPL];
-#pragma unroll
-                for (int e = 0; e < EPL; ++e) {
-                    dot += q[i][e] * ks[j * hd + e * kWarp + lane];
-                    vx[e] = vs[j * hd + e * kWarp + lane];
-                }
-                online_step<EPL>(warp_sum(dot) * scale, vx, m[i], l[i], acc[i]);
+            const int64_t jn = min(nt, pos[i] - t0 + 1);  // positions this row sees; <= 0: none
+            if (jn <= 0) continue;                          // uniform over the warp
+            const float* q = qs + (warp * kRowsPerWarp + i) * hd;
+            float sc = -INFINITY;
+            if (lane < jn) {
+                const float* k = ks + lane * ks_stride;
+                float dot = 0.f;
+                for (int64_t c = 0; c < hd; ++c) dot += q[c] * k[c];
+                sc = dot * scale;
             }
+            const float mn = fmaxf(m[i], warp_max(sc));
+            const float corr = expf(m[i] - mn);  // 0 on the row's first tile (m = -inf)
+            const float p = lane < jn ? expf(sc - mn) : 0.f;
+            l[i] = l[i] * corr + warp_sum(p);
+            m[i] = mn;
+            float* pr = ps + (warp * kRowsPerWarp + i) * kTile;
+            pr[lane] = p;
+            __syncwarp();
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) {
+                float a = acc[i][e] * corr;
+                for (int64_t j = 0; j < jn; ++j) a += pr[j] * vs[j * hd + e * kWarp + lane];
+                acc[i][e] = a;
+            }
+            __syncwarp();
         }
-        __syncthreads();
     }
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
@@ -378,12 +397,19 @@ void launch_decode(const DevSeq* seqs, int32_t n, const AttnDims& d, const float
                             splits, part, out));
 }
 
+// Queries, K tile (padded rows), V tile, probabilities.
+size_t prefill_smem_bytes(int64_t hd) {
+    return size_t(kPrefillRows * hd + kTile * (hd + 1) + kTile * hd + kPrefillRows * kTile) * sizeof(float);
+}
+
 template <int EPL>
 void launch_prefill(const DevSeq* seqs, int32_t n, int64_t max_len, const AttnDims& d, const float* q_norm, float eps,
                     const float* qg, float* out, const KvLayerDev& kv, int chunks, cudaStream_t st) {
     const int64_t per = (d.Hq / d.Hkv + chunks - 1) / chunks;
     const unsigned tiles = unsigned((max_len * per + kPrefillRows - 1) / kPrefillRows);
-    const size_t smem = size_t(2 * kTile * d.hd) * sizeof(float);
+    const size_t smem = prefill_smem_bytes(d.hd);
+    if (smem > 48 * 1024)  // over 48 KiB needs the opt-in (84 KiB at hd 256); a host call, no stream work
+        DG_CUDA_CHECK(cudaFuncSetAttribute(prefill_kernel<EPL>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     DG_CUDA_CHECK(DG_LAUNCH((prefill_kernel<EPL>), dim3(tiles, unsigned(d.Hkv * chunks), unsigned(n)), kThreads, smem,
                             st, seqs, qg, q_norm, d, eps, kv, chunks, out));
 }
