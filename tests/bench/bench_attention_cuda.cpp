@@ -118,7 +118,7 @@ struct Pool {
         k = dalloc<uint8_t>(bytes), v = dalloc<uint8_t>(bytes);
         CK(cudaMemcpy(k, h.data(), bytes, cudaMemcpyHostToDevice));
         CK(cudaMemcpy(v, h.data(), bytes, cudaMemcpyHostToDevice));
-        std::vector<int32_t> ids(size_t(n_blocks));
+        std::vector<int32_t> ids(static_cast<size_t>(n_blocks));
         for (int64_t i = 0; i < n_blocks; ++i) ids[size_t(i)] = int32_t(i);
         blocks = dalloc<int32_t>(ids.size());
         CK(cudaMemcpy(blocks, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
