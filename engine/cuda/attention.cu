@@ -132,6 +132,36 @@ __device__ __forceinline__ void online_step(float s, const float* v, float& m, f
     for (int e = 0; e < EPL; ++e) acc[e] += p * v[e];
 }
 
+// This lane's columns e * 32 + lane (e < EPL) of a K/V row in the cache's type, with dq_elem's formulas
+// (cuda_common.cuh); the type switch sits outside the column loop. For q8_0 / q4_0 step e is quant
+// block e: one scale and this lane's byte (nibble).
+template <int EPL>
+__device__ __forceinline__ void load_cols(DType t, const uint8_t* row, int lane, float* x) {
+    switch (t) {
+        case DType::F16:
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) x[e] = load_f16(row + 2 * (e * kWarp + lane));
+            break;
+        case DType::BF16:
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) x[e] = load_bf16(row + 2 * (e * kWarp + lane));
+            break;
+        case DType::Q8_0:
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) x[e] = load_f16(row + e * 34) * float(int8_t(row[e * 34 + 2 + lane]));
+            break;
+        case DType::Q4_0: {
+            const int byte = 2 + (lane & 15), shift = lane < 16 ? 0 : 4;
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) x[e] = load_f16(row + e * 18) * float(((row[e * 18 + byte] >> shift) & 0xF) - 8);
+            break;
+        }
+        default:  // F32 (init_caches admits no other KV type)
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) x[e] = reinterpret_cast<const float*>(row)[e * kWarp + lane];
+    }
+}
+
 // The query heads a block serves: `chunks` blocks per KV head, each a run of ceil(G / chunks) heads.
 struct HeadRun {
     int64_t h, g0, ng;  // KV head, first head of the group it serves, how many
@@ -196,28 +226,28 @@ __global__ void decode_split_kernel(const DevSeq* seqs, const float* qg, const f
     }
     __syncthreads();  // the queries, and the new K/V row in global memory, are visible to every warp
 
-    float q[kMaxG][EPL], acc[kMaxG][EPL], m[kMaxG], l[kMaxG];
+    // Accumulators in registers (G x EPL per lane); the queries stay in shared memory (conflict-free
+    // reads, lane-strided), which keeps the hd 256, G 8 instance within 255 registers.
+    float acc[kMaxG][EPL], m[kMaxG], l[kMaxG];
 #pragma unroll
     for (int g = 0; g < kMaxG; ++g) {
         m[g] = -INFINITY, l[g] = 0.f;
 #pragma unroll
-        for (int e = 0; e < EPL; ++e) q[g][e] = g < ng ? qs[g * hd + e * kWarp + lane] : 0.f, acc[g][e] = 0.f;
+        for (int e = 0; e < EPL; ++e) acc[g][e] = 0.f;
     }
     const float scale = rsqrtf(float(hd));
     for (int64_t p = p0 + warp; p < p1; p += kWarps) {
         const uint8_t* kr = kv_row(kv.k, s, p, h, d.Hkv, kv);
         const uint8_t* vr = kv_row(kv.v, s, p, h, d.Hkv, kv);
         float kx[EPL], vx[EPL];
-#pragma unroll
-        for (int e = 0; e < EPL; ++e) kx[e] = dq_elem(kv.type, kr, e * kWarp + lane);
-#pragma unroll
-        for (int e = 0; e < EPL; ++e) vx[e] = dq_elem(kv.type, vr, e * kWarp + lane);
+        load_cols<EPL>(kv.type, kr, lane, kx);
+        load_cols<EPL>(kv.type, vr, lane, vx);
 #pragma unroll
         for (int g = 0; g < kMaxG; ++g) {
             if (g >= ng) break;
             float dot = 0.f;
 #pragma unroll
-            for (int e = 0; e < EPL; ++e) dot += q[g][e] * kx[e];
+            for (int e = 0; e < EPL; ++e) dot += qs[g * hd + e * kWarp + lane] * kx[e];
             online_step<EPL>(warp_sum(dot) * scale, vx, m[g], l[g], acc[g]);
         }
     }
