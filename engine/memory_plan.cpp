@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "engine/cuda/attention_geometry.h"
 #include "engine/status.h"
 
 #ifdef DELTAGATE_HAVE_CUDA
@@ -59,12 +60,31 @@ WorkspaceEstimate estimate_workspace(const ModelConfig& c, MemoryTarget target, 
 
     const int64_t moe_I = c.is_moe() ? std::max(c.shared_intermediate, c.expert_intermediate) : 0;
     if (target == MemoryTarget::kCudaDevice) {
+        // Attention (engine/cuda/attention.cu) keeps no score buffer: its only scratch is the decode
+        // partials, at most d decode sequences × Hq × splits(d) × (hd + 2) floats with d ≤ min(running, n);
+        // the split count shrinks as the batch grows (attention_geometry.h), so take the largest d·splits.
+        const int64_t seqs = std::min<int64_t>(std::max(max_running, 1), n);  // sequences in one step
+        int64_t partials = 0;
+        if (attn)
+            for (int64_t dn = 1; dn <= seqs; ++dn)
+                partials = std::max(partials, cuda::attn_workspace_floats(dn, Hq, Hkv, hd, 0));
         int64_t floats = 0;
-        if (attn) floats += std::min(n, L) * Hq * L;  // attention scores of the longest sequence's chunk
         if (gdn) floats += 2 * n * Hv;
         if (c.is_moe()) floats += n * c.n_experts + 2 * n * moe_I + 2 * n * H + 2 * n;
-        const int64_t ids = n + std::max(n, r) + int64_t(std::max(max_running, 1)) * ceil_div(L, std::max(block_tokens, 1));
-        w.backend_scratch = 2 * 4 * (floats + ids);  // buffers double when outgrown
+        // Token / row ids, attention's per-layer upload (a 24-byte descriptor per sequence and the block
+        // tables of the running sequences).
+        const int64_t ids = n + std::max(n, r) + 6 * seqs + int64_t(std::max(max_running, 1)) * ceil_div(L, std::max(block_tokens, 1));
+        // The device sampler (engine/cuda/sampling.cu), per sampled row (at most r): a penalised-logits
+        // row (f32), a sort-key row over vocab rounded up to a power of two (u64) and a probability row
+        // (f64), the penalty entries (one 8-byte entry per distinct history token, at most min(L, V)),
+        // and the row's descriptor and result (under 256 bytes).
+        int64_t pow2 = 1;
+        while (pow2 < V) pow2 <<= 1;
+        const int64_t sampler = r * (4 * V + 8 * pow2 + 8 * V + 8 * std::min(L, V) + 256);
+        // Growable buffers: each counted twice its largest need.
+        w.attention = 2 * 4 * partials;
+        w.sampler = 2 * sampler;
+        w.backend_scratch = 2 * 4 * (floats + ids);
     } else {
         int64_t op = 0;
         if (attn) op = std::max(op, 2 * Hkv * L * hd);
@@ -238,9 +258,16 @@ std::string MemoryPlan::table() const {
                         budget_limited_by_free ? "free memory" : "--gpu-memory-utilization"));
     row("weights", weights_bytes, "");
     row("workspace", workspace.total(),
-        absl::StrCat("largest step: ", token_budget, " tokens, max seq len ", max_seq_len, " (activations ",
-                     format_bytes(workspace.activations), ", logits ", format_bytes(workspace.logits), ", scratch ",
-                     format_bytes(workspace.backend_scratch), ")"));
+        absl::StrCat("largest step: ", token_budget, " tokens, max seq len ", max_seq_len, ", the lines below"));
+    row("  activations", workspace.activations, "Model::reserve, f32");
+    row("  logits", workspace.logits, "logit rows and their hidden rows");
+    if (target == MemoryTarget::kCudaDevice) {
+        row("  attention", workspace.attention, "decode split partials (no score buffer), counted twice");
+        row("  sampler", workspace.sampler, "device sampler rows, counted twice");
+        row("  scratch", workspace.backend_scratch, "GDN, MoE, ids and block tables, counted twice");
+    } else {
+        row("  scratch", workspace.backend_scratch, "largest op's scratch + logits copied to the host");
+    }
     row("reserve", reserve_bytes, "runtime overhead");
     if (host_cache_bytes > 0) row("host cache", host_cache_bytes, "checkpoints in host RAM (--host-cache)");
     row("state slots", state_bytes(),

@@ -42,16 +42,23 @@ struct WorkspaceEstimate {
     // r × (H + V) f32: the rows that reach the head and their logits.
     int64_t logits = 0;
     // The backend's own per-step scratch at its largest (attention, GDN, MoE, index arrays).
-    //   CUDA v0: growable buffers that double when outgrown, so up to 2× their largest need:
-    //     2 × 4 × (min(n, L)·Hq·L  attention scores (the v0 kernel materialises them)
-    //              + 2·n·Hv  GDN  + n·E + 2·n·max(Is, Ie) + 2·n·H + 2·n  MoE
-    //              + n + max(n, r) + max_running·ceil(L / block_tokens)  token/row/block-table ids)
+    //   CUDA: growable buffers, counted twice their largest need (d = min(max_running, n) sequences):
+    //     2 × 4 × (2·n·Hv  GDN  + n·E + 2·n·max(Is, Ie) + 2·n·H + 2·n  MoE
+    //              + n + max(n, r) + 6·d + max_running·ceil(L / block_tokens)  ids, descriptors, block tables)
+    //     (attention and the sampler: the two fields below)
     //   CPU: freed after each op, one op at a time:
     //     4 × max(2·Hkv·L·hd  attention's dequantised K/V of one sequence,
     //             2·n·max(Is, Ie, I) + n·E + 2·n·H  MoE,  2·n·Hv + n·conv_dim  GDN)
     //     + 4 × r × V  the logits copied to the host
     int64_t backend_scratch = 0;
-    int64_t total() const { return activations + logits + backend_scratch; }
+    // CUDA only (0 on the CPU), split out of the scratch so the plan prints them, each counted twice:
+    //   attention = 2 × 4 × max over d' ≤ d of d'·Hq·splits(d')·(hd + 2): the decode split partials
+    //     (engine/cuda/attention_geometry.h); no score buffer, nothing grows with L
+    //   sampler = 2 × r × (4·V + 8·pow2(V) + 8·V + 8·min(L, V) + 256): per sampled row the penalised
+    //     logits, sort keys over V rounded up to a power of two, probabilities, penalty entries, and
+    //     the row's descriptor and result (engine/cuda/sampling.cu)
+    int64_t attention = 0, sampler = 0;
+    int64_t total() const { return activations + logits + backend_scratch + attention + sampler; }
 };
 WorkspaceEstimate estimate_workspace(const ModelConfig& c, MemoryTarget target, int32_t token_budget,
                                      int32_t max_running, int32_t max_seq_len, int32_t block_tokens);

@@ -1,8 +1,8 @@
 // The CUDA backend, v0 (correctness first): device memory for weights, activations, KV blocks and
 // state slots, and every op of engine/backend.h as a plain kernel (engine/cuda/*.cu). Mirrors
 // engine/cpu/cpu_backend.cpp op for op so tests/unit/gpu compares the two. GDN runs the fused decode
-// and chunked prefill kernels (docs/cuda.md). Not yet: tensor-core GEMM, split-K attention, CUDA graphs
-// (issue 6).
+// and chunked prefill kernels, attention the split-K decode and tiled prefill kernels (docs/cuda.md).
+// Not yet: tensor-core GEMM, CUDA graphs (issue 15).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
+#include "engine/cuda/attention_geometry.h"
 #include "engine/cuda/cuda_common.cuh"
 #include "engine/cuda/cuda_device.h"
 #include "engine/cuda/ops.cuh"
@@ -144,6 +145,9 @@ public:
             if (!rb.ok() || !(t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0))
                 return absl::InvalidArgumentError(absl::StrCat("cuda: KV cache type ", dtype_info(t).name,
                                                                " is not supported for head_dim ", c.head_dim));
+            if (!attn_head_dim_supported(c.head_dim))
+                return absl::InvalidArgumentError(absl::StrCat("cuda: attention head_dim ", c.head_dim,
+                                                               " is not supported (32..256 in steps of 32)"));
             kv_row_bytes = int64_t(*rb);
             kv_bytes = size_t(layout.n_blocks) * layout.block_tokens * c.n_kv_heads * kv_row_bytes;
         }
@@ -311,15 +315,35 @@ public:
                    const float* qg, const float* k, const float* v, float* out) override {
         guard([&] { attention_impl(b, layer, d, w, eps, qg, k, v, out); });
     }
+    // One upload per layer: the sequence descriptors (decode first, then prefill) and their block tables
+    // in one buffer, then the attention kernels (engine/cuda/attention.cu).
     void attention_impl(const StepBatch& b, int32_t layer, const AttnDims& d, const AttnWeights& w, float eps,
                         const float* qg, const float* k, const float* v, float* out) {
-        std::vector<SeqSlice> seqs = upload_block_tables(b);
-        size_t need = 1;
-        for (const SeqSlice& s : seqs) need = std::max(need, size_t(s.len) * d.Hq * (size_t(s.pos0) + s.len));
-        float* scores = scores_.need(need);
+        std::vector<DevSeq> ds;
+        std::vector<int32_t> ids;
+        std::vector<size_t> off;
+        for (int decode = 1; decode >= 0; --decode)
+            for (const SeqSlice& s : b.seqs)
+                if (s.len > 0 && (s.len == 1) == bool(decode)) {
+                    ds.push_back(DevSeq{s.begin, s.len, s.pos0, s.state_slot, nullptr});
+                    off.push_back(ids.size());
+                    ids.insert(ids.end(), s.blocks, s.blocks + s.n_blocks);
+                }
+        if (ds.empty()) return;
+        const int32_t n_dec = int32_t(std::count_if(ds.begin(), ds.end(), [](const DevSeq& s) { return s.len == 1; }));
+        const size_t head = ds.size() * sizeof(DevSeq), bytes = head + ids.size() * sizeof(int32_t);
+        uint8_t* dbuf = attn_meta_.need(bytes);
+        const int32_t* dblocks = reinterpret_cast<const int32_t*>(dbuf + head);
+        for (size_t i = 0; i < ds.size(); ++i) ds[i].blocks = dblocks + off[i];
+        std::vector<uint8_t> host(bytes);
+        std::memcpy(host.data(), ds.data(), head);
+        if (!ids.empty()) std::memcpy(host.data() + head, ids.data(), ids.size() * sizeof(int32_t));
+        DG_CUDA_CHECK(cudaMemcpy(dbuf, host.data(), bytes, cudaMemcpyHostToDevice));
+        const int64_t ws = int64_t(n_dec) * d.Hq * cuda::attention_decode_splits(n_dec, d) * (d.hd + 2);
+        float* workspace = attn_ws_.need(size_t(std::max<int64_t>(ws, 1)));
         KvLayerDev kv{layout_.kv_type, layout_.block_tokens, kv_row_bytes_, kv_[layer].k.bytes(), kv_[layer].v.bytes()};
-        cuda::attention(seqs.data(), int32_t(seqs.size()), d, dvec(w.q_norm.data()), dvec(w.k_norm.data()), eps, qg, k,
-                        v, out, kv, scores, 0);
+        cuda::attention(reinterpret_cast<const DevSeq*>(dbuf), ds.data(), n_dec, int32_t(ds.size()) - n_dec, d,
+                        dvec(w.q_norm.data()), dvec(w.k_norm.data()), eps, qg, k, v, out, kv, workspace, 0);
     }
 
     // Routing on the host (one small device->host copy per layer), experts as grouped matmuls, and a
@@ -526,22 +550,6 @@ private:
         DG_CHECK(it != dev_vec_.end(), "vector not uploaded by prepare_weights");
         return it->second;
     }
-    // Copies the batch's block tables to the device; returns the slices with `blocks` pointing at the
-    // device copies (the attention launcher reads the rest of each slice on the host).
-    std::vector<SeqSlice> upload_block_tables(const StepBatch& b) {
-        std::vector<int32_t> all;
-        std::vector<size_t> off;
-        for (const SeqSlice& s : b.seqs) {
-            off.push_back(all.size());
-            all.insert(all.end(), s.blocks, s.blocks + s.n_blocks);
-        }
-        int32_t* dblocks = blocks_.need(std::max<size_t>(all.size(), 1));
-        if (!all.empty()) DG_CUDA_CHECK(cudaMemcpy(dblocks, all.data(), all.size() * 4, cudaMemcpyHostToDevice));
-        std::vector<SeqSlice> out(b.seqs);
-        for (size_t i = 0; i < out.size(); ++i) out[i].blocks = dblocks + off[i];
-        return out;
-    }
-
     CacheLayout layout_;
     int64_t Hkv_ = 0, kv_row_bytes_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
     std::vector<KvStore> kv_;
@@ -552,10 +560,11 @@ private:
     bool lost_ = false;        // the device reported a sticky error
     std::unordered_map<const uint8_t*, uint8_t*> dev_data_;
     std::unordered_map<const float*, float*> dev_vec_;
-    Scratch<int32_t> tok_, rows_, blocks_, moe_src_;
+    Scratch<int32_t> tok_, rows_, moe_src_;
+    Scratch<uint8_t> attn_meta_;  // attention's sequence descriptors + block tables
     Scratch<DevSeq> gdn_seqs_;
     Scratch<uint32_t> gdn_arrivals_;
-    Scratch<float> gdn_scratch_, scores_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_x_, moe_y_, moe_w_;
+    Scratch<float> gdn_scratch_, attn_ws_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_x_, moe_y_, moe_w_;
     PinnedScratch sample_staging_;
     Scratch<uint8_t> sample_in_;
     Scratch<float> sample_adj_;

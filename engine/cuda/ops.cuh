@@ -103,11 +103,23 @@ struct KvLayerDev {
     uint8_t* k;
     uint8_t* v;
 };
-// seqs: host slices whose `blocks` point at device block tables; scores: at least len * Hq * (pos0 + len)
-// floats for the longest sequence.
-void attention(const SeqSlice* seqs, int32_t n_seqs, const AttnDims& d, const float* q_norm, const float* k_norm,
-               float eps, const float* qg, const float* k_in, const float* v_in, float* out, const KvLayerDev& kv,
-               float* scores, cudaStream_t s);
+// Attention over the paged KV cache (engine/cuda/attention.cu, docs/cuda.md "Attention"). seqs_dev /
+// seqs_host: the same descriptors on the device and the host (`blocks` device block tables in both), the
+// n_decode sequences with len == 1 first, then n_prefill with len > 1. Stores every row's K/V in the
+// cache, then attends. workspace: attn_workspace_floats(n_decode, Hq, Hkv, hd, splits forced by
+// set_attention_tiling) floats (engine/cuda/attention_geometry.h); independent of the context length.
+// Launches: two for the decode sequences (split + combine), two for the prefill ones (K/V store + tiled
+// attention). head_dim 32..256 in steps of 32 (attn_head_dim_supported), else a DeviceError.
+void attention(const DevSeq* seqs_dev, const DevSeq* seqs_host, int32_t n_decode, int32_t n_prefill, const AttnDims& d,
+               const float* q_norm, const float* k_norm, float eps, const float* qg, const float* k_in,
+               const float* v_in, float* out, const KvLayerDev& kv, float* workspace, cudaStream_t s);
+// The decode split count; 0 = chosen from the batch (attn_decode_splits). Tests and the benchmark force
+// it to cross split boundaries at small contexts; process-wide, set it back to {} after.
+struct AttnTiling {
+    int decode_splits = 0;
+};
+void set_attention_tiling(const AttnTiling& t);
+int attention_decode_splits(int32_t n_decode, const AttnDims& d);  // what the next call runs
 
 // --- sampling on the device (engine/cuda/sampling.cu): the host sampler's twin, one block per row.
 struct SampleRowDev {

@@ -52,16 +52,31 @@ MemoryPlanInput h100(const ModelConfig& c, int64_t weights_bytes) {
 // Budget of h100(): floor(0.9 × 80 GiB) = 77,309,411,328 bytes (< 79.5 GiB free).
 constexpr int64_t kH100Budget = 77309411328;
 
+// Attention's decode partials (floats) for d decode sequences: d × Hq × splits × (hd + 2), the split
+// count min(64, ceil(512 blocks / (d × Hkv))) (groups of at most 8 heads, as every preset's).
+int64_t decode_partials(int64_t d, int64_t Hq, int64_t Hkv, int64_t hd) {
+    const int64_t splits = std::min<int64_t>(64, (512 + d * Hkv - 1) / (d * Hkv));
+    return d * Hq * splits * (hd + 2);
+}
+// The device sampler's bytes per sampled row at Qwen3.5's vocabulary (248,320, next power of two 262,144)
+// and context L: f32 penalised logits, u64 sort keys over 2^18, f64 probabilities, 8-byte penalty
+// entries for up to min(L, V) distinct history tokens, 256 bytes of descriptor and result.
+int64_t sampler_row(int64_t L) { return 4 * 248320 + 8 * 262144 + 8 * 248320 + 8 * std::min<int64_t>(L, 248320) + 256; }
+
 // The CUDA workspace of the 27B shape, written out from its dimensions (H 5,120, V 248,320, Hq 24,
 // Hkv 4, hd 256, Hv 48, dv 128, conv_dim 10,240, I 17,408) for n-token steps, `mr` running sequences,
-// context L and 16-token blocks: docs/worker.md "Memory plan".
+// context L and 16-token blocks: docs/worker.md "Memory plan". No term grows with L × n any more (the
+// attention kernels keep no score buffer); the growable buffers count twice.
 int64_t workspace_27b_cuda(int64_t n, int64_t mr, int64_t L) {
     const int64_t per_token = 3 * 5120 + std::max<int64_t>(10240, 2 * 24 * 256) + std::max<int64_t>(48 * 128, 4 * 256) +
                               4 * 256 + 2 * 48 + std::max<int64_t>(48 * 128, 24 * 256) + 2 * 17408;
     const int64_t rows = std::min(mr, n);
-    const int64_t scratch_floats = std::min(n, L) * 24 * L + 2 * n * 48;
-    const int64_t ids = n + std::max(n, rows) + mr * ((L + 15) / 16);
-    return 4 * n * per_token + 4 * rows * (5120 + 248320) + 2 * 4 * (scratch_floats + ids);
+    int64_t partials = 0;
+    for (int64_t d = 1; d <= rows; ++d) partials = std::max(partials, decode_partials(d, 24, 4, 256));
+    const int64_t scratch_floats = 2 * n * 48;
+    const int64_t ids = n + std::max(n, rows) + 6 * rows + mr * ((L + 15) / 16);
+    return 4 * n * per_token + 4 * rows * (5120 + 248320) + 2 * 4 * (scratch_floats + ids) + 2 * 4 * partials +
+           2 * rows * sampler_row(L);
 }
 
 TEST(MemoryPlan, BlockAndSlotBytesOf27B) {
@@ -95,9 +110,18 @@ TEST(MemoryPlan, WorkspaceOf27BOnCuda) {
     EXPECT_EQ(w.activations, int64_t(4) * 256 * (15360 + 12288 + 6144 + 1024 + 96 + 6144 + 34816));
     // 8 logit rows × (H 5,120 + V 248,320).
     EXPECT_EQ(w.logits, int64_t(4) * 8 * (5120 + 248320));
-    // 2× (scores 256 × 24 heads × 262,144 + GDN 2·256·48 + ids 256 + 256 + 8 × 16,384 blocks) × 4 B.
-    EXPECT_EQ(w.backend_scratch, int64_t(8) * (int64_t(256) * 24 * 262144 + 2 * 256 * 48 + 256 + 256 + 8 * 16384));
-    EXPECT_EQ(w.total(), 12971954176);  // 12.08 GiB, nearly all of it the v0 attention kernel's scores
+    // 2× (GDN 2·256·48 + ids 256 + 256 + 8 descriptors × 6 + 8 × 16,384 blocks) × 4 B.
+    EXPECT_EQ(w.backend_scratch, int64_t(8) * (2 * 256 * 48 + 256 + 256 + 6 * 8 + 8 * 16384));
+    // Decode partials: largest at 7 sequences (ceil(512 / 28) = 19 splits): 7 × 24 × 19 × 258 floats, 2×.
+    EXPECT_EQ(w.attention, int64_t(8) * 7 * 24 * 19 * 258);
+    for (int64_t d = 1; d <= 8; ++d) EXPECT_LE(decode_partials(d, 24, 4, 256), 7 * 24 * 19 * 258) << d;
+    // The sampler: 8 rows of 4·V + 8·2^18 + 8·V + 8·V + 256 bytes (7,063,808), 2×.
+    EXPECT_EQ(w.sampler, int64_t(2) * 8 * 7063808);
+    EXPECT_EQ(w.total(), 206661888);  // 197.1 MiB: the v0 kernel's 12 GiB of scores are gone
+    EXPECT_EQ(w.total(), w.activations + w.logits + w.backend_scratch + w.attention + w.sampler);
+    // Nothing but the block tables and the sampler's penalty entries grows with the context.
+    EXPECT_EQ(w.total() - estimate_workspace(c, MemoryTarget::kCudaDevice, 256, 8, 32768, 16).total(),
+              8 * 8 * (16384 - 2048) + 2 * 8 * 8 * (248320 - 32768));
     EXPECT_EQ(w.total(), workspace_27b_cuda(256, 8, 262144));
     EXPECT_EQ(estimate_workspace(c, MemoryTarget::kCudaDevice, 1024, 64, 32768, 16).total(),
               workspace_27b_cuda(1024, 64, 32768));
@@ -111,16 +135,17 @@ TEST(MemoryPlan, Qwen27BQ4KMOn80GiB) {
     ASSERT_TRUE(p.ok()) << p.status();
     EXPECT_EQ(p->budget_bytes, kH100Budget);
     EXPECT_FALSE(p->budget_limited_by_free);
-    const int64_t workspace = 12971954176, reserve = 512 * kMiB, state = 16 * int64_t(156893184);
+    const int64_t workspace = 206661888, reserve = 512 * kMiB, state = 16 * int64_t(156893184);
     EXPECT_EQ(p->workspace.total(), workspace);
     EXPECT_EQ(p->state_bytes(), state);
-    // KV gets the rest: (77,309,411,328 − 16.2e9 − workspace − reserve − state) / 1 MiB = 43,001 blocks.
+    // KV gets the rest: (77,309,411,328 − 16.2e9 − workspace − reserve − state) / 1 MiB = 55,175 blocks
+    // (43,001 while the v0 attention kernel's score buffer took 12 GiB).
     const int64_t left = kH100Budget - weights - workspace - reserve - state;
-    EXPECT_EQ(left, 45090295296);
+    EXPECT_EQ(left, 57855587584);
     EXPECT_EQ(p->kv_blocks, left / kMiB);
-    EXPECT_EQ(p->kv_blocks, 43001);
+    EXPECT_EQ(p->kv_blocks, 55175);
     EXPECT_TRUE(p->kv_sized_from_memory);
-    EXPECT_EQ(p->kv_tokens(), 43001 * 16);  // 688,016 tokens: 2.6 sequences of the full 262,144 context
+    EXPECT_EQ(p->kv_tokens(), 55175 * 16);  // 882,800 tokens: 3.4 sequences of the full 262,144 context
     EXPECT_GE(p->kv_tokens(), 262144);
     EXPECT_LE(p->planned_bytes(), p->budget_bytes);
     EXPECT_LT(p->budget_bytes - p->planned_bytes(), kMiB);  // less than one block unused
@@ -128,7 +153,9 @@ TEST(MemoryPlan, Qwen27BQ4KMOn80GiB) {
     maybe_print(*p);
     const std::string t = p->table();
     EXPECT_NE(t.find("KV pool"), std::string::npos) << t;
-    EXPECT_NE(t.find("43001 × 1.00 MiB"), std::string::npos) << t;
+    EXPECT_NE(t.find("55175 × 1.00 MiB"), std::string::npos) << t;
+    for (const char* line : {"  activations", "  logits", "  attention", "  sampler", "  scratch"})
+        EXPECT_NE(t.find(line), std::string::npos) << line << "\n" << t;
     EXPECT_NE(t.find("16 × 149.6"), std::string::npos) << t;
 }
 
@@ -141,20 +168,28 @@ TEST(MemoryPlan, Qwen35BA3BQ4KMOn80GiB) {
     // Per token: 3H 6,144 + max(8,192, 8,192) + max(4,096, 512) + 512 + 64 + max(4,096, 4,096) + 2·512.
     const int64_t activations = int64_t(4) * 256 * (6144 + 8192 + 4096 + 512 + 64 + 4096 + 1024);
     const int64_t logits = int64_t(4) * 8 * (2048 + 248320);
-    // scores 256·16·262,144; GDN 2·256·32; MoE router 256·256 + shared/expert 2·256·512 + x/y 2·256·2048 + 2·256.
-    const int64_t floats = int64_t(256) * 16 * 262144 + 2 * 256 * 32 + 256 * 256 + 2 * 256 * 512 + 2 * 256 * 2048 + 2 * 256;
-    const int64_t scratch = 8 * (floats + 256 + 256 + 8 * 16384);
+    // GDN 2·256·32; MoE router 256·256 + shared/expert 2·256·512 + x/y 2·256·2048 + 2·256.
+    const int64_t floats = 2 * 256 * 32 + 256 * 256 + 2 * 256 * 512 + 2 * 256 * 2048 + 2 * 256;
+    const int64_t scratch = 8 * (floats + 256 + 256 + 6 * 8 + 8 * 16384);
+    // Decode partials (Hkv 2): 4 sequences × 64 splits and 8 × 32 give 256 (sequence, split) pairs, but
+    // 5 sequences × ceil(512 / 10) = 52 splits give 260, the largest: 5 × 16 heads × 52 × 258 floats, 2×.
+    EXPECT_EQ(decode_partials(4, 16, 2, 256), int64_t(4) * 16 * 64 * 258);
+    EXPECT_EQ(decode_partials(8, 16, 2, 256), int64_t(8) * 16 * 32 * 258);
+    for (int64_t d = 1; d <= 8; ++d) EXPECT_LE(decode_partials(d, 16, 2, 256), 5 * 16 * 52 * 258) << d;
+    const int64_t attention = 8 * int64_t(5) * 16 * 52 * 258, sampler = 2 * 8 * sampler_row(262144);
     EXPECT_EQ(p->workspace.activations, activations);
     EXPECT_EQ(p->workspace.logits, logits);
     EXPECT_EQ(p->workspace.backend_scratch, scratch);
-    const int64_t workspace = activations + logits + scratch;
-    EXPECT_EQ(workspace, 8634851328);  // 8.04 GiB
+    EXPECT_EQ(p->workspace.attention, attention);
+    EXPECT_EQ(p->workspace.sampler, sampler);
+    const int64_t workspace = activations + logits + scratch + attention + sampler;
+    EXPECT_EQ(workspace, 166524288);  // 158.8 MiB (8.04 GiB with the v0 score buffer)
     const int64_t state = 16 * int64_t(65863680);
     const int64_t block = 10 * 2 * 16 * 2 * 512;
     const int64_t left = kH100Budget - weights - workspace - 512 * kMiB - state;
     EXPECT_EQ(p->kv_blocks, left / block);
     maybe_print(*p);
-    EXPECT_EQ(p->kv_blocks, 140636);   // 2,250,176 tokens: 8.6 full-context sequences, 42.9 GiB
+    EXPECT_EQ(p->kv_blocks, 166480);   // 2,663,680 tokens: 10.2 full-context sequences, 50.8 GiB
     EXPECT_LE(p->planned_bytes(), p->budget_bytes);
     EXPECT_LT(p->budget_bytes - p->planned_bytes(), block);
 }
@@ -166,15 +201,17 @@ TEST(MemoryPlan, UtilizationFractionIsHonoured) {
     auto p = plan_memory(in);
     ASSERT_TRUE(p.ok()) << p.status();
     EXPECT_EQ(p->budget_bytes, 60 * kGiB);
-    EXPECT_EQ(p->kv_blocks, (60 * kGiB - 16200000000 - 12971954176 - 512 * kMiB - 16 * int64_t(156893184)) / kMiB);
-    EXPECT_EQ(p->kv_blocks, 30713);
+    EXPECT_EQ(p->kv_blocks, (60 * kGiB - 16200000000 - 206661888 - 512 * kMiB - 16 * int64_t(156893184)) / kMiB);
+    EXPECT_EQ(p->kv_blocks, 42887);
     EXPECT_LE(p->planned_bytes(), 60 * kGiB);
     EXPECT_LT(p->kv_blocks, plan_memory(h100(c, 16200000000))->kv_blocks);
-    // At 0.5 (40 GiB) the 27B's full 262,144-token context (16 GiB of KV) no longer fits.
-    in.utilization = 0.5;
+    // At 0.4 (32 GiB) the 27B's full 262,144-token context (16 GiB of KV) no longer fits: 14,215 blocks
+    // are left, 16,392 needed (at 0.5 it fits now, 22,407 blocks, with the score buffer gone).
+    in.utilization = 0.4;
     p = plan_memory(in);
     ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
-    EXPECT_NE(p.status().message().find("raise --gpu-memory-utilization (0.50)"), std::string::npos) << p.status();
+    EXPECT_NE(p.status().message().find("the KV pool gets 14215 blocks"), std::string::npos) << p.status();
+    EXPECT_NE(p.status().message().find("raise --gpu-memory-utilization (0.40)"), std::string::npos) << p.status();
 
     // Less free memory than the fraction asks for: the free memory is the budget.
     in.utilization = 0.9;
@@ -197,50 +234,50 @@ TEST(MemoryPlan, UtilizationFractionIsHonoured) {
 TEST(MemoryPlan, ExplicitKvBlocksThatOversubscribeAreAnError) {
     const ModelConfig c = preset("27b");
     MemoryPlanInput in = h100(c, 16200000000);
-    in.kv_blocks = 43001;  // exactly what fits
+    in.kv_blocks = 55175;  // exactly what fits
     in.kv_blocks_flag = true;
     auto p = plan_memory(in);
     ASSERT_TRUE(p.ok()) << p.status();
-    EXPECT_EQ(p->kv_blocks, 43001);
+    EXPECT_EQ(p->kv_blocks, 55175);
     EXPECT_FALSE(p->kv_sized_from_memory);
 
-    in.kv_blocks = 43002;  // one more: over the budget, never clipped
+    in.kv_blocks = 55176;  // one more: over the budget, never clipped
     p = plan_memory(in);
     ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
     const std::string m(p.status().message());
-    EXPECT_NE(m.find("--kv-blocks 43002"), std::string::npos) << m;
-    EXPECT_NE(m.find("at most 43001 blocks fit"), std::string::npos) << m;
+    EXPECT_NE(m.find("--kv-blocks 55176"), std::string::npos) << m;
+    EXPECT_NE(m.find("at most 55175 blocks fit"), std::string::npos) << m;
     EXPECT_NE(m.find("--gpu-memory-utilization"), std::string::npos) << m;
 }
 
 TEST(MemoryPlan, ExplicitMaxRunningThatOversubscribesIsAnError) {
     const ModelConfig c = preset("27b");
     MemoryPlanInput in = h100(c, 16200000000);
-    // With 300 running sequences (256 logit rows) the workspace is 13,261,639,680 B, which leaves
-    // 47,310,900,736 B after weights and reserve: 301 slots of 156,893,184 B, not 308.
-    const int64_t ws300 = workspace_27b_cuda(256, 300, 262144);
-    ASSERT_EQ(ws300, 13261639680);
-    const int64_t left = kH100Budget - 16200000000 - ws300 - 512 * kMiB;
-    ASSERT_EQ(left / 156893184, 301);
-    in.max_running = 300;
+    // With 360 running sequences (256 logit rows, 256 sampler rows) the workspace is 4,013,965,312 B,
+    // which leaves room for 360 slots of 156,893,184 B after weights and reserve, not 368.
+    const int64_t ws360 = workspace_27b_cuda(256, 360, 262144);
+    ASSERT_EQ(ws360, 4013965312);
+    const int64_t left = kH100Budget - 16200000000 - ws360 - 512 * kMiB;
+    ASSERT_EQ(left / 156893184, 360);
+    in.max_running = 360;
     in.spare_slots = 8;
     in.max_running_flag = true;
     auto p = plan_memory(in);
     ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
     const std::string m(p.status().message());
-    EXPECT_NE(m.find("--max-running 300"), std::string::npos) << m;
+    EXPECT_NE(m.find("--max-running 360"), std::string::npos) << m;
     EXPECT_NE(m.find("--spare-slots 8 (default)"), std::string::npos) << m;
-    EXPECT_NE(m.find("at most 301 slots fit"), std::string::npos) << m;
+    EXPECT_NE(m.find("at most 360 slots fit"), std::string::npos) << m;
 
-    // 292 slots fit but leave (budget − weights − workspace − reserve − 292 slots) / 1 MiB = 1,429
+    // 292 slots fit but leave (budget − weights − workspace − reserve − 292 slots) / 1 MiB = 10,256
     // blocks, too few for one full-context sequence (16,384 + 292 blocks).
     in.max_running = 292;
     in.spare_slots = 0;
     EXPECT_EQ((kH100Budget - 16200000000 - workspace_27b_cuda(256, 292, 262144) - 512 * kMiB - 292 * int64_t(156893184)) / kMiB,
-              1429);
+              10256);
     p = plan_memory(in);
     ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
-    EXPECT_NE(p.status().message().find("the KV pool gets 1429 blocks"), std::string::npos) << p.status();
+    EXPECT_NE(p.status().message().find("the KV pool gets 10256 blocks"), std::string::npos) << p.status();
     EXPECT_NE(p.status().message().find("--max-seq-len 262144"), std::string::npos) << p.status();
     // ... which a shorter context fixes.
     in.max_seq_len = 8192;
@@ -261,19 +298,28 @@ TEST(MemoryPlan, TooLittleMemoryIsAClearError) {
     ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
     EXPECT_NE(p.status().message().find("the weights alone"), std::string::npos) << p.status();
 
-    // A 24 GiB device holds the weights, but not the v0 workspace of a 262,144-token context ...
+    // A 24 GiB device holds the weights and the workspace, but not the 16 GiB of KV a 262,144-token
+    // context needs (3,565 blocks are left, 16,392 needed) ...
     in.device_total_bytes = in.device_free_bytes = 24 * kGiB;
     p = plan_memory(in);
     ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(p.status().message().find("the KV pool gets 3565 blocks"), std::string::npos) << p.status();
     EXPECT_NE(p.status().message().find("--max-seq-len"), std::string::npos) << p.status();
+    // ... and a workspace that does not fit names --token-budget: 8,192-token steps at 16 GiB.
+    MemoryPlanInput big = in;
+    big.token_budget = 8192;
+    big.max_running = 256;
+    big.device_total_bytes = big.device_free_bytes = 18 * kGiB;
+    p = plan_memory(big);
+    ASSERT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
     EXPECT_NE(p.status().message().find("--token-budget"), std::string::npos) << p.status();
     // ... and with a 32K context there is room, but not for one 32K sequence next to 16 slots.
     in.max_seq_len = 32768;
     p = plan_memory(in);
-    ASSERT_TRUE(p.ok()) << p.status();  // 21.6 GiB budget: 15.1 weights, 1.6 workspace, 0.5 reserve, 2.3 state
+    ASSERT_TRUE(p.ok()) << p.status();  // 21.6 GiB budget: 15.1 weights, 0.2 workspace, 0.5 reserve, 2.3 state
     EXPECT_EQ(p->kv_blocks, (int64_t(0.9 * double(24 * kGiB)) - 16200000000 - workspace_27b_cuda(256, 8, 32768) -
                              512 * kMiB - 16 * int64_t(156893184)) / kMiB);
-    EXPECT_EQ(p->kv_blocks, 2144);  // 34,304 tokens: one 32K sequence and a little more
+    EXPECT_EQ(p->kv_blocks, 3592);  // 57,472 tokens: one 32K sequence and 0.75 more
     EXPECT_GE(p->kv_blocks, 32768 / 16 + 8);
     EXPECT_LE(p->planned_bytes(), p->budget_bytes);
 

@@ -32,11 +32,12 @@ TEST(CudaDeviceErrors, OutOfMemoryMidStepFailsTheStepOnly) {
     ASSERT_TRUE(gpu.ok() && cpu.ok()) << gpu.status() << cpu.status();
     std::vector<int32_t> prompt(120);
     std::iota(prompt.begin(), prompt.end(), 3);
-    // The first half sizes the activations; then the device is full, so the second half's attention
-    // scratch (scores grow with the position) cannot grow inside the step.
+    // A prefill sizes the activations; then the device is full, so the first decode step's scratch
+    // (attention's split partials and GDN's decode workspace, which a prefill does not use) cannot be
+    // allocated inside the step.
     auto s = (*gpu)->new_sequence();
     ASSERT_TRUE(s.ok());
-    const std::vector<int32_t> first(prompt.begin(), prompt.begin() + 60), second(prompt.begin() + 60, prompt.end());
+    const std::vector<int32_t> first(prompt.begin(), prompt.begin() + 60), second(prompt.begin() + 60, prompt.begin() + 61);
     ASSERT_TRUE((*gpu)->feed(*s, first, false).ok());
     size_t free_b = 0, total = 0;
     ASSERT_EQ(cudaMemGetInfo(&free_b, &total), cudaSuccess);

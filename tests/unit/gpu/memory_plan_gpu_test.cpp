@@ -76,8 +76,9 @@ TEST(CudaMemoryPlan, UsedMemoryStaysWithinThePlan) {
     auto model = Model::create(std::move(*weights), std::move(*be), layout);
     ASSERT_TRUE(model.ok()) << model.status();
 
-    // One sequence through the whole context in steps of the token budget: the largest attention
-    // scratch (the last chunk attends to every position) and the largest activations.
+    // One sequence through the whole context in steps of the token budget (the last chunk attends to
+    // every position: the attention kernels must need no memory that grows with it), the largest
+    // activations, then decode steps at full context (attention's split partials).
     std::vector<int32_t> blocks(plan->kv_blocks);
     for (int32_t i = 0; i < plan->kv_blocks; ++i) blocks[i] = i;
     ASSERT_GE(int64_t(blocks.size()) * plan->block_tokens, c.max_context);
@@ -87,6 +88,13 @@ TEST(CudaMemoryPlan, UsedMemoryStaysWithinThePlan) {
         const int32_t len = int32_t(std::min<int64_t>(in.token_budget, c.max_context - pos));
         for (int32_t t = 0; t < len; ++t) b.tokens.push_back((pos + t) % int32_t(c.vocab_size));
         b.seqs.push_back(SeqSlice{0, len, pos, 0, blocks.data(), int32_t(blocks.size()), false});
+        ASSERT_TRUE((*model)->forward(b, &logits).ok());
+    }
+    for (int32_t i = 0; i < 2; ++i) {
+        const int32_t pos = int32_t(c.max_context) - 2 + i;
+        StepBatch b;
+        b.tokens.push_back(i + 1);
+        b.seqs.push_back(SeqSlice{0, 1, pos, 0, blocks.data(), int32_t(blocks.size()), false});
         ASSERT_TRUE((*model)->forward(b, &logits).ok());
     }
     auto after = device_memory(MemoryTarget::kCudaDevice);
