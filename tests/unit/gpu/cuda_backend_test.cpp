@@ -2,6 +2,8 @@
 // Skips with a message on machines without a CUDA device; run on the GPU machine (tests/gpu_check.sh).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <random>
 
 #include "engine/cpu/ops.h"
@@ -20,11 +22,12 @@ constexpr bool DG_HAVE_CUDA_BUILD = true;
 constexpr bool DG_HAVE_CUDA_BUILD = false;
 #endif
 
-// matmul for every weight type: CUDA reads the same blocks as the CPU. Tolerance: fp32 accumulation in
-// a different order, relative to the output scale.
+// matmul for every weight type on cuda-exact (the fp32 oracle kernel): CUDA reads the same blocks as the
+// CPU. Tolerance: fp32 accumulation in a different order, relative to the output scale. The serving
+// paths (GEMV, GEMM): matmul_paths_test.cpp.
 TEST(CudaOps, MatmulMatchesCpuForEveryType) {
     SKIP_WITHOUT_GPU();
-    auto be = make_backend(BackendKind::kCuda);
+    auto be = make_backend(BackendKind::kCudaExact);
     ASSERT_TRUE(be.ok()) << be.status();
     std::mt19937 rng(3);
     std::normal_distribution<float> nd;
@@ -69,17 +72,19 @@ struct Param {
 };
 class CudaModel : public ::testing::TestWithParam<Param> {};
 
-// Whole model on CUDA: every position against the golden logits, split continuation, and greedy tokens
-// identical to the CPU backend for 32 steps.
+// Whole model on cuda-exact (every matmul on the fp32 kernel, as cpu-exact): every position against the
+// golden logits, split continuation, and greedy tokens identical to the CPU oracle for 32 steps. The
+// serving backend (`cuda`: bf16 tensor-core GEMM at prefill, GEMV at decode) is CudaModelServing below.
 TEST_P(CudaModel, MatchesGoldenAndCpu) {
     SKIP_WITHOUT_GPU();
     const Param p = GetParam();
     const std::string path = testing::fixture_dir(p.fixture) + "/" + p.file;
     RunnerOptions opt;
     opt.kv_type = p.kv;
-    auto gpu = Runner::open(path, BackendKind::kCuda, opt);
+    auto gpu = Runner::open(path, BackendKind::kCudaExact, opt);
     auto cpu = Runner::open(path, BackendKind::kCpuExact, opt);
     ASSERT_TRUE(gpu.ok() && cpu.ok()) << gpu.status() << cpu.status();
+    ASSERT_EQ((*gpu)->model().backend().name(), "cuda-exact");
     auto g = testing::load_golden(p.fixture);
     // Against the reference's f32-KV logits, quantised KV costs what it costs the CPU backend: the bounds
     // of tests/unit/engine/kv_types_test.cpp (CUDA vs CPU per KV type: backend_ops_test.cpp).
@@ -115,6 +120,66 @@ INSTANTIATE_TEST_SUITE_P(
         return info.param.fixture + "_" + (info.param.file == "hf" ? "hf" : "gguf") + "_kv_" +
                dtype_info(info.param.kv).name;
     });
+
+// The serving backend (`cuda`) on the golden fixtures (bf16 / f16 weights, f32 KV): prefill chunks of 50
+// tokens go through the bf16 tensor-core GEMM (n >= kGemmMinTokens), decode through the fp32 GEMV. Its
+// logits are bounded against the golden reference (the bf16 rounding of the activations at prefill is
+// what the CPU fast path's bf16 GEMM also costs: CpuQuantDot.QuantisedModelOnTheFastBackend), and its
+// greedy choice must equal the oracle's wherever the oracle's top-2 margin exceeds twice the observed
+// logit error (where it cannot flip).
+class CudaModelServing : public ::testing::TestWithParam<Param> {};
+
+TEST_P(CudaModelServing, BoundedAgainstGoldenAndOracle) {
+    SKIP_WITHOUT_GPU();
+    const Param p = GetParam();
+    const std::string path = testing::fixture_dir(p.fixture) + "/" + p.file;
+    RunnerOptions opt;
+    opt.kv_type = p.kv;
+    auto gpu = Runner::open(path, BackendKind::kCuda, opt);
+    auto cpu = Runner::open(path, BackendKind::kCpuExact, opt);
+    ASSERT_TRUE(gpu.ok() && cpu.ok()) << gpu.status() << cpu.status();
+    ASSERT_EQ((*gpu)->model().backend().name(), "cuda");
+    auto g = testing::load_golden(p.fixture);
+    double worst = 0;
+    for (const auto& c : g.cases) {
+        auto s = (*gpu)->new_sequence();
+        auto l = (*gpu)->feed(*s, c.tokens, true, 50);
+        ASSERT_TRUE(l.ok()) << l.status();
+        worst = std::max(worst, testing::compare(*l, c.logits, c.vocab).rel());
+        (*gpu)->release(*s);
+    }
+    std::printf("[ SERVING  ] %s %s: worst golden rel error %.3g\n", p.fixture.c_str(), p.file.c_str(), worst);
+    EXPECT_LT(worst, 5e-2) << p.fixture;
+    auto sg = (*gpu)->new_sequence();
+    auto sc = (*cpu)->new_sequence();
+    auto lg = (*gpu)->feed(*sg, g.gen_prompt, false);
+    auto lc = (*cpu)->feed(*sc, g.gen_prompt, false);
+    int compared = 0, agreed = 0;
+    for (int i = 0; i < 16 && lg.ok() && lc.ok(); ++i) {
+        double max_abs = 0;
+        for (size_t k = 0; k < lc->size(); ++k) max_abs = std::max(max_abs, double(std::abs((*lg)[k] - (*lc)[k])));
+        int top = 0, second = -1;
+        for (int k = 1; k < int(lc->size()); ++k)
+            if ((*lc)[k] > (*lc)[top]) second = top, top = k;
+            else if (second < 0 || (*lc)[k] > (*lc)[second]) second = k;
+        const int32_t got = int32_t(std::max_element(lg->begin(), lg->end()) - lg->begin());
+        if ((*lc)[top] - (*lc)[second] > 2 * max_abs) ++compared, agreed += got == top;
+        const int32_t next = top;  // both follow the oracle's tokens
+        lg = (*gpu)->feed(*sg, std::vector<int32_t>{next}, false);
+        lc = (*cpu)->feed(*sc, std::vector<int32_t>{next}, false);
+    }
+    ASSERT_TRUE(lg.ok() && lc.ok());
+    std::printf("[ SERVING  ] %s %s: greedy agreement %d of %d steps with a clear margin\n", p.fixture.c_str(),
+                p.file.c_str(), agreed, compared);
+    EXPECT_EQ(agreed, compared);
+    EXPECT_GT(compared, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, CudaModelServing,
+    ::testing::Values(Param{"dense", "hf", DType::F32}, Param{"dense", "model-f16.gguf", DType::F32},
+                      Param{"moe", "hf", DType::F32}),
+    [](const auto& info) { return info.param.fixture + "_" + (info.param.file == "hf" ? "hf" : "gguf"); });
 
 }  // namespace
 }  // namespace dg
