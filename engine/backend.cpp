@@ -16,7 +16,8 @@ absl::StatusOr<BackendKind> backend_kind_from_name(const std::string& name) {
     if (name == "cpu") return BackendKind::kCpu;
     if (name == "cpu-exact") return BackendKind::kCpuExact;
     if (name == "cuda") return BackendKind::kCuda;
-    return absl::InvalidArgumentError(absl::StrCat("unknown backend '", name, "' (cpu, cpu-exact or cuda)"));
+    if (name == "cuda-exact") return BackendKind::kCudaExact;
+    return absl::InvalidArgumentError(absl::StrCat("unknown backend '", name, "' (cpu, cpu-exact, cuda or cuda-exact)"));
 }
 
 bool cuda_available() {
@@ -43,7 +44,7 @@ absl::StatusOr<std::unique_ptr<Backend>> make_backend(BackendKind kind) {
     return absl::FailedPreconditionError("backend cuda: this build of deltagate has no CUDA support (nvcc was not found)");
 #else
     if (!cuda_available()) return absl::FailedPreconditionError("backend cuda: no CUDA device is visible");
-    return cuda::make_cuda_backend();
+    return cuda::make_cuda_backend(kind == BackendKind::kCudaExact);
 #endif
 }
 

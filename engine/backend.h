@@ -112,8 +112,12 @@ public:
 // kCpu: the serving CPU path (quantised weights dotted with 8-bit activation blocks, engine/cpu/quant_dot.h).
 // kCpuExact: the oracle (f32 activations, exact dequantisation) that goldens, exactness and CUDA-vs-CPU
 // tests use; the two differ only in matmuls with quantised weights.
-enum class BackendKind { kCpu, kCuda, kCpuExact };
-absl::StatusOr<BackendKind> backend_kind_from_name(const std::string& name);  // "cpu" | "cpu-exact" | "cuda"
+// kCuda: the serving CUDA path (GEMV with 8-bit activation blocks at decode, bf16 tensor-core GEMM at
+// prefill: engine/cuda/matmul.cuh). kCudaExact: the CUDA twin of kCpuExact (every matmul on the fp32
+// oracle kernel), for the tests that require CUDA's greedy tokens to equal the oracle's.
+enum class BackendKind { kCpu, kCuda, kCpuExact, kCudaExact };
+absl::StatusOr<BackendKind> backend_kind_from_name(const std::string& name);  // cpu | cpu-exact | cuda | cuda-exact
+inline bool is_cuda(BackendKind k) { return k == BackendKind::kCuda || k == BackendKind::kCudaExact; }
 // CUDA without a GPU (or a build without CUDA) is a clear FailedPrecondition, never a silent CPU run.
 absl::StatusOr<std::unique_ptr<Backend>> make_backend(BackendKind kind);
 bool cuda_available();  // built with CUDA and a device is present (the CPU emulation counts as one)

@@ -56,11 +56,14 @@ struct Scratch {
 
 class CudaBackend final : public Backend {
 public:
+    // exact: every matmul on the fp32 oracle kernel (`cuda-exact`, the twin of `cpu-exact`); otherwise the
+    // serving path: GEMV with quantised activations at decode, tensor-core GEMM at prefill (matmul.cuh).
+    explicit CudaBackend(bool exact) : exact_(exact), mm_(exact ? MatmulPath::kExact : MatmulPath::kAuto) {}
     ~CudaBackend() override {
         for (auto& [h, d] : dev_data_) cudaFree(d);
         for (auto& [h, d] : dev_vec_) cudaFree(d);
     }
-    std::string name() const override { return "cuda"; }
+    std::string name() const override { return exact_ ? "cuda-exact" : "cuda"; }
     std::string device_name() const override { return cuda::device_name(cuda::current_device()); }
 
     // The first device error since the last call; after one, ops do nothing until it is taken. When the
@@ -256,7 +259,7 @@ public:
         guard([&] { cuda::rmsnorm(x, dvec(w), rows, dim, eps, y, 0); });
     }
     void matmul(const float* x, int32_t n, const Matrix& W, float* y) override {
-        guard([&] { cuda::matmul(x, n, dev(W), y, 0); });
+        guard([&] { mm_(x, n, dev(W), y, 0); });
     }
     void add(float* y, const float* x, int64_t n) override {
         guard([&] { cuda::add(y, x, n, 0); });
@@ -354,19 +357,21 @@ public:
     void moe_ffn_impl(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) {
         const int64_t E = w.router.rows, H = w.router.cols;
         float* logits = moe_logits_.need(size_t(n) * E);
-        cuda::matmul(x, n, dev(w.router), logits, 0);
+        // The router always runs exactly (as on the CPU): which experts a token visits does not depend on
+        // the matmul path.
+        cuda::matmul_exact(x, n, dev(w.router), logits, 0);
         std::vector<float> p(size_t(n) * E);
         DG_CUDA_CHECK(cudaMemcpy(p.data(), logits, p.size() * 4, cudaMemcpyDeviceToHost));
         const auto routed = route_top_k(p.data(), n, E, top_k);
         const int64_t Is = w.shared.gate.rows;
         float* g = moe_a_.need(size_t(n) * std::max<int64_t>(Is, 1));
         float* u = moe_b_.need(size_t(n) * std::max<int64_t>(Is, 1));
-        cuda::matmul(x, n, dev(w.shared.gate), g, 0);
-        cuda::matmul(x, n, dev(w.shared.up), u, 0);
+        mm_(x, n, dev(w.shared.gate), g, 0);
+        mm_(x, n, dev(w.shared.up), u, 0);
         cuda::swiglu(g, u, int64_t(n) * Is, g, 0);
-        cuda::matmul(g, n, dev(w.shared.down), y, 0);
+        mm_(g, n, dev(w.shared.down), y, 0);
         float* sg = moe_gate_.need(n);
-        cuda::matmul(x, n, dev(w.shared_gate), sg, 0);
+        mm_(x, n, dev(w.shared_gate), sg, 0);
         cuda::scale_rows_sigmoid(y, sg, n, H, 0);
         // Expert outputs go to consecutive rows of one buffer; src[t][j] names token t's j-th row there.
         const int32_t k = int32_t(top_k);
@@ -395,10 +400,10 @@ public:
             copy_rows_impl(x, rows.data(), m, H, xs);
             float* ge = moe_a_.need(size_t(m) * Ie);
             float* ue = moe_b_.need(size_t(m) * Ie);
-            cuda::matmul(xs, m, dev(w.experts[e].gate), ge, 0);
-            cuda::matmul(xs, m, dev(w.experts[e].up), ue, 0);
+            mm_(xs, m, dev(w.experts[e].gate), ge, 0);
+            mm_(xs, m, dev(w.experts[e].up), ue, 0);
             cuda::swiglu(ge, ue, int64_t(m) * Ie, ge, 0);
-            cuda::matmul(ge, m, dev(w.experts[e].down), out_rows + int64_t(next) * H, 0);
+            mm_(ge, m, dev(w.experts[e].down), out_rows + int64_t(next) * H, 0);
             next += m;
         }
         int32_t* dsrc = moe_src_.need(src.size());
@@ -550,6 +555,8 @@ private:
         DG_CHECK(it != dev_vec_.end(), "vector not uploaded by prepare_weights");
         return it->second;
     }
+    bool exact_;
+    Matmul mm_;  // the matmul dispatcher and its workspaces (cuBLAS handle, activation blocks, bf16 tiles)
     CacheLayout layout_;
     int64_t Hkv_ = 0, kv_row_bytes_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
     std::vector<KvStore> kv_;
@@ -575,6 +582,6 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<CudaBackend>(); }
+std::unique_ptr<Backend> make_cuda_backend(bool exact) { return std::make_unique<CudaBackend>(exact); }
 
 }  // namespace dg::cuda

@@ -11,7 +11,8 @@ class Backend;
 
 namespace dg::cuda {
 
-std::unique_ptr<Backend> make_cuda_backend();  // engine/cuda/cuda_backend.cu
+// exact: the `cuda-exact` backend (fp32 oracle matmul only); else `cuda` (engine/cuda/cuda_backend.cu)
+std::unique_ptr<Backend> make_cuda_backend(bool exact);
 
 int device_count();                 // 0 when no driver/device, never throws
 std::string device_name(int index); // "" when unavailable

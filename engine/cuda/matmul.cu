@@ -1,13 +1,20 @@
-// y[n, out] = x[n, in] · Wᵀ reading W's stored blocks directly (any DType). v0: one warp per output row
-// and tile of up to 8 tokens, fp32 accumulation: correct for every type, bandwidth-naive. Issue 6 puts
-// tuned per-type GEMV and tensor-core GEMM here.
+// The matmul entry (matmul.cuh): the exact kernel, and the dispatch of a call to GEMV (gemv.cu), GEMM
+// (gemm.cu) or the exact kernel, with the workspaces they need.
+#include <cublas_v2.h>
+
+#include <string>
+
 #include "engine/cuda/cuda_common.cuh"
+#include "engine/cuda/gemm.cuh"
 #include "engine/cuda/launch.cuh"
-#include "engine/cuda/ops.cuh"
+#include "engine/cuda/matmul.cuh"
 
 namespace dg::cuda {
 namespace {
 
+// ---- the exact kernel: one warp per output row and tile of up to 8 tokens, each weight element
+// dequantised exactly (dq_elem), fp32 activations and sums: the CPU oracle's numerics (cpu::matmul)
+// up to summation order. `cuda-exact` runs only this; the serving path for shapes the fast kernels lack.
 constexpr int kTokenTile = 8, kWarpsPerBlock = 4;
 
 __global__ void matmul_kernel(const float* x, int32_t n, DType type, const uint8_t* w, uint64_t row_bytes, int64_t in,
@@ -29,11 +36,109 @@ __global__ void matmul_kernel(const float* x, int32_t n, DType type, const uint8
     }
 }
 
+// A device allocation that only grows.
+struct DevBuf {
+    void* p = nullptr;
+    int64_t bytes = 0;
+    void* need(int64_t b) {
+        if (b > bytes) {
+            if (p) DG_CUDA_CHECK(cudaFree(p));
+            p = nullptr, bytes = 0;
+            DG_CUDA_CHECK(cudaMalloc(&p, size_t(b)));
+            bytes = b;
+        }
+        return p;
+    }
+    ~DevBuf() {
+        if (p) cudaFree(p);
+    }
+};
+
 }  // namespace
 
-void matmul(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
+void matmul_exact(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
+    if (n <= 0 || W.rows == 0) return;
     dim3 grid(unsigned((W.rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned((n + kTokenTile - 1) / kTokenTile));
-    DG_CUDA_CHECK(DG_LAUNCH(matmul_kernel, grid, kWarpsPerBlock * kWarp, 0, s, x, n, W.type, W.data, W.row_bytes, W.cols, W.rows, y));
+    DG_CUDA_CHECK(DG_LAUNCH(matmul_kernel, grid, kWarpsPerBlock * kWarp, 0, s, x, n, W.type, W.data, W.row_bytes, W.cols,
+                            W.rows, y));
+}
+
+const char* matmul_path_name(MatmulPath p) {
+    switch (p) {
+        case MatmulPath::kAuto: return "auto";
+        case MatmulPath::kExact: return "exact";
+        case MatmulPath::kGemv: return "gemv";
+        case MatmulPath::kGemm: return "gemm";
+    }
+    return "?";
+}
+
+struct Matmul::State {
+    cublasHandle_t cublas = nullptr;  // created at the first GEMM
+    DevBuf act_q, act_d, act_s;       // q8 activation blocks of the GEMV
+    DevBuf gemm_w, gemm_x;            // bf16 weight tile and activation chunk of the GEMM
+    int64_t max_tile_rows = 0;        // set_gemm_limits (0: the byte bounds alone)
+    int32_t max_chunk_tokens = 0;
+    ~State() {
+        if (cublas) cublasDestroy(cublas);
+    }
+};
+
+Matmul::Matmul(MatmulPath path) : path_(path), st_(std::make_unique<State>()) {}
+Matmul::~Matmul() = default;
+
+int64_t Matmul::workspace_bytes() const {
+    return st_->act_q.bytes + st_->act_d.bytes + st_->act_s.bytes + st_->gemm_w.bytes + st_->gemm_x.bytes;
+}
+
+void Matmul::set_gemm_limits(int64_t max_tile_rows, int32_t max_chunk_tokens) {
+    st_->max_tile_rows = max_tile_rows;
+    st_->max_chunk_tokens = max_chunk_tokens;
+}
+
+MatmulPath Matmul::choose(int32_t n, const Matrix& W, const float* x) const {
+    if (path_ != MatmulPath::kAuto) return path_;
+    if (n >= kGemmMinTokens) return MatmulPath::kGemm;
+    return gemv_supports(W, x) ? MatmulPath::kGemv : MatmulPath::kExact;
+}
+
+void Matmul::operator()(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
+    run(choose(n, W, x), x, n, W, y, s);
+}
+
+void Matmul::run(MatmulPath path, const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
+    if (n <= 0 || W.rows == 0) return;
+    switch (path) {
+        case MatmulPath::kAuto: return (*this)(x, n, W, y, s);
+        case MatmulPath::kExact: return matmul_exact(x, n, W, y, s);
+        case MatmulPath::kGemv: {
+            if (!gemv_supports(W, x))
+                throw DeviceError(std::string("matmul: the GEMV kernels do not take a ") + dtype_info(W.type).name + " " +
+                                      std::to_string(W.rows) + "x" + std::to_string(W.cols) + " matrix (unaligned or odd width)",
+                                  cudaErrorInvalidValue);
+            if (!gemv_quant_type(W.type)) return gemv_float(x, n, W, y, s);
+            const int64_t in = W.cols, nb = int64_t(n) * (in / 32);
+            const ActQ8 a{static_cast<int8_t*>(st_->act_q.need(int64_t(n) * in)),
+                          static_cast<float*>(st_->act_d.need(nb * 4)), static_cast<int32_t*>(st_->act_s.need(nb * 4))};
+            quantize_act_q8(x, n, in, a, s);
+            return gemv_quant(a, n, W, y, s);
+        }
+        case MatmulPath::kGemm: {
+            if (!st_->cublas) {
+                const cublasStatus_t st = cublasCreate(&st_->cublas);
+                if (st != CUBLAS_STATUS_SUCCESS) {
+                    st_->cublas = nullptr;
+                    throw DeviceError(std::string("cuBLAS Create: ") + cublasGetStatusName(st), cudaErrorUnknown);
+                }
+            }
+            const int64_t tile = gemm_tile_rows(W, st_->max_tile_rows);
+            const int32_t chunk = gemm_chunk_tokens(W, n, st_->max_chunk_tokens);
+            const bool f32 = W.type == DType::F32;
+            void* w_ws = f32 ? nullptr : st_->gemm_w.need(tile * W.cols * 2);
+            void* x_ws = f32 ? nullptr : st_->gemm_x.need(int64_t(chunk) * W.cols * 2);
+            return gemm(st_->cublas, x, n, W, y, tile, chunk, w_ws, x_ws, s);
+        }
+    }
 }
 
 }  // namespace dg::cuda

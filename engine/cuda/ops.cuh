@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/cuda/matmul.cuh"
 #include "engine/sampling.h"
 
 namespace dg::cuda {
@@ -31,7 +32,7 @@ void gather_add_rows(const float* x, const int32_t* src_dev, const float* weight
 // y[t, :] *= sigmoid(g[t]) (MoE shared-expert gate).
 void scale_rows_sigmoid(float* y, const float* g, int32_t n, int64_t dim, cudaStream_t s);
 
-void matmul(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s);
+// matmul: engine/cuda/matmul.cuh (the Matmul dispatcher and its GEMV / GEMM / exact kernels).
 
 struct GdnLayerState {
     float* base;          // slot 0 of this layer's region

@@ -18,7 +18,7 @@ int run_generate(const std::vector<std::string>& args) {
     auto f = parse_flags(args, value_flags, {"help"});
     if (!f.ok() || f->has("help")) {
         if (!f.ok()) std::fprintf(stderr, "deltagate generate: %s\n", std::string(f.status().message()).c_str());
-        std::fprintf(stderr, "usage: deltagate generate [--model PATH] [--tokens 1,2,3] [--max-new N] [--backend cpu|cpu-exact|cuda]\n"
+        std::fprintf(stderr, "usage: deltagate generate [--model PATH] [--tokens 1,2,3] [--max-new N] [--backend cpu|cpu-exact|cuda|cuda-exact]\n"
                              "         [--kv-type f16|bf16|q8_0|q4_0|f32] [--threads N]\n");
         return f.ok() ? 0 : 2;
     }

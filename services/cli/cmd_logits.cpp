@@ -15,7 +15,7 @@ int run_logits(const std::vector<std::string>& args) {
     if (!f.ok() || f->has("help") || !f->get("tokens")) {
         if (!f.ok()) std::fprintf(stderr, "deltagate logits: %s\n", std::string(f.status().message()).c_str());
         std::fprintf(stderr,
-                     "usage: deltagate logits [--model PATH] --tokens 1,2,3 [--all] [--backend cpu|cpu-exact|cuda] [--kv-type f32]\n"
+                     "usage: deltagate logits [--model PATH] --tokens 1,2,3 [--all] [--backend cpu|cpu-exact|cuda|cuda-exact] [--kv-type f32]\n"
                      "prints {\"logits\": [[...]]}: the last position's logits, or every position's with --all.\n"
                      "PATH: an HF directory, a .gguf, or (default) the built-in tiny model.\n");
         return f.ok() && f->has("help") ? 0 : 2;

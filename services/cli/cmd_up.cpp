@@ -122,7 +122,7 @@ int run_up(const std::vector<std::string>& args) {
     if (!f.ok() || f->has("help")) {
         if (!f.ok()) std::fprintf(stderr, "deltagate up: %s\n", std::string(f.status().message()).c_str());
         std::fprintf(stderr,
-                     "usage: deltagate up [--model PATH] [--workers N] [--backend cpu|cpu-exact|cuda] [--listen HOST:PORT]\n"
+                     "usage: deltagate up [--model PATH] [--workers N] [--backend cpu|cpu-exact|cuda|cuda-exact] [--listen HOST:PORT]\n"
                      "         [--metrics-listen HOST:PORT] [--http-listen HOST:PORT (default 127.0.0.1:8080; '' = off)]\n"
                      "         [--tokenizer tokenizer.json] [any `deltagate front` flag]\n"
                      "         [--worker-arg 'ARGS' (extra `deltagate worker` flags for every worker, space-separated)]\n"

@@ -116,7 +116,7 @@ absl::Status parse_options(const ParsedFlags& f, worker::WorkerOptions* o) {
         o->memory.utilization_flag = true;
     }
     o->memory.kv_from_memory =
-        !o->memory.kv_blocks_flag && (o->backend == BackendKind::kCuda || o->memory.utilization_flag);
+        !o->memory.kv_blocks_flag && (is_cuda(o->backend) || o->memory.utilization_flag);
     return absl::OkStatus();
 }
 
@@ -130,7 +130,7 @@ int run_worker(const std::vector<std::string>& args) {
         if (!f.ok()) std::fprintf(stderr, "deltagate worker: %s\n", std::string(f.status().message()).c_str());
         std::fprintf(stderr,
                      "usage: deltagate worker [--model PATH] [--listen HOST:PORT (127.0.0.1:50061)] [--metrics-listen HOST:PORT]\n"
-                     "         [--backend cpu|cpu-exact|cuda] [--kv-type f16|bf16|q8_0|q4_0|f32] [--threads N] [--worker-id ID]\n"
+                     "         [--backend cpu|cpu-exact|cuda|cuda-exact] [--kv-type f16|bf16|q8_0|q4_0|f32] [--threads N] [--worker-id ID]\n"
                      "         [--max-running N] [--spare-slots N] [--kv-blocks N] [--block-tokens N] [--token-budget N]\n"
                      "         [--checkpoint-every N] [--max-seq-len N] [--max-n N] [--max-queue N (0 = unbounded)]\n"
                      "         [--max-queue-wait-ms MS (0 = off: refuse when the expected wait for a slot is longer)]\n"

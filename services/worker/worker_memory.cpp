@@ -11,7 +11,7 @@ namespace dg::worker {
 namespace pb = ::deltagate::worker::v1;
 
 MemoryTarget memory_target(BackendKind backend) {
-    return backend == BackendKind::kCuda ? MemoryTarget::kCudaDevice : MemoryTarget::kHostRam;
+    return is_cuda(backend) ? MemoryTarget::kCudaDevice : MemoryTarget::kHostRam;
 }
 
 absl::StatusOr<DeviceMemory> measure_memory(const WorkerOptions& opt) {
@@ -54,7 +54,7 @@ absl::StatusOr<MemoryPlan> plan_worker_memory(const ModelWeights& weights, const
     opt->sched.spare_slots = plan.spare_slots;
     if (opt->memory.print) {
         std::fprintf(stderr, "deltagate worker: memory plan (%s backend)\n%s\n",
-                     opt->backend == BackendKind::kCuda ? "cuda" : "cpu", plan.table().c_str());
+                     is_cuda(opt->backend) ? "cuda" : "cpu", plan.table().c_str());
         std::fflush(stderr);
     }
     return plan;

@@ -205,3 +205,15 @@ inline float __sinf(float x) { return sinf(x); }
 inline float __cosf(float x) { return cosf(x); }
 inline int __float2int_rn(float x) { return int(nearbyintf(x)); }
 inline int __float2int_rz(float x) { return int(x); }
+// Four-way byte dot product with a 32-bit accumulate (sm_61+): the bytes of a and b as signed (int
+// overload) or unsigned (unsigned overload) 8-bit values, products summed into c modulo 2^32 as the
+// hardware's IDP4A does.
+inline int __dp4a(int a, int b, int c) {
+    uint32_t acc = uint32_t(c);
+    for (int i = 0; i < 4; ++i) acc += uint32_t(int32_t(int8_t(uint32_t(a) >> (8 * i))) * int32_t(int8_t(uint32_t(b) >> (8 * i))));
+    return int(acc);
+}
+inline unsigned __dp4a(unsigned a, unsigned b, unsigned c) {
+    for (int i = 0; i < 4; ++i) c += ((a >> (8 * i)) & 0xFFu) * ((b >> (8 * i)) & 0xFFu);
+    return c;
+}

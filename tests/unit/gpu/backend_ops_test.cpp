@@ -1,5 +1,7 @@
 // The backend-op suite (issue 10), in the manner of ggml's test-backend-ops: every op of engine/backend.h
-// on the CUDA backend against the CPU backend (the oracle, make_backend(kCpuExact)), on random inputs, over
+// on the CUDA backend's exact twin (kCudaExact: fp32 matmuls; the serving matmul paths, GEMV with 8-bit
+// activations and the bf16 GEMM, are bounded in matmul_paths_test.cpp) against the CPU backend (the oracle,
+// make_backend(kCpuExact)), on random inputs, over
 // the Qwen3.5 head and expert geometries (engine/random_model.cpp presets: tiny, 0.8b, 27b, 35b-a3b, and
 // the golden dk != dv fixture), odd lengths, partial KV blocks, several sequences of different lengths,
 // and every weight / KV type. One line per check:
@@ -144,7 +146,7 @@ struct Pair {
 Pair make_pair() {
     Pair p;
     auto c = make_backend(BackendKind::kCpuExact);
-    auto g = make_backend(BackendKind::kCuda);
+    auto g = make_backend(BackendKind::kCudaExact);
     EXPECT_TRUE(c.ok()) << c.status();
     EXPECT_TRUE(g.ok()) << g.status();
     if (c.ok()) p.cpu = std::move(*c);

@@ -9,6 +9,9 @@ TEST(CudaEmu, NeedsTheEmulationBuild) { GTEST_SKIP() << "configure with -DDELTAG
 
 #else
 
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -323,6 +326,121 @@ TEST(CudaEmu, SchedulePerturbationExposesAMissingBarrier) {
     EXPECT_FALSE(same_bits(fixture[0], fixture[1]) && same_bits(fixture[0], fixture[2]))
         << "removing the barrier went unnoticed";
     for (float v : real[0]) ASSERT_TRUE(std::isfinite(v));
+}
+
+// ---- __dp4a and the cuBLAS stand-in ---------------------------------------------------------------------
+
+__global__ void dp4a_kernel(const int* a, const int* b, const int* c, int* out_s, unsigned* out_u, int n) {
+    const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i >= n) return;
+    out_s[i] = __dp4a(a[i], b[i], c[i]);
+    out_u[i] = __dp4a(unsigned(a[i]), unsigned(b[i]), unsigned(c[i]));
+}
+
+// The signed and unsigned byte dot products against a plain loop over the bytes, extremes included
+// (-128 * -128 four times, 255 * 255, and an accumulator that wraps modulo 2^32).
+TEST(CudaEmu, Dp4aIsTheByteDotProduct) {
+    std::mt19937 rng(5);
+    std::vector<int> a, b, c;
+    for (int i = 0; i < 500; ++i) a.push_back(int(rng())), b.push_back(int(rng())), c.push_back(int(rng()));
+    a.push_back(int(0x80808080u)), b.push_back(int(0x80808080u)), c.push_back(0);
+    a.push_back(-1), b.push_back(-1), c.push_back(0x7fffffff);
+    const int n = int(a.size());
+    Dev<int> da(a), db(b), dc(c), ds(n);
+    Dev<unsigned> du(n);
+    CK(DG_LAUNCH(dp4a_kernel, (n + 127) / 128, 128, 0, nullptr, da.p, db.p, dc.p, ds.p, du.p, n));
+    const auto gs = ds.get();
+    const auto gu = du.get();
+    for (int i = 0; i < n; ++i) {
+        int64_t ws = c[i];
+        uint64_t wu = uint32_t(c[i]);
+        for (int k = 0; k < 4; ++k) {
+            ws += int64_t(int8_t(uint32_t(a[i]) >> (8 * k))) * int8_t(uint32_t(b[i]) >> (8 * k));
+            wu += uint64_t((uint32_t(a[i]) >> (8 * k)) & 0xFF) * ((uint32_t(b[i]) >> (8 * k)) & 0xFF);
+        }
+        EXPECT_EQ(gs[i], int32_t(uint32_t(uint64_t(ws)))) << i;
+        EXPECT_EQ(gu[i], uint32_t(wu)) << i;
+    }
+    EXPECT_EQ(gs[n - 2], 4 * 128 * 128);
+}
+
+// cublasGemmEx as deltagate calls it (engine/cuda/gemm.cu: op T × op N, bf16 or f32 in, f32 out, ldc
+// wider than m) and the other transposes, against a double loop over the same rounded inputs: fp32
+// accumulation of exact products, so the difference is bounded by k ulps of the sum of |products|.
+TEST(CudaEmu, CublasGemmExMatchesAPlainLoop) {
+    std::mt19937 rng(9);
+    std::normal_distribution<float> nd;
+    cublasHandle_t h = nullptr;
+    ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+    cudaStream_t st = nullptr;
+    CK(cudaStreamCreate(&st));
+    ASSERT_EQ(cublasSetStream(h, st), CUBLAS_STATUS_SUCCESS);
+    const int m = 37, n = 11, k = 70, ldc = 45;
+    for (cudaDataType_t type : {CUDA_R_16BF, CUDA_R_32F, CUDA_R_16F})
+        for (int ta = 0; ta < 2; ++ta)
+            for (int tb = 0; tb < 2; ++tb) {
+                // op(A) m x k, op(B) k x n; stored column-major with the leading dimension of the stored shape.
+                const int lda = (ta ? k : m) + 3, ldb = (tb ? n : k) + 1;
+                const int acols = ta ? m : k, bcols = tb ? k : n;
+                std::vector<float> A(size_t(lda) * acols), B(size_t(ldb) * bcols);
+                for (float& v : A) v = nd(rng);
+                for (float& v : B) v = nd(rng);
+                auto round = [&](float v) {
+                    if (type == CUDA_R_16BF) return __bfloat162float(__float2bfloat16(v));
+                    if (type == CUDA_R_16F) return __half2float(__float2half(v));
+                    return v;
+                };
+                auto store = [&](const std::vector<float>& v) {
+                    std::vector<uint8_t> bytes;
+                    for (float x : v) {
+                        if (type == CUDA_R_32F) {
+                            uint8_t b4[4];
+                            std::memcpy(b4, &x, 4);
+                            bytes.insert(bytes.end(), b4, b4 + 4);
+                        } else {
+                            const uint16_t u = type == CUDA_R_16BF ? __bfloat16_as_ushort(__float2bfloat16(x))
+                                                                   : __half_as_ushort(__float2half(x));
+                            bytes.push_back(uint8_t(u & 0xFF)), bytes.push_back(uint8_t(u >> 8));
+                        }
+                    }
+                    return bytes;
+                };
+                Dev<uint8_t> dA(store(A)), dB(store(B));
+                std::vector<float> C(size_t(ldc) * n, 7.f);
+                Dev<float> dC(C);
+                const float alpha = 1.f, beta = 0.f;
+                ASSERT_EQ(cublasGemmEx(h, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha,
+                                       dA.p, type, lda, dB.p, type, ldb, &beta, dC.p, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                       CUBLAS_GEMM_DEFAULT),
+                          CUBLAS_STATUS_SUCCESS);
+                CK(cudaStreamSynchronize(st));
+                const auto got = dC.get();
+                for (int j = 0; j < n; ++j)
+                    for (int i = 0; i < ldc; ++i) {
+                        if (i >= m) {  // rows past m of each column are not written
+                            ASSERT_EQ(got[size_t(j) * ldc + i], 7.f);
+                            continue;
+                        }
+                        double want = 0, mag = 0;
+                        for (int p = 0; p < k; ++p) {
+                            const double a = round(ta ? A[size_t(i) * lda + p] : A[size_t(p) * lda + i]);
+                            const double b = round(tb ? B[size_t(p) * ldb + j] : B[size_t(j) * ldb + p]);
+                            want += a * b, mag += std::fabs(a * b);
+                        }
+                        EXPECT_NEAR(got[size_t(j) * ldc + i], want, mag * (k + 1) * 6e-8 + 1e-30)
+                            << "type " << int(type) << " ta " << ta << " tb " << tb << " at " << i << "," << j;
+                    }
+            }
+    // What the stand-in does not implement is refused, never computed wrongly.
+    const float one = 1.f;
+    EXPECT_EQ(cublasGemmEx(h, CUBLAS_OP_C, CUBLAS_OP_N, 1, 1, 1, &one, nullptr, CUDA_R_32F, 1, nullptr, CUDA_R_32F, 1,
+                           &one, nullptr, CUDA_R_32F, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+    EXPECT_EQ(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 1, 4, &one, nullptr, CUDA_R_32F, 2, nullptr, CUDA_R_32F, 4,
+                           &one, nullptr, CUDA_R_32F, 4, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_INVALID_VALUE);  // lda < m
+    EXPECT_EQ(cublasDestroy(h), CUBLAS_STATUS_SUCCESS);
+    CK(cudaStreamDestroy(st));
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // The scheduler's exactness rule (exactness_test.cpp) through the CUDA backend: multi-turn resume from
 // checkpoints, prefix sharing with a copied tail block, fork and preemption, run by an EngineLoop on
-// BackendKind::kCuda, must give the greedy tokens of a cold CPU run (the oracle), and where marked of a
+// BackendKind::kCudaExact (the CUDA twin of the CPU oracle: fp32 matmuls, engine/cuda/matmul.cuh), must give the greedy tokens of a cold CPU run (the oracle), and where marked of a
 // cold CUDA run too.
 // And for every KV type on every golden fixture, a greedy request through the CUDA scheduler equals the
 // cold CPU run with that KV type.
@@ -55,7 +55,7 @@ std::vector<int32_t> cold_cpu(const std::string& fixture, const std::vector<int3
                               bool also_cuda = false) {
     const auto cpu = cold_greedy(fixture, prompt, n, kv, BackendKind::kCpuExact);
     if (also_cuda) {
-        const auto gpu = cold_greedy(fixture, prompt, n, kv, BackendKind::kCuda);
+        const auto gpu = cold_greedy(fixture, prompt, n, kv, BackendKind::kCudaExact);
         EXPECT_EQ(gpu, cpu) << fixture << " kv " << dtype_info(kv).name << ": cold CUDA run differs from cold CPU run";
     }
     return cpu;
@@ -87,7 +87,7 @@ TEST_P(CudaMultiTurn, ResumedTurnsMatchColdCudaAndCpu) {
 #endif
     SchedulerOptions opt;
     opt.spare_slots = P.spare_slots;
-    Harness h(P.fixture, cache_of(P.kv), opt, BackendKind::kCuda);
+    Harness h(P.fixture, cache_of(P.kv), opt, BackendKind::kCudaExact);
     ASSERT_NE(h.loop, nullptr);
     std::mt19937 rng(7);
     std::vector<int32_t> history = random_tokens(rng, 37);
@@ -124,7 +124,7 @@ INSTANTIATE_TEST_SUITE_P(Paths, CudaMultiTurn,
 TEST(CudaPrefixSharing, HintedCheckpointServesAnotherRequest) {
     SKIP_WITHOUT_CUDA();
     ++g_cuda_tests;
-    Harness h("dense", cache_of(DType::F32), {}, BackendKind::kCuda);
+    Harness h("dense", cache_of(DType::F32), {}, BackendKind::kCudaExact);
     ASSERT_NE(h.loop, nullptr);
     std::mt19937 rng(11);
     const auto system = random_tokens(rng, 40);
@@ -146,7 +146,7 @@ TEST(CudaPrefixSharing, HintedCheckpointServesAnotherRequest) {
 TEST(CudaFork, GreedyChildrenMatchColdRuns) {
     SKIP_WITHOUT_CUDA();
     ++g_cuda_tests;
-    Harness h("dense", cache_of(DType::F16), {}, BackendKind::kCuda);
+    Harness h("dense", cache_of(DType::F16), {}, BackendKind::kCudaExact);
     ASSERT_NE(h.loop, nullptr);
     std::mt19937 rng(14);
     const auto p = random_tokens(rng, 45);
@@ -165,7 +165,7 @@ TEST(CudaFork, ChildrenWithoutSlotsResumeFromPromptCheckpoint) {
     SchedulerOptions opt;
     opt.max_running = 1;
     opt.spare_slots = 0;
-    Harness h("moe", cache_of(DType::F32), opt, BackendKind::kCuda);
+    Harness h("moe", cache_of(DType::F32), opt, BackendKind::kCudaExact);
     ASSERT_NE(h.loop, nullptr);
     std::mt19937 rng(15);
     const auto p = random_tokens(rng, 32);  // ends on a block boundary
@@ -179,7 +179,7 @@ TEST(CudaFork, ChildrenWithoutSlotsResumeFromPromptCheckpoint) {
 TEST(CudaPreemption, ResumesWithoutRecomputing) {
     SKIP_WITHOUT_CUDA();
     ++g_cuda_tests;
-    Harness h("dense", cache_of(DType::F32), {}, BackendKind::kCuda);
+    Harness h("dense", cache_of(DType::F32), {}, BackendKind::kCudaExact);
     ASSERT_NE(h.loop, nullptr);
     std::mt19937 rng(17);
     const auto p1 = random_tokens(rng, 29), p2 = random_tokens(rng, 34);
@@ -207,7 +207,7 @@ TEST(CudaPreemption, MemoryPressureKeepsEveryRequestExact) {
     SchedulerOptions opt;
     opt.max_running = 4;
     opt.spare_slots = 2;
-    Harness h("dense", cache_of(DType::F32, /*n_blocks=*/14, /*block_tokens=*/8), opt, BackendKind::kCuda);
+    Harness h("dense", cache_of(DType::F32, /*n_blocks=*/14, /*block_tokens=*/8), opt, BackendKind::kCudaExact);
     ASSERT_NE(h.loop, nullptr);
     std::mt19937 rng(18);
     std::vector<std::vector<int32_t>> prompts;
@@ -241,7 +241,7 @@ TEST_P(CudaKvTypes, GreedyTokensMatchCpu) {
     SKIP_WITHOUT_CUDA();
     ++g_cuda_tests;
     const auto& P = GetParam();
-    Harness h(P.fixture, cache_of(P.kv), {}, BackendKind::kCuda);
+    Harness h(P.fixture, cache_of(P.kv), {}, BackendKind::kCudaExact);
     ASSERT_NE(h.loop, nullptr);
     std::mt19937 rng(21);
     const std::vector<int32_t> prompt = random_tokens(rng, 23);  // ends inside the second block
@@ -313,7 +313,7 @@ TEST(CudaSeededSampling, SameTokensAsCpu) {
         r.sampling = c.sp;
         r.top_logprobs = 3;
         const Drawn cpu = run_sampled(c.fixture, BackendKind::kCpuExact, r);
-        const Drawn gpu = run_sampled(c.fixture, BackendKind::kCuda, r);
+        const Drawn gpu = run_sampled(c.fixture, BackendKind::kCudaExact, r);
         ASSERT_EQ(cpu.tokens.size(), size_t(c.n)) << c.fixture << " seed " << c.sp.seed;
         for (int32_t i = 0; i < c.n; ++i) {
             SCOPED_TRACE(::testing::Message() << c.fixture << " seed " << c.sp.seed << " child " << i);

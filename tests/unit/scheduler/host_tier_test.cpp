@@ -82,7 +82,7 @@ TEST(HostTier, PreemptedSequenceResumesFromHostRamWithoutRecomputing) {
 // the device, the tokens still those of the cold CPU run.
 TEST(HostTier, PreemptedSequenceResumesFromHostRamOnCuda) {
     if (!cuda_available()) GTEST_SKIP() << "no CUDA backend here (no device, and not the emulation build)";
-    const PreemptRun run = preempt_and_evict(/*spill=*/true, BackendKind::kCuda);
+    const PreemptRun run = preempt_and_evict(/*spill=*/true, BackendKind::kCudaExact);
     EXPECT_EQ(run.a.usage.prefill_tokens, int32_t(run.pa.size()));
     EXPECT_EQ(run.a.usage.recomputed_tokens, 0);
     EXPECT_GE(run.stats.block_restores, int32_t(run.pa.size()) / 8);

@@ -1,0 +1,278 @@
+// The CUDA matmul's serving paths (engine/cuda/matmul.cuh) against the CPU, per weight type, at the real
+// models' widths (rows reduced under the emulation), partial warps / blocks / token tiles and odd sizes:
+//   - activation quantisation: bit for bit the CPU fast path's quantize_act_rows;
+//   - GEMV, quantised weights: the same integer block dots as the CPU fast path (cpu::matmul_fast_rows),
+//     so against it only the fp32 summation order differs (≤ 5e-5: 9e-6 measured at 27B ffn_down, q5_k,
+//     where the block offsets cancel in fp32 sums of 544 blocks; 1000x below the activation rounding); against the exact
+//     oracle (cpu::matmul) the 8-bit activation rounding is bounded (≤ 4e-2, printed);
+//   - GEMV, float weights: fp32 FMA in another order than the oracle's (≤ 1e-4);
+//   - GEMM: bf16 weights and activations, fp32 accumulation, against the oracle (≤ 3e-2; f32 weights
+//     multiply in f32: ≤ 1e-4), with tiles and chunks forced small so partial ones run;
+//   - the dispatch: which path a call takes.
+// Normalised error: max |cuda - cpu| / std(cpu) over the output (backend_ops_test.cpp's measure).
+#include <gtest/gtest.h>
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/cpu/ops.h"
+#include "engine/cpu/quant_dot.h"
+#include "engine/cuda/matmul.cuh"
+#include "engine/formats/dtype.h"
+#include "engine/model_source.h"
+
+namespace dg {
+namespace {
+
+#define SKIP_WITHOUT_CUDA() \
+    if (!cuda_available()) GTEST_SKIP() << "no CUDA device here (and not the emulation build)"
+
+bool emulated() { return cuda_emulated(); }
+int64_t rows_for(int64_t full) { return emulated() ? std::min<int64_t>(full, 72) : full; }
+
+template <typename T>
+struct Dev {
+    T* p = nullptr;
+    explicit Dev(size_t n) { EXPECT_EQ(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)), cudaSuccess); }
+    explicit Dev(const std::vector<T>& h) : Dev(h.size()) {
+        EXPECT_EQ(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+    }
+    ~Dev() { cudaFree(p); }
+    std::vector<T> get(size_t n) const {
+        std::vector<T> h(n);
+        EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+        return h;
+    }
+};
+
+struct HostMatrix {
+    std::vector<uint8_t> bytes;
+    Matrix m;
+};
+HostMatrix make_matrix(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
+    HostMatrix h;
+    const uint64_t rb = *row_bytes(t, cols);
+    h.bytes.resize(size_t(rows) * rb);
+    std::normal_distribution<float> nd(0.f, 1.f / std::sqrt(float(cols)));
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+        for (float& v : row) v = nd(rng);
+        quantize_row(t, row.data(), h.bytes.data() + uint64_t(r) * rb, cols);
+    }
+    h.m = Matrix{t, rows, cols, h.bytes.data(), rb};
+    return h;
+}
+std::vector<float> make_x(int64_t count, std::mt19937& rng) {
+    std::normal_distribution<float> nd;
+    std::vector<float> x(static_cast<size_t>(count));
+    for (float& v : x) v = nd(rng);
+    return x;
+}
+
+double nerr(const std::vector<float>& want, const std::vector<float>& got) {
+    double sum = 0, sq = 0, worst = 0;
+    for (float v : want) sum += v, sq += double(v) * v;
+    const double n = double(want.size());
+    const double sd = std::sqrt(std::max(0.0, sq / n - (sum / n) * (sum / n)));
+    for (size_t i = 0; i < want.size(); ++i) {
+        const double d = std::fabs(double(want[i]) - double(got[i]));
+        if (!std::isfinite(d)) return INFINITY;
+        worst = std::max(worst, d);
+    }
+    return sd > 0 ? worst / sd : worst;
+}
+
+void check(const std::string& what, double e, double tol) {
+    std::printf("[ MATMUL   ] %-66s nerr %-10.3g tol %.0e%s\n", what.c_str(), e, tol, e <= tol ? "" : "   FAIL");
+    std::fflush(stdout);
+    EXPECT_LE(e, tol) << what;
+}
+
+// Runs `path` of a Matmul on the device copy of W: returns y [n][rows].
+std::vector<float> run_path(cuda::Matmul& mm, cuda::MatmulPath path, const HostMatrix& hm, const std::vector<float>& x,
+                            int32_t n) {
+    Dev<uint8_t> w(hm.bytes);
+    Dev<float> dx(x), dy(size_t(n) * hm.m.rows);
+    Matrix m = hm.m;
+    m.data = w.p;
+    mm.run(path, dx.p, n, m, dy.p, nullptr);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    return dy.get(size_t(n) * hm.m.rows);
+}
+
+struct Shape {
+    std::string name;
+    int64_t rows, cols;
+};
+std::vector<Shape> shapes() {
+    auto c27 = preset_config("27b"), c35 = preset_config("35b-a3b"), tiny = preset_config("tiny");
+    EXPECT_TRUE(c27.ok() && c35.ok() && tiny.ok());
+    return {
+        {"tiny ffn_up", tiny->intermediate, tiny->hidden},
+        {"odd rows 37x512", 37, 512},
+        {"27b ffn_gate", rows_for(c27->intermediate), c27->hidden},
+        {"27b ffn_down", rows_for(c27->hidden), c27->intermediate},
+        {"35b expert_down", rows_for(c35->hidden), c35->expert_intermediate},
+        {"35b router", c35->n_experts, c35->hidden},
+    };
+}
+const std::vector<DType> kQuant{DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+const std::vector<DType> kFloat{DType::F32, DType::F16, DType::BF16};
+std::string tname(DType t) { return dtype_info(t).name; }
+
+// The q8 activation blocks equal the CPU fast path's, bit for bit: a zero block, a block with one
+// non-zero, ±127 extremes and random rows.
+TEST(MatmulPaths, ActivationQuantisationEqualsTheCpu) {
+    SKIP_WITHOUT_CUDA();
+    std::mt19937 rng(1);
+    const int32_t n = 3;
+    const int64_t in = 5120, nb = in / 32;
+    std::vector<float> x = make_x(n * in, rng);
+    for (int i = 0; i < 32; ++i) x[i] = 0.f, x[32 + i] = i == 5 ? -3.f : 0.f;
+    for (int i = 0; i < 32; ++i) x[64 + i] = float(i) - 15.5f;  // values on rounding ties
+    std::vector<int8_t> q(size_t(n) * in);
+    std::vector<float> d(size_t(n) * nb);
+    std::vector<int32_t> s(size_t(n) * nb);
+    cpu::quantize_act_rows(x.data(), n, in, q.data(), d.data(), s.data());
+    Dev<float> dx(x);
+    Dev<int8_t> gq(q.size());
+    Dev<float> gd(d.size());
+    Dev<int32_t> gs(s.size());
+    cuda::quantize_act_q8(dx.p, n, in, cuda::ActQ8{gq.p, gd.p, gs.p}, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(gq.get(q.size()), q);
+    EXPECT_EQ(gs.get(s.size()), s);
+    const auto dd = gd.get(d.size());
+    EXPECT_EQ(std::memcmp(dd.data(), d.data(), d.size() * 4), 0);
+}
+
+TEST(MatmulPaths, GemvQuantisedEveryType) {
+    SKIP_WITHOUT_CUDA();
+    std::mt19937 rng(2);
+    cuda::Matmul mm;
+    const std::vector<int32_t> ns = emulated() ? std::vector<int32_t>{1, 3, 8, 11} : std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 17};
+    for (const Shape& sh : shapes())
+        for (DType t : kQuant) {
+            if (sh.cols % dtype_info(t).block_elems != 0) continue;
+            const HostMatrix hm = make_matrix(t, sh.rows, sh.cols, rng);
+            for (int32_t n : ns) {
+                const std::vector<float> x = make_x(int64_t(n) * sh.cols, rng);
+                std::vector<float> fast(size_t(n) * sh.rows), exact(fast.size());
+                cpu::matmul_fast_rows(x.data(), n, hm.m, fast.data());
+                cpu::matmul(x.data(), n, hm.m, exact.data());
+                const auto got = run_path(mm, cuda::MatmulPath::kGemv, hm, x, n);
+                const std::string what = sh.name + " " + tname(t) + " " + std::to_string(sh.rows) + "x" +
+                                         std::to_string(sh.cols) + " n=" + std::to_string(n);
+                check("gemv vs cpu fast " + what, nerr(fast, got), 5e-5);
+                check("gemv vs oracle   " + what, nerr(exact, got), 4e-2);
+            }
+        }
+}
+
+TEST(MatmulPaths, GemvFloatEveryType) {
+    SKIP_WITHOUT_CUDA();
+    std::mt19937 rng(3);
+    cuda::Matmul mm;
+    for (const Shape& sh : shapes())
+        for (DType t : kFloat) {
+            const HostMatrix hm = make_matrix(t, sh.rows, sh.cols, rng);
+            for (int32_t n : {1, 5, 8, 13}) {
+                const std::vector<float> x = make_x(int64_t(n) * sh.cols, rng);
+                std::vector<float> exact(size_t(n) * sh.rows);
+                cpu::matmul(x.data(), n, hm.m, exact.data());
+                const auto got = run_path(mm, cuda::MatmulPath::kGemv, hm, x, n);
+                check("gemv vs oracle   " + sh.name + " " + tname(t) + " n=" + std::to_string(n), nerr(exact, got), 1e-4);
+            }
+        }
+}
+
+TEST(MatmulPaths, GemmEveryTypeWithPartialTiles) {
+    SKIP_WITHOUT_CUDA();
+    std::mt19937 rng(4);
+    cuda::Matmul mm;
+    mm.set_gemm_limits(/*max_tile_rows=*/24, /*max_chunk_tokens=*/16);  // partial tiles and chunks below
+    struct G {
+        std::string name;
+        int64_t rows, cols;
+        int32_t n;
+    };
+    auto c27 = preset_config("27b");
+    ASSERT_TRUE(c27.ok());
+    const std::vector<G> gs{{"37x512", 37, 512, 33}, {"odd 29x999", 29, 999, 40},
+                            {"27b ffn_gate", 50, c27->hidden, emulated() ? 34 : 512}};
+    std::vector<DType> types = kQuant;
+    types.insert(types.end(), kFloat.begin(), kFloat.end());
+    for (const G& g : gs)
+        for (DType t : types) {
+            if (g.cols % dtype_info(t).block_elems != 0) continue;
+            const HostMatrix hm = make_matrix(t, g.rows, g.cols, rng);
+            const std::vector<float> x = make_x(int64_t(g.n) * g.cols, rng);
+            std::vector<float> exact(size_t(g.n) * g.rows);
+            cpu::matmul(x.data(), g.n, hm.m, exact.data());
+            const auto got = run_path(mm, cuda::MatmulPath::kGemm, hm, x, g.n);
+            // bf16 rounding of weights and activations: ~2^-9 relative per product, random in sign.
+            check("gemm vs oracle   " + g.name + " " + tname(t) + " n=" + std::to_string(g.n), nerr(exact, got),
+                  t == DType::F32 ? 1e-4 : 3e-2);
+        }
+}
+
+// The serving dispatch: GEMV below kGemmMinTokens where the kernels take the shape, the exact kernel
+// where they do not, the GEMM from kGemmMinTokens on; a forced path is taken as forced.
+TEST(MatmulPaths, DispatchByTokensAndShape) {
+    alignas(16) static uint8_t buf[64];
+    alignas(16) static float xb[16];
+    const Matrix q4k{DType::Q4_K, 10, 256, buf, 144}, f16{DType::F16, 10, 64, buf, 128}, odd{DType::F16, 10, 63, buf, 126};
+    cuda::Matmul autop;
+    EXPECT_EQ(autop.choose(1, q4k, xb), cuda::MatmulPath::kGemv);
+    EXPECT_EQ(autop.choose(cuda::kGemmMinTokens - 1, q4k, xb), cuda::MatmulPath::kGemv);
+    EXPECT_EQ(autop.choose(cuda::kGemmMinTokens, q4k, xb), cuda::MatmulPath::kGemm);
+    EXPECT_EQ(autop.choose(1, f16, xb), cuda::MatmulPath::kGemv);
+    EXPECT_EQ(autop.choose(1, f16, xb + 1), cuda::MatmulPath::kExact);  // x not 16-byte aligned
+    EXPECT_EQ(autop.choose(1, odd, xb), cuda::MatmulPath::kExact);      // width not a multiple of 8
+    EXPECT_EQ(autop.choose(cuda::kGemmMinTokens, odd, xb), cuda::MatmulPath::kGemm);
+    cuda::Matmul exact(cuda::MatmulPath::kExact);
+    EXPECT_EQ(exact.choose(1, q4k, xb), cuda::MatmulPath::kExact);
+    EXPECT_EQ(exact.choose(4096, q4k, xb), cuda::MatmulPath::kExact);
+}
+
+// The backends: `cuda` serves through the dispatch, `cuda-exact` through the oracle kernel only (its
+// result equals the exact path's bit for bit; the serving one the GEMV's).
+TEST(MatmulPaths, BackendsTakeTheirPaths) {
+    SKIP_WITHOUT_CUDA();
+    std::mt19937 rng(5);
+    const HostMatrix hm = make_matrix(DType::Q4_K, 40, 512, rng);
+    const int32_t n = 3;
+    const std::vector<float> x = make_x(n * 512, rng);
+    cuda::Matmul mm;
+    const auto gemv = run_path(mm, cuda::MatmulPath::kGemv, hm, x, n);
+    const auto exact = run_path(mm, cuda::MatmulPath::kExact, hm, x, n);
+    ASSERT_NE(gemv, exact);  // the two paths differ (8-bit activations), so the comparison below tells them apart
+    for (BackendKind k : {BackendKind::kCuda, BackendKind::kCudaExact}) {
+        auto be = make_backend(k);
+        ASSERT_TRUE(be.ok()) << be.status();
+        ModelWeights mw;
+        mw.embed = hm.m;
+        mw.lm_head = hm.m;
+        ASSERT_TRUE((*be)->prepare_weights(mw).ok());
+        float* dx = *(*be)->alloc_f32(n * 512);
+        float* dy = *(*be)->alloc_f32(n * 40);
+        (*be)->from_host(x.data(), dx, n * 512);
+        (*be)->matmul(dx, n, hm.m, dy);
+        std::vector<float> y(n * 40);
+        (*be)->to_host(dy, y.data(), n * 40);
+        EXPECT_EQ(y, k == BackendKind::kCuda ? gemv : exact) << (*be)->name();
+        (*be)->free(dx);
+        (*be)->free(dy);
+    }
+}
+
+}  // namespace
+}  // namespace dg
