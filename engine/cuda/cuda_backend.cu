@@ -417,8 +417,10 @@ public:
                    const float* qg, const float* k, const float* v, float* out) override {
         guard([&] { attention_impl(b, layer, d, w, eps, qg, k, v, out); });
     }
-    // One upload per layer: the sequence descriptors (decode first, then prefill) and their block tables
-    // in one buffer, then the attention kernels (engine/cuda/attention.cu).
+    // The attention kernels (engine/cuda/attention.cu) over the sequence descriptors (decode first, then
+    // prefill) and their block tables: inside a step the staged ones (no copy, capturable: positions and
+    // lengths are read on the device, the decode launch shape depends only on the decode count), outside a step
+    // (the op tests) one upload of their own.
     void attention_impl(const StepBatch& b, int32_t layer, const AttnDims& d, const AttnWeights& w, float eps,
                         const float* qg, const float* k, const float* v, float* out) {
         const bool staged = step_.open && &b == step_.batch;

@@ -20,11 +20,14 @@
 #ifdef DG_CUDA_EMU
 #include "engine/cuda/emu/emu.h"
 #endif
+#ifdef DELTAGATE_HAVE_CUDA
+#include "engine/cuda/matmul.cuh"
+#endif
 
 namespace dg {
 namespace {
 
-std::unique_ptr<Runner> open_runner(const char* preset, bool graphs) {
+std::unique_ptr<Runner> open_runner(const char* preset, bool graphs, int32_t max_seqs = 3) {
     ModelConfig c = *preset_config(preset);
     c.max_context = 512;
     const std::string path =
@@ -38,7 +41,7 @@ std::unique_ptr<Runner> open_runner(const char* preset, bool graphs) {
     EXPECT_TRUE(weights.ok()) << weights.status();
     if (!weights.ok()) return nullptr;
     RunnerOptions opt;
-    opt.max_seqs = 3;
+    opt.max_seqs = max_seqs;
     opt.max_tokens_per_seq = 256;
     opt.block_tokens = 8;  // decode crosses block boundaries within the test
     // The backend reads DG_CUDA_GRAPHS when it is made (once per runner).
@@ -121,6 +124,53 @@ TEST_P(CudaStepGraphs, ReplayIsBitIdenticalToEager) {
             last[i] = int32_t(std::max_element(le->begin() + i * V, le->begin() + (i + 1) * V) - (le->begin() + i * V));
     }
 }
+
+#ifdef DELTAGATE_HAVE_CUDA
+// A decode batch of kGemmMinTokens + 1 sequences takes the serving matmul's GEMM path (cuBLAS, bf16 tiles)
+// inside the step's graph: the workspaces and the cuBLAS handle are reserved before the capture, the
+// GEMMs are issued on the backend's stream and captured, and the replay gives the eager step's bits.
+TEST(CudaStepGraphsGemm, LargeDecodeBatchCapturesTheGemm) {
+    if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+    const int32_t n = cuda::kGemmMinTokens + 1;
+    auto eager = open_runner("tiny", false, n);
+    auto graph = open_runner("tiny", true, n);
+    ASSERT_TRUE(eager && graph);
+    std::vector<int32_t> seq_e, seq_g, last;
+    for (int32_t i = 0; i < n; ++i) {
+        seq_e.push_back(*eager->new_sequence());
+        seq_g.push_back(*graph->new_sequence());
+        const std::vector<int32_t> p = {3 + i % 7, 1 + i % 5};
+        auto le = eager->feed(seq_e.back(), p, false);
+        auto lg = graph->feed(seq_g.back(), p, false);
+        ASSERT_TRUE(le.ok() && lg.ok());
+        last.push_back(int32_t(std::max_element(le->begin(), le->end()) - le->begin()));
+    }
+    const int64_t V = eager->config().vocab_size;
+    for (int step = 0; step < 2; ++step) {
+        const std::string at = "batch " + std::to_string(n) + " step " + std::to_string(step);
+        std::vector<std::pair<int32_t, std::vector<int32_t>>> we, wg;
+        for (int32_t i = 0; i < n; ++i) {
+            we.push_back({seq_e[size_t(i)], {last[size_t(i)]}});
+            wg.push_back({seq_g[size_t(i)], {last[size_t(i)]}});
+        }
+#ifdef DG_CUDA_EMU
+        emu::reset_counters();
+#endif
+        auto lg = graph->feed_batch(wg, false);
+#ifdef DG_CUDA_EMU
+        const emu::Counters k = emu::counters();
+        EXPECT_EQ(k.graph_launches, 1) << at;
+        EXPECT_EQ(k.host_syncs, 1) << at;
+        EXPECT_EQ(k.copies_h2d, 1) << at;
+#endif
+        auto le = eager->feed_batch(we, false);
+        ASSERT_TRUE(le.ok() && lg.ok()) << at << " " << le.status() << " " << lg.status();
+        expect_same_bits(*le, *lg, at);
+        for (int32_t i = 0; i < n; ++i)
+            last[size_t(i)] = int32_t(std::max_element(le->begin() + i * V, le->begin() + (i + 1) * V) - (le->begin() + i * V));
+    }
+}
+#endif  // DELTAGATE_HAVE_CUDA
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaStepGraphs, ::testing::Values("tiny", "tiny-moe"),
                          [](const auto& info) { return std::string(info.param) == "tiny" ? "dense" : "moe"; });
