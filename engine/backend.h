@@ -71,6 +71,16 @@ public:
     virtual void kv_download_block(int32_t block, uint8_t* host) = 0;
     virtual void kv_upload_block(int32_t block, const uint8_t* host) = 0;
 
+    // --- the step. Model::run calls begin_step once per step, after validating the batch and before the
+    // step's first op, with the rows whose hidden states it will gather for logits (copy_rows) and the rows
+    // it will sample (empty when the logits go to the host). The step ends with to_host of its logits or
+    // with sample(). A backend that runs asynchronously (CUDA: one stream, one metadata upload per step,
+    // decode steps as CUDA graphs) prepares the step here; ops called outside a step (tests) still work.
+    virtual void begin_step(const StepBatch& b, std::span<const int32_t> logit_rows,
+                            std::span<const SampleRow> sample_rows) {
+        (void)b, (void)logit_rows, (void)sample_rows;
+    }
+
     // --- ops (n = rows/tokens in the step)
     virtual void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x_n_h) = 0;
     // y = x / sqrt(mean(x^2) + eps) * w (w already holds 1+w for zero-centred norms). x and y may alias.

@@ -138,7 +138,7 @@ void Model::mlp(int32_t l, int32_t n) {
     be.matmul(ws_.ff1, n, lw.mlp.down, ws_.y);
 }
 
-absl::Status Model::run(const StepBatch& b) {
+absl::Status Model::run(const StepBatch& b, std::span<const SampleRow> sample_rows) {
     DG_RETURN_IF_ERROR(validate(b));
     const ModelConfig& c = config();
     const int32_t n = b.n_tokens(), rows = b.n_logit_rows();
@@ -146,6 +146,15 @@ absl::Status Model::run(const StepBatch& b) {
     Backend& be = *backend_;
     DG_RETURN_IF_ERROR(be.take_error());  // a failure between steps (state copies) fails this step
     const int64_t H = c.hidden;
+    std::vector<int32_t> out_rows;
+    out_rows.reserve(rows);
+    for (const SeqSlice& s : b.seqs) {
+        if (s.all_logits)
+            for (int32_t i = 0; i < s.len; ++i) out_rows.push_back(s.begin + i);
+        else
+            out_rows.push_back(s.begin + s.len - 1);
+    }
+    be.begin_step(b, out_rows, sample_rows);
 
     be.embed(b.tokens.data(), n, weights_->embed, ws_.x);
     for (int32_t l = 0; l < int32_t(c.n_layers); ++l) {
@@ -158,14 +167,6 @@ absl::Status Model::run(const StepBatch& b) {
         be.add(ws_.x, ws_.y, int64_t(n) * H);
     }
 
-    std::vector<int32_t> out_rows;
-    out_rows.reserve(rows);
-    for (const SeqSlice& s : b.seqs) {
-        if (s.all_logits)
-            for (int32_t i = 0; i < s.len; ++i) out_rows.push_back(s.begin + i);
-        else
-            out_rows.push_back(s.begin + s.len - 1);
-    }
     be.copy_rows(ws_.x, out_rows.data(), rows, H, ws_.last);
     be.rmsnorm(ws_.last, weights_->final_norm.data(), rows, H, c.rms_eps, ws_.last);
     be.matmul(ws_.last, rows, weights_->lm_head, ws_.logits);
@@ -173,7 +174,7 @@ absl::Status Model::run(const StepBatch& b) {
 }
 
 absl::Status Model::forward(const StepBatch& b, std::vector<float>* logits) {
-    DG_RETURN_IF_ERROR(run(b));
+    DG_RETURN_IF_ERROR(run(b, {}));
     const int64_t n = int64_t(b.n_logit_rows()) * config().vocab_size;
     logits->resize(size_t(n));
     backend_->to_host(ws_.logits, logits->data(), n);
@@ -181,7 +182,7 @@ absl::Status Model::forward(const StepBatch& b, std::vector<float>* logits) {
 }
 
 absl::Status Model::forward_sample(const StepBatch& b, std::span<const SampleRow> rows, std::vector<SampledToken>* out) {
-    DG_RETURN_IF_ERROR(run(b));
+    DG_RETURN_IF_ERROR(run(b, rows));
     DG_RETURN_IF_ERROR(backend_->take_error());
     const absl::Status st = backend_->sample(ws_.logits, b.n_logit_rows(), config().vocab_size, rows, out);
     DG_RETURN_IF_ERROR(backend_->take_error());

@@ -37,7 +37,9 @@ public:
 
 private:
     Model() = default;
-    absl::Status run(const StepBatch& b);  // the step up to the logits, left in ws_.logits (backend memory)
+    // The step up to the logits, left in ws_.logits (backend memory); sample_rows: what forward_sample
+    // will sample (Backend::begin_step).
+    absl::Status run(const StepBatch& b, std::span<const SampleRow> sample_rows);
     absl::Status reserve(int32_t n_tokens, int32_t n_logit_rows);
     void mixer(const StepBatch& b, int32_t layer, int32_t n);
     void mlp(int32_t layer, int32_t n);

@@ -1,13 +1,21 @@
-// The CUDA backend, v0 (correctness first): device memory for weights, activations, KV blocks and
-// state slots, and every op of engine/backend.h as a plain kernel (engine/cuda/*.cu). Mirrors
-// engine/cpu/cpu_backend.cpp op for op so tests/unit/gpu compares the two. GDN runs the fused decode
-// and chunked prefill kernels, attention the split-K decode and tiled prefill kernels (docs/cuda.md).
-// Not yet: tensor-core GEMM, CUDA graphs (issue 15).
+// The CUDA backend: device memory for weights, activations, KV blocks and state slots, and every op of
+// engine/backend.h as kernels (engine/cuda/*.cu). Mirrors engine/cpu/cpu_backend.cpp op for op so
+// tests/unit/gpu compares the two. GDN runs the fused decode and chunked prefill kernels, attention the
+// split-K decode and tiled prefill kernels, matmuls the GEMV / GEMM / exact dispatcher (matmul.cuh), MoE
+// routes on the device (docs/cuda.md).
+//
+// The step (docs/cuda.md "The step"): one stream per backend (one backend per worker); begin_step packs
+// the step's metadata (token ids, logit rows, block tables, sequence descriptors, sampling rows) into one
+// pinned staging buffer and uploads it with one asynchronous copy; ops read it from there, so nothing
+// inside the step waits for the host. A decode step is captured as a CUDA graph (one executable graph
+// per batch size, updated in place by cudaGraphExecUpdate when only parameters changed) and launched
+// once; the step ends with one download (the tokens, or the logits) and one stream synchronisation.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <span>
 #include <unordered_map>
@@ -41,9 +49,9 @@ struct Scratch {
     size_t cap = 0;
     T* need(size_t n) {
         if (n > cap) {
+            const size_t want = std::max(n, cap * 2);
             if (ptr) DG_CUDA_CHECK(cudaFree(ptr));
             ptr = nullptr, cap = 0;
-            const size_t want = std::max(n, cap * 2);
             DG_CUDA_CHECK(cudaMalloc(&ptr, want * sizeof(T)));
             cap = want;
         }
@@ -54,14 +62,44 @@ struct Scratch {
     }
 };
 
+// A decode step of at most this many sequences is captured as a graph; larger ones run eagerly.
+constexpr int32_t kMaxGraphBatch = 64;
+
 class CudaBackend final : public Backend {
+    // The open step (begin_step .. to_host / sample): its metadata, host and device copies.
+    struct Step {
+        bool open = false, capturing = false, sampled = false;
+        const StepBatch* batch = nullptr;
+        const int32_t* tokens_host = nullptr;
+        int32_t n_tokens = 0;
+        std::vector<int32_t> logit_rows;
+        std::vector<DevSeq> seqs;  // decode first; `blocks` -> the staged block tables (GDN ignores them)
+        std::span<const SampleRow> sample_rows;
+        cuda::SamplePlan plan;
+        const int32_t* d_tokens = nullptr;
+        const int32_t* d_rows = nullptr;
+        const DevSeq* d_seqs = nullptr;
+        const uint8_t* d_sample = nullptr;
+    };
 public:
     // exact: every matmul on the fp32 oracle kernel (`cuda-exact`, the twin of `cpu-exact`); otherwise the
     // serving path: GEMV with quantised activations at decode, tensor-core GEMM at prefill (matmul.cuh).
-    explicit CudaBackend(bool exact) : exact_(exact), mm_(exact ? MatmulPath::kExact : MatmulPath::kAuto) {}
+    explicit CudaBackend(bool exact) : exact_(exact), mm_(exact ? MatmulPath::kExact : MatmulPath::kAuto) {
+        const char* g = std::getenv("DG_CUDA_GRAPHS");  // "0": decode steps run eagerly (tests compare)
+        graphs_ = !(g && std::strcmp(g, "0") == 0);
+        if (cudaStreamCreate(&stream_) != cudaSuccess) {
+            cudaGetLastError();
+            stream_ = nullptr;
+            error_ = absl::InternalError("cuda: cannot create the backend's stream");
+        }
+    }
     ~CudaBackend() override {
+        abandon_step();
+        for (auto& [k, e] : execs_) cudaGraphExecDestroy(e);
+        if (stream_) cudaStreamDestroy(stream_);
         for (auto& [h, d] : dev_data_) cudaFree(d);
         for (auto& [h, d] : dev_vec_) cudaFree(d);
+        for (auto& [h, t] : experts_) cudaFree(t.table);
     }
     std::string name() const override { return exact_ ? "cuda-exact" : "cuda"; }
     std::string device_name() const override { return cuda::device_name(cuda::current_device()); }
@@ -86,8 +124,19 @@ public:
     void free(float* p) override {
         guard([&] { DG_CUDA_CHECK(cudaFree(p)); });
     }
+    // Inside a step, the download of its logits ends it: the graph is launched, then one asynchronous
+    // copy and one stream synchronisation.
     void to_host(const float* src, float* dst, int64_t n) override {
-        guard([&] { DG_CUDA_CHECK(cudaMemcpy(dst, src, size_t(n) * 4, cudaMemcpyDeviceToHost)); });
+        guard([&] {
+            if (!step_.open) {
+                DG_CUDA_CHECK(cudaMemcpy(dst, src, size_t(n) * 4, cudaMemcpyDeviceToHost));
+                return;
+            }
+            finish_graph();
+            DG_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(n) * 4, cudaMemcpyDeviceToHost, stream_));
+            DG_CUDA_CHECK(cudaStreamSynchronize(stream_));
+            step_.open = false;
+        });
     }
     void from_host(const float* src, float* dst, int64_t n) override {
         guard([&] { DG_CUDA_CHECK(cudaMemcpy(dst, src, size_t(n) * 4, cudaMemcpyHostToDevice)); });
@@ -100,34 +149,45 @@ public:
         return st;
     }
     absl::Status prepare_weights_impl(const ModelWeights& w) {
+        config_ = w.config;
+        mm_shapes_.clear();
         auto mat = [&](const Matrix& m) { return upload(m.data, uint64_t(m.rows) * m.row_bytes); };
+        auto mm_mat = [&](const Matrix& m) {  // a matrix mm_ multiplies: its shape is reserved per step
+            bool seen = false;
+            for (const Matrix& s : mm_shapes_)
+                seen = seen || (s.type == m.type && s.rows == m.rows && s.cols == m.cols && s.row_bytes == m.row_bytes);
+            if (!m.empty() && !seen) mm_shapes_.push_back(m);
+            return mat(m);
+        };
         auto vec = [&](const std::vector<float>& v) { return upload_vec(v); };
-        auto mlp = [&](const MlpWeights& m) -> absl::Status {
+        // Routed experts go through moe_expert_matmul (not mm_): no reservation for them.
+        auto mlp = [&](const MlpWeights& m, bool through_mm) -> absl::Status {
             for (const Matrix* x : {&m.gate, &m.up, &m.down})
-                if (!x->empty()) DG_RETURN_IF_ERROR(mat(*x));
+                if (!x->empty()) DG_RETURN_IF_ERROR(through_mm ? mm_mat(*x) : mat(*x));
             return absl::OkStatus();
         };
         DG_RETURN_IF_ERROR(mat(w.embed));
-        DG_RETURN_IF_ERROR(mat(w.lm_head));
+        DG_RETURN_IF_ERROR(mm_mat(w.lm_head));
         DG_RETURN_IF_ERROR(vec(w.final_norm));
         for (const LayerWeights& l : w.layers) {
             DG_RETURN_IF_ERROR(vec(l.attn_norm));
             DG_RETURN_IF_ERROR(vec(l.post_norm));
             if (l.is_attention) {
-                for (const Matrix* x : {&l.attn.q, &l.attn.k, &l.attn.v, &l.attn.o}) DG_RETURN_IF_ERROR(mat(*x));
+                for (const Matrix* x : {&l.attn.q, &l.attn.k, &l.attn.v, &l.attn.o}) DG_RETURN_IF_ERROR(mm_mat(*x));
                 DG_RETURN_IF_ERROR(vec(l.attn.q_norm));
                 DG_RETURN_IF_ERROR(vec(l.attn.k_norm));
             } else {
                 const GdnWeights& g = l.gdn;
-                for (const Matrix* x : {&g.qkv, &g.z, &g.beta, &g.alpha, &g.out}) DG_RETURN_IF_ERROR(mat(*x));
+                for (const Matrix* x : {&g.qkv, &g.z, &g.beta, &g.alpha, &g.out}) DG_RETURN_IF_ERROR(mm_mat(*x));
                 for (const auto* v : {&g.conv_w, &g.dt_bias, &g.ssm_a, &g.norm_w}) DG_RETURN_IF_ERROR(vec(*v));
             }
-            DG_RETURN_IF_ERROR(mlp(l.mlp));
+            DG_RETURN_IF_ERROR(mlp(l.mlp, true));
             if (!l.moe.router.empty()) {
                 DG_RETURN_IF_ERROR(mat(l.moe.router));
-                DG_RETURN_IF_ERROR(mat(l.moe.shared_gate));
-                DG_RETURN_IF_ERROR(mlp(l.moe.shared));
-                for (const MlpWeights& e : l.moe.experts) DG_RETURN_IF_ERROR(mlp(e));
+                DG_RETURN_IF_ERROR(mm_mat(l.moe.shared_gate));
+                DG_RETURN_IF_ERROR(mlp(l.moe.shared, true));
+                for (const MlpWeights& e : l.moe.experts) DG_RETURN_IF_ERROR(mlp(e, false));
+                DG_RETURN_IF_ERROR(expert_tables(l.moe));
             }
         }
         return absl::OkStatus();
@@ -184,6 +244,7 @@ public:
         DG_RETURN_IF_ERROR(take_error());
         DG_RETURN_IF_ERROR(st);
         layout_ = layout;
+        config_ = c;
         Hkv_ = c.n_kv_heads;
         kv_row_bytes_ = kv_row_bytes;
         conv_floats_ = conv_floats, s_floats_ = s_floats, n_gdn_ = n_gdn;
@@ -250,30 +311,40 @@ public:
 
     void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x) override {
         guard([&] {
-            int32_t* d = tok_.need(n);
-            DG_CUDA_CHECK(cudaMemcpy(d, tokens, size_t(n) * 4, cudaMemcpyHostToDevice));
-            cuda::embed(d, n, dev(table), x, 0);
+            const int32_t* d = step_.open && tokens == step_.tokens_host && n == step_.n_tokens ? step_.d_tokens : nullptr;
+            if (!d) {
+                int32_t* t = tok_.need(n);
+                DG_CUDA_CHECK(cudaMemcpy(t, tokens, size_t(n) * 4, cudaMemcpyHostToDevice));
+                d = t;
+            }
+            cuda::embed(d, n, dev(table), x, stream_);
         });
     }
     void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
-        guard([&] { cuda::rmsnorm(x, dvec(w), rows, dim, eps, y, 0); });
+        guard([&] { cuda::rmsnorm(x, dvec(w), rows, dim, eps, y, stream_); });
     }
     void matmul(const float* x, int32_t n, const Matrix& W, float* y) override {
-        guard([&] { mm_(x, n, dev(W), y, 0); });
+        guard([&] { mm_(x, n, dev(W), y, stream_); });
     }
     void add(float* y, const float* x, int64_t n) override {
-        guard([&] { cuda::add(y, x, n, 0); });
+        guard([&] { cuda::add(y, x, n, stream_); });
     }
     void swiglu(const float* g, const float* u, int64_t count, float* out) override {
-        guard([&] { cuda::swiglu(g, u, count, out, 0); });
+        guard([&] { cuda::swiglu(g, u, count, out, stream_); });
     }
     void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) override {
         guard([&] { copy_rows_impl(x, rows, n_rows, dim, y); });
     }
     void copy_rows_impl(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) {
-        int32_t* d = rows_.need(std::max(n_rows, 1));
-        DG_CUDA_CHECK(cudaMemcpy(d, rows, size_t(n_rows) * 4, cudaMemcpyHostToDevice));
-        cuda::copy_rows(x, d, n_rows, dim, y, 0);
+        const bool staged = step_.open && size_t(n_rows) == step_.logit_rows.size() &&
+                            std::equal(rows, rows + n_rows, step_.logit_rows.begin());
+        const int32_t* d = staged ? step_.d_rows : nullptr;
+        if (!d) {
+            int32_t* r = rows_.need(std::max(n_rows, 1));
+            DG_CUDA_CHECK(cudaMemcpy(r, rows, size_t(n_rows) * 4, cudaMemcpyHostToDevice));
+            d = r;
+        }
+        cuda::copy_rows(x, d, n_rows, dim, y, stream_);
     }
 
     // Decode slices (len 1) run the fused decode kernel, longer ones the chunked prefill kernel
@@ -285,14 +356,17 @@ public:
     }
     void gdn_mixer_impl(const StepBatch& b, int32_t layer, const GdnDims& d, const GdnWeights& w, float eps, float* qkv,
                         const float* z, const float* bp, const float* ap, float* o) {
-        std::vector<DevSeq> ds;
-        for (int decode = 1; decode >= 0; --decode)
-            for (const SeqSlice& s : b.seqs)
-                if (s.len > 0 && (s.len == 1) == bool(decode))
-                    ds.push_back(DevSeq{s.begin, s.len, s.pos0, s.state_slot, nullptr});
+        const bool staged = step_.open && &b == step_.batch;
+        std::vector<DevSeq> local;
+        if (!staged) local = seq_descriptors(b);
+        const std::vector<DevSeq>& ds = staged ? step_.seqs : local;
         if (ds.empty()) return;
         const int32_t n_dec = int32_t(std::count_if(ds.begin(), ds.end(), [](const DevSeq& s) { return s.len == 1; }));
-        DG_CUDA_CHECK(cudaMemcpy(gdn_seqs_.need(ds.size()), ds.data(), ds.size() * sizeof(DevSeq), cudaMemcpyHostToDevice));
+        const DevSeq* seqs_dev = staged ? step_.d_seqs : nullptr;
+        if (!seqs_dev) {
+            DG_CUDA_CHECK(cudaMemcpy(gdn_seqs_.need(ds.size()), ds.data(), ds.size() * sizeof(DevSeq), cudaMemcpyHostToDevice));
+            seqs_dev = gdn_seqs_.ptr;
+        }
         GdnLayerState st{states_ + int64_t(layer) * (conv_floats_ + s_floats_), state_floats(), conv_floats_};
         const GdnLayerArgs args{d, dvec(w.conv_w.data()), dvec(w.dt_bias.data()), dvec(w.ssm_a.data()),
                                 dvec(w.norm_w.data()), eps, qkv, z, bp, ap, o, st};
@@ -302,125 +376,160 @@ public:
                                       (long long)d.dk, (long long)kGdnMaxDk);
             warned = true;
             float* scratch = gdn_scratch_.need(size_t(2) * b.n_tokens() * d.Hv);
-            cuda::gdn_mixer_reference(args, gdn_seqs_.ptr, int32_t(ds.size()), b.n_tokens(), scratch, 0);
+            cuda::gdn_mixer_reference(args, seqs_dev, int32_t(ds.size()), b.n_tokens(), scratch, stream_);
             return;
         }
-        // The arrival counters must start zeroed; the kernels leave them zero, so zero only new memory.
-        const size_t words = size_t(gdn_arrival_words(n_dec, d));
+        const GdnWorkspace ws{gdn_scratch_.need(size_t(gdn_workspace_floats(n_dec, d))),
+                              gdn_arrivals(size_t(gdn_arrival_words(n_dec, d)))};
+        cuda::gdn_mixer(args, seqs_dev, ds.data(), n_dec, int32_t(ds.size()) - n_dec, ws, GdnTiling{}, stream_);
+    }
+    // The fast path's arrival counters must start zeroed; the kernels leave them zero, so only new memory
+    // is zeroed (asynchronously, in stream order).
+    uint32_t* gdn_arrivals(size_t words) {
         const size_t cap = gdn_arrivals_.cap;
         uint32_t* arrivals = gdn_arrivals_.need(words);
-        if (gdn_arrivals_.cap != cap) DG_CUDA_CHECK(cudaMemset(arrivals, 0, gdn_arrivals_.cap * sizeof(uint32_t)));
-        const GdnWorkspace ws{gdn_scratch_.need(size_t(gdn_workspace_floats(n_dec, d))), arrivals};
-        cuda::gdn_mixer(args, gdn_seqs_.ptr, ds.data(), n_dec, int32_t(ds.size()) - n_dec, ws, GdnTiling{}, 0);
+        if (gdn_arrivals_.cap != cap)
+            DG_CUDA_CHECK(cudaMemsetAsync(arrivals, 0, gdn_arrivals_.cap * sizeof(uint32_t), stream_));
+        return arrivals;
+    }
+    // Sequence descriptors as the GDN and attention kernels take them: decode (len 1) first, then prefill
+    // slices. With `ids`, their block tables are appended there in the same order (`offs`: where each
+    // starts); place_blocks then points each `blocks` at its device copy.
+    static std::vector<DevSeq> seq_descriptors(const StepBatch& b, std::vector<int32_t>* ids = nullptr,
+                                               std::vector<size_t>* offs = nullptr) {
+        std::vector<DevSeq> ds;
+        for (int decode = 1; decode >= 0; --decode)
+            for (const SeqSlice& s : b.seqs)
+                if (s.len > 0 && (s.len == 1) == bool(decode)) {
+                    ds.push_back(DevSeq{s.begin, s.len, s.pos0, s.state_slot, nullptr});
+                    if (ids) {
+                        offs->push_back(ids->size());
+                        if (s.n_blocks > 0) ids->insert(ids->end(), s.blocks, s.blocks + s.n_blocks);
+                    }
+                }
+        return ds;
+    }
+    static void place_blocks(std::vector<DevSeq>& ds, const std::vector<size_t>& offs, const int32_t* dblocks) {
+        for (size_t i = 0; i < ds.size(); ++i) ds[i].blocks = dblocks + offs[i];
     }
 
     void attention(const StepBatch& b, int32_t layer, const AttnDims& d, const AttnWeights& w, float eps,
                    const float* qg, const float* k, const float* v, float* out) override {
         guard([&] { attention_impl(b, layer, d, w, eps, qg, k, v, out); });
     }
-    // One upload per layer: the sequence descriptors (decode first, then prefill) and their block tables
-    // in one buffer, then the attention kernels (engine/cuda/attention.cu).
+    // The attention kernels (engine/cuda/attention.cu) over the sequence descriptors (decode first, then
+    // prefill) and their block tables: inside a step the staged ones (no copy, capturable: positions and
+    // lengths are read on the device, the decode launch shape depends only on the decode count), outside a step
+    // (the op tests) one upload of their own.
     void attention_impl(const StepBatch& b, int32_t layer, const AttnDims& d, const AttnWeights& w, float eps,
                         const float* qg, const float* k, const float* v, float* out) {
-        std::vector<DevSeq> ds;
-        std::vector<int32_t> ids;
-        std::vector<size_t> off;
-        for (int decode = 1; decode >= 0; --decode)
-            for (const SeqSlice& s : b.seqs)
-                if (s.len > 0 && (s.len == 1) == bool(decode)) {
-                    ds.push_back(DevSeq{s.begin, s.len, s.pos0, s.state_slot, nullptr});
-                    off.push_back(ids.size());
-                    ids.insert(ids.end(), s.blocks, s.blocks + s.n_blocks);
-                }
+        const bool staged = step_.open && &b == step_.batch;
+        std::vector<DevSeq> local;
+        if (!staged) local = upload_seqs(b);
+        const std::vector<DevSeq>& ds = staged ? step_.seqs : local;
         if (ds.empty()) return;
-        const int32_t n_dec = int32_t(std::count_if(ds.begin(), ds.end(), [](const DevSeq& s) { return s.len == 1; }));
+        const DevSeq* seqs_dev = staged ? step_.d_seqs : reinterpret_cast<const DevSeq*>(attn_meta_.ptr);
+        const int32_t n_dec = decode_count(ds);
+        float* workspace = attn_workspace(n_dec, d);
+        KvLayerDev kv{layout_.kv_type, layout_.block_tokens, kv_row_bytes_, kv_[layer].k.bytes(), kv_[layer].v.bytes()};
+        cuda::attention(seqs_dev, ds.data(), n_dec, int32_t(ds.size()) - n_dec, d, dvec(w.q_norm.data()),
+                        dvec(w.k_norm.data()), eps, qg, k, v, out, kv, workspace, stream_);
+    }
+    // The split-K partials of n_dec decode sequences (independent of the context length; begin_step
+    // reserves them before a capture).
+    float* attn_workspace(int32_t n_dec, const AttnDims& d) {
+        const int64_t ws = int64_t(n_dec) * d.Hq * cuda::attention_decode_splits(n_dec, d) * (d.hd + 2);
+        return attn_ws_.need(size_t(std::max<int64_t>(ws, 1)));
+    }
+    static int32_t decode_count(const std::vector<DevSeq>& ds) {
+        return int32_t(std::count_if(ds.begin(), ds.end(), [](const DevSeq& s) { return s.len == 1; }));
+    }
+    // Outside a step: the sequence descriptors and their block tables in one buffer (attn_meta_), one
+    // synchronous upload; returns the host copy (`blocks` pointing at the device block tables).
+    std::vector<DevSeq> upload_seqs(const StepBatch& b) {
+        std::vector<int32_t> ids;
+        std::vector<size_t> offs;
+        std::vector<DevSeq> ds = seq_descriptors(b, &ids, &offs);
+        if (ds.empty()) return ds;
         const size_t head = ds.size() * sizeof(DevSeq), bytes = head + ids.size() * sizeof(int32_t);
         uint8_t* dbuf = attn_meta_.need(bytes);
-        const int32_t* dblocks = reinterpret_cast<const int32_t*>(dbuf + head);
-        for (size_t i = 0; i < ds.size(); ++i) ds[i].blocks = dblocks + off[i];
+        place_blocks(ds, offs, reinterpret_cast<const int32_t*>(dbuf + head));
         std::vector<uint8_t> host(bytes);
         std::memcpy(host.data(), ds.data(), head);
         if (!ids.empty()) std::memcpy(host.data() + head, ids.data(), ids.size() * sizeof(int32_t));
         DG_CUDA_CHECK(cudaMemcpy(dbuf, host.data(), bytes, cudaMemcpyHostToDevice));
-        const int64_t ws = int64_t(n_dec) * d.Hq * cuda::attention_decode_splits(n_dec, d) * (d.hd + 2);
-        float* workspace = attn_ws_.need(size_t(std::max<int64_t>(ws, 1)));
-        KvLayerDev kv{layout_.kv_type, layout_.block_tokens, kv_row_bytes_, kv_[layer].k.bytes(), kv_[layer].v.bytes()};
-        cuda::attention(reinterpret_cast<const DevSeq*>(dbuf), ds.data(), n_dec, int32_t(ds.size()) - n_dec, d,
-                        dvec(w.q_norm.data()), dvec(w.k_norm.data()), eps, qg, k, v, out, kv, workspace, 0);
+        return ds;
     }
 
-    // Routing on the host (one small device->host copy per layer), experts as grouped matmuls, and a
-    // deterministic combine: each token gathers its experts' rows in expert order (no atomics).
+    // Routing, grouping and the routed experts on the device (engine/cuda/moe.cu): no host round trip.
+    // The shared expert and its sigmoid gate write y; each token's experts are then added in ascending
+    // expert order by a gather (no atomics), as the CPU backend adds them.
     void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) override {
         guard([&] { moe_ffn_impl(x, n, w, top_k, y); });
     }
     void moe_ffn_impl(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) {
         const int64_t E = w.router.rows, H = w.router.cols;
-        float* logits = moe_logits_.need(size_t(n) * E);
+        const int32_t k = int32_t(top_k);
+        auto it = experts_.find(&w);
+        DG_CHECK(it != experts_.end(), "MoE layer not prepared by prepare_weights");
+        const ExpertTables& t = it->second;
+        const MoeScratch m = moe_scratch(n, E, k, w.shared.gate.rows, t.gate.rows, H);
         // The router always runs exactly (as on the CPU): which experts a token visits does not depend on
         // the matmul path.
-        cuda::matmul_exact(x, n, dev(w.router), logits, 0);
-        std::vector<float> p(size_t(n) * E);
-        DG_CUDA_CHECK(cudaMemcpy(p.data(), logits, p.size() * 4, cudaMemcpyDeviceToHost));
-        const auto routed = route_top_k(p.data(), n, E, top_k);
+        cuda::matmul_exact(x, n, dev(w.router), m.logits, stream_);
+        cuda::moe_route(m.logits, n, E, k, m.r, stream_);
         const int64_t Is = w.shared.gate.rows;
-        float* g = moe_a_.need(size_t(n) * std::max<int64_t>(Is, 1));
-        float* u = moe_b_.need(size_t(n) * std::max<int64_t>(Is, 1));
-        mm_(x, n, dev(w.shared.gate), g, 0);
-        mm_(x, n, dev(w.shared.up), u, 0);
-        cuda::swiglu(g, u, int64_t(n) * Is, g, 0);
-        mm_(g, n, dev(w.shared.down), y, 0);
-        float* sg = moe_gate_.need(n);
-        mm_(x, n, dev(w.shared_gate), sg, 0);
-        cuda::scale_rows_sigmoid(y, sg, n, H, 0);
-        // Expert outputs go to consecutive rows of one buffer; src[t][j] names token t's j-th row there.
-        const int32_t k = int32_t(top_k);
-        std::vector<int32_t> src(size_t(n) * k, -1);
-        std::vector<float> wts(size_t(n) * k, 0.f);
-        std::vector<int32_t> filled(n, 0);
-        int32_t total = 0;
-        for (const auto& toks : routed) total += int32_t(toks.size());
-        float* out_rows = moe_y_.need(size_t(std::max(total, 1)) * H);
-        int32_t next = 0;
-        for (int64_t e = 0; e < E; ++e) {
-            const auto& toks = routed[e];
-            if (toks.empty()) continue;
-            const int32_t m = int32_t(toks.size());
-            const int64_t Ie = w.experts[e].gate.rows;
-            std::vector<int32_t> rows(m);
-            for (int32_t i = 0; i < m; ++i) {
-                const int32_t t = toks[i].first;
-                rows[i] = t;
-                DG_CHECK(filled[t] < k, "token %d routed to more than %d experts", t, k);
-                src[size_t(t) * k + filled[t]] = next + i;
-                wts[size_t(t) * k + filled[t]] = toks[i].second;
-                ++filled[t];
-            }
-            float* xs = moe_x_.need(size_t(m) * H);
-            copy_rows_impl(x, rows.data(), m, H, xs);
-            float* ge = moe_a_.need(size_t(m) * Ie);
-            float* ue = moe_b_.need(size_t(m) * Ie);
-            mm_(xs, m, dev(w.experts[e].gate), ge, 0);
-            mm_(xs, m, dev(w.experts[e].up), ue, 0);
-            cuda::swiglu(ge, ue, int64_t(m) * Ie, ge, 0);
-            mm_(ge, m, dev(w.experts[e].down), out_rows + int64_t(next) * H, 0);
-            next += m;
-        }
-        int32_t* dsrc = moe_src_.need(src.size());
-        float* dw = moe_w_.need(wts.size());
-        DG_CUDA_CHECK(cudaMemcpy(dsrc, src.data(), src.size() * 4, cudaMemcpyHostToDevice));
-        DG_CUDA_CHECK(cudaMemcpy(dw, wts.data(), wts.size() * 4, cudaMemcpyHostToDevice));
-        cuda::gather_add_rows(out_rows, dsrc, dw, n, k, H, y, 0);
+        mm_(x, n, dev(w.shared.gate), m.a, stream_);
+        mm_(x, n, dev(w.shared.up), m.b, stream_);
+        cuda::swiglu(m.a, m.b, int64_t(n) * Is, m.a, stream_);
+        mm_(m.a, n, dev(w.shared.down), y, stream_);
+        mm_(x, n, dev(w.shared_gate), m.gate, stream_);
+        cuda::scale_rows_sigmoid(y, m.gate, n, H, stream_);
+        // The routed experts: one grouped launch per matrix over every expert (the exact kernel's
+        // numerics; not yet the GEMV's quantised activations, docs/cuda.md).
+        const int64_t I = t.gate.rows;
+        cuda::moe_expert_matmul(x, true, k, t.gate, m.r, m.a, stream_);
+        cuda::moe_expert_matmul(x, true, k, t.up, m.r, m.b, stream_);
+        cuda::swiglu(m.a, m.b, int64_t(n) * k * I, m.a, stream_);
+        cuda::moe_expert_matmul(m.a, false, k, t.down, m.r, m.out, stream_);
+        cuda::gather_add_rows(m.out, m.r.src, m.r.weights, n, k, H, y, stream_);
+    }
+    // The MoE layer's buffers for n tokens (begin_step sizes them before a capture, where no allocation
+    // may happen; a layer then finds them large enough).
+    struct MoeScratch {
+        float *logits, *a, *b, *gate, *out;
+        cuda::MoeRouting r;
+    };
+    MoeScratch moe_scratch(int32_t n, int64_t E, int32_t k, int64_t Is, int64_t I, int64_t H) {
+        const size_t nk = size_t(std::max(n, 1)) * k, ffn = std::max<size_t>(size_t(std::max(n, 1)) * Is, nk * I);
+        MoeScratch m{};
+        m.logits = moe_logits_.need(size_t(std::max(n, 1)) * E);
+        m.a = moe_a_.need(std::max<size_t>(ffn, 1));
+        m.b = moe_b_.need(std::max<size_t>(ffn, 1));
+        m.gate = moe_gate_.need(std::max(n, 1));
+        m.out = moe_y_.need(nk * H);
+        m.r.weights = moe_w_.need(nk);
+        int32_t* idx = moe_idx_.need(3 * nk + 2 * size_t(E));
+        m.r.sel = idx, m.r.src = idx + nk, m.r.list = idx + 2 * nk, m.r.counts = idx + 3 * nk, m.r.offsets = idx + 3 * nk + E;
+        return m;
     }
 
-    // Sampling where the logits are (engine/cuda/sampling.cu): one asynchronous upload of the rows'
-    // descriptors and penalty entries from pinned memory, one launch, and one synchronous download of
-    // the tokens (and requested logprobs): a few hundred bytes per row instead of the vocab-sized rows.
+    // Sampling where the logits are (engine/cuda/sampling.cu): the rows' descriptors and penalty entries
+    // came up with the step's metadata (begin_step); one launch, one asynchronous download of the tokens
+    // (and requested logprobs) into pinned memory, one synchronisation: a few hundred bytes per row
+    // instead of the vocab-sized rows. Called outside a step (or with other rows), the rows go up on
+    // their own asynchronous copy.
     absl::Status sample(const float* logits, int32_t n_logit_rows, int64_t vocab, std::span<const SampleRow> rows,
                         std::vector<SampledToken>* out) override {
-        DG_RETURN_IF_ERROR(validate_sample_rows(rows, n_logit_rows, vocab));
+        if (absl::Status v = validate_sample_rows(rows, n_logit_rows, vocab); !v.ok()) {
+            abandon_step();
+            return v;
+        }
         out->assign(rows.size(), SampledToken{});
-        if (rows.empty()) return absl::OkStatus();
+        if (rows.empty()) {
+            guard([&] { end_step(); });
+            return take_error();
+        }
         std::vector<cuda::SampleOutDev> got(rows.size());
         guard([&] { sample_impl(logits, vocab, rows, got.data()); });
         DG_RETURN_IF_ERROR(take_error());
@@ -435,24 +544,200 @@ public:
         return absl::OkStatus();
     }
     void sample_impl(const float* logits, int64_t vocab, std::span<const SampleRow> rows, cuda::SampleOutDev* host_out) {
-        const cuda::SamplePlan plan = cuda::plan_sample(rows, vocab);
-        const size_t n = plan.rows.size(), rows_bytes = n * sizeof(cuda::SampleRowDev);
-        const size_t bytes = rows_bytes + plan.pens.size() * sizeof(cuda::SamplePenaltyDev);
-        uint8_t* staging = sample_staging_.need(bytes);
-        std::memcpy(staging, plan.rows.data(), rows_bytes);
-        if (!plan.pens.empty()) std::memcpy(staging + rows_bytes, plan.pens.data(), bytes - rows_bytes);
-        uint8_t* in = sample_in_.need(bytes);
-        DG_CUDA_CHECK(cudaMemcpyAsync(in, staging, bytes, cudaMemcpyHostToDevice, 0));
-        cuda::SampleWorkspace ws{};
-        if (plan.n_adj) ws.adj = sample_adj_.need(size_t(plan.n_adj) * vocab);
-        if (plan.n_sort) {
-            ws.keys = sample_keys_.need(size_t(plan.n_sort) * cuda::sample_key_stride(vocab));
-            ws.prob = sample_prob_.need(size_t(plan.n_sort) * vocab);
+        const bool staged = step_.open && step_.sampled && rows.data() == step_.sample_rows.data() &&
+                            rows.size() == step_.sample_rows.size();
+        cuda::SamplePlan own;
+        const uint8_t* in = step_.d_sample;
+        if (!staged) {
+            finish_graph();  // the logits must be computed first: the step's graph goes before this upload
+            own = cuda::plan_sample(rows, vocab);
+            const size_t rows_bytes = own.rows.size() * sizeof(cuda::SampleRowDev);
+            const size_t bytes = rows_bytes + own.pens.size() * sizeof(cuda::SamplePenaltyDev);
+            uint8_t* staging = sample_staging_.need(bytes);
+            std::memcpy(staging, own.rows.data(), rows_bytes);
+            if (!own.pens.empty()) std::memcpy(staging + rows_bytes, own.pens.data(), bytes - rows_bytes);
+            uint8_t* d = sample_in_.need(bytes);
+            DG_CUDA_CHECK(cudaMemcpyAsync(d, staging, bytes, cudaMemcpyHostToDevice, stream_));
+            in = d;
         }
-        cuda::SampleOutDev* dout = sample_out_.need(n);
+        const cuda::SamplePlan& plan = staged ? step_.plan : own;
+        const size_t n = plan.rows.size(), rows_bytes = n * sizeof(cuda::SampleRowDev);
+        const SampleBuffers sb = sample_buffers(plan, vocab);
         cuda::sample_rows(logits, vocab, reinterpret_cast<const cuda::SampleRowDev*>(in), int32_t(n),
-                          reinterpret_cast<const cuda::SamplePenaltyDev*>(in + rows_bytes), ws, dout, 0);
-        DG_CUDA_CHECK(cudaMemcpy(host_out, dout, n * sizeof(cuda::SampleOutDev), cudaMemcpyDeviceToHost));
+                          reinterpret_cast<const cuda::SamplePenaltyDev*>(in + rows_bytes), sb.ws, sb.out, stream_);
+        // Into pinned memory, so the copy can be part of the step's graph.
+        auto* pinned = reinterpret_cast<cuda::SampleOutDev*>(sample_out_host_.need(n * sizeof(cuda::SampleOutDev)));
+        DG_CUDA_CHECK(cudaMemcpyAsync(pinned, sb.out, n * sizeof(cuda::SampleOutDev), cudaMemcpyDeviceToHost, stream_));
+        finish_graph();
+        DG_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        step_.open = false;
+        std::memcpy(host_out, pinned, n * sizeof(cuda::SampleOutDev));
+    }
+    struct SampleBuffers {
+        cuda::SampleWorkspace ws;
+        cuda::SampleOutDev* out;
+    };
+    SampleBuffers sample_buffers(const cuda::SamplePlan& plan, int64_t vocab) {
+        SampleBuffers b{};
+        if (plan.n_adj) b.ws.adj = sample_adj_.need(size_t(plan.n_adj) * vocab);
+        if (plan.n_sort) {
+            b.ws.keys = sample_keys_.need(size_t(plan.n_sort) * cuda::sample_key_stride(vocab));
+            b.ws.prob = sample_prob_.need(size_t(plan.n_sort) * vocab);
+        }
+        b.out = sample_out_.need(std::max<size_t>(plan.rows.size(), 1));
+        return b;
+    }
+
+    // ---- the step ---------------------------------------------------------------------------------------
+
+    void begin_step(const StepBatch& b, std::span<const int32_t> logit_rows, std::span<const SampleRow> sample_rows) override {
+        abandon_step();  // a step left open by an error path
+        guard([&] { begin_step_impl(b, logit_rows, sample_rows); });
+    }
+    void begin_step_impl(const StepBatch& b, std::span<const int32_t> logit_rows, std::span<const SampleRow> sample_rows) {
+        Step st;
+        st.batch = &b;
+        st.tokens_host = b.tokens.data();
+        st.n_tokens = b.n_tokens();
+        st.logit_rows.assign(logit_rows.begin(), logit_rows.end());
+        std::vector<int32_t> ids;  // the block tables, in the descriptors' order
+        std::vector<size_t> offs;
+        st.seqs = seq_descriptors(b, &ids, &offs);
+        // Rows that do not validate are staged nowhere: sample() reports them.
+        st.sampled = !sample_rows.empty() &&
+                     validate_sample_rows(sample_rows, int32_t(logit_rows.size()), config_.vocab_size).ok();
+        if (st.sampled) {
+            st.sample_rows = sample_rows;
+            st.plan = cuda::plan_sample(sample_rows, config_.vocab_size);
+        }
+        // The one upload's sections, 16-byte aligned.
+        size_t total = 0;
+        auto section = [&](size_t bytes) {
+            const size_t off = total;
+            total += (bytes + 15) / 16 * 16;
+            return off;
+        };
+        const size_t tok_off = section(size_t(st.n_tokens) * 4), rows_off = section(st.logit_rows.size() * 4);
+        const size_t blk_off = section(ids.size() * 4), seqs_off = section(st.seqs.size() * sizeof(DevSeq));
+        const size_t sample_rows_bytes = st.plan.rows.size() * sizeof(cuda::SampleRowDev);
+        const size_t sample_off = section(sample_rows_bytes + st.plan.pens.size() * sizeof(cuda::SamplePenaltyDev));
+        total = std::max<size_t>(total, 16);
+        uint8_t* h = staging_.need(total);  // free: the previous step ended with a synchronisation
+        uint8_t* d = meta_dev_.need(total);
+        auto put = [&](size_t off, const void* src, size_t bytes) {
+            if (bytes) std::memcpy(h + off, src, bytes);
+        };
+        put(tok_off, b.tokens.data(), size_t(st.n_tokens) * 4);
+        put(rows_off, st.logit_rows.data(), st.logit_rows.size() * 4);
+        put(blk_off, ids.data(), ids.size() * 4);
+        place_blocks(st.seqs, offs, reinterpret_cast<const int32_t*>(d + blk_off));  // device addresses
+        put(seqs_off, st.seqs.data(), st.seqs.size() * sizeof(DevSeq));
+        put(sample_off, st.plan.rows.data(), sample_rows_bytes);
+        put(sample_off + sample_rows_bytes, st.plan.pens.data(), st.plan.pens.size() * sizeof(cuda::SamplePenaltyDev));
+        st.d_tokens = reinterpret_cast<const int32_t*>(d + tok_off);
+        st.d_rows = reinterpret_cast<const int32_t*>(d + rows_off);
+        st.d_seqs = reinterpret_cast<const DevSeq*>(d + seqs_off);
+        st.d_sample = d + sample_off;
+        reserve_step(st);
+        DG_CUDA_CHECK(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, stream_));
+        step_ = std::move(st);
+        step_.open = true;
+        const bool decode = std::all_of(b.seqs.begin(), b.seqs.end(), [](const SeqSlice& s) { return s.len == 1; });
+        if (graphs_ && stream_ && decode && step_.n_tokens <= kMaxGraphBatch) {
+            // Thread-local mode: any synchronous call this thread makes inside the step (a copy, a memset,
+            // an allocation) fails it with cudaErrorStreamCaptureImplicit instead of silently waiting for
+            // the host; other threads of the process are not restricted.
+            DG_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+            step_.capturing = true;
+        }
+    }
+    // Every buffer the step's ops take, at its size for this step, so nothing is allocated (or
+    // zeroed synchronously) inside a capture.
+    void reserve_step(const Step& st) {
+        const int32_t n = st.n_tokens;
+        const ModelConfig& c = config_;
+        if (n_gdn_ > 0) {
+            const GdnDims d = gdn_dims();
+            const int32_t n_dec = decode_count(st.seqs);
+            if (gdn_fast_supported(d)) {
+                gdn_scratch_.need(size_t(gdn_workspace_floats(n_dec, d)));
+                gdn_arrivals(size_t(gdn_arrival_words(n_dec, d)));
+            } else {
+                gdn_scratch_.need(size_t(2) * n * d.Hv);
+            }
+        }
+        if (!kv_.empty())
+            attn_workspace(decode_count(st.seqs), AttnDims{c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dim, c.rope_theta});
+        // The matmul workspaces (and cuBLAS handle) for the step's token count and its logit rows (the
+        // LM head multiplies only those).
+        for (const Matrix& W : mm_shapes_) {
+            mm_.reserve(n, W);
+            mm_.reserve(int32_t(st.logit_rows.size()), W);
+        }
+        for (const auto& [w, t] : experts_) {
+            moe_scratch(n, w->router.rows, int32_t(c.n_experts_used), w->shared.gate.rows, t.gate.rows, w->router.cols);
+            break;  // every MoE layer has the same shapes
+        }
+        if (st.sampled) {
+            sample_buffers(st.plan, c.vocab_size);
+            sample_out_host_.need(st.plan.rows.size() * sizeof(cuda::SampleOutDev));
+        }
+    }
+    GdnDims gdn_dims() const {
+        const ModelConfig& c = config_;
+        return GdnDims{c.lin_k_heads, c.lin_v_heads, c.lin_k_dim, c.lin_v_dim, c.conv_kernel, c.conv_dim()};
+    }
+    // Ends a capture and launches it: the batch size's executable graph takes the new graph's parameters
+    // when its nodes match (cudaGraphExecUpdate), else it is instantiated again.
+    void finish_graph() {
+        if (!step_.capturing) return;
+        step_.capturing = false;
+        cudaGraph_t g = nullptr;
+        DG_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+        struct GraphGuard {
+            cudaGraph_t g;
+            ~GraphGuard() { cudaGraphDestroy(g); }
+        } owned{g};
+        const std::pair<int32_t, bool> key{step_.n_tokens, step_.sampled};
+        cudaGraphExec_t& exec = execs_[key];
+        if (exec) {
+            cudaGraphExecUpdateResultInfo info{};
+            if (cudaGraphExecUpdate(exec, g, &info) != cudaSuccess) {
+                cudaGetLastError();  // a changed topology: not an error, instantiate again
+                cudaGraphExecDestroy(exec);
+                exec = nullptr;
+            }
+        }
+        if (!exec) {
+            if (cudaError_t e = cudaGraphInstantiate(&exec, g, 0)) {
+                exec = nullptr;
+                execs_.erase(key);
+                DG_CUDA_CHECK(e);
+            }
+        }
+        DG_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+    }
+    // Ends the step without a download (sample() with no rows).
+    void end_step() {
+        if (!step_.open) return;
+        finish_graph();
+        DG_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        step_.open = false;
+    }
+    // Drops an open step on an error path: its capture is ended and discarded, its stream drained (the
+    // staging buffer is then free). Never throws.
+    void abandon_step() {
+        if (step_.capturing) {
+            cudaGraph_t g = nullptr;
+            if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+            cudaGetLastError();
+            step_.capturing = false;
+        }
+        if (step_.open && stream_) {
+            cudaStreamSynchronize(stream_);
+            cudaGetLastError();
+        }
+        step_.open = false;
     }
 
 private:
@@ -514,6 +799,7 @@ private:
         try {
             f();
         } catch (const DeviceError& e) {
+            abandon_step();
             cudaGetLastError();  // clears a non-sticky error
             lost_ = cudaDeviceSynchronize() != cudaSuccess;
             error_ = lost_ ? absl::UnavailableError(absl::StrCat("cuda device lost: ", e.what()))
@@ -557,6 +843,49 @@ private:
     }
     bool exact_;
     Matmul mm_;  // the matmul dispatcher and its workspaces (cuBLAS handle, activation blocks, bf16 tiles)
+    std::vector<Matrix> mm_shapes_;  // one matrix of each shape mm_ multiplies (reserve_step sizes mm_ for them)
+    // Device pointer tables of one MoE layer's experts (moe_expert_matmul reads them).
+    struct ExpertTables {
+        const uint8_t** table = nullptr;  // device: [gate E][up E][down E]
+        cuda::ExpertMatrices gate, up, down;
+    };
+    absl::Status expert_tables(const MoeWeights& m) {
+        if (experts_.count(&m)) return absl::OkStatus();
+        const int64_t E = int64_t(m.experts.size());
+        if (E == 0) return absl::InvalidArgumentError("cuda: MoE layer without experts");
+        std::vector<const uint8_t*> host(size_t(3 * E));
+        ExpertTables t;
+        const Matrix* first[3] = {&m.experts[0].gate, &m.experts[0].up, &m.experts[0].down};
+        for (int which = 0; which < 3; ++which)
+            for (int64_t e = 0; e < E; ++e) {
+                const MlpWeights& x = m.experts[size_t(e)];
+                const Matrix& mat = which == 0 ? x.gate : which == 1 ? x.up : x.down;
+                const Matrix& f = *first[which];
+                if (mat.type != f.type || mat.rows != f.rows || mat.cols != f.cols || mat.row_bytes != f.row_bytes)
+                    return absl::InvalidArgumentError(absl::StrCat("cuda: MoE expert ", e,
+                                                                   " differs in type or shape from expert 0"));
+                host[size_t(which * E + e)] = dev(mat).data;
+            }
+        if (cudaMalloc(&t.table, host.size() * sizeof(void*)) != cudaSuccess) {
+            cudaGetLastError();
+            return absl::ResourceExhaustedError("cuda: weights do not fit: MoE expert tables");
+        }
+        DG_CUDA_CHECK(cudaMemcpy(t.table, host.data(), host.size() * sizeof(void*), cudaMemcpyHostToDevice));
+        for (int which = 0; which < 3; ++which) {
+            const Matrix& f = *first[which];
+            (which == 0 ? t.gate : which == 1 ? t.up : t.down) =
+                cuda::ExpertMatrices{t.table + which * E, f.type, f.row_bytes, f.rows, f.cols, E};
+        }
+        experts_[&m] = t;
+        return absl::OkStatus();
+    }
+
+    ModelConfig config_;
+    cudaStream_t stream_ = nullptr;  // every op of this backend; a blocking stream (ordered with sync calls)
+    bool graphs_ = true;             // DG_CUDA_GRAPHS=0 turns decode-step graphs off
+    Step step_;
+    std::map<std::pair<int32_t, bool>, cudaGraphExec_t> execs_;  // (batch size, sampled) -> executable graph
+    std::unordered_map<const MoeWeights*, ExpertTables> experts_;
     CacheLayout layout_;
     int64_t Hkv_ = 0, kv_row_bytes_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
     std::vector<KvStore> kv_;
@@ -567,12 +896,14 @@ private:
     bool lost_ = false;        // the device reported a sticky error
     std::unordered_map<const uint8_t*, uint8_t*> dev_data_;
     std::unordered_map<const float*, float*> dev_vec_;
-    Scratch<int32_t> tok_, rows_, moe_src_;
-    Scratch<uint8_t> attn_meta_;  // attention's sequence descriptors + block tables
+    Scratch<int32_t> tok_, rows_;
+    Scratch<uint8_t> attn_meta_;  // attention's sequence descriptors + block tables outside a step
     Scratch<DevSeq> gdn_seqs_;
     Scratch<uint32_t> gdn_arrivals_;
-    Scratch<float> gdn_scratch_, attn_ws_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_x_, moe_y_, moe_w_;
-    PinnedScratch sample_staging_;
+    Scratch<int32_t> moe_idx_;
+    Scratch<float> gdn_scratch_, attn_ws_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_y_, moe_w_;
+    PinnedScratch staging_, sample_staging_, sample_out_host_;
+    Scratch<uint8_t> meta_dev_;
     Scratch<uint8_t> sample_in_;
     Scratch<float> sample_adj_;
     Scratch<uint64_t> sample_keys_;

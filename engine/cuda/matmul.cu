@@ -79,6 +79,17 @@ struct Matmul::State {
     DevBuf gemm_w, gemm_x;            // bf16 weight tile and activation chunk of the GEMM
     int64_t max_tile_rows = 0;        // set_gemm_limits (0: the byte bounds alone)
     int32_t max_chunk_tokens = 0;
+    // Created at the first GEMM (or reserve: cublasCreate allocates, so not inside a capture).
+    cublasHandle_t handle() {
+        if (!cublas) {
+            const cublasStatus_t st = cublasCreate(&cublas);
+            if (st != CUBLAS_STATUS_SUCCESS) {
+                cublas = nullptr;
+                throw DeviceError(std::string("cuBLAS Create: ") + cublasGetStatusName(st), cudaErrorUnknown);
+            }
+        }
+        return cublas;
+    }
     ~State() {
         if (cublas) cublasDestroy(cublas);
     }
@@ -106,6 +117,27 @@ void Matmul::operator()(const float* x, int32_t n, const Matrix& W, float* y, cu
     run(choose(n, W, x), x, n, W, y, s);
 }
 
+// What `path` takes for n tokens of W, allocated now: the q8 activation blocks of the quantised GEMV,
+// the cuBLAS handle and the bf16 tiles of the GEMM. A call of at most that size then allocates nothing,
+// which a CUDA graph capture requires (cudaMalloc and cublasCreate are refused inside one).
+void Matmul::reserve(int32_t n, const Matrix& W) {
+    if (n <= 0 || W.rows == 0) return;
+    MatmulPath path = path_;
+    if (path == MatmulPath::kAuto) path = n >= kGemmMinTokens ? MatmulPath::kGemm : MatmulPath::kGemv;
+    if (path == MatmulPath::kGemv) {
+        if (!gemv_quant_type(W.type) || W.cols % 32 != 0) return;  // no workspace (or the exact kernel)
+        const int64_t nb = int64_t(n) * (W.cols / 32);
+        st_->act_q.need(int64_t(n) * W.cols);
+        st_->act_d.need(nb * 4);
+        st_->act_s.need(nb * 4);
+    } else if (path == MatmulPath::kGemm) {
+        st_->handle();
+        if (W.type == DType::F32) return;
+        st_->gemm_w.need(gemm_tile_rows(W, st_->max_tile_rows) * W.cols * 2);
+        st_->gemm_x.need(int64_t(gemm_chunk_tokens(W, n, st_->max_chunk_tokens)) * W.cols * 2);
+    }
+}
+
 void Matmul::run(MatmulPath path, const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
     if (n <= 0 || W.rows == 0) return;
     switch (path) {
@@ -124,13 +156,7 @@ void Matmul::run(MatmulPath path, const float* x, int32_t n, const Matrix& W, fl
             return gemv_quant(a, n, W, y, s);
         }
         case MatmulPath::kGemm: {
-            if (!st_->cublas) {
-                const cublasStatus_t st = cublasCreate(&st_->cublas);
-                if (st != CUBLAS_STATUS_SUCCESS) {
-                    st_->cublas = nullptr;
-                    throw DeviceError(std::string("cuBLAS Create: ") + cublasGetStatusName(st), cudaErrorUnknown);
-                }
-            }
+            st_->handle();
             const int64_t tile = gemm_tile_rows(W, st_->max_tile_rows);
             const int32_t chunk = gemm_chunk_tokens(W, n, st_->max_chunk_tokens);
             const bool f32 = W.type == DType::F32;

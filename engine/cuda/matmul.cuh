@@ -55,6 +55,9 @@ public:
     void operator()(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s);
     // Runs `path` for this call only (the benchmark and the tests compare the paths on one object).
     void run(MatmulPath path, const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s);
+    // Allocates now what a call of n tokens of W would allocate (workspaces, the cuBLAS handle), so that
+    // such calls inside a CUDA graph capture allocate nothing. The backend calls it before each capture.
+    void reserve(int32_t n, const Matrix& W);
     // The path operator() takes for this call.
     MatmulPath choose(int32_t n, const Matrix& W, const float* x) const;
     MatmulPath path() const { return path_; }
@@ -67,6 +70,7 @@ public:
     struct State;
 
 private:
+
     MatmulPath path_;
     std::unique_ptr<State> st_;
 };

@@ -122,6 +122,31 @@ struct AttnTiling {
 void set_attention_tiling(const AttnTiling& t);
 int attention_decode_splits(int32_t n_decode, const AttnDims& d);  // what the next call runs
 
+// --- MoE on the device (engine/cuda/moe.cu): routing, grouping and the routed experts, no host round trip.
+constexpr int32_t kMaxMoeTopK = 32;
+// Per step, n tokens * k slots = entries; entry t*k + j is token t's j-th expert in ascending expert order.
+struct MoeRouting {
+    int32_t* sel;      // [n*k] expert of each entry
+    float* weights;    // [n*k] its renormalised routing weight
+    int32_t* src;      // [n*k] = entry index: the row of its expert output (gather_add_rows' src)
+    int32_t* counts;   // [E] entries per expert
+    int32_t* offsets;  // [E] start of each expert's run in `list`
+    int32_t* list;     // [n*k] entries grouped by expert, ascending within a run
+};
+// Softmax over the router logits [n][E] (overwritten with the probabilities), top-k, renormalise, group.
+void moe_route(float* logits, int32_t n, int64_t E, int32_t k, const MoeRouting& r, cudaStream_t s);
+// One weight matrix of every expert of a layer: same type and shape, `data` a device table of E pointers.
+struct ExpertMatrices {
+    const uint8_t* const* data;
+    DType type;
+    uint64_t row_bytes;
+    int64_t rows, cols, n_experts;
+};
+// y[entry][rows] = x[row] · W_{sel[entry]}ᵀ for every routed entry; x's row is the entry's token
+// (x_rows_are_tokens: x is [n][cols]) or the entry itself (x is [n*k][cols]).
+void moe_expert_matmul(const float* x, bool x_rows_are_tokens, int32_t k, const ExpertMatrices& W, const MoeRouting& r,
+                       float* y, cudaStream_t s);
+
 // --- sampling on the device (engine/cuda/sampling.cu): the host sampler's twin, one block per row.
 struct SampleRowDev {
     int32_t logit_row;

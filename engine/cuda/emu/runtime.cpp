@@ -22,12 +22,21 @@
 #include "engine/cuda/emu/device_memory.h"
 #include "engine/cuda/emu/emu.h"
 
+// What cudaGraphExecUpdate compares: a node's type and, for kernels, the function (CUDA refuses an
+// update that changes either; parameters, grid and copy addresses may change).
+struct GraphNodeKey {
+    cudaGraphNodeType type;
+    const void* func;  // kernels only
+    bool operator==(const GraphNodeKey&) const = default;
+};
 struct CUgraph_st {
     std::vector<std::function<cudaError_t()>> ops;  // in issue order: a valid topological order
+    std::vector<GraphNodeKey> nodes;                 // ops[i]'s type
     bool invalidated = false;
 };
 struct CUgraphExec_st {
     std::vector<std::function<cudaError_t()>> ops;
+    std::vector<GraphNodeKey> nodes;
 };
 struct CUstream_st {
     CUgraph_st* capture = nullptr;  // graph being captured into, or null
@@ -92,6 +101,12 @@ std::mutex api_mu;  // streams, events, graphs, function attributes
 CUstream_st g_legacy_stream;
 std::unordered_map<const void*, int> g_func_smem;  // cudaFuncAttributeMaxDynamicSharedMemorySize
 int g_global_captures = 0;                        // streams capturing in global mode
+thread_local int t_local_captures = 0;            // captures this thread began in thread-local mode
+
+// Potentially unsafe calls (synchronous copies, memsets, allocations) are refused while any thread
+// captures in global mode, or while this thread captures in thread-local mode (CUDA's rules; relaxed
+// captures refuse nothing).
+bool unsafe_calls_refused() { return g_global_captures > 0 || t_local_captures > 0; }
 
 CUstream_st* resolve(cudaStream_t s) { return s ? s : &g_legacy_stream; }
 
@@ -99,18 +114,19 @@ CUstream_st* resolve(cudaStream_t s) { return s ? s : &g_legacy_stream; }
 // capture (cudaErrorStreamCaptureImplicit). Counted as a host synchronisation otherwise.
 cudaError_t host_sync_point() {
     std::lock_guard<std::mutex> l(api_mu);
-    if (g_global_captures > 0) return cudaErrorStreamCaptureImplicit;
+    if (unsafe_calls_refused()) return cudaErrorStreamCaptureImplicit;
     ++g_count.syncs;
     return cudaSuccess;
 }
 
-// Runs `op` now, or appends it to the graph the stream captures into.
-cudaError_t issue(cudaStream_t s, std::function<cudaError_t()> op) {
+// Runs `op` now, or appends it (as a node of type `node`) to the graph the stream captures into.
+cudaError_t issue(cudaStream_t s, GraphNodeKey node, std::function<cudaError_t()> op) {
     {
         std::lock_guard<std::mutex> l(api_mu);
         CUstream_st* st = resolve(s);
         if (st->capture) {
             st->capture->ops.push_back(std::move(op));
+            st->capture->nodes.push_back(node);
             return cudaSuccess;
         }
     }
@@ -380,7 +396,7 @@ cudaError_t submit_launch(const LaunchSpec& spec, std::function<void()> body) {
                        ? "dynamic shared memory over 48 KiB without cudaFuncSetAttribute(MaxDynamicSharedMemorySize)"
                        : "dynamic shared memory over the size set with cudaFuncSetAttribute");
     const LaunchSpec copy = spec;
-    return ret(issue(spec.stream, [copy, body = std::move(body)]() { return execute_launch(copy, body); }));
+    return ret(issue(spec.stream, {cudaGraphNodeTypeKernel, spec.func}, [copy, body = std::move(body)]() { return execute_launch(copy, body); }));
 }
 
 }  // namespace dg::emu
@@ -415,6 +431,7 @@ const char* cudaGetErrorName(cudaError_t e) {
         case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
         case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
         case cudaErrorIllegalState: return "cudaErrorIllegalState";
+        case cudaErrorGraphExecUpdateFailure: return "cudaErrorGraphExecUpdateFailure";
         case cudaErrorUnknown: return "cudaErrorUnknown";
     }
     return "cudaErrorUnknown";
@@ -513,7 +530,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     if (!p) return ret(cudaErrorInvalidValue);
     {
         std::lock_guard<std::mutex> l(api_mu);
-        if (g_global_captures > 0) return ret(cudaErrorStreamCaptureUnsupported);
+        if (unsafe_calls_refused()) return ret(cudaErrorStreamCaptureUnsupported);
     }
     *p = nullptr;
     if (bytes == 0) return cudaSuccess;
@@ -551,14 +568,14 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
     return ret(do_copy(dst, src, bytes, kind, false));
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
-    return ret(issue(s, [=] { return do_copy(dst, src, bytes, kind, true); }));
+    return ret(issue(s, {cudaGraphNodeTypeMemcpy, nullptr}, [=] { return do_copy(dst, src, bytes, kind, true); }));
 }
 cudaError_t cudaMemset(void* p, int v, size_t bytes) {
     if (cudaError_t e = host_sync_point()) return ret(e);
     return ret(do_memset(p, v, bytes));
 }
 cudaError_t cudaMemsetAsync(void* p, int v, size_t bytes, cudaStream_t s) {
-    return ret(issue(s, [=] { return do_memset(p, v, bytes); }));
+    return ret(issue(s, {cudaGraphNodeTypeMemset, nullptr}, [=] { return do_memset(p, v, bytes); }));
 }
 
 // ---- streams, events, graphs -----------------------------------------------------------------------------
@@ -607,7 +624,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
         std::lock_guard<std::mutex> l(api_mu);
         e->capture = resolve(s)->capture;
     }
-    return ret(issue(s, [e] {
+    return ret(issue(s, {cudaGraphNodeTypeEventRecord, nullptr}, [e] {
         e->at = std::chrono::steady_clock::now();
         e->recorded = true;
         return cudaSuccess;
@@ -632,6 +649,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
     s->capture_origin = true;
     s->mode = mode;
     if (mode == cudaStreamCaptureModeGlobal) ++g_global_captures;
+    if (mode == cudaStreamCaptureModeThreadLocal) ++t_local_captures;
     return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
@@ -641,6 +659,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
     s->capture = nullptr;
     s->capture_origin = false;
     if (s->mode == cudaStreamCaptureModeGlobal) --g_global_captures;
+    if (s->mode == cudaStreamCaptureModeThreadLocal && t_local_captures > 0) --t_local_captures;
     // Streams that joined through an event leave the capture with it (a real capture requires them to
     // have joined back into the origin stream; the emulation does not track that).
     if (g_legacy_stream.capture == graph) g_legacy_stream.capture = nullptr;
@@ -654,13 +673,32 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* st) {
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned long long) {
     if (!g) return ret(cudaErrorInvalidValue);
-    *exec = new CUgraphExec_st{g->ops};
+    *exec = new CUgraphExec_st{g->ops, g->nodes};
+    return cudaSuccess;
+}
+// CUDA's rules, reduced to what the emulation records: the same nodes in the same order, of the same
+// types, kernels of the same functions; then the executable graph takes the new graph's parameters
+// (kernel arguments, grids, copy addresses and sizes). Otherwise it fails, leaving `exec` unchanged.
+cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t g, cudaGraphExecUpdateResultInfo* info) {
+    if (!exec || !g) return ret(cudaErrorInvalidValue);
+    cudaGraphExecUpdateResultInfo r{cudaGraphExecUpdateSuccess, nullptr, nullptr};
+    if (g->nodes.size() != exec->nodes.size()) {
+        r.result = cudaGraphExecUpdateErrorTopologyChanged;
+    } else {
+        for (size_t i = 0; i < g->nodes.size() && r.result == cudaGraphExecUpdateSuccess; ++i) {
+            if (g->nodes[i].type != exec->nodes[i].type) r.result = cudaGraphExecUpdateErrorNodeTypeChanged;
+            else if (g->nodes[i].func != exec->nodes[i].func) r.result = cudaGraphExecUpdateErrorFunctionChanged;
+        }
+    }
+    if (info) *info = r;
+    if (r.result != cudaGraphExecUpdateSuccess) return ret(cudaErrorGraphExecUpdateFailure);
+    exec->ops = g->ops;
     return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     if (!exec) return ret(cudaErrorInvalidValue);
     ++g_count.graph_launches;
-    return ret(issue(s, [exec] {
+    return ret(issue(s, {cudaGraphNodeTypeGraph, nullptr}, [exec] {
         for (auto& op : exec->ops)
             if (cudaError_t e = op()) return e;
         return cudaSuccess;

@@ -17,6 +17,7 @@ TEST(CudaEmu, NeedsTheEmulationBuild) { GTEST_SKIP() << "configure with -DDELTAG
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "engine/cuda/emu/emu.h"
@@ -309,6 +310,128 @@ bool same_bits(const std::vector<float>& x, const std::vector<float>& y) {
     return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
 }
 
+// y[i] = x[i] * scale[0] + pos[0]: per-step values read from device memory, so a graph captured once
+// replays correctly while they change (what the decode step's graphs rely on).
+__global__ void scale_shift(const float* x, const float* scale, const int* pos, float* y, int n) {
+    const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i < n) y[i] = x[i] * scale[0] + float(pos[0]);
+}
+__global__ void negate(float* x, int n) {
+    const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i < n) x[i] = -x[i];
+}
+
+// A graph replayed over several "steps" whose metadata (a position and a scale) is refreshed by an
+// asynchronous upload from pinned memory inside the graph gives what eager execution gives, step by step.
+TEST(CudaEmu, GraphReplayReadsPerStepValuesFromDevice) {
+    cudaStream_t s;
+    CK(cudaStreamCreate(&s));
+    const int n = 200;
+    std::vector<float> xs(n);
+    for (int i = 0; i < n; ++i) xs[i] = float(i) * 0.25f - 7.f;
+    Dev<float> x(xs), y(n), meta_f(1);
+    Dev<int> meta_i(1);
+    struct Meta { float scale; int pos; };
+    Meta* pinned = nullptr;
+    CK(cudaMallocHost(&pinned, sizeof(Meta)));
+    auto record = [&] {
+        CK(cudaMemcpyAsync(meta_f.p, &pinned->scale, 4, cudaMemcpyHostToDevice, s));
+        CK(cudaMemcpyAsync(meta_i.p, &pinned->pos, 4, cudaMemcpyHostToDevice, s));
+        CK(DG_LAUNCH(scale_shift, 2, 128, 0, s, x.p, meta_f.p, meta_i.p, y.p, n));
+    };
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    record();
+    cudaGraph_t g;
+    CK(cudaStreamEndCapture(s, &g));
+    cudaGraphExec_t exec;
+    CK(cudaGraphInstantiate(&exec, g, 0));
+    for (int step = 0; step < 5; ++step) {
+        *pinned = Meta{1.5f + float(step), 17 * step + 3};
+        record();  // eager
+        CK(cudaStreamSynchronize(s));
+        const std::vector<float> eager = y.get();
+        CK(cudaMemset(y.p, 0, n * 4));
+        emu::reset_counters();
+        CK(cudaGraphLaunch(exec, s));
+        EXPECT_EQ(emu::counters().graph_launches, 1);
+        EXPECT_EQ(emu::counters().kernel_launches, 1);
+        EXPECT_EQ(emu::counters().host_syncs, 0);
+        CK(cudaStreamSynchronize(s));
+        const std::vector<float> replay = y.get();
+        for (int i = 0; i < n; ++i) ASSERT_EQ(replay[i], xs[i] * pinned->scale + float(pinned->pos)) << step << " " << i;
+        ASSERT_EQ(std::memcmp(eager.data(), replay.data(), n * 4), 0) << "step " << step;
+    }
+    cudaGraphExecDestroy(exec), cudaGraphDestroy(g), cudaFreeHost(pinned), cudaStreamDestroy(s);
+}
+
+// A thread-local capture refuses the capturing thread's synchronous calls (as a global one does) and
+// leaves other threads alone, as CUDA does.
+TEST(CudaEmu, ThreadLocalCaptureRefusesOnlyTheCapturingThread) {
+    cudaStream_t s;
+    CK(cudaStreamCreate(&s));
+    Dev<float> d(4);
+    float host[4] = {1, 2, 3, 4};
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    EXPECT_EQ(cudaMemcpy(d.p, host, 16, cudaMemcpyHostToDevice), cudaErrorStreamCaptureImplicit);
+    EXPECT_EQ(cudaGetLastError(), cudaErrorStreamCaptureImplicit);
+    void* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, 64), cudaErrorStreamCaptureUnsupported);
+    cudaGetLastError();
+    cudaError_t other = cudaErrorUnknown;
+    std::thread([&] { other = cudaMemcpy(d.p, host, 16, cudaMemcpyHostToDevice); }).join();
+    EXPECT_EQ(other, cudaSuccess);
+    cudaGraph_t g;
+    CK(cudaStreamEndCapture(s, &g));
+    CK(cudaMemcpy(d.p, host, 16, cudaMemcpyHostToDevice));  // allowed again after the capture
+    cudaGraphDestroy(g), cudaStreamDestroy(s);
+}
+
+// cudaGraphExecUpdate takes a re-captured graph's parameters when the nodes match (same types, same
+// kernels, in order) and refuses, leaving the executable graph as it was, when they do not.
+TEST(CudaEmu, GraphExecUpdateFollowsCudaRules) {
+    cudaStream_t s;
+    CK(cudaStreamCreate(&s));
+    const int n = 64;
+    Dev<float> d(n);
+    std::vector<float> ones(n, 1.f);
+    auto capture = [&](float a, bool extra_kernel, bool other_kernel) {
+        cudaGraph_t g = nullptr;
+        EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+        EXPECT_EQ(cudaMemcpyAsync(d.p, ones.data(), n * 4, cudaMemcpyHostToDevice, s), cudaSuccess);
+        const cudaError_t launched = other_kernel ? DG_LAUNCH(negate, 1, 64, 0, s, d.p, n)
+                                                  : DG_LAUNCH(axpb, 1, 64, 0, s, d.p, a, 0.f, n);
+        EXPECT_EQ(launched, cudaSuccess);
+        if (extra_kernel) {
+            EXPECT_EQ(DG_LAUNCH(axpb, 1, 64, 0, s, d.p, 1.f, 1.f, n), cudaSuccess);
+        }
+        EXPECT_EQ(cudaStreamEndCapture(s, &g), cudaSuccess);
+        return g;
+    };
+    cudaGraph_t g1 = capture(2.f, false, false);
+    cudaGraphExec_t exec;
+    CK(cudaGraphInstantiate(&exec, g1, 0));
+    CK(cudaGraphLaunch(exec, s));
+    EXPECT_EQ(d.get()[5], 2.f);
+    cudaGraph_t g2 = capture(5.f, false, false);  // new kernel argument: updated in place
+    cudaGraphExecUpdateResultInfo info{};
+    CK(cudaGraphExecUpdate(exec, g2, &info));
+    EXPECT_EQ(info.result, cudaGraphExecUpdateSuccess);
+    CK(cudaGraphLaunch(exec, s));
+    EXPECT_EQ(d.get()[5], 5.f);
+    cudaGraph_t g3 = capture(7.f, true, false);  // one more node: refused
+    EXPECT_EQ(cudaGraphExecUpdate(exec, g3, &info), cudaErrorGraphExecUpdateFailure);
+    EXPECT_EQ(cudaGetLastError(), cudaErrorGraphExecUpdateFailure);
+    EXPECT_EQ(info.result, cudaGraphExecUpdateErrorTopologyChanged);
+    cudaGraph_t g4 = capture(7.f, false, true);  // another kernel: refused
+    EXPECT_EQ(cudaGraphExecUpdate(exec, g4, &info), cudaErrorGraphExecUpdateFailure);
+    cudaGetLastError();
+    EXPECT_EQ(info.result, cudaGraphExecUpdateErrorFunctionChanged);
+    CK(cudaGraphLaunch(exec, s));  // still g2's parameters
+    EXPECT_EQ(d.get()[5], 5.f);
+    for (cudaGraph_t g : {g1, g2, g3, g4}) cudaGraphDestroy(g);
+    cudaGraphExecDestroy(exec), cudaStreamDestroy(s);
+}
+
 // The real fused decode kernel gives the same bits under every order; the fixture copy with the barrier
 // after the conv phase removed does not (warp 0 normalises q before warps 1-3 have written it).
 TEST(CudaEmu, SchedulePerturbationExposesAMissingBarrier) {
@@ -367,6 +490,54 @@ TEST(CudaEmu, Dp4aIsTheByteDotProduct) {
 // cublasGemmEx as deltagate calls it (engine/cuda/gemm.cu: op T × op N, bf16 or f32 in, f32 out, ldc
 // wider than m) and the other transposes, against a double loop over the same rounded inputs: fp32
 // accumulation of exact products, so the difference is bounded by k ulps of the sum of |products|.
+// The serving matmul's GEMM runs inside the decode step's graph (docs/cuda.md "The step"): the stand-in
+// issues cublasGemmEx on the handle's stream, so a capture on that stream records it (nothing runs until
+// the graph is launched), and a handle on another stream is not captured.
+TEST(CudaEmu, CublasGemmExIsCapturedOnItsStream) {
+    cublasHandle_t h = nullptr;
+    ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+    cudaStream_t st = nullptr, other = nullptr;
+    CK(cudaStreamCreate(&st));
+    CK(cudaStreamCreate(&other));
+    // C[2x2] = A[2x3] * B[3x2], column-major, no transposes.
+    const std::vector<float> A = {1, 2, 3, 4, 5, 6}, B = {1, 0, 1, 0, 1, 1};
+    Dev<float> dA(A), dB(B), dC(std::vector<float>(4, 7.f));
+    const float alpha = 1.f, beta = 0.f;
+    auto gemm = [&] {
+        return cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &alpha, dA.p, CUDA_R_32F, 2, dB.p, CUDA_R_32F, 3, &beta,
+                            dC.p, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    };
+    const std::vector<float> want = {1 + 5, 2 + 6, 3 + 5, 4 + 6};
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    ASSERT_EQ(cublasSetStream(h, st), CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(gemm(), CUBLAS_STATUS_SUCCESS);
+    cudaGraph_t g = nullptr;
+    CK(cudaStreamEndCapture(st, &g));
+    for (float v : dC.get()) ASSERT_EQ(v, 7.f);  // recorded, not run
+    cudaGraphExec_t exec = nullptr;
+    CK(cudaGraphInstantiate(&exec, g, 0));
+    emu::reset_counters();
+    CK(cudaGraphLaunch(exec, st));
+    CK(cudaStreamSynchronize(st));
+    EXPECT_EQ(dC.get(), want);
+    EXPECT_EQ(emu::counters().kernel_launches, 1);
+    // While `st` captures, a handle set to another stream runs its GEMM there, outside the capture.
+    dC.put(std::vector<float>(4, 7.f));
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+    ASSERT_EQ(cublasSetStream(h, other), CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(gemm(), CUBLAS_STATUS_SUCCESS);
+    cudaGraph_t g2 = nullptr;
+    CK(cudaStreamEndCapture(st, &g2));
+    CK(cudaStreamSynchronize(other));
+    EXPECT_EQ(dC.get(), want);
+    CK(cudaGraphExecDestroy(exec));
+    CK(cudaGraphDestroy(g));
+    CK(cudaGraphDestroy(g2));
+    EXPECT_EQ(cublasDestroy(h), CUBLAS_STATUS_SUCCESS);
+    CK(cudaStreamDestroy(st));
+    CK(cudaStreamDestroy(other));
+}
+
 TEST(CudaEmu, CublasGemmExMatchesAPlainLoop) {
     std::mt19937 rng(9);
     std::normal_distribution<float> nd;
