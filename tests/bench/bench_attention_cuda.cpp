@@ -27,21 +27,14 @@
 
 #include "engine/cuda/attention_geometry.h"
 #include "engine/cuda/ops.cuh"
+#include "tests/bench/cuda_bench_common.h"
 
 namespace {
 
 using dg::AttnDims;
 using dg::DType;
 namespace cuda = dg::cuda;
-
-#define CK(expr)                                                                                          \
-    do {                                                                                                  \
-        cudaError_t e_ = (expr);                                                                          \
-        if (e_ != cudaSuccess) {                                                                          \
-            std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-            std::exit(1);                                                                                 \
-        }                                                                                                 \
-    } while (0)
+using dg::bench::time_it;
 
 template <typename T>
 T* dalloc(size_t n) {
@@ -59,34 +52,7 @@ float* drandom(size_t n, float scale, uint32_t seed) {
     return p;
 }
 
-// Mean seconds per call of f over `reps` calls after one warm-up call.
-template <typename F>
-double time_it(int reps, F f) {
-    f();
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CK(cudaEventRecord(e0));
-    for (int i = 0; i < reps; ++i) f();
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    CK(cudaGetLastError());
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    return double(ms) / 1e3 / reps;
-}
-
-double copy_gbs(size_t bytes, int reps) {
-    uint8_t* a = dalloc<uint8_t>(bytes);
-    uint8_t* b = dalloc<uint8_t>(bytes);
-    CK(cudaMemset(a, 1, bytes));
-    const double s = time_it(reps, [&] { CK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice)); });
-    cudaFree(a);
-    cudaFree(b);
-    return 2.0 * double(bytes) / s / 1e9;
-}
+double copy_gbs(size_t bytes, int reps) { return dg::bench::copy_bytes_per_s(bytes, reps) / 1e9; }
 
 // A KV pool of `tokens` positions per sequence for `n_seqs` sequences (blocks in order), every row a
 // random vector in `type`, and the step's inputs.

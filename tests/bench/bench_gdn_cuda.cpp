@@ -20,20 +20,15 @@
 #include <cuda_runtime.h>
 
 #include "engine/cuda/ops.cuh"
+#include "tests/bench/cuda_bench_common.h"
 
 namespace {
 
 using dg::GdnDims;
 namespace cuda = dg::cuda;
-
-#define CK(expr)                                                                                          \
-    do {                                                                                                  \
-        cudaError_t e_ = (expr);                                                                          \
-        if (e_ != cudaSuccess) {                                                                          \
-            std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-            std::exit(1);                                                                                 \
-        }                                                                                                 \
-    } while (0)
+// Three untimed calls first, as this benchmark has always timed.
+template <typename F>
+double time_it(int reps, F f) { return dg::bench::time_it(reps, f, 3); }
 
 struct Dev {
     float* p = nullptr;
@@ -74,25 +69,6 @@ struct Layer {
                 cuda::GdnLayerState{states.p, conv_floats + s_floats, conv_floats}};
     }
 };
-
-// Mean seconds per call of f over `reps` calls after 3 warm-up calls.
-template <typename F>
-double time_it(int reps, F f) {
-    for (int i = 0; i < 3; ++i) f();
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CK(cudaEventRecord(e0));
-    for (int i = 0; i < reps; ++i) f();
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    CK(cudaGetLastError());
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    return double(ms) / 1e3 / reps;
-}
 
 std::vector<cuda::DevSeq> seqs_of(const std::vector<int32_t>& lens) {
     std::vector<cuda::DevSeq> s;

@@ -27,39 +27,14 @@
 #include <cuda_runtime.h>
 
 #include "engine/cuda/matmul.cuh"
+#include "tests/bench/cuda_bench_common.h"
 
 namespace {
 
 namespace cuda = dg::cuda;
+using dg::bench::time_it;
 using dg::DType;
 using dg::Matrix;
-
-#define CK(expr)                                                                                          \
-    do {                                                                                                  \
-        cudaError_t e_ = (expr);                                                                          \
-        if (e_ != cudaSuccess) {                                                                          \
-            std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-            std::exit(1);                                                                                 \
-        }                                                                                                 \
-    } while (0)
-
-// Seconds per call: one warm-up call, then `reps` calls between two events.
-double time_it(int reps, const std::function<void()>& f) {
-    f();
-    CK(cudaDeviceSynchronize());
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CK(cudaEventRecord(e0));
-    for (int i = 0; i < reps; ++i) f();
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    return ms / 1e3 / reps;
-}
 
 // A device matrix of `type`: 64 random rows quantised on the host, tiled to `rows`.
 struct DevMatrix {
@@ -99,18 +74,6 @@ struct DevF {
     }
     ~DevF() { cudaFree(p); }
 };
-
-// Device copy bandwidth: (read + write) bytes per second of a device->device cudaMemcpy.
-double copy_bandwidth(size_t bytes, int reps) {
-    void *a = nullptr, *b = nullptr;
-    CK(cudaMalloc(&a, bytes));
-    CK(cudaMalloc(&b, bytes));
-    CK(cudaMemset(a, 1, bytes));
-    const double s = time_it(reps, [&] { CK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice)); });
-    cudaFree(a);
-    cudaFree(b);
-    return 2.0 * double(bytes) / s;
-}
 
 struct Shape {
     std::string name;
@@ -214,7 +177,7 @@ int main(int argc, char** argv) {
     CK(cudaGetDeviceProperties(&p, 0));
     std::printf("# bench_matmul_cuda: %s%s, shape %s, %d reps\n", p.name, dg::cuda_emulated() ? " (CPU emulation: figures meaningless)" : "",
                 shape.c_str(), reps);
-    const double copy_bps = copy_bandwidth(tiny ? (size_t(4) << 20) : (size_t(1) << 30), reps);
+    const double copy_bps = dg::bench::copy_bytes_per_s(tiny ? (size_t(4) << 20) : (size_t(1) << 30), reps);
     std::printf("\ndevice copy bandwidth (cudaMemcpy D2D, read + write): %.0f GB/s\n", copy_bps / 1e9);
     std::vector<Shape> shapes;
     for (const char* pr : {"27b", "35b-a3b"})
