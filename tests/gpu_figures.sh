@@ -50,7 +50,7 @@ model() {  # $1 preset, $2 type: writes $MODELS/<preset>-<type>.gguf once
 } | tee "$OUT/figures.txt"
 
 if ! skipped bound && [ -x "$BUILD/tests/bench_matmul_cuda" ]; then
-  "$BUILD/tests/bench_matmul_cuda" 2>&1 | tee "$OUT/bench_matmul_cuda.txt" | grep -iE "copy|bandwidth" | head -3 | tee -a "$OUT/figures.txt"
+  "$BUILD/tests/bench_matmul_cuda" --shape copy 2>&1 | tee "$OUT/bench_copy.txt" | grep -i "bandwidth" | tee -a "$OUT/figures.txt"
 fi
 
 if ! skipped 27b; then

@@ -163,7 +163,8 @@ int main(int argc, char** argv) {
         if (!std::strcmp(argv[i], "--shape")) shape = argv[i + 1];
         else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
         else {
-            std::fprintf(stderr, "usage: bench_matmul_cuda [--shape 27b|35b-a3b|both|tiny] [--reps N]\n");
+            std::fprintf(stderr, "usage: bench_matmul_cuda [--shape 27b|35b-a3b|both|tiny|copy] [--reps N]\n"
+                                 "  --shape copy: only the device copy bandwidth (the bound other benchmarks cite)\n");
             return 2;
         }
     }
@@ -179,6 +180,7 @@ int main(int argc, char** argv) {
                 shape.c_str(), reps);
     const double copy_bps = dg::bench::copy_bytes_per_s(tiny ? (size_t(4) << 20) : (size_t(1) << 30), reps);
     std::printf("\ndevice copy bandwidth (cudaMemcpy D2D, read + write): %.0f GB/s\n", copy_bps / 1e9);
+    if (shape == "copy") return 0;
     std::vector<Shape> shapes;
     for (const char* pr : {"27b", "35b-a3b"})
         if (shape == pr || shape == "both") {
