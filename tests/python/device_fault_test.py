@@ -2,7 +2,7 @@
 """A CUDA device fault inside a real worker process: the request fails with a clear status, the worker
 stays up, turns its gRPC health NOT_SERVING and refuses new requests, and the front stops counting it
 healthy. The fault is injected by the CPU emulation of CUDA (DG_CUDA_EMU_FAULT_KERNEL, engine/cuda/emu):
-the first attention kernel reports an illegal address, sticky as on a GPU. Needs a deltagate built with
+the first attention kernel (the prefill K/V store) reports an illegal address, sticky as on a GPU. Needs a deltagate built with
 -DDELTAGATE_CUDA_EMU=ON (CTest registers it only there; tests/cmake/python_grpc.cmake)."""
 import os
 import time
@@ -18,7 +18,7 @@ class DeviceFault(unittest.TestCase):
         import health_pb2
         import health_pb2_grpc
         from deltagate.v1 import inference_pb2 as pb, inference_pb2_grpc
-        os.environ["DG_CUDA_EMU_FAULT_KERNEL"] = "attn_kernel"
+        os.environ["DG_CUDA_EMU_FAULT_KERNEL"] = "kv_write_kernel"
         # The emulated device is 1 GiB: a short context keeps the worker's plan inside it.
         worker = ["--backend", "cuda", "--max-seq-len", "1024", "--token-budget", "64"]
         with cluster.Cluster(ARGS.deltagate, ARGS.work + "/cluster", workers=1, worker_args=[worker]) as c:
