@@ -1,6 +1,6 @@
 // The CPU backend: host memory, and every op from engine/cpu/ops.h. Two flavours, fixed at creation:
-// "cpu-exact" (the oracle tests compare against) and "cpu" (serving: matmul_fast, the AVX-512 chunked
-// delta rule).
+// "cpu-exact" (the oracle tests compare against) and "cpu" (serving: matmul_fast, the AVX-512 conv, delta
+// rule and gated norm of gdn_fast.cpp, the AVX-512 attention rows).
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -27,7 +27,14 @@ public:
     void free(float* p) override { delete[] p; }
     void to_host(const float* src, float* dst, int64_t n) override { std::memcpy(dst, src, n * sizeof(float)); }
     void from_host(const float* src, float* dst, int64_t n) override { std::memcpy(dst, src, n * sizeof(float)); }
-    absl::Status prepare_weights(const ModelWeights&) override { return absl::OkStatus(); }
+    absl::Status prepare_weights(const ModelWeights& w) override {
+        conv_taps_.clear();
+        if (!exact_)
+            for (const auto& l : w.layers)
+                if (!l.is_attention)
+                    conv_taps_.push_back(cpu::conv_taps_major(l.gdn.conv_w.data(), w.config.conv_dim(), w.config.conv_kernel));
+        return absl::OkStatus();
+    }
 
     absl::Status init_caches(const ModelConfig& c, const CacheLayout& layout) override {
         layout_ = layout;
@@ -114,8 +121,8 @@ public:
     void gdn_mixer(const StepBatch& b, int32_t gdn_layer, const GdnDims& d, const GdnWeights& w, float eps,
                    float* qkv, const float* z, const float* bp, const float* ap, float* o) override {
         StateCtx ctx{this, gdn_layer};
-        cpu::gdn_mixer(b, d, w, eps, qkv, z, bp, ap, o, &StateCtx::get, &ctx,
-                       /*fast=*/!exact_);
+        cpu::gdn_mixer(b, d, w, eps, qkv, z, bp, ap, o, &StateCtx::get, &ctx, /*fast=*/!exact_,
+                       gdn_layer < int32_t(conv_taps_.size()) ? conv_taps_[gdn_layer].data() : nullptr);
     }
 
     void attention(const StepBatch& b, int32_t attn_layer, const AttnDims& d, const AttnWeights& w, float eps,
@@ -156,6 +163,7 @@ private:
     int64_t kv_row_bytes_ = 0, n_kv_heads_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
     std::vector<KvStore> kv_;
     std::vector<float> states_;  // [slot][gdn layer][conv (K-1)*C | S Hv*dk*dv]
+    std::vector<std::vector<float>> conv_taps_;  // per GDN layer, the fast conv's taps [K][conv_dim]
 };
 
 }  // namespace

@@ -151,12 +151,17 @@ void gdn_chunked_head(const float* q, const float* k, const float* v, GdnStrides
 
 void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float eps, float* qkv, const float* z,
                const float* bproj, const float* aproj, float* o, GdnState (*state_of)(void*, int32_t), void* ctx,
-               bool fast) {
+               bool fast, const float* conv_w_k_c) {
     const int32_t n = b.n_tokens();
     const int64_t C = d.conv_dim, Hk = d.Hk, Hv = d.Hv, dk = d.dk, dv = d.dv, qk = Hk * dk;
-    for (const SeqSlice& s : b.seqs)
-        (fast ? gdn_conv_fast : gdn_conv)(qkv + int64_t(s.begin) * C, s.len, d, w.conv_w.data(),
-                                          state_of(ctx, s.state_slot).conv);
+    std::vector<float> taps;
+    if (fast && !conv_w_k_c) conv_w_k_c = (taps = conv_taps_major(w.conv_w.data(), C, d.K)).data();
+    for (const SeqSlice& s : b.seqs) {
+        float* u = qkv + int64_t(s.begin) * C;
+        float* conv_state = state_of(ctx, s.state_slot).conv;
+        if (fast) gdn_conv_fast(u, s.len, d, w.conv_w.data(), conv_w_k_c, conv_state);
+        else gdn_conv(u, s.len, d, w.conv_w.data(), conv_state);
+    }
 
     // L2-normalise q and k per key head; q also scaled by dk^-1/2.
     const float qscale = 1.f / std::sqrt(float(dk));
@@ -194,21 +199,25 @@ void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float 
             const float* bh = beta_hn.data() + h * n + s.begin;
             const GdnStrides st{C, Hv * dv};
             if (s.len == 1)
-                gdn_recurrent_head(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
+                (fast ? gdn_recurrent_head_fast : gdn_recurrent_head)(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
             else
                 (fast ? gdn_chunked_head_fast : gdn_chunked_head)(qh, kk, vh, st, gh, bh, s.len, dk, dv, S, oh);
         }
     });
 
-    // Gated RMSNorm per head: o / rms(o) * norm_w * SiLU(z) (plain weight, not 1+w).
-    parallel_for(int64_t(n) * Hv, [&](int64_t r0, int64_t r1) {
+    (fast ? gdn_gated_rmsnorm_fast : gdn_gated_rmsnorm)(o, z, int64_t(n) * Hv, dv, w.norm_w.data(), eps);
+}
+
+void gdn_gated_rmsnorm(float* o_rows_dv, const float* z_rows_dv, int64_t rows, int64_t dv, const float* norm_w,
+                       float eps) {
+    parallel_for(rows, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
-            float* x = o + r * dv;
-            const float* zr = z + r * dv;
+            float* x = o_rows_dv + r * dv;
+            const float* zr = z_rows_dv + r * dv;
             float ss = 0.f;
             for (int64_t j = 0; j < dv; ++j) ss += x[j] * x[j];
             const float inv = 1.f / std::sqrt(ss / float(dv) + eps);
-            for (int64_t j = 0; j < dv; ++j) x[j] = x[j] * inv * w.norm_w[j] * silu(zr[j]);
+            for (int64_t j = 0; j < dv; ++j) x[j] = x[j] * inv * norm_w[j] * silu(zr[j]);
         }
     }, 64);
 }

@@ -1,4 +1,5 @@
-// The fast backend's chunked delta rule (ops.h gdn_chunked_head_fast): the same WY/UT math as
+// The fast backend's delta rule (ops.h gdn_chunked_head_fast, gdn_recurrent_head_fast) and gated norm.
+// The chunked form: the same WY/UT math as
 // gdn_chunked_head (gdn.cpp, the oracle), written as small matrix products for AVX-512 so that a 64-token
 // chunk's ~4 M multiply-adds per head run at vector speed. The oracle's loops are kept for the oracle:
 // their dots are serial scalar sums (bit-exact with the CUDA twin's tests), ~3x the cost of a prefill's
@@ -150,18 +151,15 @@ void chunked_avx512(const float* q, const float* k, const float* v, GdnStrides s
     }
 }
 
-void conv_avx512(float* u, int32_t len, int64_t C, int64_t K, const float* conv_w, float* conv_state) {
+// w: the taps transposed, [j][c], so one load gives 16 channels' tap j.
+void conv_avx512(float* u, int32_t len, int64_t C, int64_t K, const float* w, float* conv_state) {
     const int64_t P = K - 1;
-    thread_local std::vector<float> tail, wT;
+    thread_local std::vector<float> tail;
     tail.resize(P * C);
     for (int64_t j = 0; j < P; ++j) {
         const int64_t src = len - P + j;
         std::memcpy(tail.data() + j * C, src >= 0 ? u + src * C : conv_state + (P + src) * C, C * sizeof(float));
     }
-    wT.resize(K * C);  // taps transposed: [j][c], 16 channels per load
-    for (int64_t c = 0; c < C; ++c)
-        for (int64_t j = 0; j < K; ++j) wT[j * C + c] = conv_w[c * K + j];
-    const float* w = wT.data();
     parallel_for(C / 16, [&](int64_t b0, int64_t b1) {
         for (int64_t t = len - 1; t >= 0; --t)  // downwards: row t is overwritten after every later row read it
             for (int64_t c = b0 * 16; c < b1 * 16; c += 16) {
@@ -177,13 +175,91 @@ void conv_avx512(float* u, int32_t len, int64_t C, int64_t K, const float* conv_
     std::memcpy(conv_state, tail.data(), P * C * sizeof(float));
 }
 
+// Decode's recurrent form, one head: two passes over S where the oracle makes four (decay, kᵀS, update,
+// qᵀS). mem = decay·(kᵀS) only reads S; S' = decay·S + k·deltaᵀ and o = qᵀS' share one read-modify-write
+// pass. Every term is per column j, so column blocks of 16·NB lanes run independently, NB accumulator
+// chains each (8 for dv = 128: enough to cover the FMA latency in the kᵀS pass).
+template <int NB>
+void recurrent_avx512(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
+                      const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o) {
+    for (int32_t t = 0; t < len; ++t) {
+        const float* qt = q + t * stride.qkv;
+        const float* kt = k + t * stride.qkv;
+        const float* vt = v + t * stride.qkv;
+        float* ot = o + t * stride.o;
+        const __m512 decay = _mm512_set1_ps(std::exp(g[t])), b = _mm512_set1_ps(beta[t]);
+        for (int64_t j0 = 0; j0 < dv; j0 += 16 * NB) {
+            __m512 mem[NB], delta[NB], acc[NB];
+            for (int c = 0; c < NB; ++c) mem[c] = acc[c] = _mm512_setzero_ps();
+            for (int64_t i = 0; i < dk; ++i) {
+                const __m512 ki = _mm512_set1_ps(kt[i]);
+                const float* Si = S + i * dv + j0;
+                for (int c = 0; c < NB; ++c) mem[c] = _mm512_fmadd_ps(_mm512_loadu_ps(Si + 16 * c), ki, mem[c]);
+            }
+            for (int c = 0; c < NB; ++c)
+                delta[c] = _mm512_mul_ps(b, _mm512_fnmadd_ps(decay, mem[c], _mm512_loadu_ps(vt + j0 + 16 * c)));
+            for (int64_t i = 0; i < dk; ++i) {
+                const __m512 ki = _mm512_set1_ps(kt[i]), qi = _mm512_set1_ps(qt[i]);
+                float* Si = S + i * dv + j0;
+                for (int c = 0; c < NB; ++c) {
+                    const __m512 s = _mm512_fmadd_ps(ki, delta[c], _mm512_mul_ps(decay, _mm512_loadu_ps(Si + 16 * c)));
+                    _mm512_storeu_ps(Si + 16 * c, s);
+                    acc[c] = _mm512_fmadd_ps(qi, s, acc[c]);
+                }
+            }
+            for (int c = 0; c < NB; ++c) _mm512_storeu_ps(ot + j0 + 16 * c, acc[c]);
+        }
+    }
+}
+
+void gated_rmsnorm_avx512(float* o, const float* z, int64_t rows, int64_t dv, const float* norm_w, float eps) {
+    for (int64_t r = 0; r < rows; ++r) {
+        float* x = o + r * dv;
+        const float* zr = z + r * dv;
+        __m512 ss = _mm512_setzero_ps();
+        for (int64_t j = 0; j < dv; j += 16) ss = _mm512_fmadd_ps(_mm512_loadu_ps(x + j), _mm512_loadu_ps(x + j), ss);
+        const __m512 inv = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(ss) / float(dv) + eps));
+        for (int64_t j = 0; j < dv; j += 16) {
+            const __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + j), inv), _mm512_loadu_ps(norm_w + j));
+            _mm512_storeu_ps(x + j, _mm512_mul_ps(y, silu512(_mm512_loadu_ps(zr + j))));
+        }
+    }
+}
+
 }  // namespace
 #pragma GCC pop_options
 
-void gdn_conv_fast(float* u, int32_t len, const GdnDims& d, const float* conv_w, float* conv_state) {
+std::vector<float> conv_taps_major(const float* conv_w_c_k, int64_t C, int64_t K) {
+    std::vector<float> w_k_c(size_t(K * C));
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t j = 0; j < K; ++j) w_k_c[size_t(j * C + c)] = conv_w_c_k[c * K + j];
+    return w_k_c;
+}
+
+void gdn_conv_fast(float* u, int32_t len, const GdnDims& d, const float* conv_w_c_k, const float* conv_w_k_c,
+                   float* conv_state) {
     if (best_quant_isa() != QuantIsa::kAvx512Vnni || d.conv_dim % 16 != 0)
-        return gdn_conv(u, len, d, conv_w, conv_state);
-    conv_avx512(u, len, d.conv_dim, d.K, conv_w, conv_state);
+        return gdn_conv(u, len, d, conv_w_c_k, conv_state);
+    conv_avx512(u, len, d.conv_dim, d.K, conv_w_k_c, conv_state);
+}
+
+void gdn_recurrent_head_fast(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
+                             const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o) {
+    if (best_quant_isa() != QuantIsa::kAvx512Vnni || dv % 16 != 0)
+        return gdn_recurrent_head(q, k, v, stride, g, beta, len, dk, dv, S, o);
+    if (dv % 128 == 0) return recurrent_avx512<8>(q, k, v, stride, g, beta, len, dk, dv, S, o);
+    if (dv % 64 == 0) return recurrent_avx512<4>(q, k, v, stride, g, beta, len, dk, dv, S, o);
+    if (dv % 32 == 0) return recurrent_avx512<2>(q, k, v, stride, g, beta, len, dk, dv, S, o);
+    recurrent_avx512<1>(q, k, v, stride, g, beta, len, dk, dv, S, o);
+}
+
+void gdn_gated_rmsnorm_fast(float* o_rows_dv, const float* z_rows_dv, int64_t rows, int64_t dv, const float* norm_w,
+                            float eps) {
+    if (best_quant_isa() != QuantIsa::kAvx512Vnni || dv % 16 != 0)
+        return gdn_gated_rmsnorm(o_rows_dv, z_rows_dv, rows, dv, norm_w, eps);
+    parallel_for(rows, [&](int64_t r0, int64_t r1) {
+        gated_rmsnorm_avx512(o_rows_dv + r0 * dv, z_rows_dv + r0 * dv, r1 - r0, dv, norm_w, eps);
+    }, 64);
 }
 
 void gdn_chunked_head_fast(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "engine/backend.h"
 
@@ -30,8 +31,12 @@ struct GdnState {
 
 // Causal depthwise conv + SiLU over a sequence's `len` rows of qkv (in place), updating conv state.
 void gdn_conv(float* qkv_len_c, int32_t len, const GdnDims& d, const float* conv_w, float* conv_state);
-// The same for the fast backend (gdn_fast.cpp): 16 channels per AVX-512 vector, exp512's SiLU.
-void gdn_conv_fast(float* qkv_len_c, int32_t len, const GdnDims& d, const float* conv_w, float* conv_state);
+// The same for the fast backend (gdn_fast.cpp): 16 channels per AVX-512 vector, exp512's SiLU. It reads
+// the taps transposed (conv_w_k_c = conv_taps_major(conv_w_c_k)), made once per layer by the backend, not
+// per call (transposing them took a tenth of the mixer's decode time); the oracle's where the CPU lacks AVX-512.
+void gdn_conv_fast(float* qkv_len_c, int32_t len, const GdnDims& d, const float* conv_w_c_k, const float* conv_w_k_c,
+                   float* conv_state);
+std::vector<float> conv_taps_major(const float* conv_w_c_k, int64_t C, int64_t K);
 // Delta rule for one value head over `len` tokens. Token t's q, k, v are at q + t*stride.qkv (q, k
 // already L2-normed, q scaled) and its output at o + t*stride.o; g (log decay) and beta per token,
 // contiguous. S: [dk][dv], updated in place.
@@ -50,10 +55,24 @@ constexpr int32_t kGdnChunk = 64;
 void gdn_chunked_head_fast(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
                            const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
 
-// fast: the fast backend's conv and chunked form (gdn_conv_fast, gdn_chunked_head_fast) instead of the oracle's.
+// The fast backend's recurrent form (gdn_fast.cpp): two AVX-512 passes over S instead of four, another
+// summation order; gdn_recurrent_head itself where the CPU lacks AVX-512 or dv is not a multiple of 16.
+void gdn_recurrent_head_fast(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
+                             const float* beta, int32_t len, int64_t dk, int64_t dv, float* S, float* o);
+// Gated RMSNorm of the mixer's output rows, in place: o / rms(o) * norm_w * SiLU(z) (plain weight, not 1+w).
+void gdn_gated_rmsnorm(float* o_rows_dv, const float* z_rows_dv, int64_t rows, int64_t dv, const float* norm_w,
+                       float eps);
+// The same with exp512's SiLU (gdn_fast.cpp).
+void gdn_gated_rmsnorm_fast(float* o_rows_dv, const float* z_rows_dv, int64_t rows, int64_t dv, const float* norm_w,
+                            float eps);
+
+// fast: the fast backend's conv, recurrent and chunked forms and gated norm (the _fast functions above)
+// instead of the oracle's.
+// conv_w_k_c: the fast conv's transposed taps (conv_taps_major); with fast and none given, made here.
 void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float eps, float* qkv_n_c,
                const float* z_n_v, const float* b_n_hv, const float* a_n_hv, float* o_n_v,
-               GdnState (*state_of)(void* ctx, int32_t slot), void* ctx, bool fast = false);
+               GdnState (*state_of)(void* ctx, int32_t slot), void* ctx, bool fast = false,
+               const float* conv_w_k_c = nullptr);
 
 // KV storage of one attention layer: rows of hd elements in `type`, [block][token in block][kv head].
 struct KvLayer {

@@ -1,6 +1,7 @@
 // The fast backend's elementwise replacements against the oracle's ops: gdn_conv_fast (AVX-512 conv +
 // SiLU with exp512) against gdn_conv, swiglu_fast against swiglu, and exp512 itself against std::exp
-// over the whole range the model feeds it (underflow to 0 and overflow to inf included), and the fast
+// over the whole range the model feeds it (underflow to 0 and overflow to inf included), the mixer's gated
+// RMSNorm (gdn_gated_rmsnorm_fast) against gdn_gated_rmsnorm, and the fast
 // attention (AVX-512 softmax rows, attention_row.h) against the oracle's scalar loops.
 #include <gtest/gtest.h>
 
@@ -59,7 +60,8 @@ TEST(CpuFastOps, ConvAndSwigluAgainstTheOracle) {
         for (auto& e : u) e = nd(rng);
         std::vector<float> ue = u, uf = u;
         cpu::gdn_conv(ue.data(), len, d, w.data(), st_exact.data());
-        cpu::gdn_conv_fast(uf.data(), len, d, w.data(), st_fast.data());
+        cpu::gdn_conv_fast(uf.data(), len, d, w.data(), cpu::conv_taps_major(w.data(), d.conv_dim, d.K).data(),
+                           st_fast.data());
         for (size_t i = 0; i < ue.size(); ++i) worst = std::max(worst, double(std::fabs(uf[i] - ue[i])));
         ASSERT_EQ(st_fast, st_exact) << "len " << len;  // the state is a copy of inputs: exact
     }
@@ -76,6 +78,25 @@ TEST(CpuFastOps, ConvAndSwigluAgainstTheOracle) {
     for (size_t i = 0; i < ye.size(); ++i) worst_s = std::max(worst_s, double(std::fabs(yf[i] - ye[i])) / (1e-3 + std::fabs(ye[i])));
     std::printf("swiglu_fast vs swiglu: worst relative error %.2e\n", worst_s);
     EXPECT_LT(worst_s, 2e-6);
+}
+
+TEST(CpuFastOps, GatedRmsnormAgainstTheOracle) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd;
+    for (int64_t dv : {128, 24}) {  // 24: the fast form falls back to the oracle's
+        const int64_t rows = 100;   // more than parallel_for's chunk of 64: both threads' ranges
+        std::vector<float> o(rows * dv), z(rows * dv), w(dv);
+        for (auto& e : o) e = 3.f * nd(rng);
+        for (auto& e : z) e = 4.f * nd(rng);
+        for (auto& e : w) e = 1.f + 0.2f * nd(rng);
+        std::vector<float> oe = o, of = o;
+        cpu::gdn_gated_rmsnorm(oe.data(), z.data(), rows, dv, w.data(), 1e-6f);
+        cpu::gdn_gated_rmsnorm_fast(of.data(), z.data(), rows, dv, w.data(), 1e-6f);
+        double worst = 0;
+        for (size_t i = 0; i < oe.size(); ++i) worst = std::max(worst, double(std::fabs(of[i] - oe[i])) / (1e-3 + std::fabs(oe[i])));
+        std::printf("gdn_gated_rmsnorm_fast vs the oracle (dv %ld): worst relative error %.2e\n", long(dv), worst);
+        EXPECT_LT(worst, 2e-6) << "dv " << dv;
+    }
 }
 
 // Two sequences in one step (a 37-token prefill on 20 cached tokens, and one decode token at position 70),

@@ -1,6 +1,7 @@
 // The two forms of the gated delta rule (recurrent for decode, chunked WY/UT for prefill) agree on
 // random inputs: lengths around the chunk size, slow to fast decay, zero and non-zero initial state.
-// The fast backend's chunked form (gdn_chunked_head_fast) is held to the same bounds.
+// The fast backend's chunked and recurrent forms (gdn_chunked_head_fast, gdn_recurrent_head_fast) are held
+// to the same bounds.
 // Also checked against a third, explicit-matrix form S = a(I - b k kᵀ)S + b k vᵀ written independently.
 #include <gtest/gtest.h>
 
@@ -73,9 +74,9 @@ class GdnFormsTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(GdnFormsTest, RecurrentChunkedAndExplicitAgree) {
     const Case c = GetParam();
-    // {16, 24}: the fast form falls back to the oracle's (dv not a multiple of 16); the others run its
-    // AVX-512 products where the CPU has them.
-    for (auto [dk, dv] : {std::pair<int64_t, int64_t>{16, 24}, {32, 32}, {16, 48}}) {
+    // {16, 24}: the fast forms fall back to the oracle's (dv not a multiple of 16); the others run their
+    // AVX-512 code where the CPU has it ({64, 128}: the model's dv, the recurrent form's widest blocks).
+    for (auto [dk, dv] : {std::pair<int64_t, int64_t>{16, 24}, {32, 32}, {16, 48}, {64, 128}}) {
         Inputs in = make(c.len, dk, dv, c.gmin, c.gmax, c.state, 1234 + c.len);
         // Rows laid out as the mixer's conv output: [q (dk) | k (dk) | v (dv)] per token.
         const int64_t row = 2 * dk + dv;
@@ -86,13 +87,16 @@ TEST_P(GdnFormsTest, RecurrentChunkedAndExplicitAgree) {
             std::copy_n(&in.v[t * dv], dv, &qkv[t * row + 2 * dk]);
         }
         const cpu::GdnStrides st{row, dv};
-        std::vector<float> S1 = in.S0, S2 = in.S0, S3 = in.S0, o1(c.len * dv), o2(c.len * dv), o3(c.len * dv);
+        std::vector<float> S1 = in.S0, S2 = in.S0, S3 = in.S0, S4 = in.S0;
+        std::vector<float> o1(c.len * dv), o2(c.len * dv), o3(c.len * dv), o4(c.len * dv);
         cpu::gdn_recurrent_head(&qkv[0], &qkv[dk], &qkv[2 * dk], st, in.g.data(), in.beta.data(), c.len, dk, dv,
                                 S1.data(), o1.data());
         cpu::gdn_chunked_head(&qkv[0], &qkv[dk], &qkv[2 * dk], st, in.g.data(), in.beta.data(), c.len, dk, dv,
                               S2.data(), o2.data());
         cpu::gdn_chunked_head_fast(&qkv[0], &qkv[dk], &qkv[2 * dk], st, in.g.data(), in.beta.data(), c.len, dk, dv,
                                    S3.data(), o3.data());
+        cpu::gdn_recurrent_head_fast(&qkv[0], &qkv[dk], &qkv[2 * dk], st, in.g.data(), in.beta.data(), c.len, dk, dv,
+                                     S4.data(), o4.data());
         std::vector<double> Se, oe;
         explicit_form(in, Se, oe);
         double max_o = 0, max_s = 0, scale = 1e-6;
@@ -101,14 +105,16 @@ TEST_P(GdnFormsTest, RecurrentChunkedAndExplicitAgree) {
             max_o = std::max(max_o, std::abs(o1[i] - oe[i]));
             max_o = std::max(max_o, std::abs(o2[i] - oe[i]));
             max_o = std::max(max_o, std::abs(o3[i] - oe[i]));
+            max_o = std::max(max_o, std::abs(o4[i] - oe[i]));
         }
         for (size_t i = 0; i < Se.size(); ++i) {
             max_s = std::max(max_s, std::abs(S1[i] - Se[i]));
             max_s = std::max(max_s, std::abs(S2[i] - Se[i]));
             max_s = std::max(max_s, std::abs(S3[i] - Se[i]));
+            max_s = std::max(max_s, std::abs(S4[i] - Se[i]));
         }
         // std::max drops NaNs: check them separately.
-        for (const auto* x : {&o1, &o2, &o3, &S1, &S2, &S3})
+        for (const auto* x : {&o1, &o2, &o3, &o4, &S1, &S2, &S3, &S4})
             for (float e : *x) ASSERT_TRUE(std::isfinite(e)) << "len " << c.len << " dk " << dk;
         EXPECT_LT(max_o / scale, 2e-5) << "len " << c.len << " dk " << dk;
         EXPECT_LT(max_s, 2e-5) << "len " << c.len << " dk " << dk;
