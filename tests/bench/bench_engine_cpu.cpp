@@ -5,6 +5,7 @@
 //
 //   bench_engine_cpu [--presets tiny,0.8b] [--type f32|f16|bf16|q8_0|q4_k_m,...] [--backends cpu-exact,cpu]
 //                    [--prefill N] [--decode N] [--repeat N] [--peer PATH/llama-bench] [--peer-reps N]
+//                    [--rounds N]
 // --type and --backends take lists: one row per preset x type x backend, so the exact oracle
 // (cpu-exact) and the serving path (cpu: quantised activations for quantised weights) are measured in
 // one run on the same files.
@@ -14,6 +15,9 @@
 // of it) on the same GGUF file, with the same thread count and token counts (-p prefill -n decode -t
 // threads -r peer-reps -o json), and prints a second table with both side by side: the peer's best
 // sample (comparable with our best of --repeat) and its mean.
+// --rounds N measures every row N times, ours and then the peer's per row in each round, so the two run
+// minutes apart at most: on a shared VM whose bandwidth drifts by 10-30% over minutes, only ratios from
+// the same round compare. With a peer, a last table gives each row's median ratio over the rounds.
 // Models are written once to $TMPDIR/deltagate-bench/<preset>-<type>.gguf by the same exporter as
 // `deltagate make-model`.
 #include <algorithm>
@@ -171,13 +175,77 @@ PeerRun run_peer(const std::string& peer, const std::string& model, int64_t n_pr
 struct Row {
     std::string preset, type, backend, file;
     double weight_gb, pre_tps, dec_tps, bound;
+    int round;
 };
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n == 0 ? 0.0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Our row: the prefill and decode of `file` on `kind`, best of n_repeat, printed as a line of the first
+// table. The runner (and its memory) is gone when this returns, before the peer runs.
+bool measure_ours(const std::string& file, dg::BackendKind kind, const dg::ModelConfig& cfg, absl::string_view preset,
+                  const std::string& type, absl::string_view backend, int round, int64_t n_prefill, int64_t n_decode,
+                  int64_t n_repeat, Row* row) {
+    dg::RunnerOptions ro;
+    ro.max_seqs = 1;
+    ro.max_tokens_per_seq = n_prefill + n_decode + 1;
+    ro.prefill_chunk = int32_t(n_prefill);
+    auto r = dg::Runner::open(file, kind, ro);
+    if (!r.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(r.status().message()).c_str());
+        return false;
+    }
+    dg::Runner& run = **r;
+    const dg::ModelWeights& w = run.model().weights();
+    std::vector<int32_t> prompt;
+    for (int64_t i = 0; i < n_prefill; ++i) prompt.push_back(int32_t((i * 7919 + 13) % cfg.vocab_size));
+    double t_prefill = 1e30, t_decode = 1e30;
+    for (int64_t rep = 0; rep < std::max<int64_t>(1, n_repeat); ++rep) {
+        auto seq = run.new_sequence();
+        if (!seq.ok()) {
+            std::fprintf(stderr, "%s\n", std::string(seq.status().message()).c_str());
+            return false;
+        }
+        auto t0 = Clock::now();
+        auto l = run.feed(*seq, prompt, false);
+        t_prefill = std::min(t_prefill, seconds_since(t0));
+        t0 = Clock::now();
+        for (int64_t i = 0; i < n_decode && l.ok(); ++i) l = run.feed(*seq, std::vector<int32_t>{int32_t(i % 100)}, false);
+        t_decode = std::min(t_decode, seconds_since(t0));
+        if (!l.ok()) {
+            std::fprintf(stderr, "%s\n", std::string(l.status().message()).c_str());
+            return false;
+        }
+        run.release(*seq);
+    }
+    // Bytes one decode step must read: all matrices except the embedding table (one row of it),
+    // the GDN state read and written, and the KV of the attention layers at the average depth.
+    const double weight_bytes = double(w.total_bytes()) - (w.lm_head.data == w.embed.data ? 0.0 : double(w.embed.rows) * w.embed.row_bytes);
+    const double kv_bytes = double(cfg.n_attention_layers()) * 2 * cfg.n_kv_heads * cfg.head_dim * 2.0 /*f16*/ *
+                            (double(n_prefill) + n_decode / 2.0);
+    const double bytes = weight_bytes + 2.0 * double(cfg.state_bytes_per_seq()) + kv_bytes;
+    const double dec_tps = n_decode / t_decode, pre_tps = n_prefill / t_prefill;
+    // Prefill computes the logits of the last token only: lm_head once, the rest per token.
+    const double lm_flops = 2.0 * double(w.lm_head.rows) * double(w.lm_head.cols);
+    const double prefill_flops = double(n_prefill) * (matmul_flops_per_token(w) - lm_flops) + lm_flops;
+    const double bw = read_gbs(bytes);  // a buffer of the decode step's size
+    const double bound = bw * 1e9 / bytes;
+    std::printf("| %d | %s | %s %.2f GB | %s | %.1f | %.1f | %.2f | %.2f | %.1f | %.1f | %.0f%% |\n", round,
+                std::string(preset).c_str(), type.c_str(), weight_bytes / 1e9, std::string(backend).c_str(), pre_tps,
+                prefill_flops / t_prefill / 1e9, dec_tps, dec_tps * bytes / 1e9, bw, bound, 100.0 * dec_tps / bound);
+    std::fflush(stdout);
+    *row = Row{std::string(preset), type, std::string(backend), file, weight_bytes / 1e9, pre_tps, dec_tps, bound, round};
+    return true;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
     std::string presets = "tiny,0.8b", types = "f32", backends = "cpu";
-    int64_t n_prefill = 128, n_decode = 32, n_repeat = 1, peer_reps = 5;
+    int64_t n_prefill = 128, n_decode = 32, n_repeat = 1, peer_reps = 5, n_rounds = 1;
     std::string peer;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string k = argv[i], v = argv[i + 1];
@@ -189,6 +257,7 @@ int main(int argc, char** argv) {
         else if (k == "--repeat") (void)absl::SimpleAtoi(v, &n_repeat);
         else if (k == "--peer") peer = v;
         else if (k == "--peer-reps") (void)absl::SimpleAtoi(v, &peer_reps);
+        else if (k == "--rounds") (void)absl::SimpleAtoi(v, &n_rounds);
         else {
             std::fprintf(stderr, "unknown flag %s\n", k.c_str());
             return 2;
@@ -196,18 +265,19 @@ int main(int argc, char** argv) {
     }
     std::printf("machine: %d threads, read bandwidth %.1f GB/s (512 MiB buffer)\n\n", dg::cpu::num_threads(),
                 read_gbs(512.0 * (1 << 20)));
-    std::printf("| model | weights | backend | prefill tok/s (%lld tok) | prefill GFLOP/s | decode tok/s | decode GB/s | read GB/s | decode bound tok/s | %% of bound |\n",
+    std::printf("| round | model | weights | backend | prefill tok/s (%lld tok) | prefill GFLOP/s | decode tok/s | decode GB/s | read GB/s | decode bound tok/s | %% of bound |\n",
                 (long long)n_prefill);
-    std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     namespace fs = std::filesystem;
     if (!peer.empty() && !fs::exists(peer)) {
         std::fprintf(stderr, "--peer %s: no such file\n", peer.c_str());
         return 2;
     }
     std::vector<Row> rows;
-    std::map<std::string, PeerRun> peer_runs;  // by model file
+    std::vector<PeerRun> peer_runs;  // rows[i]'s peer run, in the same round
     const fs::path dir = fs::temp_directory_path() / "deltagate-bench";
     fs::create_directories(dir);
+    for (int round = 1; round <= std::max<int64_t>(1, n_rounds); ++round)
     for (absl::string_view preset : absl::StrSplit(presets, ','))
     for (absl::string_view type_sv : absl::StrSplit(types, ','))
     for (absl::string_view backend : absl::StrSplit(backends, ',')) {
@@ -233,76 +303,48 @@ int main(int argc, char** argv) {
                 return 1;
             }
         }
-        dg::RunnerOptions ro;
-        ro.max_seqs = 1;
-        ro.max_tokens_per_seq = n_prefill + n_decode + 1;
-        ro.prefill_chunk = int32_t(n_prefill);
-        auto r = dg::Runner::open(file.string(), *kind, ro);
-        if (!r.ok()) {
-            std::fprintf(stderr, "%s\n", std::string(r.status().message()).c_str());
+        Row row;
+        if (!measure_ours(file.string(), *kind, *cfg, preset, type, backend, round, n_prefill, n_decode, n_repeat, &row))
             return 1;
-        }
-        dg::Runner& run = **r;
-        const dg::ModelWeights& w = run.model().weights();
-        std::vector<int32_t> prompt;
-        for (int64_t i = 0; i < n_prefill; ++i) prompt.push_back(int32_t((i * 7919 + 13) % cfg->vocab_size));
-        double t_prefill = 1e30, t_decode = 1e30;
-        for (int64_t rep = 0; rep < std::max<int64_t>(1, n_repeat); ++rep) {
-            auto seq = run.new_sequence();
-            if (!seq.ok()) {
-                std::fprintf(stderr, "%s\n", std::string(seq.status().message()).c_str());
-                return 1;
-            }
-            auto t0 = Clock::now();
-            auto l = run.feed(*seq, prompt, false);
-            t_prefill = std::min(t_prefill, seconds_since(t0));
-            t0 = Clock::now();
-            for (int64_t i = 0; i < n_decode && l.ok(); ++i) l = run.feed(*seq, std::vector<int32_t>{int32_t(i % 100)}, false);
-            t_decode = std::min(t_decode, seconds_since(t0));
-            if (!l.ok()) {
-                std::fprintf(stderr, "%s\n", std::string(l.status().message()).c_str());
-                return 1;
-            }
-            run.release(*seq);
-        }
-        // Bytes one decode step must read: all matrices except the embedding table (one row of it),
-        // the GDN state read and written, and the KV of the attention layers at the average depth.
-        const double weight_bytes = double(w.total_bytes()) - (w.lm_head.data == w.embed.data ? 0.0 : double(w.embed.rows) * w.embed.row_bytes);
-        const double kv_bytes = double(cfg->n_attention_layers()) * 2 * cfg->n_kv_heads * cfg->head_dim * 2.0 /*f16*/ *
-                                (double(n_prefill) + n_decode / 2.0);
-        const double bytes = weight_bytes + 2.0 * double(cfg->state_bytes_per_seq()) + kv_bytes;
-        const double dec_tps = n_decode / t_decode, pre_tps = n_prefill / t_prefill;
-        // Prefill computes the logits of the last token only: lm_head once, the rest per token.
-        const double lm_flops = 2.0 * double(w.lm_head.rows) * double(w.lm_head.cols);
-        const double prefill_flops = double(n_prefill) * (matmul_flops_per_token(w) - lm_flops) + lm_flops;
-        const double bw = read_gbs(bytes);  // a buffer of the decode step's size
-        const double bound = bw * 1e9 / bytes;
-        std::printf("| %s | %s %.2f GB | %s | %.1f | %.1f | %.2f | %.2f | %.1f | %.1f | %.0f%% |\n", std::string(preset).c_str(),
-                    type.c_str(), weight_bytes / 1e9, std::string(backend).c_str(), pre_tps, prefill_flops / t_prefill / 1e9, dec_tps,
-                    dec_tps * bytes / 1e9, bw, bound, 100.0 * dec_tps / bound);
-        std::fflush(stdout);
-        rows.push_back({std::string(preset), type, std::string(backend), file.string(), weight_bytes / 1e9, pre_tps, dec_tps, bound});
+        rows.push_back(row);
+        if (!peer.empty())
+            peer_runs.push_back(run_peer(peer, file.string(), n_prefill, n_decode, dg::cpu::num_threads(), int(peer_reps)));
     }
     if (peer.empty()) return 0;
-    // After ours, so that none of our runners (and their pool) is alive while the peer runs.
-    for (const Row& r : rows)
-        if (!peer_runs.count(r.file))
-            peer_runs[r.file] = run_peer(peer, r.file, n_prefill, n_decode, dg::cpu::num_threads(), int(peer_reps));
     std::printf("\nSide by side with %s (%d threads, -p %lld -n %lld; peer: best of %lld samples, mean in brackets):\n\n",
                 peer.c_str(), dg::cpu::num_threads(), (long long)n_prefill, (long long)n_decode, (long long)peer_reps);
-    std::printf("| model | weights | backend | deltagate prefill tok/s | peer prefill tok/s | ratio | deltagate decode tok/s | peer decode tok/s | ratio | decode bound tok/s | deltagate %% of bound |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for (const Row& r : rows) {
-        const PeerRun& p = peer_runs[r.file];
+    std::printf("| round | model | weights | backend | deltagate prefill tok/s | peer prefill tok/s | ratio | deltagate decode tok/s | peer decode tok/s | ratio | decode bound tok/s | deltagate %% of bound |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> ratios;  // row key: prefill, decode
+    std::vector<std::string> keys;
+    for (size_t i = 0; i < rows.size(); ++i) {
+        const Row& r = rows[i];
+        const PeerRun& p = peer_runs[i];
         if (!p.ok) {
-            std::printf("| %s | %s %.2f GB | %s | %.1f | (%s) | | %.2f | | | %.1f | %.0f%% |\n", r.preset.c_str(), r.type.c_str(),
-                        r.weight_gb, r.backend.c_str(), r.pre_tps, p.error.c_str(), r.dec_tps, r.bound, 100.0 * r.dec_tps / r.bound);
+            std::printf("| %d | %s | %s %.2f GB | %s | %.1f | (%s) | | %.2f | | | %.1f | %.0f%% |\n", r.round, r.preset.c_str(),
+                        r.type.c_str(), r.weight_gb, r.backend.c_str(), r.pre_tps, p.error.c_str(), r.dec_tps, r.bound,
+                        100.0 * r.dec_tps / r.bound);
             continue;
         }
-        std::printf("| %s | %s %.2f GB | %s | %.1f | %.1f (%.1f) | %.2f | %.2f | %.2f (%.2f) | %.2f | %.1f | %.0f%% |\n",
-                    r.preset.c_str(), r.type.c_str(), r.weight_gb, r.backend.c_str(), r.pre_tps, p.prefill.best, p.prefill.mean,
-                    r.pre_tps / p.prefill.best, r.dec_tps, p.decode.best, p.decode.mean, r.dec_tps / p.decode.best, r.bound,
-                    100.0 * r.dec_tps / r.bound);
+        std::printf("| %d | %s | %s %.2f GB | %s | %.1f | %.1f (%.1f) | %.2f | %.2f | %.2f (%.2f) | %.2f | %.1f | %.0f%% |\n",
+                    r.round, r.preset.c_str(), r.type.c_str(), r.weight_gb, r.backend.c_str(), r.pre_tps, p.prefill.best,
+                    p.prefill.mean, r.pre_tps / p.prefill.best, r.dec_tps, p.decode.best, p.decode.mean,
+                    r.dec_tps / p.decode.best, r.bound, 100.0 * r.dec_tps / r.bound);
+        const std::string key = "| " + r.preset + " | " + r.type + " | " + r.backend + " |";
+        if (!ratios.count(key)) keys.push_back(key);
+        ratios[key].first.push_back(r.pre_tps / p.prefill.best);
+        ratios[key].second.push_back(r.dec_tps / p.decode.best);
+    }
+    if (n_rounds > 1 && !keys.empty()) {
+        std::printf("\nMedian over %lld rounds of the same-round ratios (deltagate / peer), with the lowest and highest:\n\n",
+                    (long long)n_rounds);
+        std::printf("| model | weights | backend | prefill ratio | decode ratio |\n|---|---|---|---|---|\n");
+        for (const std::string& k : keys) {
+            const auto& [pre, dec] = ratios[k];
+            std::printf("%s %.2f (%.2f-%.2f) | %.2f (%.2f-%.2f) |\n", k.c_str(), median(pre),
+                        *std::min_element(pre.begin(), pre.end()), *std::max_element(pre.begin(), pre.end()), median(dec),
+                        *std::min_element(dec.begin(), dec.end()), *std::max_element(dec.begin(), dec.end()));
+        }
     }
     return 0;
 }
