@@ -28,10 +28,12 @@ int num_threads();
 void parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int per_thread,
                            int64_t min_chunk = 1);
 // The decode matmuls' chunks per thread (matmul_fast.cpp): kMatmulChunksPerThread, or DG_CPU_MATMUL_CHUNKS
-// (1-64) to measure another split. 4: on the quiet 2-core VM (docs/PERFORMANCE.md, 2026-12-05) q8_0 + bf16
-// decode summed 166 tok/s with 4 and 160 with 1 over two alternating rounds (within the run-to-run spread
-// of either, so a small gain at best, kept because an early-finishing thread no longer waits idle).
-constexpr int kMatmulChunksPerThread = 4;
+// (1-64) to measure another split. 1, a static split into one contiguous half per thread as ggml's: on the
+// 2-core VM (docs/PERFORMANCE.md, issue 12 fourth part) 1 beat 4 in 5 of 6 alternating bf16 pairs (+1-7%)
+// and both q8_0 pairs (+9%), once the mixer's serial time had shrunk; with 4, each thread jumps between
+// chunks and restarts its prefetch streams (and prefetches past its chunk into the other thread's rows).
+// An earlier A/B (4 vs 1, before the fast recurrent form) had been within the spread.
+constexpr int kMatmulChunksPerThread = 1;
 int matmul_chunks_per_thread();
 
 }  // namespace dg::cpu
