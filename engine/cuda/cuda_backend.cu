@@ -485,13 +485,24 @@ public:
         mm_(m.a, n, dev(w.shared.down), y, stream_);
         mm_(x, n, dev(w.shared_gate), m.gate, stream_);
         cuda::scale_rows_sigmoid(y, m.gate, n, H, stream_);
-        // The routed experts: one grouped launch per matrix over every expert (the exact kernel's
-        // numerics; not yet the GEMV's quantised activations, docs/cuda.md).
+        // The routed experts: one grouped launch per matrix over every expert. Serving: the GEMV's kernels
+        // (x's rows quantised once for gate and up, the SwiGLU output once for down: the blocks the CPU
+        // fast path's matmul_fast makes of each expert's input); `cuda-exact`: the exact kernel's numerics.
         const int64_t I = t.gate.rows;
-        cuda::moe_expert_matmul(x, true, k, t.gate, m.r, m.a, stream_);
-        cuda::moe_expert_matmul(x, true, k, t.up, m.r, m.b, stream_);
-        cuda::swiglu(m.a, m.b, int64_t(n) * k * I, m.a, stream_);
-        cuda::moe_expert_matmul(m.a, false, k, t.down, m.r, m.out, stream_);
+        if (!exact_ && t.gemv) {
+            auto quantised = [](const cuda::ExpertMatrices& W) { return cuda::gemv_quant_type(W.type); };
+            if (quantised(t.gate) || quantised(t.up)) cuda::quantize_act_q8(x, n, H, m.xq, stream_);
+            cuda::moe_expert_gemv(m.xq, x, true, k, t.gate, m.r, m.a, stream_);
+            cuda::moe_expert_gemv(m.xq, x, true, k, t.up, m.r, m.b, stream_);
+            cuda::swiglu(m.a, m.b, int64_t(n) * k * I, m.a, stream_);
+            if (quantised(t.down)) cuda::quantize_act_q8(m.a, n * k, I, m.xq, stream_);
+            cuda::moe_expert_gemv(m.xq, m.a, false, k, t.down, m.r, m.out, stream_);
+        } else {
+            cuda::moe_expert_matmul(x, true, k, t.gate, m.r, m.a, stream_);
+            cuda::moe_expert_matmul(x, true, k, t.up, m.r, m.b, stream_);
+            cuda::swiglu(m.a, m.b, int64_t(n) * k * I, m.a, stream_);
+            cuda::moe_expert_matmul(m.a, false, k, t.down, m.r, m.out, stream_);
+        }
         cuda::gather_add_rows(m.out, m.r.src, m.r.weights, n, k, H, y, stream_);
     }
     // The MoE layer's buffers for n tokens (begin_step sizes them before a capture, where no allocation
@@ -499,6 +510,7 @@ public:
     struct MoeScratch {
         float *logits, *a, *b, *gate, *out;
         cuda::MoeRouting r;
+        cuda::ActQ8 xq;  // q8 blocks of the routed experts' inputs (serving): n x H, then n*k x I
     };
     MoeScratch moe_scratch(int32_t n, int64_t E, int32_t k, int64_t Is, int64_t I, int64_t H) {
         const size_t nk = size_t(std::max(n, 1)) * k, ffn = std::max<size_t>(size_t(std::max(n, 1)) * Is, nk * I);
@@ -511,6 +523,10 @@ public:
         m.r.weights = moe_w_.need(nk);
         int32_t* idx = moe_idx_.need(3 * nk + 2 * size_t(E));
         m.r.sel = idx, m.r.src = idx + nk, m.r.list = idx + 2 * nk, m.r.counts = idx + 3 * nk, m.r.offsets = idx + 3 * nk + E;
+        if (!exact_) {
+            const size_t q = std::max<size_t>(std::max(size_t(std::max(n, 1)) * H, nk * I), 32);
+            m.xq = cuda::ActQ8{moe_xq_.need(q), moe_xd_.need(q / 32), moe_xs_.need(q / 32)};
+        }
         return m;
     }
 
@@ -848,6 +864,7 @@ private:
     struct ExpertTables {
         const uint8_t** table = nullptr;  // device: [gate E][up E][down E]
         cuda::ExpertMatrices gate, up, down;
+        bool gemv = false;  // every expert 16-byte aligned, every shape one moe_expert_gemv takes
     };
     absl::Status expert_tables(const MoeWeights& m) {
         if (experts_.count(&m)) return absl::OkStatus();
@@ -871,10 +888,13 @@ private:
             return absl::ResourceExhaustedError("cuda: weights do not fit: MoE expert tables");
         }
         DG_CUDA_CHECK(cudaMemcpy(t.table, host.data(), host.size() * sizeof(void*), cudaMemcpyHostToDevice));
+        t.gemv = true;
+        for (const uint8_t* p : host) t.gemv = t.gemv && reinterpret_cast<uintptr_t>(p) % 16 == 0;
         for (int which = 0; which < 3; ++which) {
             const Matrix& f = *first[which];
-            (which == 0 ? t.gate : which == 1 ? t.up : t.down) =
-                cuda::ExpertMatrices{t.table + which * E, f.type, f.row_bytes, f.rows, f.cols, E};
+            cuda::ExpertMatrices& em = which == 0 ? t.gate : which == 1 ? t.up : t.down;
+            em = cuda::ExpertMatrices{t.table + which * E, f.type, f.row_bytes, f.rows, f.cols, E};
+            t.gemv = t.gemv && cuda::moe_expert_gemv_supports(em);
         }
         experts_[&m] = t;
         return absl::OkStatus();
@@ -900,8 +920,9 @@ private:
     Scratch<uint8_t> attn_meta_;  // attention's sequence descriptors + block tables outside a step
     Scratch<DevSeq> gdn_seqs_;
     Scratch<uint32_t> gdn_arrivals_;
-    Scratch<int32_t> moe_idx_;
-    Scratch<float> gdn_scratch_, attn_ws_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_y_, moe_w_;
+    Scratch<int32_t> moe_idx_, moe_xs_;
+    Scratch<int8_t> moe_xq_;
+    Scratch<float> gdn_scratch_, attn_ws_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_y_, moe_w_, moe_xd_;
     PinnedScratch staging_, sample_staging_, sample_out_host_;
     Scratch<uint8_t> meta_dev_;
     Scratch<uint8_t> sample_in_;

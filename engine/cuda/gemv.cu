@@ -18,6 +18,7 @@
 #include "engine/cuda/cuda_common.cuh"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/matmul.cuh"
+#include "engine/cuda/ops.cuh"
 
 namespace dg::cuda {
 namespace {
@@ -281,6 +282,57 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
         }
 }
 
+// ---- the routed experts of a MoE layer (ops.cuh moe_expert_gemv) --------------------------------------
+// Row `row` of the activations (entry e of a routed run reads row e / x_div).
+__device__ __forceinline__ QAct act_row(const QAct& a, int64_t row, int64_t in) {
+    const int64_t nb = in / 32;
+    return QAct{a.q + row * in, a.d + row * nb, a.s + row * nb};
+}
+__device__ __forceinline__ FAct act_row(const FAct& a, int64_t row, int64_t in) { return FAct{a.x + row * in}; }
+
+// Block (row tile, expert e): the gemv kernel's warps and units over expert e's rows, once per entry of
+// e's run (one token per weight read: a decode step routes 1-8 entries to an expert, and the rows stay
+// in L1/L2 between them). Blocks of experts nobody chose return at once.
+template <class K>
+__global__ void __launch_bounds__(kGemvWarps * kWarp)
+    grouped_gemv_kernel(const uint8_t* const* w, uint64_t row_bytes, int64_t out, int64_t in, typename K::Act act,
+                        int32_t x_div, const int32_t* counts, const int32_t* offsets, const int32_t* list, float* y) {
+    const int64_t e = blockIdx.y;
+    const int32_t cnt = counts[e];
+    const int lane = threadIdx.x % kWarp;
+    const int64_t r0 = (int64_t(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp) * kGemvRows;
+    if (cnt == 0 || r0 >= out) return;  // uniform per warp
+    const int rows = out - r0 < kGemvRows ? int(out - r0) : kGemvRows;
+    const uint8_t* base = w[e] + uint64_t(r0) * row_bytes;
+    const int32_t* run = list + offsets[e];
+    const int64_t units = in / K::kUnit;
+    for (int32_t j = 0; j < cnt; ++j) {
+        const int32_t entry = run[j];
+        const typename K::Act a = act_row(act, entry / x_div, in);
+        float acc[kGemvRows][1];
+#pragma unroll
+        for (int r = 0; r < kGemvRows; ++r) acc[r][0] = 0.f;
+        for (int64_t u = lane; u < units; u += kWarp) {
+#pragma unroll
+            for (int r = 0; r < kGemvRows; ++r)
+                if (r < rows) K::template dot<1>(base + uint64_t(r) * row_bytes, u, a, in, acc[r]);
+        }
+        for (int r = 0; r < rows; ++r) {
+            const float v = warp_sum(acc[r][0]);
+            if (lane == 0) y[int64_t(entry) * out + r0 + r] = v;
+        }
+    }
+}
+
+template <class K>
+void launch_grouped(const ExpertMatrices& W, typename K::Act act, int32_t x_div, const MoeRouting& r, float* y,
+                    cudaStream_t s) {
+    const int64_t rows_per_block = int64_t(kGemvWarps) * kGemvRows;
+    const dim3 grid(unsigned((W.rows + rows_per_block - 1) / rows_per_block), unsigned(W.n_experts));
+    DG_CUDA_CHECK(DG_LAUNCH((grouped_gemv_kernel<K>), grid, kGemvWarps * kWarp, 0, s, W.data, W.row_bytes, W.rows,
+                            W.cols, act, x_div, r.counts, r.offsets, r.list, y));
+}
+
 // Launches K over tokens [t0, t0 + NT).
 template <class K, int NT>
 void launch_tile(const Matrix& W, typename K::Act act, float* y, cudaStream_t s) {
@@ -346,6 +398,32 @@ void gemv_quant(const ActQ8& a, int32_t n, const Matrix& W, float* y, cudaStream
         default: break;
     }
     throw DeviceError(std::string("gemv_quant: no quantised GEMV for ") + dtype_info(W.type).name, cudaErrorInvalidValue);
+}
+
+bool moe_expert_gemv_supports(const ExpertMatrices& W) {
+    if (gemv_quant_type(W.type)) return W.cols % 32 == 0;
+    if (W.type == DType::F32 || W.type == DType::F16 || W.type == DType::BF16)
+        return W.cols % 8 == 0 && W.row_bytes % 16 == 0;
+    return false;
+}
+
+void moe_expert_gemv(const ActQ8& xq, const float* x, bool x_rows_are_tokens, int32_t k, const ExpertMatrices& W,
+                     const MoeRouting& r, float* y, cudaStream_t s) {
+    const int32_t x_div = x_rows_are_tokens ? k : 1;
+    const QAct q{xq.q, xq.d, xq.s};
+    switch (W.type) {
+        case DType::Q8_0: return launch_grouped<DotQ8_0>(W, q, x_div, r, y, s);
+        case DType::Q4_0: return launch_grouped<DotQ4_x<false>>(W, q, x_div, r, y, s);
+        case DType::Q4_1: return launch_grouped<DotQ4_x<true>>(W, q, x_div, r, y, s);
+        case DType::Q4_K: return launch_grouped<DotQk<false>>(W, q, x_div, r, y, s);
+        case DType::Q5_K: return launch_grouped<DotQk<true>>(W, q, x_div, r, y, s);
+        case DType::Q6_K: return launch_grouped<DotQ6_K>(W, q, x_div, r, y, s);
+        case DType::F32: return launch_grouped<DotFloat<DType::F32>>(W, FAct{x}, x_div, r, y, s);
+        case DType::F16: return launch_grouped<DotFloat<DType::F16>>(W, FAct{x}, x_div, r, y, s);
+        case DType::BF16: return launch_grouped<DotFloat<DType::BF16>>(W, FAct{x}, x_div, r, y, s);
+        default: break;
+    }
+    throw DeviceError(std::string("moe_expert_gemv: no GEMV for ") + dtype_info(W.type).name, cudaErrorInvalidValue);
 }
 
 void gemv_float(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s) {

@@ -146,6 +146,14 @@ struct ExpertMatrices {
 // (x_rows_are_tokens: x is [n][cols]) or the entry itself (x is [n*k][cols]).
 void moe_expert_matmul(const float* x, bool x_rows_are_tokens, int32_t k, const ExpertMatrices& W, const MoeRouting& r,
                        float* y, cudaStream_t s);
+// Its serving twin (gemv.cu): the GEMV's per-type kernels over each chosen expert's run, one entry per
+// weight read. Quantised experts read x as q8 activation blocks (xq: quantize_act_q8 of x's rows, the CPU
+// fast path's numerics), float experts read x itself (fp32 FMA). Every expert's data must be 16-byte
+// aligned; the shape must pass moe_expert_gemv_supports (in % 32 for quantised types; in % 8 and rows a
+// multiple of 16 bytes for float types).
+bool moe_expert_gemv_supports(const ExpertMatrices& W);
+void moe_expert_gemv(const ActQ8& xq, const float* x, bool x_rows_are_tokens, int32_t k, const ExpertMatrices& W,
+                     const MoeRouting& r, float* y, cudaStream_t s);
 
 // --- sampling on the device (engine/cuda/sampling.cu): the host sampler's twin, one block per row.
 struct SampleRowDev {

@@ -3,7 +3,8 @@
 # the CPU logits < 1e-3, every position), and the serving `--backend cuda` (8-bit activation blocks, GEMV /
 # bf16 GEMM) within its own bound of the oracle (max |diff| / std < 0.25; 0.09-0.12 measured for the quantised
 # types, 1e-6 for float weights), for HF
-# models (dense, MoE) and GGUF files of every weight type, as a user would compare them.
+# models (dense, MoE) and GGUF files of every weight type (and a MoE one with q8_0 experts), as a user would
+# compare them.
 # Runs on a GPU or on the CPU emulation of CUDA (-DDELTAGATE_CUDA_EMU=ON); skips (77) when the binary has
 # no CUDA device at all.
 # Usage: cuda_logits_test.sh DELTAGATE_BINARY SOURCE_DIR
@@ -52,4 +53,7 @@ for t in f32 f16 bf16 q8_0 q4_0 q4_1 q4_k q5_k q6_k; do
   check "$WORK/tiny-$t.gguf" "tiny $t" 1,2,3,4,5
   rm -f "$WORK/tiny-$t.gguf"
 done
+echo "GGUF, MoE with quantised experts (the serving backend's grouped expert GEMV)"
+"$DG" make-model --preset tiny-moe --seed 3 --gguf "$WORK/tiny-moe-q8_0.gguf" --type q8_0 2>/dev/null
+check "$WORK/tiny-moe-q8_0.gguf" "tiny-moe q8_0" 1,2,3,4,5
 echo "ok"

@@ -8,6 +8,8 @@
 //   - GEMV, float weights: fp32 FMA in another order than the oracle's (≤ 1e-4);
 //   - GEMM: bf16 weights and activations, fp32 accumulation, against the oracle (≤ 3e-2; f32 weights
 //     multiply in f32: ≤ 1e-4), with tiles and chunks forced small so partial ones run;
+//   - the routed experts' grouped GEMV (ops.cuh moe_expert_gemv): each entry's row equals the CPU fast
+//     path's matmul of its expert (same bounds as the GEMV), tokens or entries as the input rows;
 //   - the dispatch: which path a call takes.
 // Normalised error: max |cuda - cpu| / std(cpu) over the output (backend_ops_test.cpp's measure).
 #include <gtest/gtest.h>
@@ -18,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -26,6 +29,7 @@
 #include "engine/cpu/ops.h"
 #include "engine/cpu/quant_dot.h"
 #include "engine/cuda/matmul.cuh"
+#include "engine/cuda/ops.cuh"
 #include "engine/formats/dtype.h"
 #include "engine/model_source.h"
 
@@ -221,6 +225,82 @@ TEST(MatmulPaths, GemmEveryTypeWithPartialTiles) {
             // bf16 rounding of weights and activations: ~2^-9 relative per product, random in sign.
             check("gemm vs oracle   " + g.name + " " + tname(t) + " n=" + std::to_string(g.n), nerr(exact, got),
                   t == DType::F32 ? 1e-4 : 3e-2);
+        }
+}
+
+// The grouped GEMV of a MoE layer's routed experts: E experts of one type and shape, n tokens routed to k
+// distinct experts each (some experts chosen by several entries, some by none), the input rows being the
+// tokens (gate, up) or the entries (down). Each entry's output row against the CPU fast path's matmul of
+// the entry's expert on its input row, and against the exact oracle.
+TEST(MatmulPaths, MoeExpertGemvEveryType) {
+    SKIP_WITHOUT_CUDA();
+    std::mt19937 rng(6);
+    auto c35 = preset_config("35b-a3b");
+    ASSERT_TRUE(c35.ok());
+    const int64_t E = 6;
+    const int32_t n = 3, k = 4, nk = n * k;
+    // The routing: token t's entries t*k .. t*k+k-1 go to k distinct experts; runs grouped by expert,
+    // ascending within a run (as moe_route's group kernel leaves them).
+    std::vector<int32_t> sel(nk);
+    for (int32_t t = 0; t < n; ++t)
+        for (int32_t j = 0; j < k; ++j) sel[size_t(t * k + j)] = int32_t((t + 2 * j) % E);
+    std::vector<int32_t> counts(E, 0), offsets(E, 0), list;
+    for (int64_t e = 0; e < E; ++e) {
+        offsets[size_t(e)] = int32_t(list.size());
+        for (int32_t i = 0; i < nk; ++i)
+            if (sel[size_t(i)] == e) list.push_back(i), ++counts[size_t(e)];
+    }
+    Dev<int32_t> dcounts(counts), doffsets(offsets), dlist(list);
+    cuda::MoeRouting r{};
+    r.counts = dcounts.p, r.offsets = doffsets.p, r.list = dlist.p;
+    struct S {
+        std::string name;
+        int64_t rows, cols;
+        bool x_rows_are_tokens;
+    };
+    const std::vector<S> ss{{"35b expert_gate", rows_for(c35->expert_intermediate), c35->hidden, true},
+                            {"35b expert_down", rows_for(c35->hidden), c35->expert_intermediate, false},
+                            {"odd rows 37x512", 37, 512, true}};
+    std::vector<DType> types = kQuant;
+    types.insert(types.end(), kFloat.begin(), kFloat.end());
+    for (const S& sh : ss)
+        for (DType t : types) {
+            if (sh.cols % dtype_info(t).block_elems != 0) continue;
+            std::vector<HostMatrix> hm;
+            std::vector<std::unique_ptr<Dev<uint8_t>>> dw;
+            std::vector<const uint8_t*> table;
+            for (int64_t e = 0; e < E; ++e) {
+                hm.push_back(make_matrix(t, sh.rows, sh.cols, rng));
+                dw.push_back(std::make_unique<Dev<uint8_t>>(hm.back().bytes));
+                table.push_back(dw.back()->p);
+            }
+            Dev<const uint8_t*> dtable(table);
+            const cuda::ExpertMatrices W{dtable.p, t, hm[0].m.row_bytes, sh.rows, sh.cols, E};
+            ASSERT_TRUE(cuda::moe_expert_gemv_supports(W)) << tname(t);
+            const int32_t x_rows = sh.x_rows_are_tokens ? n : nk;
+            const std::vector<float> x = make_x(int64_t(x_rows) * sh.cols, rng);
+            Dev<float> dx(x), dy(size_t(nk) * sh.rows);
+            Dev<int8_t> q(size_t(x_rows) * sh.cols);
+            Dev<float> d(size_t(x_rows) * sh.cols / 32);
+            Dev<int32_t> sums(size_t(x_rows) * sh.cols / 32);
+            const cuda::ActQ8 xq{q.p, d.p, sums.p};
+            if (cuda::gemv_quant_type(t)) cuda::quantize_act_q8(dx.p, x_rows, sh.cols, xq, nullptr);
+            cuda::moe_expert_gemv(xq, dx.p, sh.x_rows_are_tokens, k, W, r, dy.p, nullptr);
+            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+            const std::vector<float> got = dy.get(size_t(nk) * sh.rows);
+            std::vector<float> fast(got.size()), exact(got.size());
+            for (int32_t i = 0; i < nk; ++i) {
+                const float* xi = x.data() + int64_t(sh.x_rows_are_tokens ? i / k : i) * sh.cols;
+                const Matrix& m = hm[size_t(sel[size_t(i)])].m;
+                cpu::matmul_fast_rows(xi, 1, m, fast.data() + int64_t(i) * sh.rows);
+                cpu::matmul(xi, 1, m, exact.data() + int64_t(i) * sh.rows);
+            }
+            const std::string what = sh.name + " " + tname(t) + " " + std::to_string(sh.rows) + "x" +
+                                     std::to_string(sh.cols) + " E=" + std::to_string(E) + " n=" + std::to_string(n) +
+                                     " k=" + std::to_string(k);
+            const bool quant = cuda::gemv_quant_type(t);
+            if (quant) check("expert gemv vs cpu fast " + what, nerr(fast, got), 5e-5);
+            check("expert gemv vs oracle   " + what, nerr(exact, got), quant ? 4e-2 : 1e-4);
         }
 }
 

@@ -122,11 +122,13 @@ TEST(CudaStepCounters, DecodeStepDoesNotGrow) {
         // (172 bytes) inside the graph. Before: 1,398 kernels, 67 H2D + 1 D2H, 68 syncs.
         {"27b-layers", "27b", "q8_0", true, 1398, 2, 1, 172},
         // MoE routed on the device (14 launches per MoE layer instead of 8 + 5 per selected expert, plus
-        // the shared expert's activation quantisations; the routed experts run the grouped exact-numerics
-        // kernel, no quantisation), no router-logit downloads. Before: 3,596 kernels, 443 H2D + 41 D2H
-        // copies, 484 syncs, 2,732 bytes down. (The logits-to-host step of this shape is not run, to save
-        // CI time.)
-        {"35b-a3b-layers", "35b-a3b", "q8_0", true, 1276, 2, 1, 172},
+        // the shared expert's activation quantisations), no router-logit downloads. Before: 3,596 kernels,
+        // 443 H2D + 41 D2H copies, 484 syncs, 2,732 bytes down. RAISED from 1,276 to 1,356 on purpose: the
+        // routed experts' grouped GEMV (gemv.cu moe_expert_gemv, replacing the exact-numerics grouped
+        // kernel in the serving backend) quantises its inputs in two launches per MoE layer (x once for
+        // gate and up, the SwiGLU output once for down), 40 layers. (The logits-to-host step of this
+        // shape is not run, to save CI time.)
+        {"35b-a3b-layers", "35b-a3b", "q8_0", true, 1356, 2, 1, 172},
     };
     std::printf("\none batch-1 decode step on the CUDA emulation (issue 15 target: 1 graph launch, 1 async "
                 "upload, 1 token download, 0 syncs inside)\n");
