@@ -87,6 +87,14 @@ public:
     virtual void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) = 0;
     // y[n, W.rows] = x[n, W.cols] · Wᵀ, fp32 accumulation.
     virtual void matmul(const float* x, int32_t n, const Matrix& W, float* y) = 0;
+    // Several matmuls of one input, ys[i][n, Ws[i]->rows] = x · Ws[i]ᵀ (every Ws[i]->cols the same): the
+    // projections that read one normed hidden state (q/k/v, the mixer's qkv/z/b/a, gate/up). A backend may
+    // share work between them (the CUDA serving backend quantises x once for all of them); the default
+    // is one matmul each.
+    virtual void matmuls_of_one_input(const float* x, int32_t n, std::span<const Matrix* const> Ws,
+                                      std::span<float* const> ys) {
+        for (size_t i = 0; i < Ws.size(); ++i) matmul(x, n, *Ws[i], ys[i]);
+    }
     virtual void add(float* y, const float* x, int64_t n) = 0;  // y += x
     // out = SiLU(gate) * up, elementwise over `count` values. out may alias gate.
     virtual void swiglu(const float* gate, const float* up, int64_t count, float* out) = 0;

@@ -104,9 +104,10 @@ void Model::mixer(const StepBatch& b, int32_t l, int32_t n) {
     Backend& be = *backend_;
     if (lw.is_attention) {
         const AttnWeights& w = lw.attn;
-        be.matmul(ws_.h, n, w.q, ws_.big);  // [n, Hq * 2hd]: per head [query | gate]
-        be.matmul(ws_.h, n, w.k, ws_.z);
-        be.matmul(ws_.h, n, w.v, ws_.v);
+        // q: [n, Hq * 2hd], per head [query | gate]
+        const Matrix* Ws[] = {&w.q, &w.k, &w.v};
+        float* ys[] = {ws_.big, ws_.z, ws_.v};
+        be.matmuls_of_one_input(ws_.h, n, Ws, ys);
         AttnDims d{c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dim, c.rope_theta};
         be.attention(b, attn_index_[l], d, w, c.rms_eps, ws_.big, ws_.z, ws_.v, ws_.o);
         be.matmul(ws_.o, n, w.o, ws_.y);
@@ -114,10 +115,9 @@ void Model::mixer(const StepBatch& b, int32_t l, int32_t n) {
         const GdnWeights& w = lw.gdn;
         float* beta = ws_.ba;
         float* alpha = ws_.ba + int64_t(n) * c.lin_v_heads;
-        be.matmul(ws_.h, n, w.qkv, ws_.big);
-        be.matmul(ws_.h, n, w.z, ws_.z);
-        be.matmul(ws_.h, n, w.beta, beta);
-        be.matmul(ws_.h, n, w.alpha, alpha);
+        const Matrix* Ws[] = {&w.qkv, &w.z, &w.beta, &w.alpha};
+        float* ys[] = {ws_.big, ws_.z, beta, alpha};
+        be.matmuls_of_one_input(ws_.h, n, Ws, ys);
         GdnDims d{c.lin_k_heads, c.lin_v_heads, c.lin_k_dim, c.lin_v_dim, c.conv_kernel, c.conv_dim()};
         be.gdn_mixer(b, gdn_index_[l], d, w, c.rms_eps, ws_.big, ws_.z, beta, alpha, ws_.o);
         be.matmul(ws_.o, n, w.out, ws_.y);
@@ -132,8 +132,9 @@ void Model::mlp(int32_t l, int32_t n) {
         be.moe_ffn(ws_.h, n, lw.moe, c.n_experts_used, ws_.y);
         return;
     }
-    be.matmul(ws_.h, n, lw.mlp.gate, ws_.ff1);
-    be.matmul(ws_.h, n, lw.mlp.up, ws_.ff2);
+    const Matrix* Ws[] = {&lw.mlp.gate, &lw.mlp.up};
+    float* ys[] = {ws_.ff1, ws_.ff2};
+    be.matmuls_of_one_input(ws_.h, n, Ws, ys);
     be.swiglu(ws_.ff1, ws_.ff2, int64_t(n) * c.intermediate, ws_.ff1);
     be.matmul(ws_.ff1, n, lw.mlp.down, ws_.y);
 }

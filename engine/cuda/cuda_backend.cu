@@ -326,6 +326,15 @@ public:
     void matmul(const float* x, int32_t n, const Matrix& W, float* y) override {
         guard([&] { mm_(x, n, dev(W), y, stream_); });
     }
+    void matmuls_of_one_input(const float* x, int32_t n, std::span<const Matrix* const> Ws,
+                              std::span<float* const> ys) override {
+        guard([&] {
+            std::vector<Matrix> d;
+            d.reserve(Ws.size());
+            for (const Matrix* W : Ws) d.push_back(dev(*W));
+            mm_.of_one_input(x, n, d, ys, stream_);
+        });
+    }
     void add(float* y, const float* x, int64_t n) override {
         guard([&] { cuda::add(y, x, n, stream_); });
     }
@@ -479,11 +488,11 @@ public:
         cuda::matmul_exact(x, n, dev(w.router), m.logits, stream_);
         cuda::moe_route(m.logits, n, E, k, m.r, stream_);
         const int64_t Is = w.shared.gate.rows;
-        mm_(x, n, dev(w.shared.gate), m.a, stream_);
-        mm_(x, n, dev(w.shared.up), m.b, stream_);
+        const Matrix shared_in[] = {dev(w.shared.gate), dev(w.shared.up), dev(w.shared_gate)};
+        float* shared_out[] = {m.a, m.b, m.gate};
+        mm_.of_one_input(x, n, shared_in, shared_out, stream_);
         cuda::swiglu(m.a, m.b, int64_t(n) * Is, m.a, stream_);
         mm_(m.a, n, dev(w.shared.down), y, stream_);
-        mm_(x, n, dev(w.shared_gate), m.gate, stream_);
         cuda::scale_rows_sigmoid(y, m.gate, n, H, stream_);
         // The routed experts: one grouped launch per matrix over every expert. Serving: the GEMV's kernels
         // (x's rows quantised once for gate and up, the SwiGLU output once for down: the blocks the CPU

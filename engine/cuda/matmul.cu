@@ -117,6 +117,35 @@ void Matmul::operator()(const float* x, int32_t n, const Matrix& W, float* y, cu
     run(choose(n, W, x), x, n, W, y, s);
 }
 
+void Matmul::of_one_input(const float* x, int32_t n, std::span<const Matrix> Ws, std::span<float* const> ys,
+                          cudaStream_t s) {
+    if (Ws.size() != ys.size())
+        throw DeviceError("matmul: of_one_input needs one output per matrix", cudaErrorInvalidValue);
+    for (const Matrix& W : Ws)  // checked before anything is enqueued
+        if (W.cols != Ws[0].cols)
+            throw DeviceError("matmul: of_one_input's matrices differ in width (" + std::to_string(W.cols) + " vs " +
+                                  std::to_string(Ws[0].cols) + ")",
+                              cudaErrorInvalidValue);
+    bool have_q8 = false;  // x's q8 blocks, made for the first quantised GEMV and read by the others
+    ActQ8 a{};
+    for (size_t i = 0; i < Ws.size(); ++i) {
+        const Matrix& W = Ws[i];
+        const MatmulPath p = choose(n, W, x);
+        if (n <= 0 || W.rows == 0 || p != MatmulPath::kGemv || !gemv_quant_type(W.type) || !gemv_supports(W, x)) {
+            run(p, x, n, W, ys[i], s);
+            continue;
+        }
+        if (!have_q8) {
+            const int64_t in = W.cols, nb = int64_t(n) * (in / 32);
+            a = ActQ8{static_cast<int8_t*>(st_->act_q.need(int64_t(n) * in)), static_cast<float*>(st_->act_d.need(nb * 4)),
+                      static_cast<int32_t*>(st_->act_s.need(nb * 4))};
+            quantize_act_q8(x, n, in, a, s);
+            have_q8 = true;
+        }
+        gemv_quant(a, n, W, ys[i], s);
+    }
+}
+
 // What `path` takes for n tokens of W, allocated now: the q8 activation blocks of the quantised GEMV,
 // the cuBLAS handle and the bf16 tiles of the GEMM. A call of at most that size then allocates nothing,
 // which a CUDA graph capture requires (cudaMalloc and cublasCreate are refused inside one).

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "engine/weights.h"
 
@@ -53,6 +54,11 @@ public:
     // W.data is device memory; x, y device buffers. Enqueued on `s`; throws DeviceError on a CUDA or
     // cuBLAS failure (cuda_common.cuh).
     void operator()(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s);
+    // Several matmuls of one input x (every W the same width), each on the path operator() takes; those on
+    // the quantised GEMV share one quantisation of x (one launch instead of one per matrix). Results equal
+    // operator()'s bit for bit.
+    void of_one_input(const float* x, int32_t n, std::span<const Matrix> Ws, std::span<float* const> ys,
+                      cudaStream_t s);
     // Runs `path` for this call only (the benchmark and the tests compare the paths on one object).
     void run(MatmulPath path, const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s);
     // Allocates now what a call of n tokens of W would allocate (workspaces, the cuBLAS handle), so that

@@ -10,6 +10,8 @@
 //     multiply in f32: ≤ 1e-4), with tiles and chunks forced small so partial ones run;
 //   - the routed experts' grouped GEMV (ops.cuh moe_expert_gemv): each entry's row equals the CPU fast
 //     path's matmul of its expert (same bounds as the GEMV), tokens or entries as the input rows;
+//   - several matmuls of one input (Matmul::of_one_input): bit for bit the one-by-one results, with one
+//     activation quantisation for all the quantised GEMVs (counted under the emulation);
 //   - the dispatch: which path a call takes.
 // Normalised error: max |cuda - cpu| / std(cpu) over the output (backend_ops_test.cpp's measure).
 #include <gtest/gtest.h>
@@ -30,6 +32,9 @@
 #include "engine/cpu/quant_dot.h"
 #include "engine/cuda/matmul.cuh"
 #include "engine/cuda/ops.cuh"
+#ifdef DG_CUDA_EMU
+#include "engine/cuda/emu/emu.h"
+#endif
 #include "engine/formats/dtype.h"
 #include "engine/model_source.h"
 
@@ -302,6 +307,59 @@ TEST(MatmulPaths, MoeExpertGemvEveryType) {
             if (quant) check("expert gemv vs cpu fast " + what, nerr(fast, got), 5e-5);
             check("expert gemv vs oracle   " + what, nerr(exact, got), quant ? 4e-2 : 1e-4);
         }
+}
+
+// The projections of one hidden state through of_one_input: quantised GEMVs (two types), a float GEMV and
+// a matrix the fast kernels refuse (the exact kernel), at decode and at a GEMM-sized n. Every output equals
+// the one-by-one call's bit for bit; at decode the three quantised GEMVs share one quantisation launch.
+TEST(MatmulPaths, OfOneInputEqualsOneByOne) {
+    SKIP_WITHOUT_CUDA();
+    std::mt19937 rng(7);
+    const int64_t in = 512;
+    std::vector<HostMatrix> hm;
+    hm.push_back(make_matrix(DType::Q4_K, 40, in, rng));
+    hm.push_back(make_matrix(DType::Q8_0, 24, in, rng));
+    hm.push_back(make_matrix(DType::F16, 16, in, rng));
+    hm.push_back(make_matrix(DType::Q6_K, 8, in, rng));
+    std::vector<std::unique_ptr<Dev<uint8_t>>> dw;
+    std::vector<Matrix> ms;
+    for (const HostMatrix& h : hm) {
+        dw.push_back(std::make_unique<Dev<uint8_t>>(h.bytes));
+        Matrix m = h.m;
+        m.data = dw.back()->p;
+        ms.push_back(m);
+    }
+    cuda::Matmul mm;
+    for (int32_t n : {1, 5, cuda::kGemmMinTokens}) {
+        const std::vector<float> x = make_x(int64_t(n) * in, rng);
+        Dev<float> dx(x);
+        std::vector<std::unique_ptr<Dev<float>>> one, group;
+        std::vector<float*> ys;
+        for (const Matrix& m : ms) {
+            one.push_back(std::make_unique<Dev<float>>(size_t(n) * m.rows));
+            group.push_back(std::make_unique<Dev<float>>(size_t(n) * m.rows));
+            mm(dx.p, n, m, one.back()->p, nullptr);
+            ys.push_back(group.back()->p);
+        }
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+#ifdef DG_CUDA_EMU
+        emu::reset_counters();
+#endif
+        mm.of_one_input(dx.p, n, ms, ys, nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+#ifdef DG_CUDA_EMU
+        // Decode: one quantisation + 3 quantised GEMVs + 1 float GEMV (one-by-one: 3 + 3 + 1).
+        if (n < cuda::kGemmMinTokens) EXPECT_EQ(emu::counters().kernel_launches, 5) << "n=" << n;
+#endif
+        for (size_t i = 0; i < ms.size(); ++i)
+            EXPECT_EQ(group[i]->get(size_t(n) * ms[i].rows), one[i]->get(size_t(n) * ms[i].rows))
+                << tname(ms[i].type) << " n=" << n;
+    }
+    const Matrix wide{DType::Q8_0, 4, 2 * in, ms[0].data, ms[0].row_bytes};
+    const Matrix mixed[] = {ms[0], wide};
+    float* outs[] = {nullptr, nullptr};
+    Dev<float> dx(make_x(in, rng));
+    EXPECT_THROW(mm.of_one_input(dx.p, 1, mixed, outs, nullptr), std::exception);  // widths differ
 }
 
 // The serving dispatch: GEMV below kGemmMinTokens where the kernels take the shape, the exact kernel
