@@ -96,6 +96,14 @@ public:
         for (size_t i = 0; i < Ws.size(); ++i) matmul(x, n, *Ws[i], ys[i]);
     }
     virtual void add(float* y, const float* x, int64_t n) = 0;  // y += x
+    // The step between two sub-layers: x[rows, dim] += r (the residual add), then y = rmsnorm(x) as
+    // rmsnorm() computes it. One op so a backend can fuse it (the CUDA backend: one launch, which also
+    // makes y's 8-bit activation blocks for the quantised matmuls that read y next); the default is
+    // add() then rmsnorm(), and any backend's result must equal that.
+    virtual void add_rmsnorm(float* x, const float* r, const float* w, int64_t rows, int64_t dim, float eps, float* y) {
+        add(x, r, rows * dim);
+        rmsnorm(x, w, rows, dim, eps, y);
+    }
     // out = SiLU(gate) * up, elementwise over `count` values. out may alias gate.
     virtual void swiglu(const float* gate, const float* up, int64_t count, float* out) = 0;
     // y[i] = x[rows[i]] for i < n_rows (rows: host array), dim floats per row.

@@ -158,14 +158,17 @@ absl::Status Model::run(const StepBatch& b, std::span<const SampleRow> sample_ro
     be.begin_step(b, out_rows, sample_rows);
 
     be.embed(b.tokens.data(), n, weights_->embed, ws_.x);
+    be.rmsnorm(ws_.x, weights_->layers[0].attn_norm.data(), n, H, c.rms_eps, ws_.h);
     for (int32_t l = 0; l < int32_t(c.n_layers); ++l) {
         const LayerWeights& lw = weights_->layers[l];
-        be.rmsnorm(ws_.x, lw.attn_norm.data(), n, H, c.rms_eps, ws_.h);
         mixer(b, l, n);
-        be.add(ws_.x, ws_.y, int64_t(n) * H);
-        be.rmsnorm(ws_.x, lw.post_norm.data(), n, H, c.rms_eps, ws_.h);
+        be.add_rmsnorm(ws_.x, ws_.y, lw.post_norm.data(), n, H, c.rms_eps, ws_.h);
         mlp(l, n);
-        be.add(ws_.x, ws_.y, int64_t(n) * H);
+        if (l + 1 < int32_t(c.n_layers)) {  // the residual add and the next layer's input norm
+            be.add_rmsnorm(ws_.x, ws_.y, weights_->layers[l + 1].attn_norm.data(), n, H, c.rms_eps, ws_.h);
+        } else {
+            be.add(ws_.x, ws_.y, int64_t(n) * H);
+        }
     }
 
     be.copy_rows(ws_.x, out_rows.data(), rows, H, ws_.last);

@@ -320,19 +320,43 @@ public:
             cuda::embed(d, n, dev(table), x, stream_);
         });
     }
+    // x is only read when r is null (cuda::add_rmsnorm's x is not const for its add).
     void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
-        guard([&] { cuda::rmsnorm(x, dvec(w), rows, dim, eps, y, stream_); });
+        guard([&] { norm(const_cast<float*>(x), nullptr, w, rows, dim, eps, y); });
+    }
+    void add_rmsnorm(float* x, const float* r, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
+        guard([&] { norm(x, r, w, rows, dim, eps, y); });
+    }
+    // One launch: the add, the norm and, where the serving GEMV will read y next (a decode step's hidden
+    // state), y's q8 blocks (NormBlocks).
+    void norm(float* x, const float* r, const float* w, int64_t rows, int64_t dim, float eps, float* y) {
+        norm_q8_ = NormBlocks{};
+        const cuda::ActQ8* q8 = nullptr;
+        // (Sized by reserve_step for the step's tokens, decode-sized steps only.)
+        if (!exact_ && step_.open && rows <= step_.n_tokens && step_.n_tokens < cuda::kGemmMinTokens &&
+            dim == config_.hidden && dim % 32 == 0) {
+            norm_q8_ = NormBlocks{y, rows, dim, ops_, norm_blocks(rows, dim)};
+            q8 = &norm_q8_.q8;
+        }
+        cuda::add_rmsnorm(x, r, dvec(w), rows, dim, eps, y, q8, stream_);
     }
     void matmul(const float* x, int32_t n, const Matrix& W, float* y) override {
-        guard([&] { mm_(x, n, dev(W), y, stream_); });
+        guard([&] {
+            const Matrix d = dev(W);
+            mm_.of_one_input(x, n, std::span<const Matrix>(&d, 1), std::span<float* const>(&y, 1), stream_,
+                             blocks_of(x, n, W.cols));
+        });
     }
     void matmuls_of_one_input(const float* x, int32_t n, std::span<const Matrix* const> Ws,
                               std::span<float* const> ys) override {
         guard([&] {
-            std::vector<Matrix> d;
-            d.reserve(Ws.size());
-            for (const Matrix* W : Ws) d.push_back(dev(*W));
-            mm_.of_one_input(x, n, d, ys, stream_);
+            // On the stack: ~190 calls per 27B decode step.
+            Matrix d[cuda::Matmul::kOfOneInputMax];
+            if (Ws.size() > cuda::Matmul::kOfOneInputMax)
+                throw DeviceError("matmuls_of_one_input: too many matrices", cudaErrorInvalidValue);
+            for (size_t i = 0; i < Ws.size(); ++i) d[i] = dev(*Ws[i]);
+            mm_.of_one_input(x, n, std::span<const Matrix>(d, Ws.size()), ys, stream_,
+                             Ws.empty() ? nullptr : blocks_of(x, n, Ws[0]->cols));
         });
     }
     void add(float* y, const float* x, int64_t n) override {
@@ -487,22 +511,29 @@ public:
         // the matmul path.
         cuda::matmul_exact(x, n, dev(w.router), m.logits, stream_);
         cuda::moe_route(m.logits, n, E, k, m.r, stream_);
+        // x's q8 blocks, once for the shared expert and the routed gate and up: the norm's, or made here.
+        const int64_t I = t.gate.rows;
+        auto quantised = [](const cuda::ExpertMatrices& W) { return cuda::gemv_quant_type(W.type); };
+        const bool routed_gemv = !exact_ && t.gemv;
+        const cuda::ActQ8* xq = blocks_of(x, n, H);
+        if (!xq && routed_gemv && (quantised(t.gate) || quantised(t.up))) {
+            cuda::quantize_act_q8(x, n, H, m.xq, stream_);
+            xq = &m.xq;
+        }
         const int64_t Is = w.shared.gate.rows;
         const Matrix shared_in[] = {dev(w.shared.gate), dev(w.shared.up), dev(w.shared_gate)};
         float* shared_out[] = {m.a, m.b, m.gate};
-        mm_.of_one_input(x, n, shared_in, shared_out, stream_);
+        mm_.of_one_input(x, n, shared_in, shared_out, stream_, xq);
         cuda::swiglu(m.a, m.b, int64_t(n) * Is, m.a, stream_);
         mm_(m.a, n, dev(w.shared.down), y, stream_);
         cuda::scale_rows_sigmoid(y, m.gate, n, H, stream_);
         // The routed experts: one grouped launch per matrix over every expert. Serving: the GEMV's kernels
         // (x's rows quantised once for gate and up, the SwiGLU output once for down: the blocks the CPU
         // fast path's matmul_fast makes of each expert's input); `cuda-exact`: the exact kernel's numerics.
-        const int64_t I = t.gate.rows;
-        if (!exact_ && t.gemv) {
-            auto quantised = [](const cuda::ExpertMatrices& W) { return cuda::gemv_quant_type(W.type); };
-            if (quantised(t.gate) || quantised(t.up)) cuda::quantize_act_q8(x, n, H, m.xq, stream_);
-            cuda::moe_expert_gemv(m.xq, x, true, k, t.gate, m.r, m.a, stream_);
-            cuda::moe_expert_gemv(m.xq, x, true, k, t.up, m.r, m.b, stream_);
+        if (routed_gemv) {
+            const cuda::ActQ8 x_blocks = xq ? *xq : cuda::ActQ8{};  // unused by float experts
+            cuda::moe_expert_gemv(x_blocks, x, true, k, t.gate, m.r, m.a, stream_);
+            cuda::moe_expert_gemv(x_blocks, x, true, k, t.up, m.r, m.b, stream_);
             cuda::swiglu(m.a, m.b, int64_t(n) * k * I, m.a, stream_);
             if (quantised(t.down)) cuda::quantize_act_q8(m.a, n * k, I, m.xq, stream_);
             cuda::moe_expert_gemv(m.xq, m.a, false, k, t.down, m.r, m.out, stream_);
@@ -703,6 +734,7 @@ public:
             moe_scratch(n, w->router.rows, int32_t(c.n_experts_used), w->shared.gate.rows, t.gate.rows, w->router.cols);
             break;  // every MoE layer has the same shapes
         }
+        if (!exact_ && n < cuda::kGemmMinTokens && c.hidden % 32 == 0) norm_blocks(n, c.hidden);
         if (st.sampled) {
             sample_buffers(st.plan, c.vocab_size);
             sample_out_host_.need(st.plan.rows.size() * sizeof(cuda::SampleOutDev));
@@ -820,6 +852,7 @@ private:
     // error the device is probed: a sticky error (illegal address, lost context) marks it lost for good.
     template <typename F>
     void guard(F&& f) {
+        ++ops_;  // NormBlocks: an op between a norm and its reader voids the norm's blocks
         if (!error_.ok()) return;
         try {
             f();
@@ -866,6 +899,31 @@ private:
         DG_CHECK(it != dev_vec_.end(), "vector not uploaded by prepare_weights");
         return it->second;
     }
+    // The q8 blocks of the last norm's output (serving: a decode step's hidden state), made in the norm's
+    // own launch (cuda::add_rmsnorm). The op right after the norm reads them instead of quantising y
+    // again, if it reads exactly y (same pointer, rows and width): the projections of one hidden state
+    // (matmuls_of_one_input), the MoE layer, the LM head. Any op between them voids the blocks (ops_
+    // counts the guarded ops), so a y written after its norm is never read through stale blocks.
+    struct NormBlocks {
+        const float* y = nullptr;
+        int64_t rows = 0, dim = 0;
+        uint64_t op = 0;  // ops_ at the norm
+        cuda::ActQ8 q8{};
+    };
+    const cuda::ActQ8* blocks_of(const float* x, int64_t n, int64_t cols) const {
+        const NormBlocks& b = norm_q8_;
+        return b.y && b.y == x && b.rows == n && b.dim == cols && b.op + 1 == ops_ ? &b.q8 : nullptr;
+    }
+    cuda::ActQ8 norm_blocks(int64_t rows, int64_t dim) {  // reserve_step sizes them before a capture
+        const size_t q = size_t(rows * dim);
+        return cuda::ActQ8{norm_q_.need(q), norm_d_.need(q / 32), norm_s_.need(q / 32)};
+    }
+    NormBlocks norm_q8_;
+    uint64_t ops_ = 0;
+    Scratch<int8_t> norm_q_;
+    Scratch<float> norm_d_;
+    Scratch<int32_t> norm_s_;
+
     bool exact_;
     Matmul mm_;  // the matmul dispatcher and its workspaces (cuBLAS handle, activation blocks, bf16 tiles)
     std::vector<Matrix> mm_shapes_;  // one matrix of each shape mm_ multiplies (reserve_step sizes mm_ for them)

@@ -13,14 +13,35 @@ __global__ void embed_kernel(const int32_t* tokens, DType type, const uint8_t* t
     for (int64_t i = threadIdx.x; i < H; i += blockDim.x) x[blockIdx.x * H + i] = dq_elem(type, row, i);
 }
 
-__global__ void rmsnorm_kernel(const float* x, const float* w, int64_t dim, float eps, float* y) {
+// One block of kNormThreads per row. kAdd: x += r first (the residual add, stored back to x), as add_kernel
+// then this kernel would compute it. kQ8: the output row's q8 blocks too (dim % 32 == 0: warp w's lanes
+// hold elements 32w.., one block per warp and pass), as quantize_act_q8 of y would make them.
+constexpr int kNormThreads = 256;
+template <bool kAdd, bool kQ8>
+__global__ void __launch_bounds__(kNormThreads)
+    rmsnorm_kernel(float* x, const float* r, const float* w, int64_t dim, float eps, float* y, ActQ8 q8) {
     __shared__ float red[32];
-    const float* xr = x + blockIdx.x * dim;
+    float* xr = x + blockIdx.x * dim;
     float ss = 0.f;
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    for (int64_t i = threadIdx.x; i < dim; i += kNormThreads) {
+        float v = xr[i];
+        if (kAdd) {
+            v += r[blockIdx.x * dim + i];
+            xr[i] = v;
+        }
+        ss += v * v;
+    }
     ss = block_sum(ss, red);
     const float inv = rsqrtf(ss / float(dim) + eps);
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) y[blockIdx.x * dim + i] = xr[i] * inv * w[i];
+    const int lane = threadIdx.x % kWarp;
+    for (int64_t i = threadIdx.x; i < dim; i += kNormThreads) {
+        const float v = xr[i] * inv * w[i];
+        y[blockIdx.x * dim + i] = v;
+        if (kQ8) {
+            const int64_t blk = (blockIdx.x * dim + i) / 32;
+            quantize_q8_block(v, lane, q8.q + 32 * blk, q8.d + blk, q8.s + blk);
+        }
+    }
 }
 
 __global__ void add_kernel(float* y, const float* x, int64_t n) {
@@ -64,7 +85,19 @@ void embed(const int32_t* tokens, int32_t n, const Matrix& t, float* x, cudaStre
     DG_CUDA_CHECK(DG_LAUNCH(embed_kernel, n, 256, 0, s, tokens, t.type, t.data, t.row_bytes, t.cols, x));
 }
 void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y, cudaStream_t s) {
-    DG_CUDA_CHECK(DG_LAUNCH(rmsnorm_kernel, rows, 256, 0, s, x, w, dim, eps, y));
+    if (rows > 0)  // x is only read (the kernel's x is not const for its kAdd form)
+        DG_CUDA_CHECK(DG_LAUNCH((rmsnorm_kernel<false, false>), rows, kNormThreads, 0, s, const_cast<float*>(x), nullptr,
+                                w, dim, eps, y, ActQ8{}));
+}
+void add_rmsnorm(float* x, const float* r, const float* w, int64_t rows, int64_t dim, float eps, float* y,
+                 const ActQ8* q8, cudaStream_t s) {
+    if (rows <= 0) return;
+    if (q8 && dim % 32 != 0) throw DeviceError("rmsnorm: q8 blocks need a width that is a multiple of 32", cudaErrorInvalidValue);
+    const ActQ8 q = q8 ? *q8 : ActQ8{};
+    if (r && q8) DG_CUDA_CHECK(DG_LAUNCH((rmsnorm_kernel<true, true>), rows, kNormThreads, 0, s, x, r, w, dim, eps, y, q));
+    else if (r) DG_CUDA_CHECK(DG_LAUNCH((rmsnorm_kernel<true, false>), rows, kNormThreads, 0, s, x, r, w, dim, eps, y, q));
+    else if (q8) DG_CUDA_CHECK(DG_LAUNCH((rmsnorm_kernel<false, true>), rows, kNormThreads, 0, s, x, r, w, dim, eps, y, q));
+    else rmsnorm(x, w, rows, dim, eps, y, s);
 }
 void add(float* y, const float* x, int64_t n, cudaStream_t s) { DG_CUDA_CHECK(DG_LAUNCH(add_kernel, blocks_for(n, 256), 256, 0, s, y, x, n)); }
 void swiglu(const float* g, const float* u, int64_t n, float* out, cudaStream_t s) {

@@ -15,6 +15,9 @@
 // activations as 16-byte vectors (their rows are multiples of 16 bytes); Q8_0 (34-byte blocks), Q4_0
 // (18) and Q6_K (210) are only 2-byte aligned in memory and load 32-bit words as two 16-bit halves,
 // Q4_1 (20) as aligned 32-bit words.
+#include <algorithm>
+#include <climits>
+
 #include "engine/cuda/cuda_common.cuh"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/matmul.cuh"
@@ -24,28 +27,15 @@ namespace dg::cuda {
 namespace {
 
 constexpr int kGemvWarps = 4, kGemvRows = 2;
+constexpr int64_t kRowsPerBlock = int64_t(kGemvWarps) * kGemvRows;
 constexpr int kQuantWarps = 8;  // quantize_act_q8: one warp per 32-float block
-
-__device__ __forceinline__ int warp_sum_int(int v) {
-    for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 // ---- activation quantisation: one warp per block of 32 floats ------------------------------------------
 __global__ void quantize_act_kernel(const float* x, int64_t n_blocks, int8_t* q, float* d, int32_t* s) {
     const int64_t g = int64_t(blockIdx.x) * kQuantWarps + threadIdx.x / kWarp;  // uniform per warp
     const int lane = threadIdx.x % kWarp;
     if (g >= n_blocks) return;
-    const float v = x[g * 32 + lane];
-    const float amax = warp_max(fabsf(v));
-    const float inv = amax > 0.f ? 127.f / amax : 0.f;
-    const int qv = __float2int_rn(v * inv);  // round to nearest, ties to even: std::nearbyint on the CPU
-    q[g * 32 + lane] = int8_t(qv);
-    const int sum = warp_sum_int(qv);
-    if (lane == 0) {
-        d[g] = amax / 127.f;
-        s[g] = sum;
-    }
+    quantize_q8_block(x[g * 32 + lane], lane, q + g * 32, d + g, s + g);
 }
 
 // ---- loads ------------------------------------------------------------------------------------------------
@@ -256,11 +246,36 @@ struct DotFloat {
 };
 
 // ---- the kernel -------------------------------------------------------------------------------------------
+// Block b multiplies rows of the first matrix m with b < blocks_end[m] (uniform per block): the matrices of
+// one launch share a type, a width and the activations (GemvBatch in matmul.cuh).
+struct GemvRows {
+    const uint8_t* w[kGemvMaxMatrices];
+    uint64_t row_bytes[kGemvMaxMatrices];
+    int64_t rows[kGemvMaxMatrices];
+    float* y[kGemvMaxMatrices];  // token t's outputs at y[m] + t * rows[m]
+    int32_t blocks_end[kGemvMaxMatrices];
+    int32_t count;
+};
+
 template <class K, int NT>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
-    gemv_kernel(const uint8_t* w, uint64_t row_bytes, int64_t out, int64_t in, typename K::Act act, float* y) {
+    gemv_kernel(GemvRows mats, int64_t in, typename K::Act act) {
+    // The block's matrix, with constant indices only (a runtime index into the parameter arrays would
+    // copy them to local memory).
+    const uint8_t* w = mats.w[0];
+    uint64_t row_bytes = mats.row_bytes[0];
+    int64_t out = mats.rows[0];
+    float* y = mats.y[0];
+    int32_t first_block = 0;
+#pragma unroll
+    for (int i = 1; i < kGemvMaxMatrices; ++i)
+        if (i < mats.count && int32_t(blockIdx.x) >= mats.blocks_end[i - 1]) {
+            w = mats.w[i], row_bytes = mats.row_bytes[i], out = mats.rows[i], y = mats.y[i];
+            first_block = mats.blocks_end[i - 1];
+        }
+    const int32_t block = int32_t(blockIdx.x) - first_block;
     const int lane = threadIdx.x % kWarp;
-    const int64_t r0 = (int64_t(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp) * kGemvRows;
+    const int64_t r0 = (int64_t(block) * kGemvWarps + threadIdx.x / kWarp) * kGemvRows;
     if (r0 >= out) return;  // uniform per warp
     const int rows = out - r0 < kGemvRows ? int(out - r0) : kGemvRows;
     float acc[kGemvRows][NT];
@@ -274,11 +289,13 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
         for (int r = 0; r < kGemvRows; ++r)
             if (r < rows) K::template dot<NT>(w + uint64_t(r0 + r) * row_bytes, u, act, in, acc[r]);
     }
-    for (int r = 0; r < rows; ++r)
+    // Unrolled with a guard: acc indexed by a runtime row count would live in local memory.
+#pragma unroll
+    for (int r = 0; r < kGemvRows; ++r)
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             const float v = warp_sum(acc[r][t]);
-            if (lane == 0) y[int64_t(t) * out + r0 + r] = v;
+            if (lane == 0 && r < rows) y[int64_t(t) * out + r0 + r] = v;
         }
 }
 
@@ -317,9 +334,10 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
             for (int r = 0; r < kGemvRows; ++r)
                 if (r < rows) K::template dot<1>(base + uint64_t(r) * row_bytes, u, a, in, acc[r]);
         }
-        for (int r = 0; r < rows; ++r) {
+#pragma unroll
+        for (int r = 0; r < kGemvRows; ++r) {
             const float v = warp_sum(acc[r][0]);
-            if (lane == 0) y[int64_t(entry) * out + r0 + r] = v;
+            if (lane == 0 && r < rows) y[int64_t(entry) * out + r0 + r] = v;
         }
     }
 }
@@ -327,42 +345,73 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
 template <class K>
 void launch_grouped(const ExpertMatrices& W, typename K::Act act, int32_t x_div, const MoeRouting& r, float* y,
                     cudaStream_t s) {
-    const int64_t rows_per_block = int64_t(kGemvWarps) * kGemvRows;
-    const dim3 grid(unsigned((W.rows + rows_per_block - 1) / rows_per_block), unsigned(W.n_experts));
+    const dim3 grid(unsigned((W.rows + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(W.n_experts));
     DG_CUDA_CHECK(DG_LAUNCH((grouped_gemv_kernel<K>), grid, kGemvWarps * kWarp, 0, s, W.data, W.row_bytes, W.rows,
                             W.cols, act, x_div, r.counts, r.offsets, r.list, y));
 }
 
-// Launches K over tokens [t0, t0 + NT).
+// One launch of K over NT tokens for every matrix of `mats` (their y already offset to the tile).
 template <class K, int NT>
-void launch_tile(const Matrix& W, typename K::Act act, float* y, cudaStream_t s) {
-    const int64_t rows_per_block = int64_t(kGemvWarps) * kGemvRows;
-    const dim3 grid(unsigned((W.rows + rows_per_block - 1) / rows_per_block));
-    DG_CUDA_CHECK(DG_LAUNCH((gemv_kernel<K, NT>), grid, kGemvWarps * kWarp, 0, s, W.data, W.row_bytes, W.rows, W.cols,
-                            act, y));
+void launch_tile(const GemvRows& mats, int64_t in, typename K::Act act, cudaStream_t s) {
+    const dim3 grid(unsigned(mats.blocks_end[mats.count - 1]));
+    DG_CUDA_CHECK(DG_LAUNCH((gemv_kernel<K, NT>), grid, kGemvWarps * kWarp, 0, s, mats, in, act));
 }
 
-// Tokens in tiles of kGemvMaxTokens (each tile one launch, reading the weights once), then the rest.
+// The matrices in launches of up to kGemvMaxMatrices, the tokens in tiles of kGemvMaxTokens (each tile
+// reading the weights once), then the rest.
 template <class K, class MakeAct>
-void run_tokens(const Matrix& W, int32_t n, MakeAct make_act, float* y, cudaStream_t s) {
+void run_tokens(const GemvBatch& b, int32_t n, MakeAct make_act, cudaStream_t s) {
     static_assert(kGemvMaxTokens == 8, "the switch below instantiates 1..8 tokens");
-    for (int32_t t0 = 0; t0 < n; t0 += kGemvMaxTokens) {
-        const typename K::Act act = make_act(t0);
-        float* yt = y + int64_t(t0) * W.rows;
-        switch (n - t0 < kGemvMaxTokens ? n - t0 : kGemvMaxTokens) {
-            case 1: launch_tile<K, 1>(W, act, yt, s); break;
-            case 2: launch_tile<K, 2>(W, act, yt, s); break;
-            case 3: launch_tile<K, 3>(W, act, yt, s); break;
-            case 4: launch_tile<K, 4>(W, act, yt, s); break;
-            case 5: launch_tile<K, 5>(W, act, yt, s); break;
-            case 6: launch_tile<K, 6>(W, act, yt, s); break;
-            case 7: launch_tile<K, 7>(W, act, yt, s); break;
-            default: launch_tile<K, 8>(W, act, yt, s); break;
+    const int64_t in = b.Ws[0].cols;
+    for (size_t m0 = 0; m0 < b.Ws.size(); m0 += kGemvMaxMatrices) {
+        const int count = int(std::min<size_t>(kGemvMaxMatrices, b.Ws.size() - m0));
+        for (int32_t t0 = 0; t0 < n; t0 += kGemvMaxTokens) {
+            GemvRows mats{};
+            mats.count = count;
+            int64_t blocks = 0;
+            for (int i = 0; i < count; ++i) {
+                const Matrix& W = b.Ws[m0 + i];
+                mats.w[i] = W.data;
+                mats.row_bytes[i] = W.row_bytes;
+                mats.rows[i] = W.rows;
+                mats.y[i] = b.ys[m0 + i] + int64_t(t0) * W.rows;
+                blocks += (W.rows + kRowsPerBlock - 1) / kRowsPerBlock;
+                if (blocks > INT32_MAX) throw DeviceError("gemv: too many rows for one launch", cudaErrorInvalidValue);
+                mats.blocks_end[i] = int32_t(blocks);
+            }
+            const typename K::Act act = make_act(t0);
+            switch (n - t0 < kGemvMaxTokens ? n - t0 : kGemvMaxTokens) {
+                case 1: launch_tile<K, 1>(mats, in, act, s); break;
+                case 2: launch_tile<K, 2>(mats, in, act, s); break;
+                case 3: launch_tile<K, 3>(mats, in, act, s); break;
+                case 4: launch_tile<K, 4>(mats, in, act, s); break;
+                case 5: launch_tile<K, 5>(mats, in, act, s); break;
+                case 6: launch_tile<K, 6>(mats, in, act, s); break;
+                case 7: launch_tile<K, 7>(mats, in, act, s); break;
+                default: launch_tile<K, 8>(mats, in, act, s); break;
+            }
         }
     }
 }
 
+// One type and one width for every matrix of a batch (the kernel's template and its unit count).
+void check_batch(const GemvBatch& b, const char* who) {
+    if (b.Ws.empty() || b.Ws.size() != b.ys.size())
+        throw DeviceError(std::string(who) + ": needs one output per matrix, at least one", cudaErrorInvalidValue);
+    for (const Matrix& W : b.Ws)
+        if (W.type != b.Ws[0].type || W.cols != b.Ws[0].cols)
+            throw DeviceError(std::string(who) + ": the matrices of one launch must share type and width", cudaErrorInvalidValue);
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The width and row-size conditions of the kernels' units and 16-byte loads (alignment of the data
+// aside): whole 32-blocks for the quantised types, 8-element units in 16-byte rows for the float ones.
+bool gemv_shape_ok(DType type, int64_t cols, uint64_t row_bytes) {
+    if (gemv_quant_type(type)) return cols % 32 == 0;
+    if (type == DType::F32 || type == DType::F16 || type == DType::BF16) return cols % 8 == 0 && row_bytes % 16 == 0;
+    return false;
+}
 
 }  // namespace
 
@@ -372,10 +421,7 @@ bool gemv_quant_type(DType t) {
 }
 
 bool gemv_supports(const Matrix& W, const float* x) {
-    if (gemv_quant_type(W.type)) return W.cols % 32 == 0 && aligned16(W.data);
-    if (W.type == DType::F32 || W.type == DType::F16 || W.type == DType::BF16)
-        return W.cols % 8 == 0 && aligned16(W.data) && W.row_bytes % 16 == 0 && aligned16(x);
-    return false;
+    return gemv_shape_ok(W.type, W.cols, W.row_bytes) && aligned16(W.data) && (gemv_quant_type(W.type) || aligned16(x));
 }
 
 void quantize_act_q8(const float* x, int32_t n, int64_t in, const ActQ8& a, cudaStream_t s) {
@@ -385,27 +431,24 @@ void quantize_act_q8(const float* x, int32_t n, int64_t in, const ActQ8& a, cuda
     DG_CUDA_CHECK(DG_LAUNCH(quantize_act_kernel, grid, kQuantWarps * kWarp, 0, s, x, blocks, a.q, a.d, a.s));
 }
 
-void gemv_quant(const ActQ8& a, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
-    const int64_t in = W.cols, nb = in / 32;
+void gemv_quant(const ActQ8& a, int32_t n, const GemvBatch& b, cudaStream_t s) {
+    check_batch(b, "gemv_quant");
+    const int64_t in = b.Ws[0].cols, nb = in / 32;
     auto act = [&](int32_t t0) { return QAct{a.q + int64_t(t0) * in, a.d + int64_t(t0) * nb, a.s + int64_t(t0) * nb}; };
-    switch (W.type) {
-        case DType::Q8_0: return run_tokens<DotQ8_0>(W, n, act, y, s);
-        case DType::Q4_0: return run_tokens<DotQ4_x<false>>(W, n, act, y, s);
-        case DType::Q4_1: return run_tokens<DotQ4_x<true>>(W, n, act, y, s);
-        case DType::Q4_K: return run_tokens<DotQk<false>>(W, n, act, y, s);
-        case DType::Q5_K: return run_tokens<DotQk<true>>(W, n, act, y, s);
-        case DType::Q6_K: return run_tokens<DotQ6_K>(W, n, act, y, s);
+    switch (b.Ws[0].type) {
+        case DType::Q8_0: return run_tokens<DotQ8_0>(b, n, act, s);
+        case DType::Q4_0: return run_tokens<DotQ4_x<false>>(b, n, act, s);
+        case DType::Q4_1: return run_tokens<DotQ4_x<true>>(b, n, act, s);
+        case DType::Q4_K: return run_tokens<DotQk<false>>(b, n, act, s);
+        case DType::Q5_K: return run_tokens<DotQk<true>>(b, n, act, s);
+        case DType::Q6_K: return run_tokens<DotQ6_K>(b, n, act, s);
         default: break;
     }
-    throw DeviceError(std::string("gemv_quant: no quantised GEMV for ") + dtype_info(W.type).name, cudaErrorInvalidValue);
+    throw DeviceError(std::string("gemv_quant: no quantised GEMV for ") + dtype_info(b.Ws[0].type).name,
+                      cudaErrorInvalidValue);
 }
 
-bool moe_expert_gemv_supports(const ExpertMatrices& W) {
-    if (gemv_quant_type(W.type)) return W.cols % 32 == 0;
-    if (W.type == DType::F32 || W.type == DType::F16 || W.type == DType::BF16)
-        return W.cols % 8 == 0 && W.row_bytes % 16 == 0;
-    return false;
-}
+bool moe_expert_gemv_supports(const ExpertMatrices& W) { return gemv_shape_ok(W.type, W.cols, W.row_bytes); }
 
 void moe_expert_gemv(const ActQ8& xq, const float* x, bool x_rows_are_tokens, int32_t k, const ExpertMatrices& W,
                      const MoeRouting& r, float* y, cudaStream_t s) {
@@ -426,15 +469,16 @@ void moe_expert_gemv(const ActQ8& xq, const float* x, bool x_rows_are_tokens, in
     throw DeviceError(std::string("moe_expert_gemv: no GEMV for ") + dtype_info(W.type).name, cudaErrorInvalidValue);
 }
 
-void gemv_float(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
-    auto act = [&](int32_t t0) { return FAct{x + int64_t(t0) * W.cols}; };
-    switch (W.type) {
-        case DType::F32: return run_tokens<DotFloat<DType::F32>>(W, n, act, y, s);
-        case DType::F16: return run_tokens<DotFloat<DType::F16>>(W, n, act, y, s);
-        case DType::BF16: return run_tokens<DotFloat<DType::BF16>>(W, n, act, y, s);
+void gemv_float(const float* x, int32_t n, const GemvBatch& b, cudaStream_t s) {
+    check_batch(b, "gemv_float");
+    auto act = [&](int32_t t0) { return FAct{x + int64_t(t0) * b.Ws[0].cols}; };
+    switch (b.Ws[0].type) {
+        case DType::F32: return run_tokens<DotFloat<DType::F32>>(b, n, act, s);
+        case DType::F16: return run_tokens<DotFloat<DType::F16>>(b, n, act, s);
+        case DType::BF16: return run_tokens<DotFloat<DType::BF16>>(b, n, act, s);
         default: break;
     }
-    throw DeviceError(std::string("gemv_float: no float GEMV for ") + dtype_info(W.type).name, cudaErrorInvalidValue);
+    throw DeviceError(std::string("gemv_float: no float GEMV for ") + dtype_info(b.Ws[0].type).name, cudaErrorInvalidValue);
 }
 
 }  // namespace dg::cuda

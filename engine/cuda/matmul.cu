@@ -79,6 +79,12 @@ struct Matmul::State {
     DevBuf gemm_w, gemm_x;            // bf16 weight tile and activation chunk of the GEMM
     int64_t max_tile_rows = 0;        // set_gemm_limits (0: the byte bounds alone)
     int32_t max_chunk_tokens = 0;
+    // The GEMV's q8 blocks of n rows of `in` floats (in % 32 == 0), grown on demand.
+    ActQ8 act_blocks(int32_t n, int64_t in) {
+        const int64_t nb = int64_t(n) * (in / 32);
+        return ActQ8{static_cast<int8_t*>(act_q.need(int64_t(n) * in)), static_cast<float*>(act_d.need(nb * 4)),
+                     static_cast<int32_t*>(act_s.need(nb * 4))};
+    }
     // Created at the first GEMM (or reserve: cublasCreate allocates, so not inside a capture).
     cublasHandle_t handle() {
         if (!cublas) {
@@ -118,31 +124,48 @@ void Matmul::operator()(const float* x, int32_t n, const Matrix& W, float* y, cu
 }
 
 void Matmul::of_one_input(const float* x, int32_t n, std::span<const Matrix> Ws, std::span<float* const> ys,
-                          cudaStream_t s) {
+                          cudaStream_t s, const ActQ8* xq) {
     if (Ws.size() != ys.size())
         throw DeviceError("matmul: of_one_input needs one output per matrix", cudaErrorInvalidValue);
+    if (Ws.size() > kOfOneInputMax)
+        throw DeviceError("matmul: of_one_input takes at most " + std::to_string(kOfOneInputMax) + " matrices",
+                          cudaErrorInvalidValue);
     for (const Matrix& W : Ws)  // checked before anything is enqueued
         if (W.cols != Ws[0].cols)
             throw DeviceError("matmul: of_one_input's matrices differ in width (" + std::to_string(W.cols) + " vs " +
                                   std::to_string(Ws[0].cols) + ")",
                               cudaErrorInvalidValue);
-    bool have_q8 = false;  // x's q8 blocks, made for the first quantised GEMV and read by the others
-    ActQ8 a{};
+    auto on_gemv = [&](const Matrix& W) { return n > 0 && W.rows > 0 && choose(n, W, x) == MatmulPath::kGemv && gemv_supports(W, x); };
+    bool have_q8 = xq != nullptr;  // x's q8 blocks, given or made for the first quantised GEMV
+    ActQ8 a = xq ? *xq : ActQ8{};
+    uint32_t done = 0;     // bit i: Ws[i] enqueued
     for (size_t i = 0; i < Ws.size(); ++i) {
-        const Matrix& W = Ws[i];
-        const MatmulPath p = choose(n, W, x);
-        if (n <= 0 || W.rows == 0 || p != MatmulPath::kGemv || !gemv_quant_type(W.type) || !gemv_supports(W, x)) {
-            run(p, x, n, W, ys[i], s);
+        if (done >> i & 1u) continue;
+        if (!on_gemv(Ws[i])) {
+            run(choose(n, Ws[i], x), x, n, Ws[i], ys[i], s);
+            done |= 1u << i;
+            continue;
+        }
+        // Ws[i] and the later GEMV matrices of its type: one launch (up to kGemvMaxMatrices of them).
+        Matrix group_W[kGemvMaxMatrices];
+        float* group_y[kGemvMaxMatrices];
+        size_t count = 0;
+        for (size_t j = i; j < Ws.size() && count < size_t(kGemvMaxMatrices); ++j)
+            if (!(done >> j & 1u) && Ws[j].type == Ws[i].type && on_gemv(Ws[j])) {
+                group_W[count] = Ws[j], group_y[count] = ys[j], ++count;
+                done |= 1u << j;
+            }
+        const GemvBatch batch{{group_W, count}, {group_y, count}};
+        if (!gemv_quant_type(Ws[i].type)) {
+            gemv_float(x, n, batch, s);
             continue;
         }
         if (!have_q8) {
-            const int64_t in = W.cols, nb = int64_t(n) * (in / 32);
-            a = ActQ8{static_cast<int8_t*>(st_->act_q.need(int64_t(n) * in)), static_cast<float*>(st_->act_d.need(nb * 4)),
-                      static_cast<int32_t*>(st_->act_s.need(nb * 4))};
-            quantize_act_q8(x, n, in, a, s);
+            a = st_->act_blocks(n, Ws[i].cols);
+            quantize_act_q8(x, n, Ws[i].cols, a, s);
             have_q8 = true;
         }
-        gemv_quant(a, n, W, ys[i], s);
+        gemv_quant(a, n, batch, s);
     }
 }
 
@@ -155,10 +178,7 @@ void Matmul::reserve(int32_t n, const Matrix& W) {
     if (path == MatmulPath::kAuto) path = n >= kGemmMinTokens ? MatmulPath::kGemm : MatmulPath::kGemv;
     if (path == MatmulPath::kGemv) {
         if (!gemv_quant_type(W.type) || W.cols % 32 != 0) return;  // no workspace (or the exact kernel)
-        const int64_t nb = int64_t(n) * (W.cols / 32);
-        st_->act_q.need(int64_t(n) * W.cols);
-        st_->act_d.need(nb * 4);
-        st_->act_s.need(nb * 4);
+        st_->act_blocks(n, W.cols);
     } else if (path == MatmulPath::kGemm) {
         st_->handle();
         if (W.type == DType::F32) return;
@@ -178,10 +198,8 @@ void Matmul::run(MatmulPath path, const float* x, int32_t n, const Matrix& W, fl
                                       std::to_string(W.rows) + "x" + std::to_string(W.cols) + " matrix (unaligned or odd width)",
                                   cudaErrorInvalidValue);
             if (!gemv_quant_type(W.type)) return gemv_float(x, n, W, y, s);
-            const int64_t in = W.cols, nb = int64_t(n) * (in / 32);
-            const ActQ8 a{static_cast<int8_t*>(st_->act_q.need(int64_t(n) * in)),
-                          static_cast<float*>(st_->act_d.need(nb * 4)), static_cast<int32_t*>(st_->act_s.need(nb * 4))};
-            quantize_act_q8(x, n, in, a, s);
+            const ActQ8 a = st_->act_blocks(n, W.cols);
+            quantize_act_q8(x, n, W.cols, a, s);
             return gemv_quant(a, n, W, y, s);
         }
         case MatmulPath::kGemm: {

@@ -31,6 +31,14 @@ constexpr int32_t kGemmMinTokens = 32;
 constexpr int64_t kGemmWeightTileBytes = int64_t(64) << 20;
 constexpr int64_t kGemmActChunkBytes = int64_t(32) << 20;
 
+// q8 activation blocks of n rows of `in` floats (q: n*in, d and s: n*in/32): per 32 floats the int8
+// values, the scale and the sum of the int8 values (gemv.cu quantize_act_q8).
+struct ActQ8 {
+    int8_t* q;
+    float* d;
+    int32_t* s;
+};
+
 enum class MatmulPath {
     kAuto,   // serving: GEMV below kGemmMinTokens, GEMM from there (where the shape allows, else exact)
     kExact,  // the fp32 oracle kernel only
@@ -54,11 +62,15 @@ public:
     // W.data is device memory; x, y device buffers. Enqueued on `s`; throws DeviceError on a CUDA or
     // cuBLAS failure (cuda_common.cuh).
     void operator()(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s);
-    // Several matmuls of one input x (every W the same width), each on the path operator() takes; those on
-    // the quantised GEMV share one quantisation of x (one launch instead of one per matrix). Results equal
-    // operator()'s bit for bit.
+    // Several matmuls of one input x (every W the same width, at most kOfOneInputMax of them), each on the
+    // path operator() takes; those on the quantised GEMV share one quantisation of x (one launch instead of
+    // one per matrix), and the GEMV matrices of one type run in one launch (gemv_quant / gemv_float over a
+    // GemvBatch). Results equal operator()'s bit for bit.
+    static constexpr size_t kOfOneInputMax = 32;
+    // xq: x's q8 blocks made by the caller (quantize_act_q8 of x's n rows, or the RMSNorm that made x);
+    // nullptr: made here if a quantised GEMV needs them.
     void of_one_input(const float* x, int32_t n, std::span<const Matrix> Ws, std::span<float* const> ys,
-                      cudaStream_t s);
+                      cudaStream_t s, const ActQ8* xq = nullptr);
     // Runs `path` for this call only (the benchmark and the tests compare the paths on one object).
     void run(MatmulPath path, const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s);
     // Allocates now what a call of n tokens of W would allocate (workspaces, the cuBLAS handle), so that
@@ -83,15 +95,23 @@ private:
 
 // The kernels behind Matmul, one exported launcher per file.
 void matmul_exact(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s);  // matmul.cu
-// gemv.cu: q8 activation blocks of n rows of `in` floats (q: n*in, d and s: n*in/32).
-struct ActQ8 {
-    int8_t* q;
-    float* d;
-    int32_t* s;
-};
 void quantize_act_q8(const float* x, int32_t n, int64_t in, const ActQ8& a, cudaStream_t s);
-void gemv_quant(const ActQ8& a, int32_t n, const Matrix& W, float* y, cudaStream_t s);
-void gemv_float(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s);
+// Matrices of one input, one type and one width (checked: DeviceError otherwise), multiplied in one launch
+// per kGemvMaxMatrices matrices and tile of kGemvMaxTokens tokens: the gate and up projections (or
+// the mixer's qkv, z, b and a) read in one kernel pass. ys[i] holds n rows of Ws[i].rows.
+constexpr int kGemvMaxMatrices = 4;
+struct GemvBatch {
+    std::span<const Matrix> Ws;
+    std::span<float* const> ys;
+};
+void gemv_quant(const ActQ8& a, int32_t n, const GemvBatch& b, cudaStream_t s);
+void gemv_float(const float* x, int32_t n, const GemvBatch& b, cudaStream_t s);
+inline void gemv_quant(const ActQ8& a, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
+    gemv_quant(a, n, GemvBatch{{&W, 1}, {&y, 1}}, s);
+}
+inline void gemv_float(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
+    gemv_float(x, n, GemvBatch{{&W, 1}, {&y, 1}}, s);
+}
 bool gemv_quant_type(DType t);  // Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K
 
 }  // namespace dg::cuda

@@ -23,6 +23,11 @@ struct DevSeq {
 void embed(const int32_t* tokens_dev, int32_t n, const Matrix& table, float* x, cudaStream_t s);
 void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y, cudaStream_t s);
 void add(float* y, const float* x, int64_t n, cudaStream_t s);
+// The step between two sub-layers in one launch: x += r (r may be null: no add), y = rmsnorm(x) · w, and
+// with q8 (dim % 32 == 0) y's q8 activation blocks for the GEMV, as quantize_act_q8(y) makes them. Bit
+// for bit add, then rmsnorm, then quantize_act_q8. y may alias x.
+void add_rmsnorm(float* x, const float* r, const float* w, int64_t rows, int64_t dim, float eps, float* y,
+                 const ActQ8* q8, cudaStream_t s);
 void swiglu(const float* gate, const float* up, int64_t count, float* out, cudaStream_t s);
 void copy_rows(const float* x, const int32_t* rows_dev, int32_t n_rows, int64_t dim, float* y, cudaStream_t s);
 // MoE combine: y[t] += sum_j weights[t][j] * x[src[t][j]] for t < n_rows, j < k, in j order; src < 0

@@ -422,6 +422,84 @@ TEST(BackendOps, MatmulEveryWeightType) {
         }
 }
 
+// The serving backend's norm makes its output's q8 blocks for the op right after it (CudaBackend's
+// NormBlocks): that op's matmul gives the bits of a matmul that quantises the same rows itself, one launch
+// fewer. An op between them that writes the norm's output voids the blocks (a matmul reading stale blocks
+// would give the product of the rows before the write), and a matmul of another buffer ignores them.
+TEST(CudaServingOps, NormBlocksReadOnlyByTheNextOpOnTheirOutput) {
+    SKIP_WITHOUT_CUDA();
+    Weights W;
+    Rng r(31);
+    const int64_t H = 256, V = 40;
+    const int32_t n = 3;
+    ModelWeights& mw = W.model();
+    mw.config.hidden = H, mw.config.vocab_size = V;
+    mw.lm_head = W.matrix(DType::Q8_0, V, H, r, 1.f / 16);
+    mw.final_norm = rand_vec(r, H, 0.1f, 1.f);
+    auto made = make_backend(BackendKind::kCuda);
+    ASSERT_TRUE(made.ok()) << made.status();
+    Backend& be = **made;
+    ASSERT_TRUE(be.prepare_weights(mw).ok());
+    ASSERT_TRUE(be.init_caches(mw.config, CacheLayout{}).ok());
+    StepBatch batch;  // a 3-token chunk: decode-sized, not captured as a graph
+    batch.tokens.assign(size_t(n), 0);
+    batch.seqs.push_back(SeqSlice{});
+    batch.seqs[0].len = n;
+    const std::vector<int32_t> rows{0, 1, 2};
+    const std::vector<float> x = rand_vec(r, n * H), z = rand_vec(r, n * H);
+    Dev d(be);
+    float* dx = d.up(x);
+    float* dz = d.up(z);
+    float* dh = d.alloc(n * H);
+    float* dy = d.alloc(n * V);
+    // y = h · Wᵀ with h uploaded: no norm before it, the matmul quantises h itself.
+    auto reference = [&](const std::vector<float>& h) {
+        float* dh2 = d.up(h);
+        be.begin_step(batch, rows, {});
+        be.matmul(dh2, n, mw.lm_head, dy);
+        return d.down(dy, n * V);
+    };
+    auto step = [&](const std::function<void()>& ops) {
+        be.begin_step(batch, rows, {});
+        ops();
+        const std::vector<float> h = d.down(dh, n * H);  // ends the step
+        return std::make_pair(h, d.down(dy, n * V));
+    };
+    // Read: norm, then the matmul of its output.
+    uint64_t launches = 0;
+    auto [h1, y1] = step([&] {
+#ifdef DG_CUDA_EMU
+        emu::reset_counters();
+#endif
+        be.rmsnorm(dx, mw.final_norm.data(), n, H, 1e-6f, dh);
+        be.matmul(dh, n, mw.lm_head, dy);
+#ifdef DG_CUDA_EMU
+        launches = emu::counters().kernel_launches;
+#endif
+    });
+    expect_bits_equal("the matmul on the norm's blocks", reference(h1), y1);
+#ifdef DG_CUDA_EMU
+    EXPECT_EQ(launches, 2u) << "the norm (with its q8 blocks) and the GEMV: no quantisation launch";
+#else
+    (void)launches;
+#endif
+    // Voided: the norm's output is written (an add) before the matmul reads it.
+    auto [h2, y2] = step([&] {
+        be.rmsnorm(dx, mw.final_norm.data(), n, H, 1e-6f, dh);
+        be.add(dh, dz, n * H);
+        be.matmul(dh, n, mw.lm_head, dy);
+    });
+    expect_bits_equal("the matmul after a write to the norm's output", reference(h2), y2);
+    // Another buffer: the matmul right after the norm reads x, not the norm's output.
+    auto [h3, y3] = step([&] {
+        be.rmsnorm(dx, mw.final_norm.data(), n, H, 1e-6f, dh);
+        be.matmul(dx, n, mw.lm_head, dy);
+    });
+    (void)h3;
+    expect_bits_equal("the matmul of another buffer after a norm", reference(x), y3);
+    ASSERT_TRUE(be.take_error().ok());
+}
+
 // add, swiglu, copy_rows: elementwise. add and copy_rows are exact; swiglu's expf may differ in the
 // last bit from std::exp: 1e-6.
 TEST(BackendOps, AddSwigluCopyRows) {

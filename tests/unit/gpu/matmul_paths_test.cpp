@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <random>
 #include <string>
@@ -161,6 +162,62 @@ TEST(MatmulPaths, ActivationQuantisationEqualsTheCpu) {
     EXPECT_EQ(gs.get(s.size()), s);
     const auto dd = gd.get(d.size());
     EXPECT_EQ(std::memcmp(dd.data(), d.data(), d.size() * 4), 0);
+}
+
+// The fused step between sub-layers (ops.cuh add_rmsnorm: residual add, RMSNorm and the q8 blocks of its
+// output in one launch) gives the bits of add, rmsnorm and quantize_act_q8 run one after another: the
+// residual, the normed rows and the blocks. Widths of the presets (1,024 .. 5,120) and a narrow one,
+// in place (y == x) and not, with and without the add.
+TEST(MatmulPaths, AddRmsnormQ8EqualsTheOpsOneByOne) {
+    SKIP_WITHOUT_CUDA();
+    std::mt19937 rng(12);
+    for (int64_t dim : {int64_t(64), int64_t(1024), int64_t(5120)})
+        for (int32_t rows : {1, 5})
+            for (int variant = 0; variant < 3; ++variant) {  // 0: add, 1: add in place, 2: no add
+                const bool with_add = variant != 2, in_place = variant == 1;
+                const std::string what = "dim " + std::to_string(dim) + " rows " + std::to_string(rows) + " variant " +
+                                         std::to_string(variant);
+                const int64_t count = rows * dim, nb = count / 32;
+                const size_t cn = size_t(count), bn = size_t(nb);
+                const std::vector<float> x = make_x(count, rng), r = make_x(count, rng), w = make_x(dim, rng);
+                Dev<float> dr(r), dw(w);
+                // One by one.
+                Dev<float> x1(x), y1(cn);
+                Dev<int8_t> q1(cn);
+                Dev<float> d1(bn);
+                Dev<int32_t> s1(bn);
+                float* out1 = in_place ? x1.p : y1.p;
+                if (with_add) cuda::add(x1.p, dr.p, count, nullptr);
+                cuda::rmsnorm(x1.p, dw.p, rows, dim, 1e-6f, out1, nullptr);
+                cuda::quantize_act_q8(out1, rows, dim, cuda::ActQ8{q1.p, d1.p, s1.p}, nullptr);
+                // Fused.
+                Dev<float> x2(x), y2(cn);
+                Dev<int8_t> q2(cn);
+                Dev<float> d2(bn);
+                Dev<int32_t> s2(bn);
+                float* out2 = in_place ? x2.p : y2.p;
+                const cuda::ActQ8 blocks{q2.p, d2.p, s2.p};
+                cuda::add_rmsnorm(x2.p, with_add ? dr.p : nullptr, dw.p, rows, dim, 1e-6f, out2, &blocks, nullptr);
+                ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
+                auto bits = [](const std::vector<float>& v) {
+                    std::vector<uint32_t> b(v.size());
+                    std::memcpy(b.data(), v.data(), v.size() * 4);
+                    return b;
+                };
+                EXPECT_EQ(bits(x2.get(size_t(count))), bits(x1.get(size_t(count)))) << what << ": the residual";
+                if (!in_place)
+                    EXPECT_EQ(bits(y2.get(size_t(count))), bits(y1.get(size_t(count)))) << what << ": the normed rows";
+                EXPECT_EQ(q2.get(size_t(count)), q1.get(size_t(count))) << what << ": the q8 values";
+                EXPECT_EQ(bits(d2.get(size_t(nb))), bits(d1.get(size_t(nb)))) << what << ": the q8 scales";
+                EXPECT_EQ(s2.get(size_t(nb)), s1.get(size_t(nb))) << what << ": the q8 sums";
+            }
+    Dev<float> x(make_x(48, rng)), w(make_x(48, rng));
+    Dev<int8_t> q(48);
+    Dev<float> d(2);
+    Dev<int32_t> s(2);
+    const cuda::ActQ8 blocks{q.p, d.p, s.p};
+    EXPECT_THROW(cuda::add_rmsnorm(x.p, nullptr, w.p, 1, 48, 1e-6f, x.p, &blocks, nullptr), std::exception)
+        << "a width that is not a multiple of 32 has no q8 blocks";
 }
 
 TEST(MatmulPaths, GemvQuantisedEveryType) {
@@ -312,54 +369,78 @@ TEST(MatmulPaths, MoeExpertGemvEveryType) {
 // The projections of one hidden state through of_one_input: quantised GEMVs (two types), a float GEMV and
 // a matrix the fast kernels refuse (the exact kernel), at decode and at a GEMM-sized n. Every output equals
 // the one-by-one call's bit for bit; at decode the three quantised GEMVs share one quantisation launch.
+// `types`' matrices of width `in` (rows 40, 24, 16, ... cycling), on the device.
+struct DeviceMatrices {
+    std::vector<std::unique_ptr<Dev<uint8_t>>> mem;
+    std::vector<Matrix> ms;
+    DeviceMatrices(std::initializer_list<DType> types, int64_t in, std::mt19937& rng) {
+        const int64_t rows[] = {40, 24, 16, 8, 11};
+        size_t i = 0;
+        for (DType t : types) {
+            const HostMatrix h = make_matrix(t, rows[i++ % 5], in, rng);
+            mem.push_back(std::make_unique<Dev<uint8_t>>(h.bytes));
+            Matrix m = h.m;
+            m.data = mem.back()->p;
+            ms.push_back(m);
+        }
+    }
+};
+
+// of_one_input against one call per matrix, bit for bit; under the emulation also the launches: one
+// quantisation of x, then one GEMV launch per type (at most kGemvMaxMatrices matrices each) and token tile.
+void expect_of_one_input_equals_one_by_one(const DeviceMatrices& dm, int32_t n, int launches_per_tile, std::mt19937& rng) {
+    const std::vector<Matrix>& ms = dm.ms;
+    const int64_t in = ms[0].cols;
+    cuda::Matmul mm;
+    const std::vector<float> x = make_x(int64_t(n) * in, rng);
+    Dev<float> dx(x);
+    std::vector<std::unique_ptr<Dev<float>>> one, group;
+    std::vector<float*> ys;
+    for (const Matrix& m : ms) {
+        one.push_back(std::make_unique<Dev<float>>(size_t(n) * m.rows));
+        group.push_back(std::make_unique<Dev<float>>(size_t(n) * m.rows));
+        mm(dx.p, n, m, one.back()->p, nullptr);
+        ys.push_back(group.back()->p);
+    }
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+#ifdef DG_CUDA_EMU
+    emu::reset_counters();
+#endif
+    mm.of_one_input(dx.p, n, ms, ys, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+#ifdef DG_CUDA_EMU
+    const int tiles = (n + cuda::kGemvMaxTokens - 1) / cuda::kGemvMaxTokens;
+    if (n < cuda::kGemmMinTokens) EXPECT_EQ(emu::counters().kernel_launches, 1 + launches_per_tile * tiles) << "n=" << n;
+#else
+    (void)launches_per_tile;
+#endif
+    for (size_t i = 0; i < ms.size(); ++i)
+        EXPECT_EQ(group[i]->get(size_t(n) * ms[i].rows), one[i]->get(size_t(n) * ms[i].rows))
+            << tname(ms[i].type) << " matrix " << i << " n=" << n;
+}
+
 TEST(MatmulPaths, OfOneInputEqualsOneByOne) {
     SKIP_WITHOUT_CUDA();
     std::mt19937 rng(7);
     const int64_t in = 512;
-    std::vector<HostMatrix> hm;
-    hm.push_back(make_matrix(DType::Q4_K, 40, in, rng));
-    hm.push_back(make_matrix(DType::Q8_0, 24, in, rng));
-    hm.push_back(make_matrix(DType::F16, 16, in, rng));
-    hm.push_back(make_matrix(DType::Q6_K, 8, in, rng));
-    std::vector<std::unique_ptr<Dev<uint8_t>>> dw;
-    std::vector<Matrix> ms;
-    for (const HostMatrix& h : hm) {
-        dw.push_back(std::make_unique<Dev<uint8_t>>(h.bytes));
-        Matrix m = h.m;
-        m.data = dw.back()->p;
-        ms.push_back(m);
-    }
+    // Per tile: Q4_K x2, Q8_0, F16 x2 and Q6_K, one launch per type.
+    const DeviceMatrices mixed(
+        {DType::Q4_K, DType::Q8_0, DType::F16, DType::Q6_K, DType::Q4_K, DType::F16}, in, rng);
+    for (int32_t n : {1, 5, 11, cuda::kGemmMinTokens}) expect_of_one_input_equals_one_by_one(mixed, n, 4, rng);
+    // Six matrices of one type: launches of kGemvMaxMatrices (4) and 2.
+    const DeviceMatrices six({DType::Q8_0, DType::Q8_0, DType::Q8_0, DType::Q8_0, DType::Q8_0, DType::Q8_0}, in, rng);
+    for (int32_t n : {1, 9}) expect_of_one_input_equals_one_by_one(six, n, 2, rng);
+
     cuda::Matmul mm;
-    for (int32_t n : {1, 5, cuda::kGemmMinTokens}) {
-        const std::vector<float> x = make_x(int64_t(n) * in, rng);
-        Dev<float> dx(x);
-        std::vector<std::unique_ptr<Dev<float>>> one, group;
-        std::vector<float*> ys;
-        for (const Matrix& m : ms) {
-            one.push_back(std::make_unique<Dev<float>>(size_t(n) * m.rows));
-            group.push_back(std::make_unique<Dev<float>>(size_t(n) * m.rows));
-            mm(dx.p, n, m, one.back()->p, nullptr);
-            ys.push_back(group.back()->p);
-        }
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-#ifdef DG_CUDA_EMU
-        emu::reset_counters();
-#endif
-        mm.of_one_input(dx.p, n, ms, ys, nullptr);
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-#ifdef DG_CUDA_EMU
-        // Decode: one quantisation + 3 quantised GEMVs + 1 float GEMV (one-by-one: 3 + 3 + 1).
-        if (n < cuda::kGemmMinTokens) EXPECT_EQ(emu::counters().kernel_launches, 5) << "n=" << n;
-#endif
-        for (size_t i = 0; i < ms.size(); ++i)
-            EXPECT_EQ(group[i]->get(size_t(n) * ms[i].rows), one[i]->get(size_t(n) * ms[i].rows))
-                << tname(ms[i].type) << " n=" << n;
-    }
-    const Matrix wide{DType::Q8_0, 4, 2 * in, ms[0].data, ms[0].row_bytes};
-    const Matrix mixed[] = {ms[0], wide};
+    const Matrix wide{DType::Q8_0, 4, 2 * in, mixed.ms[0].data, mixed.ms[0].row_bytes};
+    const Matrix widths[] = {mixed.ms[0], wide};
     float* outs[] = {nullptr, nullptr};
     Dev<float> dx(make_x(in, rng));
-    EXPECT_THROW(mm.of_one_input(dx.p, 1, mixed, outs, nullptr), std::exception);  // widths differ
+    EXPECT_THROW(mm.of_one_input(dx.p, 1, widths, outs, nullptr), std::exception);  // widths differ
+    // One launch of two types is refused by the launcher itself.
+    const Matrix two_types[] = {mixed.ms[0], mixed.ms[1]};
+    float* outs2[] = {nullptr, nullptr};
+    EXPECT_THROW(cuda::gemv_float(dx.p, 1, cuda::GemvBatch{two_types, outs2}, nullptr), std::exception);
 }
 
 // The serving dispatch: GEMV below kGemmMinTokens where the kernels take the shape, the exact kernel

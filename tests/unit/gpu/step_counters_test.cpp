@@ -112,18 +112,23 @@ TEST(CudaStepCounters, DecodeStepDoesNotGrow) {
     // matmuls that read one hidden state (the mixer's qkv/z/b/a, attention's q/k/v, gate/up, the shared
     // expert's gate/up) share one quantisation: 27B 1,397 -> 1,157 (240 fewer: 48 GDN layers x 3 + 16
     // attention layers x 2 + 64 MLPs x 1), 35B-A3B 1,356 -> 1,206 (150 fewer; its f32 shared-expert gate
-    // takes the float GEMV). What is left goes when the quantisation is fused into the op that produces
-    // the activations (residual add + RMSNorm + quantisation).
+    // takes the float GEMV). LOWERED again by the multi-matrix GEMV (gemv.cu GemvBatch): the GEMV matrices
+    // of one type among them run in one launch: 27B 1,157 -> 917 (the same 240: qkv/z/b/a 4 -> 1, q/k/v
+    // 3 -> 1, gate/up 2 -> 1 on this q8_0 model), 35B-A3B 1,206 -> 1,056 (30 GDN x 3 + 10 attention x 2 +
+    // 40 shared-expert gate/up x 1). LOWERED again by the fused residual add + RMSNorm + q8 blocks
+    // (Backend::add_rmsnorm, cuda::add_rmsnorm, CudaBackend's NormBlocks): per layer the two adds and the
+    // two quantisations of the normed hidden state go: 27B 917 -> 661 (64 x 4), 35B-A3B 1,056 -> 856
+    // (40 x 5: also the routed experts' own quantisation of x, which now reads the norm's blocks).
     const std::vector<StepShape> shapes = {
         // Logits to the host (Runner::feed, the CLI's path). 2026-12-05 before the asynchronous step: 900
         // kernels (1,397 with the serving matmul's activation quantisation), 66 H2D + 1 D2H copies, 68
         // host syncs. Now (issue 15's step merged with the serving matmul and split-K attention): 1,397
         // kernels in one graph launch, one asynchronous metadata upload, one asynchronous logits download,
         // one synchronisation.
-        {"27b-layers", "27b", "q8_0", false, 1157, 2, 1, 4096},
+        {"27b-layers", "27b", "q8_0", false, 661, 2, 1, 4096},
         // The scheduler's step, sampled on the device: the sampler's launch and its token download
         // (172 bytes) inside the graph. Before: 1,398 kernels, 67 H2D + 1 D2H, 68 syncs.
-        {"27b-layers", "27b", "q8_0", true, 1158, 2, 1, 172},
+        {"27b-layers", "27b", "q8_0", true, 662, 2, 1, 172},
         // MoE routed on the device (14 launches per MoE layer instead of 8 + 5 per selected expert, plus
         // the shared expert's activation quantisations), no router-logit downloads. Before: 3,596 kernels,
         // 443 H2D + 41 D2H copies, 484 syncs, 2,732 bytes down. RAISED from 1,276 to 1,356 on purpose: the
@@ -131,7 +136,7 @@ TEST(CudaStepCounters, DecodeStepDoesNotGrow) {
         // kernel in the serving backend) quantises its inputs in two launches per MoE layer (x once for
         // gate and up, the SwiGLU output once for down), 40 layers. (The logits-to-host step of this
         // shape is not run, to save CI time.)
-        {"35b-a3b-layers", "35b-a3b", "q8_0", true, 1206, 2, 1, 172},
+        {"35b-a3b-layers", "35b-a3b", "q8_0", true, 856, 2, 1, 172},
     };
     std::printf("\none batch-1 decode step on the CUDA emulation (issue 15 target: 1 graph launch, 1 async "
                 "upload, 1 token download, 0 syncs inside)\n");
