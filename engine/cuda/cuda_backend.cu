@@ -327,18 +327,12 @@ public:
     void add_rmsnorm(float* x, const float* r, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
         guard([&] { norm(x, r, w, rows, dim, eps, y); });
     }
-    // One launch: the add, the norm and, where the serving GEMV will read y next (a decode step's hidden
-    // state), y's q8 blocks (NormBlocks).
+    // One launch: the add, the norm and, where the serving GEMV may read y next (a decode step's hidden
+    // state), y's q8 blocks (MadeBlocks).
     void norm(float* x, const float* r, const float* w, int64_t rows, int64_t dim, float eps, float* y) {
-        norm_q8_ = NormBlocks{};
-        const cuda::ActQ8* q8 = nullptr;
-        // (Sized by reserve_step for the step's tokens, decode-sized steps only.)
-        if (!exact_ && step_.open && rows <= step_.n_tokens && step_.n_tokens < cuda::kGemmMinTokens &&
-            dim == config_.hidden && dim % 32 == 0) {
-            norm_q8_ = NormBlocks{y, rows, dim, ops_, norm_blocks(rows, dim)};
-            q8 = &norm_q8_.q8;
-        }
-        cuda::add_rmsnorm(x, r, dvec(w), rows, dim, eps, y, q8, stream_);
+        made_ = MadeBlocks{};
+        if (dim % 32 == 0 && can_make_blocks(rows * dim)) made_ = MadeBlocks{y, rows * dim, ops_, made_blocks()};
+        cuda::add_rmsnorm(x, r, dvec(w), rows, dim, eps, y, made_.y ? &made_.q8 : nullptr, stream_);
     }
     void matmul(const float* x, int32_t n, const Matrix& W, float* y) override {
         guard([&] {
@@ -363,7 +357,11 @@ public:
         guard([&] { cuda::add(y, x, n, stream_); });
     }
     void swiglu(const float* g, const float* u, int64_t count, float* out) override {
-        guard([&] { cuda::swiglu(g, u, count, out, stream_); });
+        guard([&] {
+            made_ = MadeBlocks{};
+            if (can_make_blocks(count)) made_ = MadeBlocks{out, count, ops_, made_blocks()};
+            cuda::swiglu(g, u, count, out, stream_, made_.y ? &made_.q8 : nullptr);
+        });
     }
     void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) override {
         guard([&] { copy_rows_impl(x, rows, n_rows, dim, y); });
@@ -524,19 +522,24 @@ public:
         const Matrix shared_in[] = {dev(w.shared.gate), dev(w.shared.up), dev(w.shared_gate)};
         float* shared_out[] = {m.a, m.b, m.gate};
         mm_.of_one_input(x, n, shared_in, shared_out, stream_, xq);
-        cuda::swiglu(m.a, m.b, int64_t(n) * Is, m.a, stream_);
-        mm_(m.a, n, dev(w.shared.down), y, stream_);
+        // The SwiGLU output's q8 blocks made by the SwiGLU launch when the down projection's GEMV reads them.
+        const Matrix shared_down = dev(w.shared.down);
+        const cuda::ActQ8* hq = !exact_ && n < cuda::kGemmMinTokens && Is % 32 == 0 &&
+                                        cuda::gemv_quant_type(shared_down.type)
+                                    ? &m.hq
+                                    : nullptr;
+        cuda::swiglu(m.a, m.b, int64_t(n) * Is, m.a, stream_, hq);
+        mm_.of_one_input(m.a, n, std::span<const Matrix>(&shared_down, 1), std::span<float* const>(&y, 1), stream_, hq);
         cuda::scale_rows_sigmoid(y, m.gate, n, H, stream_);
         // The routed experts: one grouped launch per matrix over every expert. Serving: the GEMV's kernels
-        // (x's rows quantised once for gate and up, the SwiGLU output once for down: the blocks the CPU
-        // fast path's matmul_fast makes of each expert's input); `cuda-exact`: the exact kernel's numerics.
+        // (x's blocks for gate and up, the SwiGLU output's made by the SwiGLU launch for down: the blocks the
+        // CPU fast path's matmul_fast makes of each expert's input); `cuda-exact`: the exact kernel's numerics.
         if (routed_gemv) {
             const cuda::ActQ8 x_blocks = xq ? *xq : cuda::ActQ8{};  // unused by float experts
             cuda::moe_expert_gemv(x_blocks, x, true, k, t.gate, m.r, m.a, stream_);
             cuda::moe_expert_gemv(x_blocks, x, true, k, t.up, m.r, m.b, stream_);
-            cuda::swiglu(m.a, m.b, int64_t(n) * k * I, m.a, stream_);
-            if (quantised(t.down)) cuda::quantize_act_q8(m.a, n * k, I, m.xq, stream_);
-            cuda::moe_expert_gemv(m.xq, m.a, false, k, t.down, m.r, m.out, stream_);
+            cuda::swiglu(m.a, m.b, int64_t(n) * k * I, m.a, stream_, quantised(t.down) ? &m.hq : nullptr);
+            cuda::moe_expert_gemv(m.hq, m.a, false, k, t.down, m.r, m.out, stream_);
         } else {
             cuda::moe_expert_matmul(x, true, k, t.gate, m.r, m.a, stream_);
             cuda::moe_expert_matmul(x, true, k, t.up, m.r, m.b, stream_);
@@ -550,7 +553,8 @@ public:
     struct MoeScratch {
         float *logits, *a, *b, *gate, *out;
         cuda::MoeRouting r;
-        cuda::ActQ8 xq;  // q8 blocks of the routed experts' inputs (serving): n x H, then n*k x I
+        cuda::ActQ8 xq;  // q8 blocks of x (serving), n x H, when the norm's are not there
+        cuda::ActQ8 hq;  // q8 blocks of the SwiGLU outputs (serving): shared n x Is, routed n*k x I
     };
     MoeScratch moe_scratch(int32_t n, int64_t E, int32_t k, int64_t Is, int64_t I, int64_t H) {
         const size_t nk = size_t(std::max(n, 1)) * k, ffn = std::max<size_t>(size_t(std::max(n, 1)) * Is, nk * I);
@@ -564,8 +568,9 @@ public:
         int32_t* idx = moe_idx_.need(3 * nk + 2 * size_t(E));
         m.r.sel = idx, m.r.src = idx + nk, m.r.list = idx + 2 * nk, m.r.counts = idx + 3 * nk, m.r.offsets = idx + 3 * nk + E;
         if (!exact_) {
-            const size_t q = std::max<size_t>(std::max(size_t(std::max(n, 1)) * H, nk * I), 32);
-            m.xq = cuda::ActQ8{moe_xq_.need(q), moe_xd_.need(q / 32), moe_xs_.need(q / 32)};
+            const size_t qx = std::max<size_t>(size_t(std::max(n, 1)) * H, 32), qh = std::max<size_t>(ffn, 32);
+            m.xq = cuda::ActQ8{moe_xq_.need(qx), moe_xd_.need(qx / 32), moe_xs_.need(qx / 32)};
+            m.hq = cuda::ActQ8{moe_hq_.need(qh), moe_hd_.need(qh / 32), moe_hs_.need(qh / 32)};
         }
         return m;
     }
@@ -734,7 +739,7 @@ public:
             moe_scratch(n, w->router.rows, int32_t(c.n_experts_used), w->shared.gate.rows, t.gate.rows, w->router.cols);
             break;  // every MoE layer has the same shapes
         }
-        if (!exact_ && n < cuda::kGemmMinTokens && c.hidden % 32 == 0) norm_blocks(n, c.hidden);
+        if (!exact_ && n < cuda::kGemmMinTokens) made_blocks_reserve(size_t(n) * std::max(c.hidden, c.intermediate));
         if (st.sampled) {
             sample_buffers(st.plan, c.vocab_size);
             sample_out_host_.need(st.plan.rows.size() * sizeof(cuda::SampleOutDev));
@@ -852,7 +857,7 @@ private:
     // error the device is probed: a sticky error (illegal address, lost context) marks it lost for good.
     template <typename F>
     void guard(F&& f) {
-        ++ops_;  // NormBlocks: an op between a norm and its reader voids the norm's blocks
+        ++ops_;  // MadeBlocks: an op between a producer and its reader voids the producer's blocks
         if (!error_.ok()) return;
         try {
             f();
@@ -899,30 +904,40 @@ private:
         DG_CHECK(it != dev_vec_.end(), "vector not uploaded by prepare_weights");
         return it->second;
     }
-    // The q8 blocks of the last norm's output (serving: a decode step's hidden state), made in the norm's
-    // own launch (cuda::add_rmsnorm). The op right after the norm reads them instead of quantising y
-    // again, if it reads exactly y (same pointer, rows and width): the projections of one hidden state
-    // (matmuls_of_one_input), the MoE layer, the LM head. Any op between them voids the blocks (ops_
-    // counts the guarded ops), so a y written after its norm is never read through stale blocks.
-    struct NormBlocks {
+    // The q8 blocks of the last producer's output (serving, decode-sized steps): the norm (add_rmsnorm)
+    // and SwiGLU write them in their own launch, as quantize_act_q8 would make them. The op right after
+    // the producer reads them instead of quantising its input again, if it reads exactly that output
+    // (same pointer and element count, a width that is a multiple of 32): the projections of one hidden
+    // state (matmuls_of_one_input), the MoE layer, the down projection, the LM head. Any op between them
+    // voids the blocks (ops_ counts the guarded ops), so an output written after its producer is never
+    // read through stale blocks.
+    struct MadeBlocks {
         const float* y = nullptr;
-        int64_t rows = 0, dim = 0;
-        uint64_t op = 0;  // ops_ at the norm
+        int64_t count = 0;  // floats of y they cover
+        uint64_t op = 0;    // ops_ at the producer
         cuda::ActQ8 q8{};
     };
     const cuda::ActQ8* blocks_of(const float* x, int64_t n, int64_t cols) const {
-        const NormBlocks& b = norm_q8_;
-        return b.y && b.y == x && b.rows == n && b.dim == cols && b.op + 1 == ops_ ? &b.q8 : nullptr;
+        const MadeBlocks& b = made_;
+        return b.y && b.y == x && n * cols == b.count && cols % 32 == 0 && b.op + 1 == ops_ ? &b.q8 : nullptr;
     }
-    cuda::ActQ8 norm_blocks(int64_t rows, int64_t dim) {  // reserve_step sizes them before a capture
-        const size_t q = size_t(rows * dim);
-        return cuda::ActQ8{norm_q_.need(q), norm_d_.need(q / 32), norm_s_.need(q / 32)};
+    // Only inside a decode-sized serving step, whose reserve_step sized the buffer: nothing is allocated
+    // inside a capture.
+    bool can_make_blocks(int64_t count) const {
+        return !exact_ && step_.open && step_.n_tokens < cuda::kGemmMinTokens && count > 0 && count % 32 == 0 &&
+               size_t(count) <= made_q_.cap;
     }
-    NormBlocks norm_q8_;
+    void made_blocks_reserve(size_t count) {
+        made_q_.need(count);
+        made_d_.need(count / 32 + 1);
+        made_s_.need(count / 32 + 1);
+    }
+    cuda::ActQ8 made_blocks() { return cuda::ActQ8{made_q_.ptr, made_d_.ptr, made_s_.ptr}; }
+    MadeBlocks made_;
     uint64_t ops_ = 0;
-    Scratch<int8_t> norm_q_;
-    Scratch<float> norm_d_;
-    Scratch<int32_t> norm_s_;
+    Scratch<int8_t> made_q_;
+    Scratch<float> made_d_;
+    Scratch<int32_t> made_s_;
 
     bool exact_;
     Matmul mm_;  // the matmul dispatcher and its workspaces (cuBLAS handle, activation blocks, bf16 tiles)
@@ -987,9 +1002,9 @@ private:
     Scratch<uint8_t> attn_meta_;  // attention's sequence descriptors + block tables outside a step
     Scratch<DevSeq> gdn_seqs_;
     Scratch<uint32_t> gdn_arrivals_;
-    Scratch<int32_t> moe_idx_, moe_xs_;
-    Scratch<int8_t> moe_xq_;
-    Scratch<float> gdn_scratch_, attn_ws_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_y_, moe_w_, moe_xd_;
+    Scratch<int32_t> moe_idx_, moe_xs_, moe_hs_;
+    Scratch<int8_t> moe_xq_, moe_hq_;
+    Scratch<float> gdn_scratch_, attn_ws_, moe_logits_, moe_a_, moe_b_, moe_gate_, moe_y_, moe_w_, moe_xd_, moe_hd_;
     PinnedScratch staging_, sample_staging_, sample_out_host_;
     Scratch<uint8_t> meta_dev_;
     Scratch<uint8_t> sample_in_;

@@ -49,9 +49,14 @@ __global__ void add_kernel(float* y, const float* x, int64_t n) {
     if (i < n) y[i] += x[i];
 }
 
-__global__ void swiglu_kernel(const float* g, const float* u, int64_t n, float* out) {
+// kQ8: out's q8 blocks too (n % 32 == 0, so a warp's 32 lanes are one block and return together).
+template <bool kQ8>
+__global__ void swiglu_kernel(const float* g, const float* u, int64_t n, float* out, ActQ8 q8) {
     const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-    if (i < n) out[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+    if (i >= n) return;
+    const float v = g[i] / (1.f + expf(-g[i])) * u[i];
+    out[i] = v;
+    if (kQ8) quantize_q8_block(v, threadIdx.x % kWarp, q8.q + i / 32 * 32, q8.d + i / 32, q8.s + i / 32);
 }
 
 __global__ void copy_rows_kernel(const float* x, const int32_t* rows, int64_t dim, float* y) {
@@ -100,8 +105,14 @@ void add_rmsnorm(float* x, const float* r, const float* w, int64_t rows, int64_t
     else rmsnorm(x, w, rows, dim, eps, y, s);
 }
 void add(float* y, const float* x, int64_t n, cudaStream_t s) { DG_CUDA_CHECK(DG_LAUNCH(add_kernel, blocks_for(n, 256), 256, 0, s, y, x, n)); }
-void swiglu(const float* g, const float* u, int64_t n, float* out, cudaStream_t s) {
-    DG_CUDA_CHECK(DG_LAUNCH(swiglu_kernel, blocks_for(n, 256), 256, 0, s, g, u, n, out));
+void swiglu(const float* g, const float* u, int64_t n, float* out, cudaStream_t s, const ActQ8* q8) {
+    if (n <= 0) return;
+    if (!q8) {
+        DG_CUDA_CHECK(DG_LAUNCH(swiglu_kernel<false>, blocks_for(n, 256), 256, 0, s, g, u, n, out, ActQ8{}));
+        return;
+    }
+    if (n % 32 != 0) throw DeviceError("swiglu: q8 blocks need a count that is a multiple of 32", cudaErrorInvalidValue);
+    DG_CUDA_CHECK(DG_LAUNCH(swiglu_kernel<true>, blocks_for(n, 256), 256, 0, s, g, u, n, out, *q8));
 }
 void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y, cudaStream_t s) {
     if (n_rows > 0) DG_CUDA_CHECK(DG_LAUNCH(copy_rows_kernel, n_rows, 256, 0, s, x, rows, dim, y));

@@ -28,7 +28,9 @@ void add(float* y, const float* x, int64_t n, cudaStream_t s);
 // for bit add, then rmsnorm, then quantize_act_q8. y may alias x.
 void add_rmsnorm(float* x, const float* r, const float* w, int64_t rows, int64_t dim, float eps, float* y,
                  const ActQ8* q8, cudaStream_t s);
-void swiglu(const float* gate, const float* up, int64_t count, float* out, cudaStream_t s);
+// out = SiLU(gate) · up; with q8 (count % 32 == 0) also out's q8 blocks, as quantize_act_q8 of out's rows
+// makes them for any row width that is a multiple of 32 (the down projection's input).
+void swiglu(const float* gate, const float* up, int64_t count, float* out, cudaStream_t s, const ActQ8* q8 = nullptr);
 void copy_rows(const float* x, const int32_t* rows_dev, int32_t n_rows, int64_t dim, float* y, cudaStream_t s);
 // MoE combine: y[t] += sum_j weights[t][j] * x[src[t][j]] for t < n_rows, j < k, in j order; src < 0
 // skips a slot. src_dev / weights_dev: [n_rows][k]. Deterministic (no atomics).

@@ -422,11 +422,12 @@ TEST(BackendOps, MatmulEveryWeightType) {
         }
 }
 
-// The serving backend's norm makes its output's q8 blocks for the op right after it (CudaBackend's
-// NormBlocks): that op's matmul gives the bits of a matmul that quantises the same rows itself, one launch
-// fewer. An op between them that writes the norm's output voids the blocks (a matmul reading stale blocks
-// would give the product of the rows before the write), and a matmul of another buffer ignores them.
-TEST(CudaServingOps, NormBlocksReadOnlyByTheNextOpOnTheirOutput) {
+// The serving backend's norm and SwiGLU make their output's q8 blocks for the op right after them
+// (CudaBackend's MadeBlocks): that op's matmul gives the bits of a matmul that quantises the same rows
+// itself, one launch fewer. An op between them that writes the output voids the blocks (a matmul reading
+// stale blocks would give the product of the rows before the write), and a matmul of another buffer
+// ignores them.
+TEST(CudaServingOps, MadeBlocksReadOnlyByTheNextOpOnTheirOutput) {
     SKIP_WITHOUT_CUDA();
     Weights W;
     Rng r(31);
@@ -497,6 +498,27 @@ TEST(CudaServingOps, NormBlocksReadOnlyByTheNextOpOnTheirOutput) {
     });
     (void)h3;
     expect_bits_equal("the matmul of another buffer after a norm", reference(x), y3);
+    // SwiGLU as the producer (here over n x H values, read as n rows of H).
+    auto [h4, y4] = step([&] {
+#ifdef DG_CUDA_EMU
+        emu::reset_counters();
+#endif
+        be.swiglu(dx, dz, n * H, dh);
+        be.matmul(dh, n, mw.lm_head, dy);
+#ifdef DG_CUDA_EMU
+        launches = emu::counters().kernel_launches;
+#endif
+    });
+    expect_bits_equal("the matmul on SwiGLU's blocks", reference(h4), y4);
+#ifdef DG_CUDA_EMU
+    EXPECT_EQ(launches, 2u) << "SwiGLU (with its q8 blocks) and the GEMV: no quantisation launch";
+#endif
+    auto [h5, y5] = step([&] {
+        be.swiglu(dx, dz, n * H, dh);
+        be.add(dh, dz, n * H);
+        be.matmul(dh, n, mw.lm_head, dy);
+    });
+    expect_bits_equal("the matmul after a write to SwiGLU's output", reference(h5), y5);
     ASSERT_TRUE(be.take_error().ok());
 }
 

@@ -220,6 +220,38 @@ TEST(MatmulPaths, AddRmsnormQ8EqualsTheOpsOneByOne) {
         << "a width that is not a multiple of 32 has no q8 blocks";
 }
 
+// SwiGLU with the q8 blocks of its output (the down projection's input) in the same launch: the bits of
+// swiglu then quantize_act_q8, in place (out == gate, as the model calls it) at the presets' widths.
+TEST(MatmulPaths, SwigluQ8EqualsTheOpsOneByOne) {
+    SKIP_WITHOUT_CUDA();
+    std::mt19937 rng(13);
+    for (int64_t count : {int64_t(32), int64_t(3 * 512), int64_t(2 * 17408), int64_t(5 * 3584)}) {
+        const std::vector<float> g = make_x(count, rng), u = make_x(count, rng);
+        const size_t cn = size_t(count), bn = size_t(count / 32);
+        Dev<float> g1(g), u1(u), g2(g), u2(u);
+        Dev<int8_t> q1(cn), q2(cn);
+        Dev<float> d1(bn), d2(bn);
+        Dev<int32_t> s1(bn), s2(bn);
+        cuda::swiglu(g1.p, u1.p, count, g1.p, nullptr);
+        cuda::quantize_act_q8(g1.p, 1, count, cuda::ActQ8{q1.p, d1.p, s1.p}, nullptr);
+        const cuda::ActQ8 blocks{q2.p, d2.p, s2.p};
+        cuda::swiglu(g2.p, u2.p, count, g2.p, nullptr, &blocks);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        const std::string what = "count " + std::to_string(count);
+        const std::vector<float> o1 = g1.get(cn), o2 = g2.get(cn), sd1 = d1.get(bn), sd2 = d2.get(bn);
+        EXPECT_EQ(std::memcmp(o1.data(), o2.data(), cn * 4), 0) << what << ": the outputs";
+        EXPECT_EQ(q2.get(cn), q1.get(cn)) << what << ": the q8 values";
+        EXPECT_EQ(std::memcmp(sd1.data(), sd2.data(), bn * 4), 0) << what << ": the q8 scales";
+        EXPECT_EQ(s2.get(bn), s1.get(bn)) << what << ": the q8 sums";
+    }
+    Dev<float> x(make_x(48, rng));
+    Dev<int8_t> q(48);
+    Dev<float> d(2);
+    Dev<int32_t> s(2);
+    const cuda::ActQ8 blocks{q.p, d.p, s.p};
+    EXPECT_THROW(cuda::swiglu(x.p, x.p, 48, x.p, nullptr, &blocks), std::exception) << "48 is not a multiple of 32";
+}
+
 TEST(MatmulPaths, GemvQuantisedEveryType) {
     SKIP_WITHOUT_CUDA();
     std::mt19937 rng(2);
