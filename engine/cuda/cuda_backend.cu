@@ -54,6 +54,7 @@ struct Scratch {
             ptr = nullptr, cap = 0;
             DG_CUDA_CHECK(cudaMalloc(&ptr, want * sizeof(T)));
             cap = want;
+            ++cuda::buffer_epoch();
         }
         return ptr;
     }
@@ -66,9 +67,27 @@ struct Scratch {
 constexpr int32_t kMaxGraphBatch = 64;
 
 class CudaBackend final : public Backend {
+    // What a decode step's graph depends on besides the contents of device memory (its kernels read the
+    // tokens, positions, lengths, block tables and sampling rows from the step's metadata upload): the
+    // launch shapes (tokens, logit rows, whether and how it samples), where each metadata section lies,
+    // and the buffer epoch (every address a kernel takes). A step whose signature equals the one its
+    // executable graph was last captured with launches that graph as it stands: no capture, no update.
+    struct GraphSig {
+        int32_t n_tokens = -1, n_logit_rows = 0, n_sample_rows = 0;
+        bool sampled = false, adj = false, sort = false;
+        size_t sections[5] = {};  // offsets of tokens, logit rows, block tables, descriptors, sampling rows
+        uint64_t epoch = 0;
+        bool operator==(const GraphSig&) const = default;
+    };
+    struct GraphEntry {
+        cudaGraphExec_t exec = nullptr;
+        GraphSig sig;  // of the capture it holds
+    };
     // The open step (begin_step .. to_host / sample): its metadata, host and device copies.
     struct Step {
         bool open = false, capturing = false, sampled = false;
+        bool replaying = false;  // a decode step launching its graph as it stands: the ops enqueue nothing
+        GraphSig sig;
         const StepBatch* batch = nullptr;
         const int32_t* tokens_host = nullptr;
         int32_t n_tokens = 0;
@@ -85,8 +104,11 @@ public:
     // exact: every matmul on the fp32 oracle kernel (`cuda-exact`, the twin of `cpu-exact`); otherwise the
     // serving path: GEMV with quantised activations at decode, tensor-core GEMM at prefill (matmul.cuh).
     explicit CudaBackend(bool exact) : exact_(exact), mm_(exact ? MatmulPath::kExact : MatmulPath::kAuto) {
-        const char* g = std::getenv("DG_CUDA_GRAPHS");  // "0": decode steps run eagerly (tests compare)
+        // "0": decode steps run eagerly; "recapture": captured every step and the graph updated (no replay
+        // as it stands); anything else: replayed when the signature allows. The tests compare the three.
+        const char* g = std::getenv("DG_CUDA_GRAPHS");
         graphs_ = !(g && std::strcmp(g, "0") == 0);
+        replay_ = !(g && std::strcmp(g, "recapture") == 0);
         if (cudaStreamCreate(&stream_) != cudaSuccess) {
             cudaGetLastError();
             stream_ = nullptr;
@@ -95,7 +117,7 @@ public:
     }
     ~CudaBackend() override {
         abandon_step();
-        for (auto& [k, e] : execs_) cudaGraphExecDestroy(e);
+        for (auto& [k, e] : execs_) cudaGraphExecDestroy(e.exec);
         if (stream_) cudaStreamDestroy(stream_);
         for (auto& [h, d] : dev_data_) cudaFree(d);
         for (auto& [h, d] : dev_vec_) cudaFree(d);
@@ -115,6 +137,7 @@ public:
 
     absl::StatusOr<float*> alloc_f32(int64_t n) override {
         float* p = nullptr;
+        ++cuda::buffer_epoch();
         if (cudaMalloc(&p, size_t(n) * sizeof(float)) != cudaSuccess) {
             cudaGetLastError();
             return absl::ResourceExhaustedError(absl::StrCat("cuda: cannot allocate ", n * 4, " bytes of device memory"));
@@ -122,6 +145,7 @@ public:
         return p;
     }
     void free(float* p) override {
+        ++cuda::buffer_epoch();
         guard([&] { DG_CUDA_CHECK(cudaFree(p)); });
     }
     // Inside a step, the download of its logits ends it: the graph is launched, then one asynchronous
@@ -149,6 +173,7 @@ public:
         return st;
     }
     absl::Status prepare_weights_impl(const ModelWeights& w) {
+        ++cuda::buffer_epoch();  // new weights: no graph replays as it stands
         config_ = w.config;
         mm_shapes_.clear();
         auto mat = [&](const Matrix& m) { return upload(m.data, uint64_t(m.rows) * m.row_bytes); };
@@ -310,7 +335,7 @@ public:
     }
 
     void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x) override {
-        guard([&] {
+        op([&] {
             const int32_t* d = step_.open && tokens == step_.tokens_host && n == step_.n_tokens ? step_.d_tokens : nullptr;
             if (!d) {
                 int32_t* t = tok_.need(n);
@@ -322,10 +347,10 @@ public:
     }
     // x is only read when r is null (cuda::add_rmsnorm's x is not const for its add).
     void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
-        guard([&] { norm(const_cast<float*>(x), nullptr, w, rows, dim, eps, y); });
+        op([&] { norm(const_cast<float*>(x), nullptr, w, rows, dim, eps, y); });
     }
     void add_rmsnorm(float* x, const float* r, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
-        guard([&] { norm(x, r, w, rows, dim, eps, y); });
+        op([&] { norm(x, r, w, rows, dim, eps, y); });
     }
     // One launch: the add, the norm and, where the serving GEMV may read y next (a decode step's hidden
     // state), y's q8 blocks (MadeBlocks).
@@ -335,7 +360,7 @@ public:
         cuda::add_rmsnorm(x, r, dvec(w), rows, dim, eps, y, made_.y ? &made_.q8 : nullptr, stream_);
     }
     void matmul(const float* x, int32_t n, const Matrix& W, float* y) override {
-        guard([&] {
+        op([&] {
             const Matrix d = dev(W);
             mm_.of_one_input(x, n, std::span<const Matrix>(&d, 1), std::span<float* const>(&y, 1), stream_,
                              blocks_of(x, n, W.cols));
@@ -343,7 +368,7 @@ public:
     }
     void matmuls_of_one_input(const float* x, int32_t n, std::span<const Matrix* const> Ws,
                               std::span<float* const> ys) override {
-        guard([&] {
+        op([&] {
             // On the stack: ~190 calls per 27B decode step.
             Matrix d[cuda::Matmul::kOfOneInputMax];
             if (Ws.size() > cuda::Matmul::kOfOneInputMax)
@@ -354,17 +379,17 @@ public:
         });
     }
     void add(float* y, const float* x, int64_t n) override {
-        guard([&] { cuda::add(y, x, n, stream_); });
+        op([&] { cuda::add(y, x, n, stream_); });
     }
     void swiglu(const float* g, const float* u, int64_t count, float* out) override {
-        guard([&] {
+        op([&] {
             made_ = MadeBlocks{};
             if (can_make_blocks(count)) made_ = MadeBlocks{out, count, ops_, made_blocks()};
             cuda::swiglu(g, u, count, out, stream_, made_.y ? &made_.q8 : nullptr);
         });
     }
     void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) override {
-        guard([&] { copy_rows_impl(x, rows, n_rows, dim, y); });
+        op([&] { copy_rows_impl(x, rows, n_rows, dim, y); });
     }
     void copy_rows_impl(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) {
         const bool staged = step_.open && size_t(n_rows) == step_.logit_rows.size() &&
@@ -383,7 +408,7 @@ public:
     // (gdn_mixer_reference) are the tests' reference, used here only for dk > 128, which no Qwen3.5 has.
     void gdn_mixer(const StepBatch& b, int32_t layer, const GdnDims& d, const GdnWeights& w, float eps, float* qkv,
                    const float* z, const float* bp, const float* ap, float* o) override {
-        guard([&] { gdn_mixer_impl(b, layer, d, w, eps, qkv, z, bp, ap, o); });
+        op([&] { gdn_mixer_impl(b, layer, d, w, eps, qkv, z, bp, ap, o); });
     }
     void gdn_mixer_impl(const StepBatch& b, int32_t layer, const GdnDims& d, const GdnWeights& w, float eps, float* qkv,
                         const float* z, const float* bp, const float* ap, float* o) {
@@ -446,7 +471,7 @@ public:
 
     void attention(const StepBatch& b, int32_t layer, const AttnDims& d, const AttnWeights& w, float eps,
                    const float* qg, const float* k, const float* v, float* out) override {
-        guard([&] { attention_impl(b, layer, d, w, eps, qg, k, v, out); });
+        op([&] { attention_impl(b, layer, d, w, eps, qg, k, v, out); });
     }
     // The attention kernels (engine/cuda/attention.cu) over the sequence descriptors (decode first, then
     // prefill) and their block tables: inside a step the staged ones (no copy, capturable: positions and
@@ -496,7 +521,7 @@ public:
     // The shared expert and its sigmoid gate write y; each token's experts are then added in ascending
     // expert order by a gather (no atomics), as the CPU backend adds them.
     void moe_ffn(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) override {
-        guard([&] { moe_ffn_impl(x, n, w, top_k, y); });
+        op([&] { moe_ffn_impl(x, n, w, top_k, y); });
     }
     void moe_ffn_impl(const float* x, int32_t n, const MoeWeights& w, int64_t top_k, float* y) {
         const int64_t E = w.router.rows, H = w.router.cols;
@@ -623,6 +648,13 @@ public:
         }
         const cuda::SamplePlan& plan = staged ? step_.plan : own;
         const size_t n = plan.rows.size(), rows_bytes = n * sizeof(cuda::SampleRowDev);
+        if (staged && step_.replaying) {  // the sampler and the download are in the graph
+            finish_graph();
+            DG_CUDA_CHECK(cudaStreamSynchronize(stream_));
+            step_.open = false;
+            std::memcpy(host_out, sample_out_host_.ptr, n * sizeof(cuda::SampleOutDev));
+            return;
+        }
         const SampleBuffers sb = sample_buffers(plan, vocab);
         cuda::sample_rows(logits, vocab, reinterpret_cast<const cuda::SampleRowDev*>(in), int32_t(n),
                           reinterpret_cast<const cuda::SamplePenaltyDev*>(in + rows_bytes), sb.ws, sb.out, stream_);
@@ -680,6 +712,7 @@ public:
         };
         const size_t tok_off = section(size_t(st.n_tokens) * 4), rows_off = section(st.logit_rows.size() * 4);
         const size_t blk_off = section(ids.size() * 4), seqs_off = section(st.seqs.size() * sizeof(DevSeq));
+        // (Each offset is the end of the sections before it, so they are in the signature through the next.)
         const size_t sample_rows_bytes = st.plan.rows.size() * sizeof(cuda::SampleRowDev);
         const size_t sample_off = section(sample_rows_bytes + st.plan.pens.size() * sizeof(cuda::SamplePenaltyDev));
         total = std::max<size_t>(total, 16);
@@ -701,10 +734,20 @@ public:
         st.d_sample = d + sample_off;
         reserve_step(st);
         DG_CUDA_CHECK(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, stream_));
+        st.sig = GraphSig{st.n_tokens,      int32_t(st.logit_rows.size()),
+                          int32_t(st.plan.rows.size()), st.sampled,
+                          st.plan.n_adj > 0,            st.plan.n_sort > 0,
+                          {tok_off, rows_off, blk_off, seqs_off, sample_off},
+                          cuda::buffer_epoch().load()};
         step_ = std::move(st);
         step_.open = true;
         const bool decode = std::all_of(b.seqs.begin(), b.seqs.end(), [](const SeqSlice& s) { return s.len == 1; });
         if (graphs_ && stream_ && decode && step_.n_tokens <= kMaxGraphBatch) {
+            auto it = execs_.find({step_.n_tokens, step_.sampled});
+            if (replay_ && it != execs_.end() && it->second.sig == step_.sig) {
+                step_.replaying = true;  // launched where the capture would end (finish_graph)
+                return;
+            }
             // Thread-local mode: any synchronous call this thread makes inside the step (a copy, a memset,
             // an allocation) fails it with cudaErrorStreamCaptureImplicit instead of silently waiting for
             // the host; other threads of the process are not restricted.
@@ -752,6 +795,12 @@ public:
     // Ends a capture and launches it: the batch size's executable graph takes the new graph's parameters
     // when its nodes match (cudaGraphExecUpdate), else it is instantiated again.
     void finish_graph() {
+        const std::pair<int32_t, bool> key{step_.n_tokens, step_.sampled};
+        if (step_.replaying) {
+            step_.replaying = false;
+            DG_CUDA_CHECK(cudaGraphLaunch(execs_.at(key).exec, stream_));
+            return;
+        }
         if (!step_.capturing) return;
         step_.capturing = false;
         cudaGraph_t g = nullptr;
@@ -760,8 +809,9 @@ public:
             cudaGraph_t g;
             ~GraphGuard() { cudaGraphDestroy(g); }
         } owned{g};
-        const std::pair<int32_t, bool> key{step_.n_tokens, step_.sampled};
-        cudaGraphExec_t& exec = execs_[key];
+        GraphEntry& entry = execs_[key];
+        entry.sig = GraphSig{};  // valid again once this capture is in the executable graph
+        cudaGraphExec_t& exec = entry.exec;
         if (exec) {
             cudaGraphExecUpdateResultInfo info{};
             if (cudaGraphExecUpdate(exec, g, &info) != cudaSuccess) {
@@ -777,6 +827,7 @@ public:
                 DG_CUDA_CHECK(e);
             }
         }
+        entry.sig = step_.sig;
         DG_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
     }
     // Ends the step without a download (sample() with no rows).
@@ -789,6 +840,7 @@ public:
     // Drops an open step on an error path: its capture is ended and discarded, its stream drained (the
     // staging buffer is then free). Never throws.
     void abandon_step() {
+        step_.replaying = false;  // nothing of it was enqueued
         if (step_.capturing) {
             cudaGraph_t g = nullptr;
             if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g) cudaGraphDestroy(g);
@@ -815,6 +867,7 @@ private:
                 const size_t want = std::max<size_t>(n, 4096);
                 DG_CUDA_CHECK(cudaMallocHost(&ptr, want));
                 cap = want;
+                ++cuda::buffer_epoch();
             }
             return ptr;
         }
@@ -837,6 +890,7 @@ private:
             if (p_) cudaFree(p_);
         }
         bool alloc(size_t bytes) {
+            ++cuda::buffer_epoch();
             if (cudaMalloc(&p_, bytes) == cudaSuccess) return true;
             p_ = nullptr;
             cudaGetLastError();  // out of memory is not sticky: clear it
@@ -852,6 +906,12 @@ private:
         DeviceBuffer k, v;
     };
 
+    // An op of the model's forward: enqueues nothing in a replayed step (its graph holds what the op
+    // enqueued when it was captured).
+    template <typename F>
+    void op(F&& f) {
+        if (!step_.replaying) guard(std::forward<F>(f));
+    }
     // Runs one Backend call's device work. A DeviceError becomes the pending error (take_error); with an
     // error pending, calls do nothing, so a failed step never computes on half-made results. After an
     // error the device is probed: a sticky error (illegal address, lost context) marks it lost for good.
@@ -986,7 +1046,8 @@ private:
     cudaStream_t stream_ = nullptr;  // every op of this backend; a blocking stream (ordered with sync calls)
     bool graphs_ = true;             // DG_CUDA_GRAPHS=0 turns decode-step graphs off
     Step step_;
-    std::map<std::pair<int32_t, bool>, cudaGraphExec_t> execs_;  // (batch size, sampled) -> executable graph
+    bool replay_ = true;             // DG_CUDA_GRAPHS=recapture turns replays without capture off
+    std::map<std::pair<int32_t, bool>, GraphEntry> execs_;  // (batch size, sampled) -> executable graph
     std::unordered_map<const MoeWeights*, ExpertTables> experts_;
     CacheLayout layout_;
     int64_t Hkv_ = 0, kv_row_bytes_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;

@@ -6,6 +6,8 @@
 // GDN, tensor-core GEMM, split-K paged attention, CUDA graphs) replace these one family at a time.
 #pragma once
 
+#include <atomic>
+
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -22,6 +24,15 @@
     } while (0)
 
 namespace dg::cuda {
+
+// Bumped by every allocation or free of a buffer whose address a step's kernels may take as an
+// argument (the backend's scratch and pinned buffers, the model's workspaces, the weights, the matmul's
+// workspaces). A decode step's graph is replayed as it stands only at the epoch it was captured at
+// (cuda_backend.cu, GraphSig).
+inline std::atomic<uint64_t>& buffer_epoch() {
+    static std::atomic<uint64_t> epoch{0};
+    return epoch;
+}
 
 // A failed CUDA call inside an op throws DeviceError with file:line and the CUDA error name. The backend
 // catches it at its own entry points (CudaBackend: every Backend method) and turns it into the step's

@@ -46,6 +46,7 @@ struct DevBuf {
             p = nullptr, bytes = 0;
             DG_CUDA_CHECK(cudaMalloc(&p, size_t(b)));
             bytes = b;
+            ++buffer_epoch();
         }
         return p;
     }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dg::emu {
 
@@ -34,9 +35,16 @@ struct Counters {
     int64_t host_syncs = 0;       // cudaDeviceSynchronize / StreamSynchronize / EventSynchronize, sync memcpy
     int64_t blocks = 0, threads = 0;
     int64_t bytes_d2h = 0;        // bytes of the device->host copies (what leaves the device)
+    int64_t graph_instantiations = 0, graph_updates = 0;  // cudaGraphInstantiate, successful cudaGraphExecUpdate
 };
 Counters counters();
 void reset_counters();
+
+// The nodes whose parameters (a kernel's grid, block, shared memory and argument bytes; a copy's
+// addresses, size and kind) the last successful cudaGraphExecUpdate changed, by kernel name
+// ("cudaMemcpyAsync" for copies), in node order: what a replay of the executable graph as it stood
+// (without re-capture) would have got wrong for that step.
+std::vector<std::string> last_graph_update_changes();
 
 // The emulated device's memory in bytes (cudaMemGetInfo's total): DG_CUDA_EMU_DEVICE_MB, default 1024.
 int64_t device_memory_bytes();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -16,6 +17,10 @@ struct LaunchSpec {
     dim3 grid, block;
     size_t smem;
     cudaStream_t stream;
+    // The argument bytes, a graph node's parameters (last_graph_update_changes). A struct argument's
+    // padding bytes are indeterminate: they can only make two equal launches look different, never the
+    // reverse, so the audit errs towards reporting a change.
+    std::string params;
 };
 
 // Validates the configuration against the emulated device's limits, then runs (or records) it.
@@ -26,7 +31,9 @@ cudaError_t launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block
                    A&&... args) {
     static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
     std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
-    return submit_launch(LaunchSpec{name, reinterpret_cast<const void*>(kernel), grid, block, smem, stream},
+    std::string bytes;
+    std::apply([&](const auto&... p) { (bytes.append(reinterpret_cast<const char*>(&p), sizeof(p)), ...); }, params);
+    return submit_launch(LaunchSpec{name, reinterpret_cast<const void*>(kernel), grid, block, smem, stream, std::move(bytes)},
                          [kernel, params]() { std::apply(kernel, params); });
 }
 

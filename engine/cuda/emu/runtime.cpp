@@ -32,11 +32,13 @@ struct GraphNodeKey {
 struct CUgraph_st {
     std::vector<std::function<cudaError_t()>> ops;  // in issue order: a valid topological order
     std::vector<GraphNodeKey> nodes;                 // ops[i]'s type
+    std::vector<std::string> params;                 // ops[i]'s name and parameters (NodeParams)
     bool invalidated = false;
 };
 struct CUgraphExec_st {
     std::vector<std::function<cudaError_t()>> ops;
     std::vector<GraphNodeKey> nodes;
+    std::vector<std::string> params;
 };
 struct CUstream_st {
     CUgraph_st* capture = nullptr;  // graph being captured into, or null
@@ -80,7 +82,7 @@ const int g_sms = int(env_int("DG_CUDA_EMU_SMS", 132));
 
 struct AtomicCounters {
     std::atomic<int64_t> kernel_launches{0}, graph_launches{0}, h2d{0}, d2h{0}, d2d{0}, async{0}, memsets{0},
-        syncs{0}, blocks{0}, threads{0}, bytes_d2h{0};
+        syncs{0}, blocks{0}, threads{0}, bytes_d2h{0}, graph_instantiations{0}, graph_updates{0};
 } g_count;
 
 // ---- errors -----------------------------------------------------------------------------------------
@@ -119,14 +121,27 @@ cudaError_t host_sync_point() {
     return cudaSuccess;
 }
 
-// Runs `op` now, or appends it (as a node of type `node`) to the graph the stream captures into.
-cudaError_t issue(cudaStream_t s, GraphNodeKey node, std::function<cudaError_t()> op) {
+// A graph node's name and parameters: a kernel's name, grid, block, shared memory and argument bytes; a
+// copy's addresses, size and kind. The name comes first, up to a '\0'.
+// Values appended field by field: a struct's padding bytes are indeterminate.
+template <typename... V>
+std::string node_params(const char* name, const V&... values) {
+    std::string p(name);
+    p.push_back('\0');
+    (p.append(reinterpret_cast<const char*>(&values), sizeof(values)), ...);
+    return p;
+}
+std::vector<std::string> g_last_update_changes;  // last_graph_update_changes(), under api_mu
+
+// Runs `op` now, or appends it (as a node of type `node` with `params`) to the graph the stream captures into.
+cudaError_t issue(cudaStream_t s, GraphNodeKey node, std::function<cudaError_t()> op, std::string params = {}) {
     {
         std::lock_guard<std::mutex> l(api_mu);
         CUstream_st* st = resolve(s);
         if (st->capture) {
             st->capture->ops.push_back(std::move(op));
             st->capture->nodes.push_back(node);
+            st->capture->params.push_back(std::move(params));
             return cudaSuccess;
         }
     }
@@ -355,12 +370,13 @@ Counters counters() {
     c.copies_h2d = g_count.h2d, c.copies_d2h = g_count.d2h, c.copies_d2d = g_count.d2d, c.async_copies = g_count.async;
     c.memsets = g_count.memsets, c.host_syncs = g_count.syncs, c.blocks = g_count.blocks, c.threads = g_count.threads;
     c.bytes_d2h = g_count.bytes_d2h;
+    c.graph_instantiations = g_count.graph_instantiations, c.graph_updates = g_count.graph_updates;
     return c;
 }
 void reset_counters() {
     for (auto* a : {&g_count.kernel_launches, &g_count.graph_launches, &g_count.h2d, &g_count.d2h, &g_count.d2d,
                     &g_count.async, &g_count.memsets, &g_count.syncs, &g_count.blocks, &g_count.threads,
-                    &g_count.bytes_d2h})
+                    &g_count.bytes_d2h, &g_count.graph_instantiations, &g_count.graph_updates})
         *a = 0;
 }
 int64_t device_memory_bytes() {
@@ -395,8 +411,15 @@ cudaError_t submit_launch(const LaunchSpec& spec, std::function<void()> body) {
         return bad(limit == kDefaultSharedLimit
                        ? "dynamic shared memory over 48 KiB without cudaFuncSetAttribute(MaxDynamicSharedMemorySize)"
                        : "dynamic shared memory over the size set with cudaFuncSetAttribute");
+    std::string params = node_params(spec.name, g.x, g.y, g.z, b.x, b.y, b.z, spec.smem) + spec.params;
     const LaunchSpec copy = spec;
-    return ret(issue(spec.stream, {cudaGraphNodeTypeKernel, spec.func}, [copy, body = std::move(body)]() { return execute_launch(copy, body); }));
+    return ret(issue(spec.stream, {cudaGraphNodeTypeKernel, spec.func},
+                     [copy, body = std::move(body)]() { return execute_launch(copy, body); }, std::move(params)));
+}
+
+std::vector<std::string> last_graph_update_changes() {
+    std::lock_guard<std::mutex> l(api_mu);
+    return g_last_update_changes;
 }
 
 }  // namespace dg::emu
@@ -568,7 +591,8 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
     return ret(do_copy(dst, src, bytes, kind, false));
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
-    return ret(issue(s, {cudaGraphNodeTypeMemcpy, nullptr}, [=] { return do_copy(dst, src, bytes, kind, true); }));
+    return ret(issue(s, {cudaGraphNodeTypeMemcpy, nullptr}, [=] { return do_copy(dst, src, bytes, kind, true); },
+                     node_params("cudaMemcpyAsync", dst, src, bytes, kind)));
 }
 cudaError_t cudaMemset(void* p, int v, size_t bytes) {
     if (cudaError_t e = host_sync_point()) return ret(e);
@@ -673,7 +697,8 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* st) {
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned long long) {
     if (!g) return ret(cudaErrorInvalidValue);
-    *exec = new CUgraphExec_st{g->ops, g->nodes};
+    *exec = new CUgraphExec_st{g->ops, g->nodes, g->params};
+    ++g_count.graph_instantiations;
     return cudaSuccess;
 }
 // CUDA's rules, reduced to what the emulation records: the same nodes in the same order, of the same
@@ -692,7 +717,16 @@ cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t g, cudaGraphEx
     }
     if (info) *info = r;
     if (r.result != cudaGraphExecUpdateSuccess) return ret(cudaErrorGraphExecUpdateFailure);
+    std::vector<std::string> changed;
+    for (size_t i = 0; i < g->params.size(); ++i)
+        if (g->params[i] != exec->params[i]) changed.push_back(g->params[i].substr(0, g->params[i].find('\0')));
+    {
+        std::lock_guard<std::mutex> l(api_mu);
+        g_last_update_changes = std::move(changed);
+    }
     exec->ops = g->ops;
+    exec->params = g->params;
+    ++g_count.graph_updates;
     return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {

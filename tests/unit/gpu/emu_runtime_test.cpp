@@ -416,6 +416,12 @@ TEST(CudaEmu, GraphExecUpdateFollowsCudaRules) {
     cudaGraphExecUpdateResultInfo info{};
     CK(cudaGraphExecUpdate(exec, g2, &info));
     EXPECT_EQ(info.result, cudaGraphExecUpdateSuccess);
+    // The audit of replays without re-capture: the update changed the kernel's argument, not the copy.
+    EXPECT_EQ(emu::last_graph_update_changes(), std::vector<std::string>{"axpb"});
+    cudaGraph_t g2b = capture(5.f, false, false);  // the same parameters: nothing changes
+    CK(cudaGraphExecUpdate(exec, g2b, &info));
+    EXPECT_TRUE(emu::last_graph_update_changes().empty());
+    cudaGraphDestroy(g2b);
     CK(cudaGraphLaunch(exec, s));
     EXPECT_EQ(d.get()[5], 5.f);
     cudaGraph_t g3 = capture(7.f, true, false);  // one more node: refused
