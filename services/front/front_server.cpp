@@ -54,6 +54,7 @@ absl::StatusOr<std::unique_ptr<FrontServer>> FrontServer::start(FrontOptions opt
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder b;
     b.AddListeningPort(opt.listen, creds, &fs->port_);
+    b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port is an error, not a silent share
     b.RegisterService(fs->service_.get());
     b.SetMaxReceiveMessageSize(int(opt.limits.max_message_bytes));
     b.SetMaxSendMessageSize(64 << 20);
@@ -64,6 +65,7 @@ absl::StatusOr<std::unique_ptr<FrontServer>> FrontServer::start(FrontOptions opt
         // No services registered: the builder adds only the default health service (and reflection).
         grpc::ServerBuilder hb;
         hb.AddListeningPort(opt.health_listen, grpc::InsecureServerCredentials(), &fs->health_port_);
+        hb.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
         fs->health_server_ = hb.BuildAndStart();
         if (!fs->health_server_ || fs->health_port_ == 0)
             return absl::UnavailableError(absl::StrCat("cannot listen on --health-listen ", opt.health_listen,

@@ -52,6 +52,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions 
     report_memory_plan(mem_plan, opt, *w->registry_, &info);
     grpc::ServerBuilder b;
     b.AddListeningPort(opt.listen, grpc::InsecureServerCredentials(), &w->port_);
+    // gRPC sets SO_REUSEPORT by default on Linux: a second worker started on a taken port would then share
+    // it silently, and the front would reach either. Off, such a start fails with a clear error.
+    b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     // The fronts ping every worker connection (--worker-keepalive-ms, down to 500 ms) to find hung
     // workers: accept that instead of answering GOAWAY "too_many_pings", which would drop live streams.
     b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 400);

@@ -69,6 +69,19 @@ TEST(Api, BadInputCodes) {
     EXPECT_EQ(s.get("deltagate_requests_total", {{"code", "INVALID_ARGUMENT"}}), 13);
 }
 
+// A second worker on a port another one listens on fails to start with a clear error (gRPC's default
+// SO_REUSEPORT would let both listen and split the front's connections between them).
+TEST(Api, SecondWorkerOnATakenPortFailsToStart) {
+    Worker first(test_options());
+    ASSERT_TRUE(first.server);
+    WorkerOptions o = test_options();
+    o.listen = first.server->address();
+    auto second = WorkerServer::start(o);
+    ASSERT_FALSE(second.ok()) << "two workers listen on " << o.listen;
+    EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable) << second.status();
+    EXPECT_NE(second.status().message().find("cannot listen on " + o.listen), std::string::npos) << second.status();
+}
+
 TEST(Api, GetInfo) {
     Worker w(test_options());
     grpc::ClientContext ctx;
