@@ -64,12 +64,13 @@ int32_t gemm_chunk_tokens(const Matrix& W, int32_t n, int32_t max_tokens) {
     return int32_t(t < 1 ? 1 : (t < n ? t : n));
 }
 
-void gemm(cublasHandle_t h, const float* x, int32_t n, const Matrix& W, float* y, int64_t tile_rows,
-          int32_t chunk_tokens, void* w_ws, void* x_ws, cudaStream_t s) {
+void gemm(cublasHandle_t h, const CublasWorkspace& cw, const float* x, int32_t n, const Matrix& W, float* y,
+          int64_t tile_rows, int32_t chunk_tokens, void* w_ws, void* x_ws, cudaStream_t s) {
     if (n <= 0 || W.rows == 0) return;
     const int64_t in = W.cols, out = W.rows;
     const float one = 1.f, zero = 0.f;
     cublas_check(cublasSetStream(h, s), "SetStream");
+    cublas_check(cublasSetWorkspace(h, cw.p, size_t(cw.bytes)), "SetWorkspace");  // after SetStream, which resets it
     if (W.type == DType::F32) {
         cublas_check(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(out), n, int(in), &one, W.data, CUDA_R_32F,
                                   int(W.row_bytes / 4), x, CUDA_R_32F, int(in), &zero, y, CUDA_R_32F, int(out),

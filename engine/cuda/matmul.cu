@@ -78,6 +78,7 @@ struct Matmul::State {
     cublasHandle_t cublas = nullptr;  // created at the first GEMM
     DevBuf act_q, act_d, act_s;       // q8 activation blocks of the GEMV
     DevBuf gemm_w, gemm_x;            // bf16 weight tile and activation chunk of the GEMM
+    DevBuf cublas_ws;                 // cuBLAS's own workspace (gemm.cuh kCublasWorkspaceBytes)
     int64_t max_tile_rows = 0;        // set_gemm_limits (0: the byte bounds alone)
     int32_t max_chunk_tokens = 0;
     // The GEMV's q8 blocks of n rows of `in` floats (in % 32 == 0), grown on demand.
@@ -94,6 +95,7 @@ struct Matmul::State {
                 cublas = nullptr;
                 throw DeviceError(std::string("cuBLAS Create: ") + cublasGetStatusName(st), cudaErrorUnknown);
             }
+            cublas_ws.need(kCublasWorkspaceBytes);
         }
         return cublas;
     }
@@ -106,7 +108,8 @@ Matmul::Matmul(MatmulPath path) : path_(path), st_(std::make_unique<State>()) {}
 Matmul::~Matmul() = default;
 
 int64_t Matmul::workspace_bytes() const {
-    return st_->act_q.bytes + st_->act_d.bytes + st_->act_s.bytes + st_->gemm_w.bytes + st_->gemm_x.bytes;
+    return st_->act_q.bytes + st_->act_d.bytes + st_->act_s.bytes + st_->gemm_w.bytes + st_->gemm_x.bytes +
+           st_->cublas_ws.bytes;
 }
 
 void Matmul::set_gemm_limits(int64_t max_tile_rows, int32_t max_chunk_tokens) {
@@ -210,7 +213,8 @@ void Matmul::run(MatmulPath path, const float* x, int32_t n, const Matrix& W, fl
             const bool f32 = W.type == DType::F32;
             void* w_ws = f32 ? nullptr : st_->gemm_w.need(tile * W.cols * 2);
             void* x_ws = f32 ? nullptr : st_->gemm_x.need(int64_t(chunk) * W.cols * 2);
-            return gemm(st_->cublas, x, n, W, y, tile, chunk, w_ws, x_ws, s);
+            return gemm(st_->cublas, CublasWorkspace{st_->cublas_ws.p, st_->cublas_ws.bytes}, x, n, W, y, tile, chunk,
+                        w_ws, x_ws, s);
         }
     }
 }

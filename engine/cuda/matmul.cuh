@@ -80,7 +80,7 @@ public:
     MatmulPath choose(int32_t n, const Matrix& W, const float* x) const;
     MatmulPath path() const { return path_; }
     // Device bytes the workspaces hold now (bounded: activation blocks of the largest GEMV call, plus
-    // at most kGemmWeightTileBytes + kGemmActChunkBytes for the GEMM).
+    // at most kGemmWeightTileBytes + kGemmActChunkBytes for the GEMM and cuBLAS's 32 MiB workspace).
     int64_t workspace_bytes() const;
     // Smaller GEMM tiles / chunks than the byte bounds give (0: no limit), so tests cover the tiling.
     void set_gemm_limits(int64_t max_tile_rows, int32_t max_chunk_tokens);

@@ -5,11 +5,14 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstdio>
 
 #include "engine/cuda/emu/launch.h"
 
 struct cublasContext {
     cudaStream_t stream = nullptr;
+    void* workspace = nullptr;  // user workspace (cublasSetWorkspace); null: cuBLAS's pool
+    size_t workspace_bytes = 0;
 };
 
 namespace {
@@ -43,6 +46,14 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
     if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
     handle->stream = stream;
+    handle->workspace = nullptr, handle->workspace_bytes = 0;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t workspace_bytes) {
+    if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if ((workspace_bytes > 0 && !workspace) || reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    handle->workspace = workspace, handle->workspace_bytes = workspace_bytes;
     return CUBLAS_STATUS_SUCCESS;
 }
 const char* cublasGetStatusName(cublasStatus_t s) {
@@ -74,6 +85,12 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
         ldb < 1 || ldc < 1)
         return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(handle->stream, &capturing) != cudaSuccess) return CUBLAS_STATUS_INTERNAL_ERROR;
+    if (capturing == cudaStreamCaptureStatusActive && handle->workspace_bytes == 0) {
+        std::fprintf(stderr, "cuBLAS stand-in: cublasGemmEx under stream capture without cublasSetWorkspace\n");
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
     // alpha and beta are host pointers (CUBLAS_POINTER_MODE_HOST): read at the call, as cuBLAS does.
     const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
     const dim3 grid(unsigned((m + kTile - 1) / kTile), unsigned((n + kTile - 1) / kTile));

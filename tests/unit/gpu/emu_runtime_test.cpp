@@ -514,8 +514,13 @@ TEST(CudaEmu, CublasGemmExIsCapturedOnItsStream) {
                             dC.p, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     };
     const std::vector<float> want = {1 + 5, 2 + 6, 3 + 5, 4 + 6};
+    Dev<float> workspace(1024);  // cudaMalloc: 256-byte aligned
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
     ASSERT_EQ(cublasSetStream(h, st), CUBLAS_STATUS_SUCCESS);
+    // Under capture the stand-in requires a user workspace (a capture must allocate nothing), and
+    // cublasSetStream resets it, as cuBLAS does: set after it.
+    EXPECT_EQ(gemm(), CUBLAS_STATUS_NOT_SUPPORTED);
+    ASSERT_EQ(cublasSetWorkspace(h, workspace.p, 4096), CUBLAS_STATUS_SUCCESS);
     ASSERT_EQ(gemm(), CUBLAS_STATUS_SUCCESS);
     cudaGraph_t g = nullptr;
     CK(cudaStreamEndCapture(st, &g));

@@ -29,7 +29,12 @@ using cublasHandle_t = cublasContext*;
 
 cublasStatus_t cublasCreate(cublasHandle_t* handle);
 cublasStatus_t cublasDestroy(cublasHandle_t handle);
+// Also resets the workspace to cuBLAS's own pool, as cuBLAS does.
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream);
+// A user-owned device workspace (256-byte aligned) for the calls that follow. The stand-in refuses a GEMM
+// under stream capture without one (CUBLAS_STATUS_NOT_SUPPORTED): deltagate's captures must allocate
+// nothing, where cuBLAS would take its workspace from an allocation inside the capture.
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t workspace_bytes);
 const char* cublasGetStatusName(cublasStatus_t s);
 // C = alpha * op(A) * op(B) + beta * C; op(A) is m x k, op(B) k x n, C m x n, all column-major.
 cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
