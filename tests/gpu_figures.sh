@@ -5,6 +5,7 @@
 #   1. the bound: the device's measured copy bandwidth (bench_matmul_cuda, when built);
 #   2. 27B Q4_K_M, batch 1: decode tok/s at empty context and after 8K and 32K prompts, prefill tok/s of
 #      one 8K prompt, TTFT of one 32K prompt (`deltagate generate`);
+#   2b. the same decode with DG_CUDA_GRAPHS=recapture and =0: what replaying the step's graph saves;
 #   3. 27B Q4_K_M, 64 concurrent streams at 4K context: aggregate decode (`deltagate up` + `deltagate bench`);
 #   4. 35B-A3B Q4_K_M, batch 1: decode tok/s;
 #   5. the peer on the same files when DG_PEER_BENCH names a CUDA `llama-bench` carried by hand (never
@@ -61,6 +62,17 @@ if ! skipped 27b; then
     echo "## $DENSE $TYPE batch 1: prompt $c tokens, $(n 128) new" | tee -a "$OUT/figures.txt"
     "$DG" generate --backend "$BACKEND" --model "$M" --tokens "$(ids "$c" "$V")" --max-new "$(n 128)" 2>&1 \
       | tee "$OUT/generate-$DENSE-$c.txt" | grep -E "^prefill|rror" | tee -a "$OUT/figures.txt"
+  done
+fi
+
+# What the decode graph's replay saves: the same decode with every step captured again, and eagerly.
+if ! skipped graphs; then
+  M=$(model "$DENSE" "$TYPE") || exit 1
+  V=$(vocab_of "$M")
+  for mode in recapture 0; do
+    echo "## $DENSE $TYPE batch 1, DG_CUDA_GRAPHS=$mode (default: replay; recapture: capture each step; 0: eager)" | tee -a "$OUT/figures.txt"
+    DG_CUDA_GRAPHS=$mode "$DG" generate --backend "$BACKEND" --model "$M" --tokens "$(ids 1 "$V")" --max-new "$(n 128)" 2>&1 \
+      | tee "$OUT/generate-$DENSE-graphs-$mode.txt" | grep -E "^prefill|rror" | tee -a "$OUT/figures.txt"
   done
 fi
 
