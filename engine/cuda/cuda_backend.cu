@@ -424,8 +424,15 @@ public:
             seqs_dev = gdn_seqs_.ptr;
         }
         GdnLayerState st{states_ + int64_t(layer) * (conv_floats_ + s_floats_), state_floats(), conv_floats_};
-        const GdnLayerArgs args{d, dvec(w.conv_w.data()), dvec(w.dt_bias.data()), dvec(w.ssm_a.data()),
-                                dvec(w.norm_w.data()), eps, qkv, z, bp, ap, o, st};
+        GdnLayerArgs args{d, dvec(w.conv_w.data()), dvec(w.dt_bias.data()), dvec(w.ssm_a.data()),
+                          dvec(w.norm_w.data()), eps, qkv, z, bp, ap, o, st};
+        // A decode-only step's output gets its q8 blocks from the decode kernel (the out projection reads them).
+        made_ = MadeBlocks{};
+        const int64_t o_count = int64_t(b.n_tokens()) * d.Hv * d.dv;
+        if (gdn_fast_supported(d) && n_dec == int32_t(ds.size()) && d.dv % 32 == 0 && can_make_blocks(o_count)) {
+            made_ = MadeBlocks{o, o_count, ops_, made_blocks()};
+            args.o_q8 = made_.q8;
+        }
         if (!gdn_fast_supported(d)) {
             static bool warned = false;
             if (!warned) std::fprintf(stderr, "deltagate cuda: GDN dk %lld > %lld: running the token-by-token reference kernels\n",
@@ -782,7 +789,8 @@ public:
             moe_scratch(n, w->router.rows, int32_t(c.n_experts_used), w->shared.gate.rows, t.gate.rows, w->router.cols);
             break;  // every MoE layer has the same shapes
         }
-        if (!exact_ && n < cuda::kGemmMinTokens) made_blocks_reserve(size_t(n) * std::max(c.hidden, c.intermediate));
+        if (!exact_ && n < cuda::kGemmMinTokens)  // the widest output a producer makes blocks of
+            made_blocks_reserve(size_t(n) * std::max({c.hidden, c.intermediate, c.lin_v_heads * c.lin_v_dim}));
         if (st.sampled) {
             sample_buffers(st.plan, c.vocab_size);
             sample_out_host_.need(st.plan.rows.size() * sizeof(cuda::SampleOutDev));

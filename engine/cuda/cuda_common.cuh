@@ -137,6 +137,34 @@ __device__ __forceinline__ void quantize_q8_block(float v, int lane, int8_t* q32
         *s = sum;
     }
 }
+// The same blocks when each lane holds VEC consecutive values (lane l: the warp's elements VEC·l ..
+// VEC·l + VEC - 1): 32/VEC neighbouring lanes make one block, with quantize_q8_block's arithmetic, so the
+// same bits. Every lane of the warp must call it (shuffles); lanes with `write` false (their block lies
+// past the row's end) store nothing. q32: the warp's first value's int8, d / s: its first block's.
+template <int VEC>
+__device__ __forceinline__ void quantize_q8_blocks_vec(const float (&v)[VEC], int lane, bool write, int8_t* q32,
+                                                       float* d, int32_t* s) {
+    constexpr int kLanes = kWarp / VEC;  // lanes per block
+    float amax = 0.f;
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) amax = fmaxf(amax, fabsf(v[e]));
+#pragma unroll
+    for (int o = 1; o < kLanes; o *= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float inv = amax > 0.f ? 127.f / amax : 0.f;
+    int sum = 0;
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+        const int qv = __float2int_rn(v[e] * inv);
+        if (write) q32[lane * VEC + e] = int8_t(qv);
+        sum += qv;
+    }
+#pragma unroll
+    for (int o = 1; o < kLanes; o *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (write && lane % kLanes == 0) {
+        d[lane / kLanes] = amax / 127.f;
+        s[lane / kLanes] = sum;
+    }
+}
 // Sum over the block (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result.
 __device__ __forceinline__ float block_sum(float v, float* shared32) {
     v = warp_sum(v);

@@ -139,6 +139,8 @@ void gdn_mixer(const GdnLayerArgs& a, const DevSeq* seqs_dev, const DevSeq* seqs
                int32_t n_prefill, const GdnWorkspace& ws, const GdnTiling& tiling, cudaStream_t s) {
     DG_CHECK(gdn_fast_supported(a.d), "GDN fast kernels need 1 <= dk <= %d and Hv %% Hk == 0 (dk %d, Hk %d, Hv %d)",
              int(kGdnMaxDk), int(a.d.dk), int(a.d.Hk), int(a.d.Hv));
+    DG_CHECK(!a.o_q8.q || n_prefill == 0, "GDN: o's q8 blocks are made by the decode kernel only (%d prefill sequences)",
+             int(n_prefill));
     // Decode and prefill sequences own different state slots, so the two launches are independent.
     if (n_decode > 0) gdn_decode(a, seqs_dev, n_decode, ws, tiling.decode_cols, s);
     if (n_prefill > 0) gdn_prefill(a, seqs_dev + n_decode, seqs_host + n_decode, n_prefill, tiling.prefill_cols, s);

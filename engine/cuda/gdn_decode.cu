@@ -26,6 +26,7 @@ struct DecodeArgs : GdnKernelCommon {
     uint32_t* conv_arrivals;  // [n_seqs][Hk]: blocks that have read key head kh's conv state
     uint32_t* norm_arrivals;  // [n_seqs][Hv]: tiles of head h that have written their raw output
     float* norm_partial;      // [n_seqs][Hv][tiles]: sum of o^2 over each tile
+    ActQ8 o_q8;               // o's q8 blocks when o_q8.q is set (GdnLayerArgs::o_q8)
 };
 
 template <int VEC>
@@ -228,12 +229,17 @@ __global__ void __launch_bounds__(kDecThreads) gdn_decode_kernel(const DecodeArg
         ss = warp_sum(ss);  // over this tile's columns
         if (p.tiles == 1) {
             const float inv = rsqrtf(ss / float(dv) + p.eps);
-            if (col_ok) {
+            float v[VEC];
 #pragma unroll
-                for (int e = 0; e < VEC; ++e) {
-                    const int col = col0 + e;
-                    orow[col] = ov[e] * inv * p.norm_w[col] * silu(zrow[col]);
-                }
+            for (int e = 0; e < VEC; ++e) {
+                const int col = col0 + e;
+                v[e] = col_ok ? ov[e] * inv * p.norm_w[col] * silu(zrow[col]) : 0.f;
+                if (col_ok) orow[col] = v[e];
+            }
+            if (p.o_q8.q) {  // dv % 32 == 0: a block's lanes are all col_ok or none
+                const int64_t first = (row * Hv + h) * int64_t(dv) + t * TV;  // the warp's first value
+                quantize_q8_blocks_vec<VEC>(v, lane, col_ok, p.o_q8.q + first, p.o_q8.d + first / 32,
+                                            p.o_q8.s + first / 32);
             }
         } else {
             if (col_ok) {
@@ -259,7 +265,14 @@ __global__ void __launch_bounds__(kDecThreads) gdn_decode_kernel(const DecodeArg
     float ss = 0.f;
     for (int u = 0; u < p.tiles; ++u) ss += __ldcg(p.norm_partial + (int64_t(q) * Hv + h) * p.tiles + u);
     const float inv = rsqrtf(ss / float(dv) + p.eps);
-    for (int col = tid; col < dv; col += kDecThreads) orow[col] = __ldcg(orow + col) * inv * p.norm_w[col] * silu(zrow[col]);
+    for (int col = tid; col < dv; col += kDecThreads) {  // with q8 blocks (dv % 32 == 0) whole warps iterate
+        const float v = __ldcg(orow + col) * inv * p.norm_w[col] * silu(zrow[col]);
+        orow[col] = v;
+        if (p.o_q8.q) {
+            const int64_t at = (row * Hv + h) * int64_t(dv) + col;
+            quantize_q8_block(v, lane, p.o_q8.q + at - lane, p.o_q8.d + at / 32, p.o_q8.s + at / 32);
+        }
+    }
     if (tid == 0) atomicExch(p.norm_arrivals + int64_t(q) * Hv + h, 0u);
 }
 
@@ -309,6 +322,8 @@ void gdn_decode(const GdnLayerArgs& a, const DevSeq* seqs_dev, int32_t n_seqs, c
     p.conv_arrivals = ws.arrivals;
     p.norm_arrivals = ws.arrivals + int64_t(n_seqs) * d.Hk;
     p.norm_partial = ws.partial;
+    DG_CHECK(!a.o_q8.q || d.dv % 32 == 0, "GDN decode: o's q8 blocks need dv %% 32 == 0 (dv %d)", int(d.dv));
+    p.o_q8 = a.o_q8;
     const dim3 grid(unsigned(p.tiles), unsigned(d.Hv), unsigned(n_seqs));
     if (cols == 128) launch_vec<4>(p, grid, s);
     else if (cols == 64) launch_vec<2>(p, grid, s);

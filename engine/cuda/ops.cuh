@@ -63,6 +63,9 @@ struct GdnLayerArgs {
     const float* a;        // [n][Hv]
     float* o;              // [n][Hv*dv] out, ready for out_proj
     GdnLayerState st;
+    // When o_q8.q is set: o's q8 activation blocks too (the out projection's GEMV input), written by the
+    // decode kernel as quantize_act_q8(o) would make them. Decode sequences only, dv % 32 == 0.
+    ActQ8 o_q8{};
 };
 
 // Scratch of the fast path, sized by the two functions below for n_decode decode sequences.

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -168,8 +169,9 @@ struct DevBuf {
 enum class Path { kFast, kReference, kDecodeOnly, kPrefillOnly };
 
 // One layer call on the GPU from p's inputs and states; updates p.states, returns o. kDecodeOnly /
-// kPrefillOnly call gdn_decode / gdn_prefill directly (the batch must hold only that kind).
-std::vector<float> run_gpu(Problem& p, Path path, cuda::GdnTiling tiling = {}) {
+// kPrefillOnly call gdn_decode / gdn_prefill directly (the batch must hold only that kind). with_q8 (decode
+// only): the kernel also makes o's q8 blocks, which must be the bits quantize_act_q8 makes of o.
+std::vector<float> run_gpu(Problem& p, Path path, cuda::GdnTiling tiling = {}, bool with_q8 = false) {
     const int32_t n = p.n();
     const int64_t o_floats = int64_t(n) * p.d.Hv * p.d.dv;
     DevBuf<float> conv_w(p.w.conv_w), dt_bias(p.w.dt_bias), ssm_a(p.w.ssm_a), norm_w(p.w.norm_w);
@@ -184,8 +186,13 @@ std::vector<float> run_gpu(Problem& p, Path path, cuda::GdnTiling tiling = {}) {
     const int32_t n_pre = int32_t(seqs.size()) - n_dec;
     DevBuf<cuda::DevSeq> dseqs(seqs);
     const cuda::GdnLayerState st{states.p + kLayer * p.layer_floats(), p.slot_floats(), p.conv_floats};
-    const cuda::GdnLayerArgs args{p.d,  conv_w.p, dt_bias.p, ssm_a.p, norm_w.p, p.eps, qkv.p,
-                                  z.p,  b.p,      a.p,       o.p,     st};
+    cuda::GdnLayerArgs args{p.d,  conv_w.p, dt_bias.p, ssm_a.p, norm_w.p, p.eps, qkv.p,
+                            z.p,  b.p,      a.p,       o.p,     st};
+    const size_t o_blocks = size_t(o_floats / 32), o_count = size_t(o_floats);
+    DevBuf<int8_t> q8(o_count), q8_want(o_count);
+    DevBuf<float> q8_d(o_blocks), q8_d_want(o_blocks);
+    DevBuf<int32_t> q8_s(o_blocks), q8_s_want(o_blocks);
+    if (with_q8) args.o_q8 = cuda::ActQ8{q8.p, q8_d.p, q8_s.p};
     const int64_t words = cuda::gdn_arrival_words(n_dec, p.d);
     DevBuf<float> partial(size_t(cuda::gdn_workspace_floats(n_dec, p.d)));
     DevBuf<uint32_t> arrivals(static_cast<size_t>(words));
@@ -207,6 +214,15 @@ std::vector<float> run_gpu(Problem& p, Path path, cuda::GdnTiling tiling = {}) {
     // The arrival counters are left zero for the next call.
     for (uint32_t v : arrivals.get(size_t(words))) EXPECT_EQ(v, 0u) << "arrival counter not reset";
     p.states = states.get(p.states.size());
+    if (with_q8) {
+        const int64_t width = p.d.Hv * p.d.dv;
+        cuda::quantize_act_q8(o.p, n, width, cuda::ActQ8{q8_want.p, q8_d_want.p, q8_s_want.p}, 0);
+        CK(cudaDeviceSynchronize());
+        EXPECT_EQ(q8.get(o_count), q8_want.get(o_count)) << "o's q8 values";
+        const std::vector<float> dg = q8_d.get(o_blocks), dw = q8_d_want.get(o_blocks);
+        EXPECT_EQ(std::memcmp(dg.data(), dw.data(), o_blocks * 4), 0) << "o's q8 scales";
+        EXPECT_EQ(q8_s.get(o_blocks), q8_s_want.get(o_blocks)) << "o's q8 sums";
+    }
     return o.get(size_t(o_floats));
 }
 
@@ -290,6 +306,12 @@ TEST(GdnKernels, EveryDecodeGeometryMatchesCpu) {
             const auto got = run_gpu(gpu, Path::kDecodeOnly, cuda::GdnTiling{cols, 0});
             EXPECT_CLOSE(want, got, sh.name << " decode cols " << cols << " o");
             EXPECT_CLOSE(cpu.states, gpu.states, sh.name << " decode cols " << cols << " states");
+            if (sh.dv % 32 == 0) {  // with o's q8 blocks (the serving backend's decode): the same o, bit for bit
+                SCOPED_TRACE(sh.name + " decode cols " + std::to_string(cols) + " with q8 blocks");
+                Problem gpu_q8 = make_problem(sh, std::vector<int32_t>(12, 1), 21);
+                const auto got_q8 = run_gpu(gpu_q8, Path::kDecodeOnly, cuda::GdnTiling{cols, 0}, true);
+                EXPECT_EQ(std::memcmp(got.data(), got_q8.data(), got.size() * 4), 0) << "o changed";
+            }
         }
     }
 }

@@ -120,17 +120,19 @@ TEST(CudaStepCounters, DecodeStepDoesNotGrow) {
     // two quantisations of the normed hidden state go: 27B 917 -> 661 (64 x 4), 35B-A3B 1,056 -> 856
     // (40 x 5: also the routed experts' own quantisation of x, which now reads the norm's blocks).
     // LOWERED again by SwiGLU making its output's q8 blocks (the down projection's input): 27B 661 -> 597
-    // (64 MLPs), 35B-A3B 856 -> 776 (40 layers x the shared and the routed experts' down).
+    // (64 MLPs), 35B-A3B 856 -> 776 (40 layers x the shared and the routed experts' down). LOWERED again
+    // by the GDN decode kernel making its output's q8 blocks (the out projection's input): 27B 597 -> 549
+    // (48 GDN layers), 35B-A3B 776 -> 746 (30).
     const std::vector<StepShape> shapes = {
         // Logits to the host (Runner::feed, the CLI's path). 2026-12-05 before the asynchronous step: 900
         // kernels (1,397 with the serving matmul's activation quantisation), 66 H2D + 1 D2H copies, 68
         // host syncs. Now (issue 15's step merged with the serving matmul and split-K attention): 1,397
         // kernels in one graph launch, one asynchronous metadata upload, one asynchronous logits download,
         // one synchronisation.
-        {"27b-layers", "27b", "q8_0", false, 597, 2, 1, 4096},
+        {"27b-layers", "27b", "q8_0", false, 549, 2, 1, 4096},
         // The scheduler's step, sampled on the device: the sampler's launch and its token download
         // (172 bytes) inside the graph. Before: 1,398 kernels, 67 H2D + 1 D2H, 68 syncs.
-        {"27b-layers", "27b", "q8_0", true, 598, 2, 1, 172},
+        {"27b-layers", "27b", "q8_0", true, 550, 2, 1, 172},
         // MoE routed on the device (14 launches per MoE layer instead of 8 + 5 per selected expert, plus
         // the shared expert's activation quantisations), no router-logit downloads. Before: 3,596 kernels,
         // 443 H2D + 41 D2H copies, 484 syncs, 2,732 bytes down. RAISED from 1,276 to 1,356 on purpose: the
@@ -138,7 +140,7 @@ TEST(CudaStepCounters, DecodeStepDoesNotGrow) {
         // kernel in the serving backend) quantises its inputs in two launches per MoE layer (x once for
         // gate and up, the SwiGLU output once for down), 40 layers. (The logits-to-host step of this
         // shape is not run, to save CI time.)
-        {"35b-a3b-layers", "35b-a3b", "q8_0", true, 776, 2, 1, 172},
+        {"35b-a3b-layers", "35b-a3b", "q8_0", true, 746, 2, 1, 172},
     };
     std::printf("\none batch-1 decode step on the CUDA emulation (issue 15 target: 1 graph launch, 1 async "
                 "upload, 1 token download, 0 syncs inside)\n");
