@@ -118,29 +118,13 @@ __device__ __forceinline__ float warp_max(float v) {
     for (int o = kWarp / 2; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
-__device__ __forceinline__ int warp_sum_int(int v) {
-    for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-// One q8 activation block from the warp's 32 values (lane l holds element l): q = round(v·127/max|v|)
+// q8 activation blocks from a warp's values, each lane holding VEC consecutive ones (lane l: the warp's
+// elements VEC·l .. VEC·l + VEC - 1), 32/VEC neighbouring lanes per block of 32: q = round(v·127/max|v|)
 // with ties to even (std::nearbyint on the CPU: quantize_act_rows), the scale max|v|/127 and the sum of
-// the q. Every q8 block the GEMV reads is made here (quantize_act_q8, and the RMSNorm that makes the
-// blocks of its output), so they are bit for bit the CPU fast path's.
-__device__ __forceinline__ void quantize_q8_block(float v, int lane, int8_t* q32, float* d, int32_t* s) {
-    const float amax = warp_max(fabsf(v));
-    const float inv = amax > 0.f ? 127.f / amax : 0.f;
-    const int qv = __float2int_rn(v * inv);
-    q32[lane] = int8_t(qv);
-    const int sum = warp_sum_int(qv);
-    if (lane == 0) {
-        *d = amax / 127.f;
-        *s = sum;
-    }
-}
-// The same blocks when each lane holds VEC consecutive values (lane l: the warp's elements VEC·l ..
-// VEC·l + VEC - 1): 32/VEC neighbouring lanes make one block, with quantize_q8_block's arithmetic, so the
-// same bits. Every lane of the warp must call it (shuffles); lanes with `write` false (their block lies
-// past the row's end) store nothing. q32: the warp's first value's int8, d / s: its first block's.
+// the q. Every q8 block the GEMV reads is made here (quantize_act_q8, and the norm, SwiGLU and GDN decode
+// kernels that make the blocks of their outputs), so they are bit for bit the CPU fast path's. Every lane
+// of the warp must call it (shuffles); lanes with `write` false (their block lies past the row's end)
+// store nothing. q32: the warp's first value's int8, d / s: its first block's scale and sum.
 template <int VEC>
 __device__ __forceinline__ void quantize_q8_blocks_vec(const float (&v)[VEC], int lane, bool write, int8_t* q32,
                                                        float* d, int32_t* s) {
@@ -164,6 +148,11 @@ __device__ __forceinline__ void quantize_q8_blocks_vec(const float (&v)[VEC], in
         d[lane / kLanes] = amax / 127.f;
         s[lane / kLanes] = sum;
     }
+}
+// One block from the warp's 32 values, lane l holding element l.
+__device__ __forceinline__ void quantize_q8_block(float v, int lane, int8_t* q32, float* d, int32_t* s) {
+    const float one[1] = {v};
+    quantize_q8_blocks_vec<1>(one, lane, true, q32, d, s);
 }
 // Sum over the block (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result.
 __device__ __forceinline__ float block_sum(float v, float* shared32) {
