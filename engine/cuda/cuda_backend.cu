@@ -355,9 +355,7 @@ public:
     // One launch: the add, the norm and, where the serving GEMV may read y next (a decode step's hidden
     // state), y's q8 blocks (MadeBlocks).
     void norm(float* x, const float* r, const float* w, int64_t rows, int64_t dim, float eps, float* y) {
-        made_ = MadeBlocks{};
-        if (dim % 32 == 0 && can_make_blocks(rows * dim)) made_ = MadeBlocks{y, rows * dim, ops_, made_blocks()};
-        cuda::add_rmsnorm(x, r, dvec(w), rows, dim, eps, y, made_.y ? &made_.q8 : nullptr, stream_);
+        cuda::add_rmsnorm(x, r, dvec(w), rows, dim, eps, y, make_blocks_of(y, rows * dim, dim % 32 == 0), stream_);
     }
     void matmul(const float* x, int32_t n, const Matrix& W, float* y) override {
         op([&] {
@@ -382,11 +380,7 @@ public:
         op([&] { cuda::add(y, x, n, stream_); });
     }
     void swiglu(const float* g, const float* u, int64_t count, float* out) override {
-        op([&] {
-            made_ = MadeBlocks{};
-            if (can_make_blocks(count)) made_ = MadeBlocks{out, count, ops_, made_blocks()};
-            cuda::swiglu(g, u, count, out, stream_, made_.y ? &made_.q8 : nullptr);
-        });
+        op([&] { cuda::swiglu(g, u, count, out, stream_, make_blocks_of(out, count, true)); });
     }
     void copy_rows(const float* x, const int32_t* rows, int32_t n_rows, int64_t dim, float* y) override {
         op([&] { copy_rows_impl(x, rows, n_rows, dim, y); });
@@ -427,12 +421,10 @@ public:
         GdnLayerArgs args{d, dvec(w.conv_w.data()), dvec(w.dt_bias.data()), dvec(w.ssm_a.data()),
                           dvec(w.norm_w.data()), eps, qkv, z, bp, ap, o, st};
         // A decode-only step's output gets its q8 blocks from the decode kernel (the out projection reads them).
-        made_ = MadeBlocks{};
-        const int64_t o_count = int64_t(b.n_tokens()) * d.Hv * d.dv;
-        if (gdn_fast_supported(d) && n_dec == int32_t(ds.size()) && d.dv % 32 == 0 && can_make_blocks(o_count)) {
-            made_ = MadeBlocks{o, o_count, ops_, made_blocks()};
-            args.o_q8 = made_.q8;
-        }
+        const bool decode_only = n_dec == int32_t(ds.size());
+        if (const cuda::ActQ8* q8 = make_blocks_of(o, int64_t(b.n_tokens()) * d.Hv * d.dv,
+                                                   gdn_fast_supported(d) && decode_only && d.dv % 32 == 0))
+            args.o_q8 = *q8;
         if (!gdn_fast_supported(d)) {
             static bool warned = false;
             if (!warned) std::fprintf(stderr, "deltagate cuda: GDN dk %lld > %lld: running the token-by-token reference kernels\n",
@@ -989,18 +981,23 @@ private:
         const MadeBlocks& b = made_;
         return b.y && b.y == x && n * cols == b.count && cols % 32 == 0 && b.op + 1 == ops_ ? &b.q8 : nullptr;
     }
-    // Only inside a decode-sized serving step, whose reserve_step sized the buffer: nothing is allocated
-    // inside a capture.
-    bool can_make_blocks(int64_t count) const {
-        return !exact_ && step_.open && step_.n_tokens < cuda::kGemmMinTokens && count > 0 && count % 32 == 0 &&
-               size_t(count) <= made_q_.cap;
+    // The producer's side: y's blocks, for the producer's launch to write, when `eligible` (the
+    // producer's own conditions) and inside a decode-sized serving step whose reserve_step sized the
+    // buffer (nothing is allocated inside a capture); otherwise null. Either way the previous producer's
+    // blocks are void.
+    const cuda::ActQ8* make_blocks_of(const float* y, int64_t count, bool eligible) {
+        made_ = MadeBlocks{};
+        if (!eligible || exact_ || !step_.open || step_.n_tokens >= cuda::kGemmMinTokens || count <= 0 ||
+            count % 32 != 0 || size_t(count) > made_q_.cap)
+            return nullptr;
+        made_ = MadeBlocks{y, count, ops_, cuda::ActQ8{made_q_.ptr, made_d_.ptr, made_s_.ptr}};
+        return &made_.q8;
     }
     void made_blocks_reserve(size_t count) {
         made_q_.need(count);
         made_d_.need(count / 32 + 1);
         made_s_.need(count / 32 + 1);
     }
-    cuda::ActQ8 made_blocks() { return cuda::ActQ8{made_q_.ptr, made_d_.ptr, made_s_.ptr}; }
     MadeBlocks made_;
     uint64_t ops_ = 0;
     Scratch<int8_t> made_q_;
