@@ -133,15 +133,17 @@ std::string node_params(const char* name, const V&... values) {
 }
 std::vector<std::string> g_last_update_changes;  // last_graph_update_changes(), under api_mu
 
-// Runs `op` now, or appends it (as a node of type `node` with `params`) to the graph the stream captures into.
-cudaError_t issue(cudaStream_t s, GraphNodeKey node, std::function<cudaError_t()> op, std::string params = {}) {
+// Runs `op` now, or appends it (as a node of type `node` with the parameters `params` makes, built only
+// then) to the graph the stream captures into.
+cudaError_t issue(cudaStream_t s, GraphNodeKey node, std::function<cudaError_t()> op,
+                  const std::function<std::string()>& params = {}) {
     {
         std::lock_guard<std::mutex> l(api_mu);
         CUstream_st* st = resolve(s);
         if (st->capture) {
             st->capture->ops.push_back(std::move(op));
             st->capture->nodes.push_back(node);
-            st->capture->params.push_back(std::move(params));
+            st->capture->params.push_back(params ? params() : std::string());
             return cudaSuccess;
         }
     }
@@ -388,7 +390,8 @@ void set_device_memory_bytes(int64_t bytes) {
     g_device_bytes = bytes;
 }
 
-cudaError_t submit_launch(const LaunchSpec& spec, std::function<void()> body) {
+cudaError_t submit_launch(const LaunchSpec& spec, std::function<void()> body,
+                          const std::function<std::string()>& arg_bytes) {
     if (sticky()) return ret(sticky());
     const dim3 b = spec.block, g = spec.grid;
     const uint64_t threads = uint64_t(b.x) * b.y * b.z;
@@ -411,10 +414,10 @@ cudaError_t submit_launch(const LaunchSpec& spec, std::function<void()> body) {
         return bad(limit == kDefaultSharedLimit
                        ? "dynamic shared memory over 48 KiB without cudaFuncSetAttribute(MaxDynamicSharedMemorySize)"
                        : "dynamic shared memory over the size set with cudaFuncSetAttribute");
-    std::string params = node_params(spec.name, g.x, g.y, g.z, b.x, b.y, b.z, spec.smem) + spec.params;
     const LaunchSpec copy = spec;
     return ret(issue(spec.stream, {cudaGraphNodeTypeKernel, spec.func},
-                     [copy, body = std::move(body)]() { return execute_launch(copy, body); }, std::move(params)));
+                     [copy, body = std::move(body)]() { return execute_launch(copy, body); },
+                     [&] { return node_params(spec.name, g.x, g.y, g.z, b.x, b.y, b.z, spec.smem) + (arg_bytes ? arg_bytes() : ""); }));
 }
 
 std::vector<std::string> last_graph_update_changes() {
@@ -592,7 +595,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
     return ret(issue(s, {cudaGraphNodeTypeMemcpy, nullptr}, [=] { return do_copy(dst, src, bytes, kind, true); },
-                     node_params("cudaMemcpyAsync", dst, src, bytes, kind)));
+                     [&] { return node_params("cudaMemcpyAsync", dst, src, bytes, kind); }));
 }
 cudaError_t cudaMemset(void* p, int v, size_t bytes) {
     if (cudaError_t e = host_sync_point()) return ret(e);
