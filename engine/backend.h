@@ -50,7 +50,11 @@ public:
     virtual void free(float* p) = 0;
     virtual void to_host(const float* src, float* dst_host, int64_t n) = 0;
     virtual void from_host(const float* src_host, float* dst, int64_t n) = 0;
-    // Makes the weights usable by the ops (CUDA: uploads; CPU: nothing).
+    // Called once, before prepare_weights: may move the matrices' data to memory the backend streams
+    // faster (the serving CPU backend: 2 MiB pages, huge_page_weights.h), repointing every Matrix. The
+    // bytes stay the same. Default: the weights stay where the loader put them.
+    virtual absl::Status place_weights(ModelWeights& w) { return absl::OkStatus(); }
+    // Makes the weights usable by the ops (CUDA: uploads; CPU: the conv taps in the fast kernels' order).
     virtual absl::Status prepare_weights(const ModelWeights& w) = 0;
 
     // --- caches: KV blocks for `n_attn_layers` layers and GDN state slots for `n_gdn_layers` layers

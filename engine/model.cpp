@@ -20,6 +20,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::create(std::unique_ptr<ModelWeight
         m->gdn_index_.push_back(c.is_attention[i] ? -1 : g++);
         m->attn_index_.push_back(c.is_attention[i] ? a++ : -1);
     }
+    DG_RETURN_IF_ERROR(m->backend_->place_weights(*m->weights_));
     DG_RETURN_IF_ERROR(m->backend_->prepare_weights(*m->weights_));
     DG_RETURN_IF_ERROR(m->backend_->init_caches(c, caches));
     return m;

@@ -31,6 +31,24 @@ uint64_t ModelWeights::total_bytes() const {
     return n;
 }
 
+void ModelWeights::for_each_matrix(const std::function<void(Matrix&)>& fn) {
+    auto one = [&](Matrix& m) {
+        if (!m.empty()) fn(m);
+    };
+    auto mlp = [&](MlpWeights& m) { one(m.gate), one(m.up), one(m.down); };
+    one(embed);
+    one(lm_head);
+    for (LayerWeights& l : layers) {
+        one(l.gdn.qkv), one(l.gdn.z), one(l.gdn.beta), one(l.gdn.alpha), one(l.gdn.out);
+        one(l.attn.q), one(l.attn.k), one(l.attn.v), one(l.attn.o);
+        mlp(l.mlp);
+        mlp(l.moe.shared);
+        one(l.moe.router);
+        one(l.moe.shared_gate);
+        for (MlpWeights& e : l.moe.experts) mlp(e);
+    }
+}
+
 absl::StatusOr<std::unique_ptr<ModelWeights>> load_model(const std::string& path) {
     namespace fs = std::filesystem;
     std::error_code ec;

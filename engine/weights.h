@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -88,6 +89,8 @@ struct ModelWeights {
     std::vector<std::unique_ptr<std::vector<uint8_t>>> owned;
     uint8_t* own(uint64_t nbytes);  // new zeroed buffer owned by these weights
     uint64_t total_bytes() const;   // bytes of all matrices and vectors (what a backend must hold)
+    // Calls fn on every matrix that has data, lm_head included when it is tied to embed (same data).
+    void for_each_matrix(const std::function<void(Matrix&)>& fn);
 };
 
 // Loads a model: an HF directory (config.json + safetensors, sharded or not), a GGUF file, or a

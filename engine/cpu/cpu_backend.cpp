@@ -1,12 +1,14 @@
 // The CPU backend: host memory, and every op from engine/cpu/ops.h. Two flavours, fixed at creation:
 // "cpu-exact" (the oracle tests compare against) and "cpu" (serving: matmul_fast, the AVX-512 conv, delta
 // rule and gated norm of gdn_fast.cpp, the AVX-512 attention rows).
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
+#include "engine/cpu/huge_page_weights.h"
 #include "engine/cpu/ops.h"
 #include "engine/status.h"
 
@@ -17,7 +19,9 @@ class CpuBackend final : public Backend {
 public:
     explicit CpuBackend(bool exact) : exact_(exact) {}
     std::string name() const override { return exact_ ? "cpu-exact" : "cpu"; }
-    std::string device_name() const override { return "host CPU"; }
+    std::string device_name() const override {
+        return placement_.empty() ? "host CPU" : absl::StrCat("host CPU, ", placement_);
+    }
 
     absl::StatusOr<float*> alloc_f32(int64_t n) override {
         float* p = new (std::nothrow) float[n];
@@ -27,6 +31,20 @@ public:
     void free(float* p) override { delete[] p; }
     void to_host(const float* src, float* dst, int64_t n) override { std::memcpy(dst, src, n * sizeof(float)); }
     void from_host(const float* src, float* dst, int64_t n) override { std::memcpy(dst, src, n * sizeof(float)); }
+    // The serving flavour streams its weights from 2 MiB pages (huge_page_weights.h says why);
+    // DG_CPU_HUGE_PAGES=0 leaves them where the loader put them (a file mapping several processes can
+    // share). The oracle never moves them.
+    absl::Status place_weights(ModelWeights& w) override {
+        if (exact_) return absl::OkStatus();
+        const char* e = std::getenv("DG_CPU_HUGE_PAGES");
+        const std::string mode = e ? e : "1";
+        if (mode == "0") return absl::OkStatus();
+        if (mode != "1")
+            return absl::InvalidArgumentError(absl::StrCat("DG_CPU_HUGE_PAGES='", mode, "': use 1 (the default) or 0"));
+        DG_ASSIGN_OR_RETURN(const cpu::HugePagePlacement p, cpu::move_matrices_to_huge_pages(w));
+        placement_ = cpu::describe(p);
+        return absl::OkStatus();
+    }
     absl::Status prepare_weights(const ModelWeights& w) override {
         conv_taps_.clear();
         if (!exact_)
@@ -159,6 +177,7 @@ private:
     };
 
     bool exact_;  // the f32 oracle matmul instead of the quantised-activation one
+    std::string placement_;  // where place_weights put the matrices ("" when it left them)
     CacheLayout layout_;
     int64_t kv_row_bytes_ = 0, n_kv_heads_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
     std::vector<KvStore> kv_;

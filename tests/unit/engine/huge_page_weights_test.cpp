@@ -1,0 +1,169 @@
+// The serving CPU backend's weight placement (engine/cpu/huge_page_weights.h): every matrix moved into one
+// 2 MiB-aligned read-only mapping with its bytes unchanged, shared and overlapping bytes still shared,
+// the loader's buffers released; a model served from it gives the same logits bit for bit as one that
+// reads the file in place (DG_CPU_HUGE_PAGES=0), and a bad DG_CPU_HUGE_PAGES is refused.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/cpu/huge_page_weights.h"
+#include "engine/model_export.h"
+#include "engine/model_source.h"
+#include "engine/runner.h"
+#include "engine/weights.h"
+
+namespace dg {
+namespace {
+
+namespace fs = std::filesystem;
+
+class HugePageWeights : public ::testing::Test {
+protected:
+    void SetUp() override {
+        dir_ = fs::temp_directory_path() / ("dg_huge_pages_" + std::to_string(::getpid()));
+        fs::create_directories(dir_);
+    }
+    void TearDown() override {
+        unsetenv("DG_CPU_HUGE_PAGES");
+        fs::remove_all(dir_);
+    }
+    // A tiny model with a tied output head and experts, in `type`, as a GGUF file.
+    std::string write_model(bool moe, const std::string& type) {
+        ModelConfig c = *preset_config(moe ? "tiny-moe" : "tiny");
+        c.tied_embeddings = true;
+        GgufExportOptions opt;
+        opt.type = type;
+        const std::string path = (dir_ / ((moe ? "moe-" : "dense-") + type + ".gguf")).string();
+        EXPECT_TRUE(export_gguf(random_model(c, 5), path, opt).ok());
+        return path;
+    }
+    fs::path dir_;
+};
+
+std::vector<Matrix> matrices(ModelWeights& w) {
+    std::vector<Matrix> out;
+    w.for_each_matrix([&](Matrix& m) { out.push_back(m); });
+    return out;
+}
+
+TEST_F(HugePageWeights, MovesEveryMatrixWithItsBytes) {
+    for (const bool moe : {false, true}) {
+        const std::string path = write_model(moe, "q8_0");
+        auto moved = load_gguf_model(path), in_place = load_gguf_model(path);
+        ASSERT_TRUE(moved.ok() && in_place.ok());
+        ASSERT_EQ((*moved)->lm_head.data, (*moved)->embed.data) << "the tied head should share the table";
+        auto p = cpu::move_matrices_to_huge_pages(**moved);
+        ASSERT_TRUE(p.ok()) << p.status();
+        std::printf("%s: %s\n", moe ? "tiny-moe" : "tiny", cpu::describe(*p).c_str());
+
+        const std::vector<Matrix> after = matrices(**moved), before = matrices(**in_place);
+        ASSERT_EQ(after.size(), before.size());
+        std::map<const uint8_t*, uint64_t> distinct;  // what the placement should have counted
+        const uint8_t* lowest = after.front().data;
+        for (size_t i = 0; i < after.size(); ++i) {
+            const uint64_t bytes = uint64_t(before[i].rows) * before[i].row_bytes;
+            ASSERT_NE(after[i].data, before[i].data);
+            ASSERT_EQ(std::memcmp(after[i].data, before[i].data, bytes), 0) << "matrix " << i;
+            distinct[before[i].data] = bytes;
+            lowest = std::min(lowest, after[i].data);
+        }
+        uint64_t total = 0;
+        for (const auto& [ptr, bytes] : distinct) total += bytes;
+        EXPECT_EQ(p->bytes, total);
+        EXPECT_LE(p->huge_bytes, p->bytes);
+        EXPECT_EQ((*moved)->lm_head.data, (*moved)->embed.data);
+        // One mapping from a 2 MiB boundary, which is what the kernel can back with huge pages.
+        EXPECT_EQ(uintptr_t(lowest) % (uintptr_t(2) << 20), 0u);
+        EXPECT_EQ((*moved)->keep_alive.size(), 1u);
+        EXPECT_TRUE((*moved)->owned.empty());
+    }
+}
+
+TEST_F(HugePageWeights, OverlappingMatricesKeepSharingBytes) {
+    // Slices of one buffer, as a loader that splits a fused tensor would make them: qkv's rows overlap z's,
+    // out is disjoint from both, and a second buffer holds the embedding table.
+    ModelWeights w;
+    uint8_t* a = w.own(4096);
+    uint8_t* b = w.own(1000);
+    for (int i = 0; i < 4096; ++i) a[i] = uint8_t(i * 7 + 1);
+    for (int i = 0; i < 1000; ++i) b[i] = uint8_t(i * 3 + 2);
+    w.embed = Matrix{DType::F32, 10, 25, b, 100};
+    w.lm_head = w.embed;
+    LayerWeights l;
+    l.gdn.qkv = Matrix{DType::F32, 8, 64, a, 256};            // [0, 2048)
+    l.gdn.z = Matrix{DType::F32, 4, 64, a + 1024, 256};       // [1024, 2048): inside qkv
+    l.gdn.out = Matrix{DType::F32, 6, 64, a + 2048 + 512, 256};  // [2560, 4096)
+    w.layers.push_back(l);
+    const std::vector<uint8_t> a_copy(a, a + 4096), b_copy(b, b + 1000);
+
+    auto p = cpu::move_matrices_to_huge_pages(w);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->bytes, 2048u + 1536u + 1000u);
+    const GdnWeights& g = w.layers[0].gdn;
+    EXPECT_EQ(g.z.data, g.qkv.data + 1024);  // still the same bytes, not a second copy
+    EXPECT_EQ(std::memcmp(g.qkv.data, a_copy.data(), 2048), 0);
+    EXPECT_EQ(std::memcmp(g.out.data, a_copy.data() + 2560, 1536), 0);
+    EXPECT_EQ(std::memcmp(w.embed.data, b_copy.data(), 1000), 0);
+    EXPECT_EQ(w.lm_head.data, w.embed.data);
+    EXPECT_EQ(uintptr_t(g.out.data) % 4096, 0u) << "each run of bytes starts a page";
+}
+
+TEST_F(HugePageWeights, MovedWeightsAreReadOnly) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");  // the CPU pool's threads may be running
+    ModelWeights w;
+    uint8_t* a = w.own(256);
+    w.embed = Matrix{DType::F32, 4, 16, a, 64};
+    ASSERT_TRUE(cpu::move_matrices_to_huge_pages(w).ok());
+    uint8_t* moved = const_cast<uint8_t*>(w.embed.data);
+    EXPECT_DEATH(*reinterpret_cast<volatile uint8_t*>(moved) = 1, "");
+}
+
+TEST_F(HugePageWeights, ServingFromHugePagesGivesTheSameLogits) {
+    // bf16: the float decode dot and the prefill GEMM; q4_k_m: the integer kernels. Both backends below are
+    // the fast one; only where its weights live differs.
+    for (const std::string type : {"bf16", "q4_k_m"}) {
+        const std::string path = write_model(false, type);
+        std::vector<int32_t> prompt;
+        for (int i = 0; i < 40; ++i) prompt.push_back((i * 37 + 3) % 1000);
+        std::vector<std::vector<float>> logits[2];
+        for (const bool huge : {true, false}) {
+            setenv("DG_CPU_HUGE_PAGES", huge ? "1" : "0", 1);
+            auto r = Runner::open(path, BackendKind::kCpu, RunnerOptions{DType::F32});
+            ASSERT_TRUE(r.ok()) << r.status();
+            const std::string device = (*r)->model().backend().device_name();
+            EXPECT_EQ(device.find("2 MiB pages") != std::string::npos, huge) << device;
+            const int32_t s = *(*r)->new_sequence();
+            auto l = (*r)->feed(s, prompt, false);
+            ASSERT_TRUE(l.ok());
+            logits[huge].push_back(*l);
+            for (int step = 0; step < 4; ++step) {
+                const int32_t next = (step * 101 + 7) % 1000;
+                l = (*r)->feed(s, {&next, 1}, false);
+                ASSERT_TRUE(l.ok());
+                logits[huge].push_back(*l);
+            }
+        }
+        EXPECT_EQ(logits[0], logits[1]) << type;
+    }
+}
+
+TEST_F(HugePageWeights, ABadSettingIsRefused) {
+    const std::string path = write_model(false, "q8_0");
+    setenv("DG_CPU_HUGE_PAGES", "yes", 1);
+    auto r = Runner::open(path, BackendKind::kCpu, RunnerOptions{DType::F32});
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(std::string(r.status().message()).find("DG_CPU_HUGE_PAGES='yes'"), std::string::npos) << r.status();
+    // The oracle never moves its weights, so the setting does not concern it.
+    EXPECT_TRUE(Runner::open(path, BackendKind::kCpuExact, RunnerOptions{DType::F32}).ok());
+}
+
+}  // namespace
+}  // namespace dg
