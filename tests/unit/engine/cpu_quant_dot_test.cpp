@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -91,6 +92,44 @@ TEST(CpuQuantDot, EveryKernelEqualsTheDequantisedProduct) {
         }
     }
     for (DType t : {DType::F32, DType::F16, DType::BF16}) EXPECT_FALSE(cpu::has_quant_kernel(t));
+}
+
+// K-quant super-blocks of random bytes (only d and dmin fixed, so they are finite): every bit of the 12
+// packed 6-bit scales and mins varies, which weights quantised from smooth data do not guarantee. The
+// kernels unpack those bits their own way (the 512-bit Q4_K kernel with byte shuffles); the scalar
+// dequantisation is the reference.
+TEST(CpuQuantDot, KQuantKernelsOnRandomBlockBytes) {
+    std::mt19937 rng(7);
+    const int64_t n = 256 * 16;
+    std::vector<float> x = normal(n, rng);
+    std::vector<int8_t> q(n);
+    std::vector<float> d(n / 32);
+    std::vector<int32_t> s(n / 32);
+    cpu::quantize_act_rows(x.data(), 1, n, q.data(), d.data(), s.data());
+    const cpu::Q8Row act{q.data(), d.data(), s.data()};
+    for (DType t : {DType::Q4_K, DType::Q5_K}) {
+        const uint64_t rb = *row_bytes(t, n);
+        std::vector<uint8_t> row(rb);
+        for (auto& b : row) b = uint8_t(rng());
+        const uint64_t block = rb / (n / 256);
+        for (uint64_t b = 0; b < rb; b += block) {
+            const uint16_t d_half = 0x2c00, dmin_half = 0x2400;  // 1/16 and 1/64
+            std::memcpy(&row[b], &d_half, 2);
+            std::memcpy(&row[b + 2], &dmin_half, 2);
+        }
+        std::vector<float> wd(n);
+        dequantize_row(t, row.data(), wd.data(), n);
+        double want = 0, mag = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            want += double(wd[i]) * q[i] * d[i / 32];
+            mag += std::fabs(double(wd[i]) * q[i] * d[i / 32]);
+        }
+        for (QuantIsa isa : {QuantIsa::kScalar, QuantIsa::kAvx2, QuantIsa::kAvx512Vnni}) {
+            if (isa > cpu::best_quant_isa()) continue;
+            EXPECT_NEAR(cpu::quant_dot_kernel(t, isa)(row.data(), act, n), want, 2e-6 * mag)
+                << dtype_info(t).name << " " << cpu::quant_isa_name(isa);
+        }
+    }
 }
 
 TEST(CpuQuantDot, FloatDotKernelsEqualTheDoubleDot) {
