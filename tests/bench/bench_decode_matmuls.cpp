@@ -20,34 +20,12 @@
 #include "engine/cpu/ops.h"
 #include "engine/cpu/parallel.h"
 #include "engine/weights.h"
+#include "read_bandwidth.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// A plain read of `bytes` from 2 MiB pages, split over the pool as the matmuls are: the bound.
-double read_gbs(uint64_t bytes) {
-    auto mapping = dg::cpu::map_huge_pages(bytes);
-    if (!mapping.ok()) return 0;
-    const int64_t n = int64_t(bytes / 64);
-    auto* v = reinterpret_cast<uint64_t*>(mapping->get());
-    std::memset(v, 1, n * 64);
-    double best = 0;
-    for (int rep = 0; rep < 3; ++rep) {
-        std::vector<uint64_t> part(64, 0);
-        const auto t = Clock::now();
-        dg::cpu::parallel_for(64, [&](int64_t c0, int64_t c1) {
-            for (int64_t c = c0; c < c1; ++c) {
-                uint64_t s = 0;
-                for (int64_t i = c * n / 64; i < (c + 1) * n / 64; ++i) s += v[8 * i] ^ v[8 * i + 7];
-                part[c] = s;
-            }
-        });
-        best = std::max(best, double(bytes) / seconds_since(t) / 1e9);
-    }
-    return best;
-}
 
 }  // namespace
 
@@ -106,7 +84,7 @@ int main(int argc, char** argv) {
                 const double gbs = double(bytes) / seconds_since(t) / 1e9;
                 if (gbs > best) best = gbs, by_type = this_pass;
             }
-            const double bound = read_gbs(bytes);
+            const double bound = dg::bench::read_gbs(double(bytes), 3);
             const std::string name = f.substr(f.find_last_of('/') + 1);
             std::string types;
             for (const auto& [type, bs] : by_type)

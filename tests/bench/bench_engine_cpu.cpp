@@ -33,66 +33,16 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
-#include "engine/cpu/huge_page_weights.h"
 #include "engine/cpu/parallel.h"
 #include "engine/model_export.h"
 #include "engine/model_source.h"
 #include "engine/runner.h"
+#include "read_bandwidth.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// Sums n floats (a multiple of 32) with four independent 8-lane accumulators. The AVX2 clone keeps up
-// with memory; the first version of this bench (16 scalar accumulators, baseline SSE2 build) was
-// compute-bound near 33 GB/s on the development VM, where memory gives 45-50 GB/s.
-__attribute__((target_clones("avx2", "default")))
-float sum_floats(const float* p, int64_t n) {
-    typedef float v8 __attribute__((vector_size(32)));
-    v8 acc[4] = {};
-    for (int64_t i = 0; i + 32 <= n; i += 32)
-        for (int j = 0; j < 4; ++j) {
-            v8 v;
-            std::memcpy(&v, p + i + 8 * j, sizeof v);
-            acc[j] += v;
-        }
-    float s = 0.f;
-    for (int j = 0; j < 4; ++j)
-        for (int k = 0; k < 8; ++k) s += acc[j][k];
-    return s;
-}
-
-// Read bandwidth, best of 8: all threads summing a buffer of `bytes` (64 MiB to 2 GiB), read again and
-// again as decode reads its weights. Sized like the decode step's reads, so a model that partly fits in
-// the last-level cache is compared with a buffer that fits exactly as well; in 2 MiB pages, as the serving
-// backend holds its weights (huge_page_weights.h), so the bound is the one the weights see.
-double read_gbs(double bytes) {
-    const int64_t chunk = int64_t(1) << 18;  // floats
-    const double clamped = std::min(std::max(bytes, 64.0 * (1 << 20)), 2048.0 * (1 << 20));
-    const int64_t chunks = std::max<int64_t>(2, int64_t(clamped / 4 / double(chunk)));
-    const uint64_t n = uint64_t(chunks * chunk);
-    auto mapping = dg::cpu::map_huge_pages(n * sizeof(float));
-    if (!mapping.ok()) {
-        std::fprintf(stderr, "bench_engine_cpu: %s\n", std::string(mapping.status().message()).c_str());
-        std::exit(1);
-    }
-    float* a = reinterpret_cast<float*>(mapping->get());
-    std::fill_n(a, n, 1.f);
-    std::vector<float> part(static_cast<size_t>(chunks));
-    double best = 0;
-    volatile float sink = 0;
-    for (int rep = 0; rep < 8; ++rep) {
-        auto t = Clock::now();
-        dg::cpu::parallel_for(chunks, [&](int64_t c0, int64_t c1) {
-            for (int64_t c = c0; c < c1; ++c) part[size_t(c)] = sum_floats(a + c * chunk, chunk);
-        });
-        const double sec = seconds_since(t);
-        for (float x : part) sink = sink + x;
-        best = std::max(best, double(n) * sizeof(float) / sec / 1e9);
-    }
-    return best;
-}
 
 // Multiply-adds per token in the matrices (the attention and delta-rule terms are small at these lengths).
 double matmul_flops_per_token(const dg::ModelWeights& w) {
@@ -241,7 +191,7 @@ bool measure_ours(const std::string& file, dg::BackendKind kind, const dg::Model
     // Prefill computes the logits of the last token only: lm_head once, the rest per token.
     const double lm_flops = 2.0 * double(w.lm_head.rows) * double(w.lm_head.cols);
     const double prefill_flops = double(n_prefill) * (matmul_flops_per_token(w) - lm_flops) + lm_flops;
-    const double bw = read_gbs(bytes);  // a buffer of the decode step's size
+    const double bw = dg::bench::read_gbs(bytes);  // a buffer of the decode step's size
     const double bound = bw * 1e9 / bytes;
     std::printf("| %d | %s | %s %.2f GB | %s | %.1f | %.1f | %.2f | %.2f | %.1f | %.1f | %.0f%% |\n", round,
                 std::string(preset).c_str(), type.c_str(), weight_bytes / 1e9, std::string(backend).c_str(), pre_tps,
@@ -274,7 +224,7 @@ int main(int argc, char** argv) {
         }
     }
     std::printf("machine: %d threads, read bandwidth %.1f GB/s (512 MiB buffer in 2 MiB pages)\n\n", dg::cpu::num_threads(),
-                read_gbs(512.0 * (1 << 20)));
+                dg::bench::read_gbs(512.0 * (1 << 20)));
     std::printf("| round | model | weights | backend | prefill tok/s (%lld tok) | prefill GFLOP/s | decode tok/s | decode GB/s | read GB/s | decode bound tok/s | %% of bound |\n",
                 (long long)n_prefill);
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
