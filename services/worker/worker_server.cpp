@@ -27,6 +27,10 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::start(WorkerOptions 
     DG_ASSIGN_OR_RETURN(std::unique_ptr<sched::EngineLoop> loop,
                         sched::EngineLoop::create(std::move(weights), opt.backend, opt.cache, opt.sched));
 
+    // Where the weights ended up (the serving CPU backend says whether it got 2 MiB pages).
+    std::fprintf(stderr, "worker: %s on %s\n", loop->model().backend().name().c_str(),
+                 loop->model().backend().device_name().c_str());
+
     pb::WorkerInfo info;
     info.set_model_path(opt.model_path);
     info.set_arch(config.arch);

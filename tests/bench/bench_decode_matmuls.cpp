@@ -48,8 +48,8 @@ int main(int argc, char** argv) {
     }
     std::printf("%d threads; weights %s\n\n", dg::cpu::num_threads(),
                 in_place ? "in the file mapping (4 KiB pages)" : "moved into 2 MiB pages");
-    std::printf("| round | file | matrices | GB per pass | matmuls GB/s (best of 5 passes) | read loop GB/s | matmuls / read | per weight type |\n");
-    std::printf("|---|---|---|---|---|---|---|---|\n");
+    std::printf("| round | file | matrices | GB per pass | matmuls GB/s (best of 5 passes) | read loop GB/s | matmuls / read | per weight type | weights |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (int round = 1; round <= rounds; ++round)
         for (const std::string& f : files) {
             auto w = dg::load_gguf_model(f);
@@ -57,7 +57,15 @@ int main(int argc, char** argv) {
                 std::fprintf(stderr, "%s: %s\n", f.c_str(), std::string(w.status().message()).c_str());
                 return 1;
             }
-            if (!in_place && !dg::cpu::move_matrices_to_huge_pages(**w).ok()) return 1;
+            std::string placement = "in place";
+            if (!in_place) {
+                auto p = dg::cpu::move_matrices_to_huge_pages(**w);
+                if (!p.ok()) {
+                    std::fprintf(stderr, "%s: %s\n", f.c_str(), std::string(p.status().message()).c_str());
+                    return 1;
+                }
+                placement = dg::cpu::describe(*p);
+            }
             std::vector<dg::Matrix> ms;
             (*w)->for_each_matrix([&](dg::Matrix& m) {
                 if (&m != &(*w)->embed) ms.push_back(m);  // the table is read a row at a time; the head reads it all
@@ -90,8 +98,8 @@ int main(int argc, char** argv) {
             for (const auto& [type, bs] : by_type)
                 types += absl::StrFormat("%s%s %.2f GB at %.1f GB/s", types.empty() ? "" : "; ",
                                          dg::dtype_info(type).name, bs.first / 1e9, bs.first / bs.second / 1e9);
-            std::printf("| %d | %s | %zu | %.2f | %.1f | %.1f | %.0f%% | %s |\n", round, name.c_str(), ms.size(),
-                        bytes / 1e9, best, bound, 100 * best / bound, types.c_str());
+            std::printf("| %d | %s | %zu | %.2f | %.1f | %.1f | %.0f%% | %s | %s |\n", round, name.c_str(), ms.size(),
+                        bytes / 1e9, best, bound, 100 * best / bound, types.c_str(), placement.c_str());
             std::fflush(stdout);
         }
     return 0;
