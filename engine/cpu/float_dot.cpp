@@ -111,32 +111,57 @@ FloatDotFn pick(DType t) {
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512bf16")
 namespace avx512bf16 {
 namespace {
-// Software prefetch this far ahead (into the next rows: a matrix's rows are contiguous; a prefetch past
-// its end is harmless). On the 2-core VM a 512 MB bf16 stream read 53-58 GB/s with it and 47-49 without,
-// in a standalone loop; in the whole decode step the gain was within the run-to-run noise (32.3 -> 32.4-33.4).
-constexpr int64_t kPrefetchBytes = 4096;
-// 64 elements per step in two vdpbf16ps chains: the weights are used as stored (no conversion), so the
-// kernel is a load and one instruction per 32 elements and keeps up with memory with room to spare.
-float dot(const uint8_t* row, const uint16_t* xb, int64_t n) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+// 64 elements per step in two vdpbf16ps chains per row: the weights are used as stored (no conversion), so
+// the kernel is a load and one instruction per 32 elements and keeps up with memory with room to spare.
+// R rows (lying row_bytes apart) at once, the activations loaded once for all: decode takes 8, as
+// ik_llama.cpp's bf16 GEMV does. With the weights in 2 MiB pages, 8 interleaved row streams read 3-7%
+// faster than one row at a time with a 4 KiB software prefetch (bench_decode_matmuls, alternating runs;
+// docs/PERFORMANCE.md, issue 12 fifth part). Each row's sums do not depend on R.
+template <int R>
+void dot_rows(const uint8_t* row0, uint64_t row_bytes, const uint16_t* xb, int64_t n, float* out) {
+    __m512 a0[R], a1[R];
+    for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(row + 2 * i) + kPrefetchBytes, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(row + 2 * i) + kPrefetchBytes + 64, _MM_HINT_T0);
-        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(row + 2 * i), (__m512bh)_mm512_loadu_si512(xb + i));
-        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(row + 2 * i + 64),
-                              (__m512bh)_mm512_loadu_si512(xb + i + 32));
+        const __m512bh x0 = (__m512bh)_mm512_loadu_si512(xb + i), x1 = (__m512bh)_mm512_loadu_si512(xb + i + 32);
+        for (int r = 0; r < R; ++r) {
+            const uint8_t* p = row0 + r * row_bytes + 2 * i;
+            a0[r] = _mm512_dpbf16_ps(a0[r], (__m512bh)_mm512_loadu_si512(p), x0);
+            a1[r] = _mm512_dpbf16_ps(a1[r], (__m512bh)_mm512_loadu_si512(p + 64), x1);
+        }
     }
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-    for (; i < n; ++i) s += qb::bf16_to_f32_fast(qb::load_u16(row + 2 * i)) * qb::bf16_to_f32_fast(xb[i]);
+    for (int r = 0; r < R; ++r) {
+        const uint8_t* row = row0 + r * row_bytes;
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
+        for (int64_t k = i; k < n; ++k) s += qb::bf16_to_f32_fast(qb::load_u16(row + 2 * k)) * qb::bf16_to_f32_fast(xb[k]);
+        out[r] = s;
+    }
+}
+void dot_rows_any(const uint8_t* row0, uint64_t row_bytes, int nrows, const uint16_t* xb, int64_t n, float* out) {
+    switch (nrows) {
+        case 8: return dot_rows<8>(row0, row_bytes, xb, n, out);
+        case 7: return dot_rows<7>(row0, row_bytes, xb, n, out);
+        case 6: return dot_rows<6>(row0, row_bytes, xb, n, out);
+        case 5: return dot_rows<5>(row0, row_bytes, xb, n, out);
+        case 4: return dot_rows<4>(row0, row_bytes, xb, n, out);
+        case 3: return dot_rows<3>(row0, row_bytes, xb, n, out);
+        case 2: return dot_rows<2>(row0, row_bytes, xb, n, out);
+        default: return dot_rows<1>(row0, row_bytes, xb, n, out);
+    }
+}
+float dot(const uint8_t* row, const uint16_t* xb, int64_t n) {
+    float s;
+    dot_rows<1>(row, 0, xb, n, &s);
     return s;
 }
 }  // namespace
 Bf16DotFn pick() { return dot; }
+Bf16RowsDotFn pick_rows() { return dot_rows_any; }
 }  // namespace avx512bf16
 #pragma GCC pop_options
 
 Bf16DotFn bf16_dot_kernel() { return has_avx512_bf16() ? avx512bf16::pick() : nullptr; }
+Bf16RowsDotFn bf16_rows_dot_kernel() { return has_avx512_bf16() ? avx512bf16::pick_rows() : nullptr; }
 
 FloatDotFn float_dot_kernel(DType type, QuantIsa isa) {
     if (isa == QuantIsa::kScalar || isa > best_quant_isa()) return nullptr;

@@ -26,5 +26,11 @@ FloatDotFn float_dot_kernel(DType type, QuantIsa isa);
 // BF16 keeps the f32 kernel above.
 using Bf16DotFn = float (*)(const uint8_t* row, const uint16_t* xb, int64_t n);
 Bf16DotFn bf16_dot_kernel();
+// The same dot for nrows (1..kBf16Rows) rows lying row_bytes apart: out[r] is bf16_dot_kernel()'s result
+// for row r, bit for bit; the activations are loaded once for all of them.
+constexpr int kBf16Rows = 8;
+using Bf16RowsDotFn = void (*)(const uint8_t* row0, uint64_t row_bytes, int nrows, const uint16_t* xb, int64_t n,
+                               float* out);
+Bf16RowsDotFn bf16_rows_dot_kernel();
 
 }  // namespace dg::cpu

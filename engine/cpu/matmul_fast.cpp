@@ -31,9 +31,16 @@ void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y) {
         xb.resize(size_t(n) * in);
         for (int32_t t = 0; t < n; ++t) to_bf16(x + int64_t(t) * in, in, xb.data() + int64_t(t) * in);
         const uint16_t* xp = xb.data();
+        static const Bf16RowsDotFn brows = bf16_rows_dot_kernel();
         parallel_for_balanced(out, [&](int64_t r0, int64_t r1) {
-            for (int64_t r = r0; r < r1; ++r)
-                for (int32_t t = 0; t < n; ++t) y[int64_t(t) * out + r] = bdot(W.row(r), xp + int64_t(t) * in, in);
+            float o[kBf16Rows];
+            for (int64_t r = r0; r < r1; r += kBf16Rows) {
+                const int nr = int(std::min<int64_t>(kBf16Rows, r1 - r));
+                for (int32_t t = 0; t < n; ++t) {
+                    brows(W.row(r), W.row_bytes, nr, xp + int64_t(t) * in, in, o);
+                    for (int k = 0; k < nr; ++k) y[int64_t(t) * out + r + k] = o[k];
+                }
+            }
         }, matmul_chunks_per_thread(), 16);
         return;
     }

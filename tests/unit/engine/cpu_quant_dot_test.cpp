@@ -94,6 +94,35 @@ TEST(CpuQuantDot, EveryKernelEqualsTheDequantisedProduct) {
     for (DType t : {DType::F32, DType::F16, DType::BF16}) EXPECT_FALSE(cpu::has_quant_kernel(t));
 }
 
+// The bf16 decode kernel that takes up to 8 rows at once gives each row exactly the one-row kernel's
+// result (same chains, same reduction), for every group size and for widths with a scalar tail.
+TEST(CpuQuantDot, Bf16RowsKernelEqualsTheOneRowKernel) {
+    const cpu::Bf16DotFn one = cpu::bf16_dot_kernel();
+    const cpu::Bf16RowsDotFn rows = cpu::bf16_rows_dot_kernel();
+    if (!one) GTEST_SKIP() << "no AVX512_BF16 on this CPU: bf16 decode uses the f32 kernel";
+    ASSERT_NE(rows, nullptr);
+    std::mt19937 rng(9);
+    for (const int64_t n : {64, 1024, 1056, 1000}) {
+        const uint64_t row_bytes = uint64_t(n) * 2 + 64;  // rows apart by more than their width, as slices are
+        std::vector<uint8_t> w(row_bytes * cpu::kBf16Rows);
+        std::vector<uint16_t> xb(n);
+        for (size_t i = 0; i + 1 < w.size(); i += 2) {
+            const uint16_t v = uint16_t(0x3c00 + rng() % 0x0800) | uint16_t(rng() % 2 ? 0x8000 : 0);  // |w| ~ 2^-7..2^9
+            std::memcpy(&w[i], &v, 2);
+        }
+        for (auto& v : xb) v = uint16_t(0x3e00 + rng() % 0x0400) | uint16_t(rng() % 2 ? 0x8000 : 0);
+        for (int nr = 1; nr <= cpu::kBf16Rows; ++nr) {
+            float out[cpu::kBf16Rows];
+            rows(w.data(), row_bytes, nr, xb.data(), n, out);
+            for (int r = 0; r < nr; ++r) {
+                const float want = one(w.data() + r * row_bytes, xb.data(), n);
+                EXPECT_EQ(std::memcmp(&out[r], &want, 4), 0) << "n " << n << ", " << nr << " rows, row " << r << ": "
+                                                             << out[r] << " vs " << want;
+            }
+        }
+    }
+}
+
 // K-quant super-blocks of random bytes (only d and dmin fixed, so they are finite): every bit of the 12
 // packed 6-bit scales and mins varies, which weights quantised from smooth data do not guarantee. The
 // kernels unpack those bits their own way (the 512-bit Q4_K kernel with byte shuffles); the scalar
