@@ -23,7 +23,8 @@ constexpr uint64_t kRunAlign = 4096;
 
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-// A maximal run of matrix bytes: matrices whose bytes overlap share one run, so they keep sharing.
+// A maximal run of matrix bytes: matrices whose bytes overlap or touch share one run, so they keep their
+// relative places (and sharing).
 struct Run {
     const uint8_t* begin;
     const uint8_t* end;
@@ -83,7 +84,8 @@ absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w) {
     std::sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) { return a.begin < b.begin; });
     std::vector<Run> merged{runs.front()};
     for (const Run& r : runs) {
-        if (r.begin < merged.back().end) merged.back().end = std::max(merged.back().end, r.end);
+        // Touching runs merge too: one tensor's expert slices stay contiguous, as in the file.
+        if (r.begin <= merged.back().end) merged.back().end = std::max(merged.back().end, r.end);
         else merged.push_back(r);
     }
     uint64_t size = 0;

@@ -8,7 +8,7 @@
 // page walk. Measurements: docs/PERFORMANCE.md (issue 12, fifth part).
 //
 // The bytes are copied unchanged, so every op's result is too. Matrices that share bytes (a tied output
-// head) or overlap (slices of one tensor) still do after the move. The loader's buffers (the file
+// head) or overlap or touch (slices of one tensor) still do after the move. The loader's buffers (the file
 // mapping, transformed copies) are released, so the weights are held once. The mapping is read-only.
 #pragma once
 

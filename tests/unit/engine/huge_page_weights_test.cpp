@@ -89,7 +89,7 @@ TEST_F(HugePageWeights, MovesEveryMatrixWithItsBytes) {
 
 TEST_F(HugePageWeights, OverlappingMatricesKeepSharingBytes) {
     // Slices of one buffer, as a loader that splits a fused tensor would make them: qkv's rows overlap z's,
-    // out is disjoint from both, and a second buffer holds the embedding table.
+    // beta starts where qkv ends, out lies apart from them, and a second buffer holds the embedding table.
     ModelWeights w;
     uint8_t* a = w.own(4096);
     uint8_t* b = w.own(1000);
@@ -100,15 +100,18 @@ TEST_F(HugePageWeights, OverlappingMatricesKeepSharingBytes) {
     LayerWeights l;
     l.gdn.qkv = Matrix{DType::F32, 8, 64, a, 256};            // [0, 2048)
     l.gdn.z = Matrix{DType::F32, 4, 64, a + 1024, 256};       // [1024, 2048): inside qkv
-    l.gdn.out = Matrix{DType::F32, 6, 64, a + 2048 + 512, 256};  // [2560, 4096)
+    l.gdn.beta = Matrix{DType::F32, 1, 64, a + 2048, 256};     // [2048, 2304): touches qkv's end
+    l.gdn.out = Matrix{DType::F32, 6, 64, a + 2048 + 512, 256};  // [2560, 4096): after a gap
     w.layers.push_back(l);
     const std::vector<uint8_t> a_copy(a, a + 4096), b_copy(b, b + 1000);
 
     auto p = cpu::move_matrices_to_huge_pages(w);
     ASSERT_TRUE(p.ok()) << p.status();
-    EXPECT_EQ(p->bytes, 2048u + 1536u + 1000u);
+    EXPECT_EQ(p->bytes, 2048u + 256u + 1536u + 1000u);
     const GdnWeights& g = w.layers[0].gdn;
     EXPECT_EQ(g.z.data, g.qkv.data + 1024);  // still the same bytes, not a second copy
+    EXPECT_EQ(g.beta.data, g.qkv.data + 2048);  // still right after qkv, as expert slices of one tensor
+    EXPECT_EQ(std::memcmp(g.beta.data, a_copy.data() + 2048, 256), 0);
     EXPECT_EQ(std::memcmp(g.qkv.data, a_copy.data(), 2048), 0);
     EXPECT_EQ(std::memcmp(g.out.data, a_copy.data() + 2560, 1536), 0);
     EXPECT_EQ(std::memcmp(w.embed.data, b_copy.data(), 1000), 0);
