@@ -149,18 +149,11 @@ void dot_rows_any(const uint8_t* row0, uint64_t row_bytes, int nrows, const uint
         default: return dot_rows<1>(row0, row_bytes, xb, n, out);
     }
 }
-float dot(const uint8_t* row, const uint16_t* xb, int64_t n) {
-    float s;
-    dot_rows<1>(row, 0, xb, n, &s);
-    return s;
-}
 }  // namespace
-Bf16DotFn pick() { return dot; }
 Bf16RowsDotFn pick_rows() { return dot_rows_any; }
 }  // namespace avx512bf16
 #pragma GCC pop_options
 
-Bf16DotFn bf16_dot_kernel() { return has_avx512_bf16() ? avx512bf16::pick() : nullptr; }
 Bf16RowsDotFn bf16_rows_dot_kernel() { return has_avx512_bf16() ? avx512bf16::pick_rows() : nullptr; }
 
 FloatDotFn float_dot_kernel(DType type, QuantIsa isa) {

@@ -22,12 +22,9 @@ FloatDotFn float_dot_kernel(DType type, QuantIsa isa);
 
 // BF16 rows against activations rounded to bf16 once per matmul (gemm.h's to_bf16), by vdpbf16ps: the
 // decode twin of the bf16 GEMM, so a bf16 model's prefill and decode round the activations alike (error
-// vs the oracle ~1e-3 of the row's magnitude, as the GEMM's). nullptr on a CPU without AVX512_BF16, where
-// BF16 keeps the f32 kernel above.
-using Bf16DotFn = float (*)(const uint8_t* row, const uint16_t* xb, int64_t n);
-Bf16DotFn bf16_dot_kernel();
-// The same dot for nrows (1..kBf16Rows) rows lying row_bytes apart: out[r] is bf16_dot_kernel()'s result
-// for row r, bit for bit; the activations are loaded once for all of them.
+// vs the oracle ~1e-3 of the row's magnitude, as the GEMM's). nrows (1..kBf16Rows) rows lying row_bytes
+// apart at once, the activations loaded once for all; out[r] does not depend on nrows. nullptr on a CPU
+// without AVX512_BF16, where BF16 keeps the f32 kernel above.
 constexpr int kBf16Rows = 8;
 using Bf16RowsDotFn = void (*)(const uint8_t* row0, uint64_t row_bytes, int nrows, const uint16_t* xb, int64_t n,
                                float* out);

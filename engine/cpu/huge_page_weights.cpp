@@ -18,7 +18,7 @@ namespace {
 
 constexpr uint64_t kHugePage = uint64_t(2) << 20;
 // Each run of bytes starts on its own 4 KiB page of the new mapping: rows keep at least the alignment
-// they had in the file (GGUF aligns tensors to 32 bytes), and one matrix's prefetch never starts mid-page.
+// they had in the file (GGUF aligns tensors to 32 bytes).
 constexpr uint64_t kRunAlign = 4096;
 
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }

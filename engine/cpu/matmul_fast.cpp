@@ -25,13 +25,12 @@ void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y) {
 
 void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y) {
     const int64_t in = W.cols, out = W.rows;
-    static const Bf16DotFn bdot = bf16_dot_kernel();
-    if (W.type == DType::BF16 && bdot) {
+    static const Bf16RowsDotFn brows = bf16_rows_dot_kernel();
+    if (W.type == DType::BF16 && brows) {
         thread_local std::vector<uint16_t> xb;
         xb.resize(size_t(n) * in);
         for (int32_t t = 0; t < n; ++t) to_bf16(x + int64_t(t) * in, in, xb.data() + int64_t(t) * in);
         const uint16_t* xp = xb.data();
-        static const Bf16RowsDotFn brows = bf16_rows_dot_kernel();
         parallel_for_balanced(out, [&](int64_t r0, int64_t r1) {
             float o[kBf16Rows];
             for (int64_t r = r0; r < r1; r += kBf16Rows) {
