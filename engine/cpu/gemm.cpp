@@ -39,7 +39,9 @@ bool quant_layout(DType t, QuantLayout* l) {
 }
 
 // A panel of weight rows unpacked for the int8 kernel: row r's int8 values, and per group g its scale,
-// min, and 128 x (sum of its int8 values) - the term the activations' +128 adds to the integer dot.
+// min, and 128 x (sum of its int8 values) - the term the activations' +128 adds to the integer dot. Types
+// with a min (Q4_1, Q4_K, Q5_K) have unsigned weights (0..31), which go in vpdpbusd's unsigned operand
+// against signed activations: no +128, no correction (corr is not written for them).
 struct QPanel {
     int8_t* w;      // [kPanel][cols]
     float* dw;      // [kPanel][groups]
@@ -48,8 +50,9 @@ struct QPanel {
 };
 
 // The activations of one call for the int8 kernel, token-transposed: for token vector v (16 tokens) and
-// element quad j, 64 bytes = 16 tokens x 4 consecutive elements, each q + 128 (so unsigned); per 32-block
-// b, the tokens' scales d and d x (sum of q) as 16-lane vectors. Padding tokens are q = 0, d = 0.
+// element quad j, 64 bytes = 16 tokens x 4 consecutive elements, each q + 128 (so unsigned) for weight
+// types without a min, q itself for those with one; per 32-block b, the tokens' scales d and d x (sum of
+// q) as 16-lane vectors. Padding tokens are q = 0, d = 0.
 struct QActs {
     const uint8_t* u;  // [vecs][cols / 4][64]
     const float* d;    // [vecs][cols / 32][16]
@@ -92,7 +95,7 @@ inline __m256i nibbles32(const uint8_t* p) {
 inline void put32(int8_t* w, float* dw, int32_t* corr, int64_t g, __m256i v, float scale) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + 32 * g), v);
     dw[g] = scale;
-    corr[g] = 128 * sum_s8(v);
+    if (corr) corr[g] = 128 * sum_s8(v);
 }
 
 // Unpacks one stored row of `cols` elements into int8 + group scales (+ mins): w = dw * q + mw per group.
@@ -114,7 +117,7 @@ void unpack_row(DType t, const uint8_t* row, int64_t cols, int8_t* w, float* dw,
         case DType::Q4_1:
             for (int64_t b = 0; b < cols / 32; ++b) {
                 const uint8_t* p = row + 20 * b;
-                put32(w, dw, corr, b, nibbles32(p + 4), f16(p));
+                put32(w, dw, nullptr, b, nibbles32(p + 4), f16(p));
                 mw[b] = f16(p + 2);
             }
             return;
@@ -137,10 +140,10 @@ void unpack_row(DType t, const uint8_t* row, int64_t cols, int8_t* w, float* dw,
                     uint8_t sc, mn;
                     const int64_t g = 8 * sb + 2 * c;
                     qb::scale_min_k4(2 * c, p + 4, &sc, &mn);
-                    put32(w, dw, corr, g, lo, d * sc);
+                    put32(w, dw, nullptr, g, lo, d * sc);
                     mw[g] = -dmin * mn;
                     qb::scale_min_k4(2 * c + 1, p + 4, &sc, &mn);
-                    put32(w, dw, corr, g + 1, hi, d * sc);
+                    put32(w, dw, nullptr, g + 1, hi, d * sc);
                     mw[g + 1] = -dmin * mn;
                 }
             }
@@ -182,7 +185,8 @@ void unpack_row(DType t, const uint8_t* row, int64_t cols, int8_t* w, float* dw,
 
 // The int8 micro-kernel: rows r[0..3] of the panel x token vectors tv, tv+1 (NV of them), over all
 // groups. acc[v][i] (16 tokens of row i) += dx * (dw * (I - corr) ) + mw * dx * sx per group, where I is
-// the group's integer dot of (q + 128) with the weights.
+// the group's integer dot of (q + 128) with the weights; with a min, I is the dot of q with the unsigned
+// weights and there is no corr.
 template <int G, bool kMin, int NV>
 void qkernel(const QPanel& P, const int r[kRows], int64_t cols, const QActs& X, int64_t tv, float* out /*[NV][kRows][16]*/) {
     const int64_t groups = cols / G, quads = cols / 4;
@@ -217,14 +221,19 @@ void qkernel(const QPanel& P, const int r[kRows], int64_t cols, const QActs& X, 
                 int32_t wq;
                 std::memcpy(&wq, w[i] + 4 * quad, 4);
                 const __m512i wb = _mm512_set1_epi32(wq);
-                for (int v = 0; v < NV; ++v) I[v][i] = _mm512_dpbusd_epi32(I[v][i], xv[v], wb);
+                for (int v = 0; v < NV; ++v) {
+                    if constexpr (kMin) I[v][i] = _mm512_dpbusd_epi32(I[v][i], wb, xv[v]);
+                    else I[v][i] = _mm512_dpbusd_epi32(I[v][i], xv[v], wb);
+                }
             }
         }
         const int64_t b = g * G / 32;  // the activation block holding this group
         for (int v = 0; v < NV; ++v) {
             const __m512 dx = _mm512_loadu_ps(xd[v] + b * 16);
             for (int i = 0; i < kRows; ++i) {
-                const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(I[v][i], _mm512_set1_epi32(corr[i][g])));
+                __m512i isum = I[v][i];
+                if constexpr (!kMin) isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(corr[i][g]));
+                const __m512 f = _mm512_cvtepi32_ps(isum);
                 acc[v][i] = _mm512_fmadd_ps(f, _mm512_mul_ps(dx, _mm512_set1_ps(dw[i][g])), acc[v][i]);
                 if (kMin) acc[v][i] = _mm512_fmadd_ps(_mm512_set1_ps(mw[i][g]), _mm512_loadu_ps(xds[v] + b * 16), acc[v][i]);
             }
@@ -352,7 +361,8 @@ void gemm_quant(const float* x, int32_t n, const Matrix& W, float* y, const Quan
     d.resize(size_t(n) * nb);
     s.resize(size_t(n) * nb);
     quantize_act_rows(x, n, cols, q.data(), d.data(), s.data());
-    xu.assign(size_t(vecs) * quads * 64, 128);
+    const uint32_t flip = L.has_min ? 0u : 0x80808080u;  // q + 128 in every byte, or q as it is
+    xu.assign(size_t(vecs) * quads * 64, uint8_t(flip));
     xd.assign(size_t(vecs) * nb * 16, 0.f);
     xds.assign(size_t(vecs) * nb * 16, 0.f);
     for (int32_t t = 0; t < n; ++t) {
@@ -362,7 +372,7 @@ void gemm_quant(const float* x, int32_t n, const Matrix& W, float* y, const Quan
         for (int64_t j = 0; j < quads; ++j) {
             uint32_t word;
             std::memcpy(&word, qt + 4 * j, 4);
-            word ^= 0x80808080u;  // q + 128 in every byte
+            word ^= flip;
             std::memcpy(dst + j * 64, &word, 4);
         }
         for (int64_t b = 0; b < nb; ++b) {

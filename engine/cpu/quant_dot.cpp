@@ -11,7 +11,7 @@
 
 namespace dg::cpu {
 
-void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+void quantize_act_rows_scalar(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
     const int64_t nb = n / kActBlock;
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t b = 0; b < nb; ++b) {
@@ -30,6 +30,41 @@ void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float
             s[r * nb + b] = sum;
         }
     }
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl")
+namespace {
+// quantize_act_rows_scalar on 16-lane registers, bit for bit: the same max, the same float division and
+// product, and vcvtps2dq in the default rounding mode (nearest, ties to even) is std::nearbyint's rounding.
+// Prefill quantises every matmul input of every token (1024 tokens x 6 inputs x 24 layers), where the
+// scalar loop was 3% of a 1,024-token q4_k_m prefill.
+void quantize_act_rows_avx512(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+    const int64_t blocks = rows * (n / kActBlock);
+    for (int64_t b = 0; b < blocks; ++b) {
+        const float* xb = x + b * kActBlock;
+        const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+        const float scale = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
+        const __m512 vinv = _mm512_set1_ps(inv);
+        const __m512i v0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vinv)), v1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vinv));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kActBlock), _mm512_cvtepi32_epi8(v0));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kActBlock + 16), _mm512_cvtepi32_epi8(v1));
+        d[b] = scale;
+        s[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(v0, v1));
+    }
+}
+}  // namespace
+#pragma GCC pop_options
+
+void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+    static const bool avx512 = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+    }();
+    if (avx512) return quantize_act_rows_avx512(x, rows, n, q, d, s);
+    quantize_act_rows_scalar(x, rows, n, q, d, s);
 }
 
 namespace {

@@ -26,7 +26,10 @@ struct Q8Row {
 
 // Quantises rows of n floats (n a multiple of 32) into caller-owned storage: d = max|x| / 127 per block,
 // q = round(x / d) (ties away from zero), s = sum of q.
+// With AVX-512 where the CPU has it; the scalar loop is the definition (and the test's reference): both
+// give the same bytes for finite x.
 void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s);
+void quantize_act_rows_scalar(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s);
 
 // dot(weight row of `type`, activations) over n elements (n a multiple of the type's block size).
 using QuantDotFn = float (*)(const uint8_t* row, const Q8Row& x, int64_t n);

@@ -52,6 +52,31 @@ std::vector<uint8_t> quantized(DType t, const std::vector<float>& w, int64_t row
     return out;
 }
 
+// The SIMD activation quantisation against its scalar definition, byte for byte: random blocks, a block
+// whose products land exactly on halves (127 / amax = 1, so x = k + 0.5 tests ties to even), an all-zero
+// block, and one of denormals. On CPUs without AVX-512 both calls run the scalar loop.
+TEST(CpuQuantDot, ActivationQuantisationEqualsTheScalarDefinition) {
+    std::mt19937 rng(11);
+    const int64_t rows = 3, n = 512;
+    std::vector<float> x = normal(size_t(rows * n), rng, 3.f);
+    x[0] = 127.f;
+    for (int i = 1; i < 32; ++i) x[size_t(i)] = float(i % 7) - 3.5f + float(i / 7) * 20.f;  // halves, |x| < 127
+    for (int i = 32; i < 64; ++i) x[size_t(i)] = 0.f;
+    for (int i = 64; i < 96; ++i) x[size_t(i)] = 1e-40f * float(i - 80);
+    const size_t blocks = size_t(rows * n / 32);
+    std::vector<int8_t> q(size_t(rows * n)), q_ref(q.size());
+    std::vector<float> d(blocks), d_ref(blocks);
+    std::vector<int32_t> s(blocks), s_ref(blocks);
+    cpu::quantize_act_rows(x.data(), rows, n, q.data(), d.data(), s.data());
+    cpu::quantize_act_rows_scalar(x.data(), rows, n, q_ref.data(), d_ref.data(), s_ref.data());
+    EXPECT_EQ(q, q_ref);
+    EXPECT_EQ(0, std::memcmp(d.data(), d_ref.data(), blocks * sizeof(float)));
+    EXPECT_EQ(s, s_ref);
+    EXPECT_EQ(q_ref[1], -2) << "-2.5 rounds to even";
+    EXPECT_EQ(q_ref[4], 0) << "0.5 rounds to even";
+    EXPECT_EQ(q_ref[5], 2) << "1.5 rounds to even";
+}
+
 TEST(CpuQuantDot, EveryKernelEqualsTheDequantisedProduct) {
     std::mt19937 rng(42);
     const int64_t n = 1024;  // four K-quant super-blocks
@@ -215,8 +240,9 @@ TEST(CpuQuantDot, FastMatmulAgainstTheOracle) {
         // the same products in another order (1e-7 measured). bf16 activations: 8 bits of mantissa, ~2^-9
         // relative per product (1.7e-3 measured, as the bf16 GEMM).
         EXPECT_LT(err, bf16_acts ? 4e-3 : is_float ? 1e-6 : 1e-2) << dtype_info(t).name;
-        if (!is_float || cpu::best_quant_isa() != QuantIsa::kScalar)
+        if (!is_float || cpu::best_quant_isa() != QuantIsa::kScalar) {
             EXPECT_GT(err, 0.0) << dtype_info(t).name << ": the fast path did not run";
+        }
         // A token's outputs do not depend on the others in the call.
         for (int32_t tok = 0; tok < n; ++tok) {
             std::vector<float> one(rows);
@@ -266,7 +292,9 @@ TEST(CpuQuantDot, PrefillGemmAgainstTheOracle) {
         const double bound = t == DType::BF16 ? 5e-3 : is_float ? 5e-6 : 1e-2;
         EXPECT_LT(vs_oracle, bound) << dtype_info(t).name;  // NaN (an output never written) fails too
         // Same quantised activations as the per-row kernels: f32 rounding of a different summation order.
-        if (!is_float) EXPECT_LT(vs_rowwise, 1e-5) << dtype_info(t).name;
+        if (!is_float) {
+            EXPECT_LT(vs_rowwise, 1e-5) << dtype_info(t).name;
+        }
     }
 }
 
@@ -363,7 +391,9 @@ TEST(CpuQuantDot, QuantisedModelOnTheFastBackend) {
         // the activations to bf16 (3.8e-3 measured).
         const std::string ty = type;
         const double bound = ty == "bf16" ? 2e-2 : ty == "f16" || ty == "f32" ? 1e-5 : 6e-2;
-        if (!is_moe) EXPECT_LT(worst, bound) << type;
+        if (!is_moe) {
+            EXPECT_LT(worst, bound) << type;
+        }
         EXPECT_EQ(agreed, compared) << type;
     }
     fs::remove_all(dir);
