@@ -51,7 +51,8 @@ struct Scratch {
 };
 thread_local Scratch t_kf, t_vf;
 
-// The oracle's softmax row (attention_row.h's AttendRowFn): scalar loops, probabilities normalised per key.
+// The oracle's softmax row (one query row of attention_row.h's AttendGroupFn): scalar loops, probabilities
+// normalised per key.
 void attend_row_exact(const float* q, const float* K, const float* V, int64_t n_keys, int64_t hd, float scale,
                       float* scores, float* acc) {
     float mx = -INFINITY;
@@ -75,7 +76,7 @@ void attend_row_exact(const float* q, const float* K, const float* V, int64_t n_
 void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, float eps, const float* qg,
                const float* k_in, const float* v_in, float* out, const KvLayer& kv, bool fast) {
     const int64_t Hq = d.Hq, Hkv = d.Hkv, hd = d.hd, group = Hq / Hkv;
-    const AttendRowFn attend = fast ? attend_row_fast(hd) : nullptr;
+    const AttendGroupFn attend_group = fast ? attend_group_fast(hd) : nullptr;
     const AttendCachedRowFn attend_cached = fast ? attend_cached_row_fast(kv.type, hd) : nullptr;
     const float scale = 1.f / std::sqrt(float(hd));
     auto kv_row = [&](uint8_t* base, const SeqSlice& s, int64_t pos, int64_t head) {
@@ -126,22 +127,45 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
         }
         const uint8_t* const* kr = k_rows.data();  // the caller's thread_local, read by every pool thread
         const uint8_t* const* vr = v_rows.data();
-        parallel_for(int64_t(s.len) * Hq, [&](int64_t i0, int64_t i1) {
+        // Head h of token t: its query, normed and rotated, into q; its gated output from acc.
+        auto query = [&](int64_t t, int64_t h, float* q) {
+            const float* qsrc = qg + ((s.begin + t) * Hq + h) * 2 * hd;  // per head [query hd | gate hd]
+            for (int64_t j = 0; j < hd; ++j) q[j] = qsrc[j];
+            rms_norm_row(q, w.q_norm.data(), hd, eps);
+            rope_row(q, d.rotary_dim, d.rope_theta, s.pos0 + t);
+        };
+        auto gated_out = [&](int64_t t, int64_t h, const float* acc) {
+            const float* gate = qg + ((s.begin + t) * Hq + h) * 2 * hd + hd;
+            float* o = out + ((s.begin + t) * Hq + h) * hd;
+            for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] / (1.f + std::exp(-gate[j]));
+        };
+        // Causal rows: a late token attends to many more positions than an early one, so the items go out
+        // in small chunks to whichever thread is free (one half per thread left the early half's thread
+        // idle for most of a prefill's attention).
+        constexpr int kChunksPerThread = 16;
+        if (!in_place && attend_group) {  // a prefill on the fast path: a KV head's query heads together
+            parallel_for_balanced(int64_t(s.len) * Hkv, [&](int64_t i0, int64_t i1) {
+                std::vector<float> q(size_t(group * hd)), acc(q.size()), scores(size_t(4 * P));
+                for (int64_t i = i0; i < i1; ++i) {
+                    const int64_t t = i / Hkv, kvh = i % Hkv;
+                    for (int64_t g = 0; g < group; ++g) query(t, kvh * group + g, &q[size_t(g * hd)]);
+                    attend_group(q.data(), int(group), &kf[kvh * P * hd], &vf[kvh * P * hd], s.pos0 + t + 1, hd, scale,
+                                 scores.data(), acc.data());
+                    for (int64_t g = 0; g < group; ++g) gated_out(t, kvh * group + g, &acc[size_t(g * hd)]);
+                }
+            }, kChunksPerThread);
+            continue;
+        }
+        parallel_for_balanced(int64_t(s.len) * Hq, [&](int64_t i0, int64_t i1) {
             std::vector<float> q(hd), acc(hd), scores(P);
             for (int64_t i = i0; i < i1; ++i) {
-                const int64_t t = i / Hq, h = i % Hq, pos = s.pos0 + t, r = s.begin + t, kvh = h / group;
-                const float* qsrc = qg + (r * Hq + h) * 2 * hd;  // per head [query hd | gate hd]
-                const float* gate = qsrc + hd;
-                for (int64_t j = 0; j < hd; ++j) q[j] = qsrc[j];
-                rms_norm_row(q.data(), w.q_norm.data(), hd, eps);
-                rope_row(q.data(), d.rotary_dim, d.rope_theta, pos);
+                const int64_t t = i / Hq, h = i % Hq, pos = s.pos0 + t, kvh = h / group;
+                query(t, h, q.data());
                 if (in_place) attend_cached(q.data(), kr + kvh * P, vr + kvh * P, pos + 1, hd, scale, scores.data(), acc.data());
-                else if (attend) attend(q.data(), &kf[kvh * P * hd], &vf[kvh * P * hd], pos + 1, hd, scale, scores.data(), acc.data());
                 else attend_row_exact(q.data(), &kf[kvh * P * hd], &vf[kvh * P * hd], pos + 1, hd, scale, scores.data(), acc.data());
-                float* o = out + (r * Hq + h) * hd;
-                for (int64_t j = 0; j < hd; ++j) o[j] = acc[j] / (1.f + std::exp(-gate[j]));
+                gated_out(t, h, acc.data());
             }
-        });
+        }, kChunksPerThread);
     }
 }
 

@@ -35,19 +35,6 @@ float dot16_row(const float* q, const uint8_t* row, int64_t hd) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-float dot16(const float* a, const float* b, int64_t hd) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int64_t j = 0;
-    for (; j + 64 <= hd; j += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 32), _mm512_loadu_ps(b + j + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 48), _mm512_loadu_ps(b + j + 48), s3);
-    }
-    for (; j < hd; j += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-}
-
 // out[j0, j0 + 16 NZ) = sum_p e_p V_p[j0 ...], the accumulators kept in registers over all keys.
 template <int NZ>
 void accumulate_v(const float* e, const float* V, int64_t n_keys, int64_t hd, int64_t j0, float* out) {
@@ -110,37 +97,95 @@ void attend_cached_row_avx512(const float* q, const uint8_t* const* k_rows, cons
     scale_out(out, hd, sum);
 }
 
-void attend_row_avx512(const float* q, const float* K, const float* V, int64_t n_keys, int64_t hd, float scale,
-                       float* scores, float* out) {
-    float mx = -INFINITY;
-    for (int64_t p = 0; p < n_keys; ++p) {
-        scores[p] = dot16(q, K + p * hd, hd) * scale;
-        mx = std::max(mx, scores[p]);
-    }
-    const float sum = softmax_numerators(scores, n_keys, mx);
-    for (int64_t j0 = 0; j0 < hd;) {
-        switch (std::min<int64_t>(8, (hd - j0) / 16)) {
-            case 8: accumulate_v<8>(scores, V, n_keys, hd, j0, out), j0 += 128; break;
-            case 4: case 5: case 6: case 7: accumulate_v<4>(scores, V, n_keys, hd, j0, out), j0 += 64; break;
-            case 2: case 3: accumulate_v<2>(scores, V, n_keys, hd, j0, out), j0 += 32; break;
-            default: accumulate_v<1>(scores, V, n_keys, hd, j0, out), j0 += 16; break;
+// KP keys' scores for the G query rows q[G][hd]: each 16-float piece of a key is loaded once for all G
+// rows, G x KP accumulators (8: enough FMA chains in flight). scores is [G][stride].
+template <int G, int KP>
+void score_keys(const float* q, const float* K, int64_t hd, float scale, float* scores, int64_t stride) {
+    __m512 a[KP][G];
+    for (int k = 0; k < KP; ++k)
+        for (int g = 0; g < G; ++g) a[k][g] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < hd; j += 16) {
+        __m512 qv[G];
+        for (int g = 0; g < G; ++g) qv[g] = _mm512_loadu_ps(q + g * hd + j);
+        for (int k = 0; k < KP; ++k) {
+            const __m512 kv = _mm512_loadu_ps(K + k * hd + j);
+            for (int g = 0; g < G; ++g) a[k][g] = _mm512_fmadd_ps(qv[g], kv, a[k][g]);
         }
     }
-    scale_out(out, hd, sum);
+    for (int k = 0; k < KP; ++k)
+        for (int g = 0; g < G; ++g) scores[g * stride + k] = _mm512_reduce_add_ps(a[k][g]) * scale;
+}
+
+// out[g][j0, j0 + 16 NZ) = sum_p e[g][p] V_p[j0 ...] for the G rows: each V piece loaded once for all G.
+template <int G, int NZ>
+void accumulate_v_group(const float* e, const float* V, int64_t n_keys, int64_t hd, int64_t j0, float* out) {
+    __m512 acc[G][NZ];
+    for (int g = 0; g < G; ++g)
+        for (int z = 0; z < NZ; ++z) acc[g][z] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < n_keys; ++p) {
+        __m512 v[NZ];
+        for (int z = 0; z < NZ; ++z) v[z] = _mm512_loadu_ps(V + p * hd + j0 + 16 * z);
+        for (int g = 0; g < G; ++g) {
+            const __m512 ep = _mm512_set1_ps(e[g * n_keys + p]);
+            for (int z = 0; z < NZ; ++z) acc[g][z] = _mm512_fmadd_ps(ep, v[z], acc[g][z]);
+        }
+    }
+    for (int g = 0; g < G; ++g)
+        for (int z = 0; z < NZ; ++z) _mm512_storeu_ps(out + g * hd + j0 + 16 * z, acc[g][z]);
+}
+
+// G (1-4) query rows over the same K/V rows. Registers: G x NZ accumulators + NZ V pieces <= 25.
+template <int G>
+void attend_group_of(const float* q, const float* K, const float* V, int64_t n_keys, int64_t hd, float scale,
+                     float* scores, float* out) {
+    constexpr int KP = 8 / G;
+    int64_t p = 0;
+    for (; p + KP <= n_keys; p += KP) score_keys<G, KP>(q, K + p * hd, hd, scale, scores + p, n_keys);
+    for (; p < n_keys; ++p) score_keys<G, 1>(q, K + p * hd, hd, scale, scores + p, n_keys);
+    float sum[G];
+    for (int g = 0; g < G; ++g) {
+        float* sg = scores + g * n_keys;
+        float mx = -INFINITY;
+        for (int64_t k = 0; k < n_keys; ++k) mx = std::max(mx, sg[k]);
+        sum[g] = softmax_numerators(sg, n_keys, mx);
+    }
+    constexpr int kMaxNZ = G <= 2 ? 8 : 4;
+    for (int64_t j0 = 0; j0 < hd;) {
+        const int64_t left = (hd - j0) / 16;
+        if (left >= kMaxNZ) accumulate_v_group<G, kMaxNZ>(scores, V, n_keys, hd, j0, out), j0 += 16 * kMaxNZ;
+        else if (left >= 4) accumulate_v_group<G, 4>(scores, V, n_keys, hd, j0, out), j0 += 64;
+        else if (left >= 2) accumulate_v_group<G, 2>(scores, V, n_keys, hd, j0, out), j0 += 32;
+        else accumulate_v_group<G, 1>(scores, V, n_keys, hd, j0, out), j0 += 16;
+    }
+    for (int g = 0; g < G; ++g) scale_out(out + g * hd, hd, sum[g]);
+}
+
+void attend_group_avx512(const float* q, int G, const float* K, const float* V, int64_t n_keys, int64_t hd,
+                         float scale, float* scores, float* out) {
+    for (int g0 = 0; g0 < G; g0 += 4) {
+        const float* qg = q + g0 * hd;
+        float* og = out + g0 * hd;
+        switch (std::min(4, G - g0)) {
+            case 4: attend_group_of<4>(qg, K, V, n_keys, hd, scale, scores, og); break;
+            case 3: attend_group_of<3>(qg, K, V, n_keys, hd, scale, scores, og); break;
+            case 2: attend_group_of<2>(qg, K, V, n_keys, hd, scale, scores, og); break;
+            default: attend_group_of<1>(qg, K, V, n_keys, hd, scale, scores, og); break;
+        }
+    }
 }
 
 #pragma GCC pop_options
 
 }  // namespace
 
-AttendRowFn attend_row_fast(int64_t hd) {
+AttendGroupFn attend_group_fast(int64_t hd) {
     // A CPU with AVX-512 VNNI (what best_quant_isa() reports) has AVX-512F/BW/DQ/VL.
     if (hd % 16 != 0 || best_quant_isa() != QuantIsa::kAvx512Vnni) return nullptr;
-    return attend_row_avx512;
+    return attend_group_avx512;
 }
 
 AttendCachedRowFn attend_cached_row_fast(DType kv_type, int64_t hd) {
-    if (!attend_row_fast(hd)) return nullptr;
+    if (!attend_group_fast(hd)) return nullptr;
     switch (kv_type) {
         case DType::F32: return attend_cached_row_avx512<DType::F32>;
         case DType::F16: return attend_cached_row_avx512<DType::F16>;

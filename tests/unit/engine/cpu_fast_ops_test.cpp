@@ -100,15 +100,18 @@ TEST(CpuFastOps, GatedRmsnormAgainstTheOracle) {
 }
 
 // Two sequences in one step (a 37-token prefill on 20 cached tokens, and one decode token at position 70),
-// GQA 4:1, head dim 48 (three 16-lane vectors: the kernel's partial register groups), blocks of 16 tokens
-// in an f16 cache. Each step writes its K/V and attends over everything before, so the fast and the
-// oracle backends each get their own cache. The outputs agree to f32 rounding (summation order, the
-// vector exp's 1e-7, one division instead of one per key).
-TEST(CpuFastOps, AttentionAgainstTheOracle) {
-    if (!cpu::attend_row_fast(48)) GTEST_SKIP() << "no AVX-512 on this CPU: attention keeps the oracle's loops";
+// GQA 4:1 and 6:1 (the 27B's: the prefill kernel takes a group of 4 query heads, then one of 2), head dim
+// 48 (three 16-lane vectors: the kernel's partial register groups), blocks of 16 tokens in an f16 cache.
+// Each step writes its K/V and attends over everything before, so the fast and the oracle backends each
+// get their own cache. The outputs agree to f32 rounding (summation order, the vector exp's 1e-7, one
+// division instead of one per key).
+class CpuFastAttention : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(CpuFastAttention, AgainstTheOracle) {
+    if (!cpu::attend_group_fast(48)) GTEST_SKIP() << "no AVX-512 on this CPU: attention keeps the oracle's loops";
     std::mt19937 rng(9);
     std::normal_distribution<float> nd;
-    const AttnDims d{8, 2, 48, 32, 10000.f};
+    const AttnDims d{2 * GetParam(), 2, 48, 32, 10000.f};
     AttnWeights w;
     for (int64_t j = 0; j < d.hd; ++j) w.q_norm.push_back(1.f + 0.1f * nd(rng)), w.k_norm.push_back(1.f + 0.1f * nd(rng));
     const int32_t block_tokens = 16, n_blocks = 8;
@@ -140,10 +143,12 @@ TEST(CpuFastOps, AttentionAgainstTheOracle) {
             mag = std::max(mag, double(std::fabs(out_exact[i])));
         }
     }
-    std::printf("attention fast vs oracle: worst absolute difference %.2e (largest output %.2f)\n", worst, mag);
+    std::printf("attention fast vs oracle, GQA %ld:1: worst absolute difference %.2e (largest output %.2f)\n",
+                long(GetParam()), worst, mag);
     EXPECT_GT(mag, 0.1);
     EXPECT_LT(worst, 2e-6 * mag);
 }
+INSTANTIATE_TEST_SUITE_P(Gqa, CpuFastAttention, ::testing::Values(int64_t(4), int64_t(6)));
 
 }  // namespace
 }  // namespace dg
