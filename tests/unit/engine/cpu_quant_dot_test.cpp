@@ -77,9 +77,8 @@ TEST(CpuQuantDot, ActivationQuantisationEqualsTheScalarDefinition) {
     EXPECT_EQ(q_ref[5], 2) << "1.5 rounds to even";
 }
 
-TEST(CpuQuantDot, EveryKernelEqualsTheDequantisedProduct) {
+void every_kernel_equals_the_dequantised_product(int64_t n) {
     std::mt19937 rng(42);
-    const int64_t n = 1024;  // four K-quant super-blocks
     std::vector<float> x = normal(n, rng);
     x[5] = 40.f;             // one outlier block
     for (int i = 64; i < 96; ++i) x[i] = 0.f;  // an all-zero block (scale 0)
@@ -90,6 +89,7 @@ TEST(CpuQuantDot, EveryKernelEqualsTheDequantisedProduct) {
     const cpu::Q8Row act{q.data(), d.data(), s.data()};
     std::printf("quant dot kernels: best ISA on this CPU: %s\n", cpu::quant_isa_name(cpu::best_quant_isa()));
     for (DType t : kTypes) {
+        if (n % dtype_info(t).block_elems != 0) continue;
         const std::vector<float> w = normal(4 * n, rng, 0.05f);
         const std::vector<uint8_t> rows = quantized(t, w, 4, n);
         const uint64_t rb = *row_bytes(t, n);
@@ -112,12 +112,19 @@ TEST(CpuQuantDot, EveryKernelEqualsTheDequantisedProduct) {
                 const float got = fn(rows.data() + r * rb, act, n);
                 // f32 accumulation of ~n/32 block terms: a few ulps of the magnitude.
                 EXPECT_NEAR(got, want, 2e-6 * mag + 1e-30)
-                    << dtype_info(t).name << " " << cpu::quant_isa_name(isa) << " row " << r;
+                    << dtype_info(t).name << " " << cpu::quant_isa_name(isa) << " row " << r << " n " << n;
             }
         }
     }
+}
+
+// Widths: 1024 (four K-quant super-blocks; 32 blocks of 32, whole 8-block steps of the 512-bit Q8_0
+// kernel) and 1120 for the 32-element types (35 blocks: 3 past the last 8-block step).
+TEST(CpuQuantDot, EveryKernelEqualsTheDequantisedProduct) {
+    for (const int64_t n : {int64_t(1024), int64_t(1120)}) every_kernel_equals_the_dequantised_product(n);
     for (DType t : {DType::F32, DType::F16, DType::BF16}) EXPECT_FALSE(cpu::has_quant_kernel(t));
 }
+
 
 // The bf16 decode kernel that takes up to 8 rows at once gives each row exactly what it gives that row
 // taken alone (same chains, same reduction), for every group size and for widths with a scalar tail.
