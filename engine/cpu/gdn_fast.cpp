@@ -67,10 +67,18 @@ void small_gemm(int M, int N, int K, float alpha, const float* A, int64_t lda, c
     }
 }
 
-// y[0..n) -= a * x[0..n), n a multiple of 16.
-inline void axpy_neg(float a, const float* x, float* y, int64_t n) {
-    const __m512 av = _mm512_set1_ps(a);
-    for (int64_t j = 0; j < n; j += 16) _mm512_storeu_ps(y + j, _mm512_fnmadd_ps(av, _mm512_loadu_ps(x + j), _mm512_loadu_ps(y + j)));
+// xr[j0, j0 + 16 NZ) -= sum_{s < r} coef[s] X[s][j0 ...] (rows W apart), the sums kept in registers over
+// all s: a row of the forward substitution, which as one axpy per s loaded and stored xr r times.
+template <int NZ>
+inline void subtract_rows(const float* coef, int r, const float* X, int64_t W, int64_t j0, float* xr) {
+    __m512 acc[NZ];
+    for (int z = 0; z < NZ; ++z) acc[z] = _mm512_loadu_ps(xr + j0 + 16 * z);
+    for (int s = 0; s < r; ++s) {
+        const __m512 c = _mm512_set1_ps(coef[s]);
+        const float* xs = X + s * W + j0;
+        for (int z = 0; z < NZ; ++z) acc[z] = _mm512_fnmadd_ps(c, _mm512_loadu_ps(xs + 16 * z), acc[z]);
+    }
+    for (int z = 0; z < NZ; ++z) _mm512_storeu_ps(xr + j0 + 16 * z, acc[z]);
 }
 
 void chunked_avx512(const float* q, const float* k, const float* v, GdnStrides stride, const float* g,
@@ -128,7 +136,11 @@ void chunked_avx512(const float* q, const float* k, const float* v, GdnStrides s
             const float* vr = v + int64_t(c0 + r) * stride.qkv;
             for (int64_t j = 0; j < dv; ++j) xr[j] = br * vr[j];
             for (int64_t i = 0; i < dk; ++i) xr[dv + i] = br * eg * Kc[r * dk + i];
-            for (int s = 0; s < r; ++s) axpy_neg(br * KK[r * C + s] * D[r * C + s], X + s * W, xr, W);
+            float coef[C];
+            for (int s = 0; s < r; ++s) coef[s] = br * KK[r * C + s] * D[r * C + s];
+            int64_t j0 = 0;  // W is a multiple of 16 (dk and dv are)
+            for (; j0 + 128 <= W; j0 += 128) subtract_rows<8>(coef, r, X, W, j0, xr);
+            for (; j0 < W; j0 += 16) subtract_rows<1>(coef, r, X, W, j0, xr);
         }
         // V' = U - W S
         for (int r = 0; r < m; ++r) std::memcpy(Vp + r * dv, X + r * W, dv * sizeof(float));
