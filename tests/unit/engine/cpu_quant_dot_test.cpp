@@ -155,9 +155,10 @@ TEST(CpuQuantDot, Bf16RowsKernelEqualsTheOneRowKernel) {
 }
 
 // K-quant super-blocks of random bytes (only d and dmin fixed, so they are finite): every bit of the 12
-// packed 6-bit scales and mins varies, which weights quantised from smooth data do not guarantee. The
-// kernels unpack those bits their own way (the 512-bit Q4_K kernel with byte shuffles); the scalar
-// dequantisation is the reference.
+// packed 6-bit scales and mins varies (Q4_K, Q5_K), and of Q6_K's quants and signed scales, which weights
+// quantised from smooth data do not guarantee. The kernels unpack those bits their own way (the 512-bit
+// Q4_K kernel with byte shuffles, the 512-bit Q6_K one with per-half shifts); the scalar dequantisation is
+// the reference.
 TEST(CpuQuantDot, KQuantKernelsOnRandomBlockBytes) {
     std::mt19937 rng(7);
     const int64_t n = 256 * 16;
@@ -167,13 +168,17 @@ TEST(CpuQuantDot, KQuantKernelsOnRandomBlockBytes) {
     std::vector<int32_t> s(n / 32);
     cpu::quantize_act_rows(x.data(), 1, n, q.data(), d.data(), s.data());
     const cpu::Q8Row act{q.data(), d.data(), s.data()};
-    for (DType t : {DType::Q4_K, DType::Q5_K}) {
+    for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
         const uint64_t rb = *row_bytes(t, n);
         std::vector<uint8_t> row(rb);
         for (auto& b : row) b = uint8_t(rng());
         const uint64_t block = rb / (n / 256);
         for (uint64_t b = 0; b < rb; b += block) {
             const uint16_t d_half = 0x2c00, dmin_half = 0x2400;  // 1/16 and 1/64
+            if (t == DType::Q6_K) {  // every bit of ql, qh and the signed scales varies; d at the end
+                std::memcpy(&row[b + 208], &d_half, 2);
+                continue;
+            }
             std::memcpy(&row[b], &d_half, 2);
             std::memcpy(&row[b + 2], &dmin_half, 2);
         }
