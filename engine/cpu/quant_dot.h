@@ -43,7 +43,8 @@ enum class QuantIsa { kScalar, kAvx2, kAvx512Vnni };
 // The kernel for `type` on `isa`; nullptr for types without one (f32, f16, bf16) or an ISA this build or
 // CPU lacks. best_isa() is what the CPU running us supports (cpuid), chosen once.
 QuantDotFn quant_dot_kernel(DType type, QuantIsa isa);
-// nullptr where there is no tile kernel (scalar; types other than Q8_0, Q4_K, Q6_K): call the dot per token.
+// nullptr where there is no tile kernel (scalar; types other than Q8_0, Q4_K, Q6_K, and Q5_K with VNNI):
+// call the dot per token.
 QuantDotTileFn quant_dot_tile_kernel(DType type, QuantIsa isa);
 QuantIsa best_quant_isa();
 const char* quant_isa_name(QuantIsa isa);
