@@ -98,22 +98,38 @@ void attend_cached_row_avx512(const float* q, const uint8_t* const* k_rows, cons
 }
 
 // KP keys' scores for the G query rows q[G][hd]: each 16-float piece of a key is loaded once for all G
-// rows, G x KP accumulators (8: enough FMA chains in flight). scores is [G][stride].
+// rows. Per (key, row) the sums run in the order of the one-row kernel this replaced (four accumulators,
+// one per 16-float piece of each 64, a tail piece into the first, ((a0 + a1) + (a2 + a3)) reduced), so a
+// prefill's attention gives the bits it gave before grouping: the exact-resume tests' greedy streams on
+// the tiny model (docs/reliability.md) pass through near-ties that a change of summation order flips.
+// scores is [G][stride]. Registers: G x KP x 4 accumulators <= 16.
 template <int G, int KP>
 void score_keys(const float* q, const float* K, int64_t hd, float scale, float* scores, int64_t stride) {
-    __m512 a[KP][G];
+    __m512 a[KP][G][4];
     for (int k = 0; k < KP; ++k)
-        for (int g = 0; g < G; ++g) a[k][g] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < hd; j += 16) {
+        for (int g = 0; g < G; ++g) a[k][g][0] = a[k][g][1] = a[k][g][2] = a[k][g][3] = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 64 <= hd; j += 64)
+        for (int h = 0; h < 4; ++h) {
+            __m512 qv[G];
+            for (int g = 0; g < G; ++g) qv[g] = _mm512_loadu_ps(q + g * hd + j + 16 * h);
+            for (int k = 0; k < KP; ++k) {
+                const __m512 kv = _mm512_loadu_ps(K + k * hd + j + 16 * h);
+                for (int g = 0; g < G; ++g) a[k][g][h] = _mm512_fmadd_ps(qv[g], kv, a[k][g][h]);
+            }
+        }
+    for (; j < hd; j += 16) {
         __m512 qv[G];
         for (int g = 0; g < G; ++g) qv[g] = _mm512_loadu_ps(q + g * hd + j);
         for (int k = 0; k < KP; ++k) {
             const __m512 kv = _mm512_loadu_ps(K + k * hd + j);
-            for (int g = 0; g < G; ++g) a[k][g] = _mm512_fmadd_ps(qv[g], kv, a[k][g]);
+            for (int g = 0; g < G; ++g) a[k][g][0] = _mm512_fmadd_ps(qv[g], kv, a[k][g][0]);
         }
     }
     for (int k = 0; k < KP; ++k)
-        for (int g = 0; g < G; ++g) scores[g * stride + k] = _mm512_reduce_add_ps(a[k][g]) * scale;
+        for (int g = 0; g < G; ++g)
+            scores[g * stride + k] =
+                _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[k][g][0], a[k][g][1]), _mm512_add_ps(a[k][g][2], a[k][g][3]))) * scale;
 }
 
 // out[g][j0, j0 + 16 NZ) = sum_p e[g][p] V_p[j0 ...] for the G rows: each V piece loaded once for all G.
@@ -138,7 +154,7 @@ void accumulate_v_group(const float* e, const float* V, int64_t n_keys, int64_t 
 template <int G>
 void attend_group_of(const float* q, const float* K, const float* V, int64_t n_keys, int64_t hd, float scale,
                      float* scores, float* out) {
-    constexpr int KP = 8 / G;
+    constexpr int KP = G >= 3 ? 1 : 4 / G;
     int64_t p = 0;
     for (; p + KP <= n_keys; p += KP) score_keys<G, KP>(q, K + p * hd, hd, scale, scores + p, n_keys);
     for (; p < n_keys; ++p) score_keys<G, 1>(q, K + p * hd, hd, scale, scores + p, n_keys);

@@ -5,7 +5,8 @@
 // * matmul_fast against the exact f32 oracle (matmul): the normalised error of the activation rounding,
 //   printed per type and bounded;
 // * batched == single, bit for bit (each token's activations are quantised on their own, and the prefill
-//   tile kernels of Q8_0, Q4_K and Q6_K - 5 tokens: a tile of 4 and one of 1 - equal the decode kernels);
+//   tile kernels of Q8_0, Q4_K, Q6_K and, with VNNI, Q5_K - 5 tokens: a tile of 4 and one of 1 - equal the
+//   decode kernels);
 // * the float decode kernels (F32, F16, BF16; AVX2 and AVX-512) against a double-precision dot;
 // * the prefill GEMM (gemm.h) for every type against the oracle and against the per-row fast kernels
 //   (same activation rounding, so only the summation order differs), on a shape with partial tiles;

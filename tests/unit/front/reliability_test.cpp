@@ -105,7 +105,10 @@ void expect_same_streams(const std::vector<StreamResult>& got, const std::vector
         const int n = std::max(1, reqs[i].n());
         ASSERT_EQ(got[i].finished.size(), size_t(n)) << "stream " << i;
         for (int k = 0; k < n; ++k) {
-            EXPECT_EQ(got[i].ids(k), want[i].ids(k)) << "stream " << i << " continuation " << k;
+            const auto g = got[i].ids(k), w = want[i].ids(k);
+            size_t first = 0;
+            while (first < std::min(g.size(), w.size()) && g[first] == w[first]) ++first;
+            EXPECT_EQ(g, w) << "stream " << i << " continuation " << k << ": first difference at token " << first;
             EXPECT_EQ(int(got[i].ids(k).size()), reqs[i].stop().max_tokens()) << "stream " << i << " continuation " << k;
         }
         ASSERT_TRUE(got[i].final_msg.has_value()) << "stream " << i;
