@@ -35,19 +35,6 @@ float dot16_row(const float* q, const uint8_t* row, int64_t hd) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-// out[j0, j0 + 16 NZ) = sum_p e_p V_p[j0 ...], the accumulators kept in registers over all keys.
-template <int NZ>
-void accumulate_v(const float* e, const float* V, int64_t n_keys, int64_t hd, int64_t j0, float* out) {
-    __m512 acc[NZ];
-    for (int z = 0; z < NZ; ++z) acc[z] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < n_keys; ++p) {
-        const __m512 ep = _mm512_set1_ps(e[p]);
-        const float* v = V + p * hd + j0;
-        for (int z = 0; z < NZ; ++z) acc[z] = _mm512_fmadd_ps(ep, _mm512_loadu_ps(v + 16 * z), acc[z]);
-    }
-    for (int z = 0; z < NZ; ++z) _mm512_storeu_ps(out + j0 + 16 * z, acc[z]);
-}
-
 template <DType T, int NZ>
 void accumulate_v_rows(const float* e, const uint8_t* const* v_rows, int64_t n_keys, int64_t j0, float* out) {
     __m512 acc[NZ];

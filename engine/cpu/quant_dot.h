@@ -25,7 +25,7 @@ struct Q8Row {
 };
 
 // Quantises rows of n floats (n a multiple of 32) into caller-owned storage: d = max|x| / 127 per block,
-// q = round(x / d) (ties away from zero), s = sum of q.
+// q = round(x / d) (ties to even, as std::nearbyint), s = sum of q.
 // With AVX-512 where the CPU has it; the scalar loop is the definition (and the test's reference): both
 // give the same bytes for finite x.
 void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s);

@@ -126,7 +126,6 @@ TEST(CpuQuantDot, EveryKernelEqualsTheDequantisedProduct) {
     for (DType t : {DType::F32, DType::F16, DType::BF16}) EXPECT_FALSE(cpu::has_quant_kernel(t));
 }
 
-
 // The bf16 decode kernel that takes up to 8 rows at once gives each row exactly what it gives that row
 // taken alone (same chains, same reduction), for every group size and for widths with a scalar tail.
 TEST(CpuQuantDot, Bf16RowsKernelEqualsTheOneRowKernel) {
