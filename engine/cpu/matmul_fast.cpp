@@ -1,7 +1,7 @@
 // The serving matmul (the default CPU backend; `cpu-exact` keeps matmul.cpp's f32 oracle): for quantised
 // weights, each token's activations are quantised once per call to 8-bit blocks (quant_dot.h) and every
 // weight row is dotted with them in integers, whole blocks at a time, with the widest kernel the CPU
-// has. Rows are split over the thread pool; a row is read once per call and reused from L1 for every
+// has (Q4_K and Q5_K with VNNI: one activation scale per 256 elements, quant_dot.h's kSuper256). Rows are split over the thread pool; a row is read once per call and reused from L1 for every
 // token of a prefill tile. A token's result does not depend on the other tokens of the call (same
 // quantisation, same kernel), so batched == single and prefill == decode for each row.
 // Float weights (f32, f16, bf16) use float_dot.h's FMA kernels at decode. From gemm_min_tokens() tokens on,
@@ -23,7 +23,7 @@ void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y) {
     matmul_fast_rows(x, n, W, y);
 }
 
-void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y) {
+void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y, FastActs acts) {
     const int64_t in = W.cols, out = W.rows;
     static const Bf16RowsDotFn brows = bf16_rows_dot_kernel();
     if (W.type == DType::BF16 && brows) {
@@ -50,22 +50,24 @@ void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y) {
         }, matmul_chunks_per_thread(), 16);
         return;
     }
-    const QuantDotFn dot = quant_dot_kernel(W.type, best_quant_isa());
-    if (!dot || in % kActBlock != 0) return matmul(x, n, W, y);
+    const QuantIsa isa = best_quant_isa();
+    const ActFormat fmt = acts == FastActs::kBlock32 ? ActFormat::kBlock32 : fast_act_format(W.type, isa);
+    const QuantDotFn dot = quant_dot_kernel(W.type, isa, fmt);
+    if (!dot || in % act_scale_elems(fmt) != 0) return matmul(x, n, W, y);
     // Reused across calls on the calling thread: a decode step makes hundreds of these.
     thread_local std::vector<int8_t> q;
     thread_local std::vector<float> d;
     thread_local std::vector<int32_t> s;
-    const int64_t nb = in / kActBlock;
+    const int64_t nd = in / act_scale_elems(fmt), ns = in / kActBlock;
     q.resize(size_t(n) * in);
-    d.resize(size_t(n) * nb);
-    s.resize(size_t(n) * nb);
-    quantize_act_rows(x, n, in, q.data(), d.data(), s.data());
+    d.resize(size_t(n) * nd);
+    s.resize(size_t(n) * ns);
+    quantize_act(fmt, x, n, in, q.data(), d.data(), s.data());
     const int8_t* qp = q.data();
     const float* dp = d.data();
     const int32_t* sp = s.data();
-    auto act = [&](int64_t t) { return Q8Row{qp + t * in, dp + t * nb, sp + t * nb}; };
-    const QuantDotTileFn tile = n > 1 ? quant_dot_tile_kernel(W.type, best_quant_isa()) : nullptr;
+    auto act = [&](int64_t t) { return Q8Row{qp + t * in, dp + t * nd, sp + t * ns}; };
+    const QuantDotTileFn tile = n > 1 ? quant_dot_tile_kernel(W.type, isa, fmt) : nullptr;
     parallel_for_balanced(out, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             const uint8_t* row = W.row(r);

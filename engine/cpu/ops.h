@@ -15,7 +15,10 @@ void matmul(const float* x, int32_t n, const Matrix& W, float* y);
 void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y);
 // matmul_fast's per-row path (decode kernels over token tiles of 4) for any n; matmul_fast takes it below
 // gemm_min_tokens() (gemm.h). For the crossover measurement (tests/bench/bench_gemm_crossover.cpp).
-void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y);
+// kBlock32: activation scales per 32 elements for every weight type, as the CUDA GEMV quantises (its
+// tests' reference); kServing: per 256 for Q4_K / Q5_K where the CPU has the kernels (quant_dot.h).
+enum class FastActs { kServing, kBlock32 };
+void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y, FastActs acts = FastActs::kServing);
 // dot_row (engine/formats/dtype.h) with the same result bit for bit, faster for F16 and BF16 rows.
 float dot_row_cpu(DType t, const void* row, const float* x, int64_t n);
 void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y);

@@ -9,6 +9,7 @@
 
 #include "engine/formats/quant_blocks.h"
 
+
 namespace dg::cpu {
 
 void quantize_act_rows_scalar(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
@@ -28,6 +29,25 @@ void quantize_act_rows_scalar(const float* x, int64_t rows, int64_t n, int8_t* q
             }
             d[r * nb + b] = scale;
             s[r * nb + b] = sum;
+        }
+    }
+}
+
+void quantize_act_rows_super256_scalar(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+    for (int64_t sb = 0; sb < rows * n / 256; ++sb) {
+        const float* xs = x + 256 * sb;
+        float amax = 0.f;
+        for (int i = 0; i < 256; ++i) amax = std::max(amax, std::fabs(xs[i]));
+        const float inv = amax > 0.f ? 127.f / amax : 0.f;
+        d[sb] = amax / 127.f;
+        for (int j = 0; j < 8; ++j) {
+            int32_t sum = 0;
+            for (int l = 0; l < 32; ++l) {
+                const int v = int(std::nearbyint(xs[32 * j + l] * inv));
+                q[256 * sb + super256_pos(32 * j + l)] = int8_t(v);
+                sum += v;
+            }
+            s[8 * sb + j] = sum;
         }
     }
 }
@@ -54,16 +74,51 @@ void quantize_act_rows_avx512(const float* x, int64_t rows, int64_t n, int8_t* q
         s[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(v0, v1));
     }
 }
+// quantize_act_rows_super256_scalar the same way (one max per 256, then the 8 sub-blocks of 32 written to
+// their slots).
+void quantize_act_rows_super256_avx512(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+    for (int64_t sb = 0; sb < rows * n / 256; ++sb) {
+        const float* xs = x + 256 * sb;
+        __m512 m = _mm512_setzero_ps();
+        for (int i = 0; i < 256; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xs + i)));
+        const float amax = _mm512_reduce_max_ps(m);
+        const float inv = amax > 0.f ? 127.f / amax : 0.f;
+        d[sb] = amax / 127.f;
+        const __m512 vinv = _mm512_set1_ps(inv);
+        for (int j = 0; j < 8; ++j) {
+            const __m512i v0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + 32 * j), vinv));
+            const __m512i v1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + 32 * j + 16), vinv));
+            int8_t* qj = q + 256 * sb + super256_pos(32 * j);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(qj), _mm512_cvtepi32_epi8(v0));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(qj + 16), _mm512_cvtepi32_epi8(v1));
+            s[8 * sb + j] = _mm512_reduce_add_epi32(_mm512_add_epi32(v0, v1));
+        }
+    }
+}
 }  // namespace
 #pragma GCC pop_options
 
-void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+static bool has_avx512_quantize() {
     static const bool avx512 = [] {
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl");
     }();
-    if (avx512) return quantize_act_rows_avx512(x, rows, n, q, d, s);
+    return avx512;
+}
+
+void quantize_act_rows_super256(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+    if (has_avx512_quantize()) return quantize_act_rows_super256_avx512(x, rows, n, q, d, s);
+    quantize_act_rows_super256_scalar(x, rows, n, q, d, s);
+}
+
+void quantize_act(ActFormat f, const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+    if (f == ActFormat::kSuper256) return quantize_act_rows_super256(x, rows, n, q, d, s);
+    quantize_act_rows(x, rows, n, q, d, s);
+}
+
+void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+    if (has_avx512_quantize()) return quantize_act_rows_avx512(x, rows, n, q, d, s);
     quantize_act_rows_scalar(x, rows, n, q, d, s);
 }
 
@@ -132,6 +187,34 @@ float ref_qk(const uint8_t* row, const Q8Row& x, int64_t n) {
             const int64_t b = 8 * sb + j;
             acc += d * sc * x.d[b] * float(isum) - dmin * mn * x.d[b] * float(x.s[b]);
         }
+    }
+    return acc;
+}
+
+// The same in kSuper256: per super-block, the integer sum of scale_j x (sub-block j's dot) and of
+// min_j x s_j, each scaled once: d x d_x x sum - dmin x d_x x msum.
+template <bool kQ5>
+float ref_qk_super256(const uint8_t* row, const Q8Row& x, int64_t n) {
+    constexpr int kBytes = kQ5 ? 176 : 144, kQs = kQ5 ? qb::kQ5_K_Qs : qb::kQ4_K_Qs;
+    float acc = 0.f;
+    for (int64_t sb = 0; sb < n / 256; ++sb) {
+        const uint8_t* p = row + kBytes * sb;
+        const float d = qb::load_f16(p), dmin = qb::load_f16(p + 2);
+        int32_t isum = 0, msum = 0;
+        for (int j = 0; j < 8; ++j) {
+            uint8_t sc, mn;
+            qb::scale_min_k4(j, p + 4, &sc, &mn);
+            const uint8_t* q = p + kQs + 32 * (j / 2);
+            int32_t dot = 0;
+            for (int l = 0; l < 32; ++l) {
+                int v = j % 2 ? q[l] >> 4 : q[l] & 0xF;
+                if (kQ5) v |= ((p[qb::kQ5_K_Qh + l] >> j) & 1) << 4;
+                dot += v * x.q[256 * sb + super256_pos(32 * j + l)];
+            }
+            isum += sc * dot;
+            msum += mn * x.s[8 * sb + j];
+        }
+        acc += d * x.d[sb] * float(isum) - dmin * x.d[sb] * float(msum);
     }
     return acc;
 }
@@ -212,8 +295,9 @@ const char* quant_isa_name(QuantIsa isa) {
     return "?";
 }
 
-QuantDotTileFn quant_dot_tile_kernel(DType type, QuantIsa isa) {
+QuantDotTileFn quant_dot_tile_kernel(DType type, QuantIsa isa, ActFormat f) {
     if (isa > best_quant_isa()) return nullptr;
+    if (f == ActFormat::kSuper256) return isa == QuantIsa::kAvx512Vnni ? vnni::tile_kernel_super256(type) : nullptr;
     switch (isa) {
         case QuantIsa::kScalar: return nullptr;
         case QuantIsa::kAvx2: return avx2::tile_kernel(type);
@@ -222,10 +306,23 @@ QuantDotTileFn quant_dot_tile_kernel(DType type, QuantIsa isa) {
     return nullptr;
 }
 
+ActFormat fast_act_format(DType type, QuantIsa isa) {
+    return isa == QuantIsa::kAvx512Vnni && vnni::kernel_super256(type) ? ActFormat::kSuper256 : ActFormat::kBlock32;
+}
+
 bool has_quant_kernel(DType type) { return ref_kernel(type) != nullptr; }
 
-QuantDotFn quant_dot_kernel(DType type, QuantIsa isa) {
+QuantDotFn quant_dot_kernel(DType type, QuantIsa isa, ActFormat f) {
     if (isa > best_quant_isa()) return nullptr;  // the CPU would fault on its instructions
+    if (f == ActFormat::kSuper256) {
+        switch (isa) {
+            case QuantIsa::kScalar:
+                return type == DType::Q4_K ? ref_qk_super256<false> : type == DType::Q5_K ? ref_qk_super256<true> : nullptr;
+            case QuantIsa::kAvx2: return nullptr;
+            case QuantIsa::kAvx512Vnni: return vnni::kernel_super256(type);
+        }
+        return nullptr;
+    }
     switch (isa) {
         case QuantIsa::kScalar: return ref_kernel(type);
         case QuantIsa::kAvx2: return avx2::kernel(type);

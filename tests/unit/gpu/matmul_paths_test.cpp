@@ -1,7 +1,8 @@
 // The CUDA matmul's serving paths (engine/cuda/matmul.cuh) against the CPU, per weight type, at the real
 // models' widths (rows reduced under the emulation), partial warps / blocks / token tiles and odd sizes:
 //   - activation quantisation: bit for bit the CPU fast path's quantize_act_rows;
-//   - GEMV, quantised weights: the same integer block dots as the CPU fast path (cpu::matmul_fast_rows),
+//   - GEMV, quantised weights: the same integer block dots as the CPU fast path (cpu::matmul_fast_rows
+//     with FastActs::kBlock32: activation scales per 32, as the GPU's; the CPU serves Q4_K / Q5_K per 256),
 //     so against it only the fp32 summation order differs (≤ 5e-5: 9e-6 measured at 27B ffn_down, q5_k,
 //     where the block offsets cancel in fp32 sums of 544 blocks; 1000x below the activation rounding); against the exact
 //     oracle (cpu::matmul) the 8-bit activation rounding is bounded (≤ 4e-2, printed);
@@ -264,7 +265,7 @@ TEST(MatmulPaths, GemvQuantisedEveryType) {
             for (int32_t n : ns) {
                 const std::vector<float> x = make_x(int64_t(n) * sh.cols, rng);
                 std::vector<float> fast(size_t(n) * sh.rows), exact(fast.size());
-                cpu::matmul_fast_rows(x.data(), n, hm.m, fast.data());
+                cpu::matmul_fast_rows(x.data(), n, hm.m, fast.data(), cpu::FastActs::kBlock32);
                 cpu::matmul(x.data(), n, hm.m, exact.data());
                 const auto got = run_path(mm, cuda::MatmulPath::kGemv, hm, x, n);
                 const std::string what = sh.name + " " + tname(t) + " " + std::to_string(sh.rows) + "x" +
@@ -386,7 +387,7 @@ TEST(MatmulPaths, MoeExpertGemvEveryType) {
             for (int32_t i = 0; i < nk; ++i) {
                 const float* xi = x.data() + int64_t(sh.x_rows_are_tokens ? i / k : i) * sh.cols;
                 const Matrix& m = hm[size_t(sel[size_t(i)])].m;
-                cpu::matmul_fast_rows(xi, 1, m, fast.data() + int64_t(i) * sh.rows);
+                cpu::matmul_fast_rows(xi, 1, m, fast.data() + int64_t(i) * sh.rows, cpu::FastActs::kBlock32);
                 cpu::matmul(xi, 1, m, exact.data() + int64_t(i) * sh.rows);
             }
             const std::string what = sh.name + " " + tname(t) + " " + std::to_string(sh.rows) + "x" +
