@@ -167,9 +167,18 @@ float ref_q4_1(const uint8_t* row, const Q8Row& x, int64_t n) {
 }
 
 // Q4_K and Q5_K: 8 sub-blocks of 32 with a 6-bit scale and min each; Q5_K adds a fifth bit from qh.
+// Element l of sub-block j of the super-block at p, unscaled (0..15, or 0..31 for Q5_K).
+template <bool kQ5>
+int k_quant(const uint8_t* p, int j, int l) {
+    constexpr int kQs = kQ5 ? qb::kQ5_K_Qs : qb::kQ4_K_Qs;
+    const uint8_t q = p[kQs + 32 * (j / 2) + l];
+    int v = j % 2 ? q >> 4 : q & 0xF;
+    if (kQ5) v |= ((p[qb::kQ5_K_Qh + l] >> j) & 1) << 4;
+    return v;
+}
 template <bool kQ5>
 float ref_qk(const uint8_t* row, const Q8Row& x, int64_t n) {
-    constexpr int kBytes = kQ5 ? 176 : 144, kQs = kQ5 ? qb::kQ5_K_Qs : qb::kQ4_K_Qs;
+    constexpr int kBytes = kQ5 ? 176 : 144;
     float acc = 0.f;
     for (int64_t sb = 0; sb < n / 256; ++sb) {
         const uint8_t* p = row + kBytes * sb;
@@ -177,13 +186,8 @@ float ref_qk(const uint8_t* row, const Q8Row& x, int64_t n) {
         for (int j = 0; j < 8; ++j) {
             uint8_t sc, mn;
             qb::scale_min_k4(j, p + 4, &sc, &mn);
-            const uint8_t* q = p + kQs + 32 * (j / 2);
             int32_t isum = 0;
-            for (int l = 0; l < 32; ++l) {
-                int v = j % 2 ? q[l] >> 4 : q[l] & 0xF;
-                if (kQ5) v |= ((p[qb::kQ5_K_Qh + l] >> j) & 1) << 4;
-                isum += v * x.q[256 * sb + 32 * j + l];
-            }
+            for (int l = 0; l < 32; ++l) isum += k_quant<kQ5>(p, j, l) * x.q[256 * sb + 32 * j + l];
             const int64_t b = 8 * sb + j;
             acc += d * sc * x.d[b] * float(isum) - dmin * mn * x.d[b] * float(x.s[b]);
         }
@@ -195,7 +199,7 @@ float ref_qk(const uint8_t* row, const Q8Row& x, int64_t n) {
 // min_j x s_j, each scaled once: d x d_x x sum - dmin x d_x x msum.
 template <bool kQ5>
 float ref_qk_super256(const uint8_t* row, const Q8Row& x, int64_t n) {
-    constexpr int kBytes = kQ5 ? 176 : 144, kQs = kQ5 ? qb::kQ5_K_Qs : qb::kQ4_K_Qs;
+    constexpr int kBytes = kQ5 ? 176 : 144;
     float acc = 0.f;
     for (int64_t sb = 0; sb < n / 256; ++sb) {
         const uint8_t* p = row + kBytes * sb;
@@ -204,13 +208,8 @@ float ref_qk_super256(const uint8_t* row, const Q8Row& x, int64_t n) {
         for (int j = 0; j < 8; ++j) {
             uint8_t sc, mn;
             qb::scale_min_k4(j, p + 4, &sc, &mn);
-            const uint8_t* q = p + kQs + 32 * (j / 2);
             int32_t dot = 0;
-            for (int l = 0; l < 32; ++l) {
-                int v = j % 2 ? q[l] >> 4 : q[l] & 0xF;
-                if (kQ5) v |= ((p[qb::kQ5_K_Qh + l] >> j) & 1) << 4;
-                dot += v * x.q[256 * sb + super256_pos(32 * j + l)];
-            }
+            for (int l = 0; l < 32; ++l) dot += k_quant<kQ5>(p, j, l) * x.q[256 * sb + super256_pos(32 * j + l)];
             isum += sc * dot;
             msum += mn * x.s[8 * sb + j];
         }
