@@ -36,7 +36,10 @@ __global__ void matmul_kernel(const float* x, int32_t n, DType type, const uint8
     }
 }
 
-// A device allocation that only grows.
+}  // namespace
+
+// A device allocation that only grows. Outside the anonymous namespace: Matmul::State (declared in
+// matmul.cuh, external linkage) holds these.
 struct DevBuf {
     void* p = nullptr;
     int64_t bytes = 0;
@@ -54,8 +57,6 @@ struct DevBuf {
         if (p) cudaFree(p);
     }
 };
-
-}  // namespace
 
 void matmul_exact(const float* x, int32_t n, const Matrix& W, float* y, cudaStream_t s) {
     if (n <= 0 || W.rows == 0) return;

@@ -1,7 +1,8 @@
 // engine/cpu/quant_dot + matmul_fast, the CPU fast path, against independent references:
-// * every kernel (scalar, AVX2, AVX-512 VNNI where the CPU has it) against a double-precision dot of the
-//   formats library's dequantised weights with the dequantised activations: the same product, computed
-//   without any of the kernels' integer tricks;
+// * every kernel (scalar, AVX2, AVX-512 VNNI where the CPU has it; activation scales per 32 and, for
+//   Q4_K / Q5_K, per 256) against a double-precision dot of the formats library's dequantised weights
+//   with the dequantised activations: the same product, computed without any of the kernels' integer
+//   tricks;
 // * matmul_fast against the exact f32 oracle (matmul): the normalised error of the activation rounding,
 //   printed per type and bounded;
 // * batched == single, bit for bit (each token's activations are quantised on their own, and the prefill
