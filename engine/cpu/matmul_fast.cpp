@@ -1,8 +1,9 @@
 // The serving matmul (the default CPU backend; `cpu-exact` keeps matmul.cpp's f32 oracle): for quantised
 // weights, each token's activations are quantised once per call to 8-bit blocks (quant_dot.h) and every
 // weight row is dotted with them in integers, whole blocks at a time, with the widest kernel the CPU
-// has (Q4_K and Q5_K with VNNI: one activation scale per 256 elements, quant_dot.h's kSuper256). Rows are split over the thread pool; a row is read once per call and reused from L1 for every
-// token of a prefill tile. A token's result does not depend on the other tokens of the call (same
+// has (Q4_K and Q5_K with VNNI: one activation scale per 256 elements, quant_dot.h's kSuper256). Rows
+// are split over the thread pool; a row is read once per call and reused from L1 for every token of a
+// prefill tile. A token's result does not depend on the other tokens of the call (same
 // quantisation, same kernel), so batched == single and prefill == decode for each row.
 // Float weights (f32, f16, bf16) use float_dot.h's FMA kernels at decode. From gemm_min_tokens() tokens on,
 // every type goes through the tiled GEMM (gemm.h) where the CPU has it; there a token's result depends on

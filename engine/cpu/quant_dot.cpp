@@ -9,89 +9,75 @@
 
 #include "engine/formats/quant_blocks.h"
 
-
 namespace dg::cpu {
 
-void quantize_act_rows_scalar(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
-    const int64_t nb = n / kActBlock;
-    for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t b = 0; b < nb; ++b) {
-            const float* xb = x + r * n + b * kActBlock;
-            int8_t* qb_out = q + r * n + b * kActBlock;
-            float amax = 0.f;
-            for (int i = 0; i < kActBlock; ++i) amax = std::max(amax, std::fabs(xb[i]));
-            const float scale = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
+namespace {
+
+// Where block j (of 32 elements) of a group of kGroup elements starts in q: in order for kBlock32 (one
+// block per group), at its super256_pos slot for kSuper256.
+template <int kGroup>
+int64_t block_start(int j) {
+    return kGroup == 256 ? super256_pos(32 * j) : 32 * j;
+}
+
+// Both formats' defining loop: per group of kGroup elements (32: kBlock32, 256: kSuper256) one scale
+// d = max|x| / 127; each 32-element block rounded to q = round(x x 127 / max|x|) (ties to even, as
+// std::nearbyint; |q| <= 127) into its slot, s = the block's sum of q.
+template <int kGroup>
+void quantize_groups_scalar(const float* x, int64_t elems, int8_t* q, float* d, int32_t* s) {
+    for (int64_t g = 0; g < elems / kGroup; ++g) {
+        const float* xg = x + kGroup * g;
+        float amax = 0.f;
+        for (int i = 0; i < kGroup; ++i) amax = std::max(amax, std::fabs(xg[i]));
+        const float inv = amax > 0.f ? 127.f / amax : 0.f;
+        d[g] = amax / 127.f;
+        for (int j = 0; j < kGroup / 32; ++j) {
+            int8_t* qj = q + kGroup * g + block_start<kGroup>(j);
             int32_t sum = 0;
-            for (int i = 0; i < kActBlock; ++i) {
-                const int v = int(std::nearbyint(xb[i] * inv));  // |v| <= 127: round to nearest, ties to even
-                qb_out[i] = int8_t(v);
+            for (int l = 0; l < 32; ++l) {
+                const int v = int(std::nearbyint(xg[32 * j + l] * inv));
+                qj[l] = int8_t(v);
                 sum += v;
             }
-            d[r * nb + b] = scale;
-            s[r * nb + b] = sum;
+            s[kGroup / 32 * g + j] = sum;
         }
     }
 }
 
+}  // namespace
+
+void quantize_act_rows_scalar(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
+    quantize_groups_scalar<kActBlock>(x, rows * n, q, d, s);
+}
+
 void quantize_act_rows_super256_scalar(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
-    for (int64_t sb = 0; sb < rows * n / 256; ++sb) {
-        const float* xs = x + 256 * sb;
-        float amax = 0.f;
-        for (int i = 0; i < 256; ++i) amax = std::max(amax, std::fabs(xs[i]));
-        const float inv = amax > 0.f ? 127.f / amax : 0.f;
-        d[sb] = amax / 127.f;
-        for (int j = 0; j < 8; ++j) {
-            int32_t sum = 0;
-            for (int l = 0; l < 32; ++l) {
-                const int v = int(std::nearbyint(xs[32 * j + l] * inv));
-                q[256 * sb + super256_pos(32 * j + l)] = int8_t(v);
-                sum += v;
-            }
-            s[8 * sb + j] = sum;
-        }
-    }
+    quantize_groups_scalar<256>(x, rows * n, q, d, s);
 }
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl")
 namespace {
-// quantize_act_rows_scalar on 16-lane registers, bit for bit: the same max, the same float division and
+// quantize_groups_scalar on 16-lane registers, bit for bit: the same max, the same float division and
 // product, and vcvtps2dq in the default rounding mode (nearest, ties to even) is std::nearbyint's rounding.
 // Prefill quantises every matmul input of every token (1024 tokens x 6 inputs x 24 layers), where the
 // scalar loop was 3% of a 1,024-token q4_k_m prefill.
-void quantize_act_rows_avx512(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
-    const int64_t blocks = rows * (n / kActBlock);
-    for (int64_t b = 0; b < blocks; ++b) {
-        const float* xb = x + b * kActBlock;
-        const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
-        const float scale = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
-        const __m512 vinv = _mm512_set1_ps(inv);
-        const __m512i v0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vinv)), v1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vinv));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kActBlock), _mm512_cvtepi32_epi8(v0));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kActBlock + 16), _mm512_cvtepi32_epi8(v1));
-        d[b] = scale;
-        s[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(v0, v1));
-    }
-}
-// quantize_act_rows_super256_scalar the same way (one max per 256, then the 8 sub-blocks of 32 written to
-// their slots).
-void quantize_act_rows_super256_avx512(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
-    for (int64_t sb = 0; sb < rows * n / 256; ++sb) {
-        const float* xs = x + 256 * sb;
+template <int kGroup>
+void quantize_groups_avx512(const float* x, int64_t elems, int8_t* q, float* d, int32_t* s) {
+    for (int64_t g = 0; g < elems / kGroup; ++g) {
+        const float* xg = x + kGroup * g;
         __m512 m = _mm512_setzero_ps();
-        for (int i = 0; i < 256; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xs + i)));
+        for (int i = 0; i < kGroup; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xg + i)));
         const float amax = _mm512_reduce_max_ps(m);
         const float inv = amax > 0.f ? 127.f / amax : 0.f;
-        d[sb] = amax / 127.f;
+        d[g] = amax / 127.f;
         const __m512 vinv = _mm512_set1_ps(inv);
-        for (int j = 0; j < 8; ++j) {
-            const __m512i v0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + 32 * j), vinv));
-            const __m512i v1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + 32 * j + 16), vinv));
-            int8_t* qj = q + 256 * sb + super256_pos(32 * j);
+        for (int j = 0; j < kGroup / 32; ++j) {
+            const __m512i v0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + 32 * j), vinv));
+            const __m512i v1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + 32 * j + 16), vinv));
+            int8_t* qj = q + kGroup * g + block_start<kGroup>(j);
             _mm_storeu_si128(reinterpret_cast<__m128i*>(qj), _mm512_cvtepi32_epi8(v0));
             _mm_storeu_si128(reinterpret_cast<__m128i*>(qj + 16), _mm512_cvtepi32_epi8(v1));
-            s[8 * sb + j] = _mm512_reduce_add_epi32(_mm512_add_epi32(v0, v1));
+            s[kGroup / 32 * g + j] = _mm512_reduce_add_epi32(_mm512_add_epi32(v0, v1));
         }
     }
 }
@@ -108,7 +94,7 @@ static bool has_avx512_quantize() {
 }
 
 void quantize_act_rows_super256(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
-    if (has_avx512_quantize()) return quantize_act_rows_super256_avx512(x, rows, n, q, d, s);
+    if (has_avx512_quantize()) return quantize_groups_avx512<256>(x, rows * n, q, d, s);
     quantize_act_rows_super256_scalar(x, rows, n, q, d, s);
 }
 
@@ -118,7 +104,7 @@ void quantize_act(ActFormat f, const float* x, int64_t rows, int64_t n, int8_t* 
 }
 
 void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
-    if (has_avx512_quantize()) return quantize_act_rows_avx512(x, rows, n, q, d, s);
+    if (has_avx512_quantize()) return quantize_groups_avx512<kActBlock>(x, rows * n, q, d, s);
     quantize_act_rows_scalar(x, rows, n, q, d, s);
 }
 

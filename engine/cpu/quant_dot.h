@@ -10,8 +10,8 @@
 //  - kSuper256: one scale per 256-element super-block (ggml's q8_K), sums still per 32. For Q4_K and Q5_K
 //    with VNNI: the 8 sub-block dots of a super-block are multiplied by their 6-bit integer scales in
 //    integers (vpmaddubsw + vpdpwssd) and converted to float once per super-block, where kBlock32 needs a
-//    float conversion, scale and FMA per sub-block. That bounded q4_k_m decode (compute, not memory; +47%
-//    per core in L2, docs/PERFORMANCE.md). The activations' rounding is coarser (one scale per 256).
+//    float conversion, scale and FMA per sub-block, which bounded q4_k_m decode (compute, not memory): 26 ->
+//    30 GB/s per core in L2 (docs/PERFORMANCE.md, seventh part). The activations' rounding is coarser.
 #pragma once
 
 #include <cstdint>

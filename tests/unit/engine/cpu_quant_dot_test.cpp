@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/cpu/float_dot.h"
@@ -117,6 +118,16 @@ struct Acts {
     std::vector<float> d, xd;
     std::vector<int32_t> s;
     cpu::Q8Row row() const { return {q.data(), d.data(), s.data()}; }
+    // The reference product with dequantised weights wd, in double, and the sum of the products'
+    // magnitudes (the scale of the kernels' f32 rounding).
+    std::pair<double, double> dot(const std::vector<float>& wd) const {
+        double want = 0, mag = 0;
+        for (size_t i = 0; i < wd.size(); ++i) {
+            want += double(wd[i]) * xd[i];
+            mag += std::fabs(double(wd[i]) * xd[i]);
+        }
+        return {want, mag};
+    }
 };
 Acts quantised_acts(cpu::ActFormat f, const std::vector<float>& x) {
     const int64_t n = int64_t(x.size());
@@ -154,11 +165,7 @@ void every_kernel_equals_the_dequantised_product(int64_t n) {
             for (int64_t r = 0; r < 4; ++r) {
                 std::vector<float> wd(n);
                 dequantize_row(t, rows.data() + r * rb, wd.data(), n);
-                double want = 0, mag = 0;
-                for (int64_t i = 0; i < n; ++i) {
-                    want += double(wd[i]) * act.xd[i];
-                    mag += std::fabs(double(wd[i]) * act.xd[i]);
-                }
+                const auto [want, mag] = act.dot(wd);
                 for (QuantIsa isa : {QuantIsa::kScalar, QuantIsa::kAvx2, QuantIsa::kAvx512Vnni}) {
                     auto fn = cpu::quant_dot_kernel(t, isa, f);
                     if (isa > cpu::best_quant_isa() || !must_have(t, isa, f)) {
@@ -238,11 +245,7 @@ TEST(CpuQuantDot, KQuantKernelsOnRandomBlockBytes) {
         dequantize_row(t, row.data(), wd.data(), n);
         for (cpu::ActFormat f : kFormats) {
             const Acts act = quantised_acts(f, x);
-            double want = 0, mag = 0;
-            for (int64_t i = 0; i < n; ++i) {
-                want += double(wd[i]) * act.xd[i];
-                mag += std::fabs(double(wd[i]) * act.xd[i]);
-            }
+            const auto [want, mag] = act.dot(wd);
             for (QuantIsa isa : {QuantIsa::kScalar, QuantIsa::kAvx2, QuantIsa::kAvx512Vnni}) {
                 if (isa > cpu::best_quant_isa() || !must_have(t, isa, f)) continue;
                 EXPECT_NEAR(cpu::quant_dot_kernel(t, isa, f)(row.data(), act.row(), n), want, 2e-6 * mag)
