@@ -126,6 +126,11 @@ public:
     void matmul(const float* x, int32_t n, const Matrix& W, float* y) override {
         exact_ ? cpu::matmul(x, n, W, y) : cpu::matmul_fast(x, n, W, y);
     }
+    void matmuls_of_one_input(const float* x, int32_t n, std::span<const Matrix* const> Ws,
+                              std::span<float* const> ys) override {
+        if (exact_) return Backend::matmuls_of_one_input(x, n, Ws, ys);
+        cpu::matmuls_fast(x, n, Ws, ys);
+    }
     void add(float* y, const float* x, int64_t n) override {
         for (int64_t i = 0; i < n; ++i) y[i] += x[i];
     }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "engine/backend.h"
@@ -19,6 +20,10 @@ void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y);
 // tests' reference); kServing: per 256 for Q4_K / Q5_K where the CPU has the kernels (quant_dot.h).
 enum class FastActs { kServing, kBlock32 };
 void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y, FastActs acts = FastActs::kServing);
+// Several matmul_fast calls of one input, ys[i] = x · Ws[i]ᵀ (every Ws[i]->cols the same), each row's result
+// bit for bit matmul_fast's: the input is converted once per activation format and the rows of all the
+// matrices go through the pool in one pass (Backend::matmuls_of_one_input).
+void matmuls_fast(const float* x, int32_t n, std::span<const Matrix* const> Ws, std::span<float* const> ys);
 // dot_row (engine/formats/dtype.h) with the same result bit for bit, faster for F16 and BF16 rows.
 float dot_row_cpu(DType t, const void* row, const float* x, int64_t n);
 void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y);

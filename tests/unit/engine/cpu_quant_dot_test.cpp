@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -368,6 +369,42 @@ TEST(CpuQuantDot, PrefillGemmAgainstTheOracle) {
         if (!is_float) {
             EXPECT_LT(vs_rowwise, 1e-5) << dtype_info(t).name;
         }
+    }
+}
+
+// matmuls_fast (one conversion of the input, one pass over the pool for several matrices) gives each
+// matrix what its own matmul_fast call gives, bit for bit: every type in one call (so both activation
+// formats, bf16 and f32 inputs and the oracle's fallback meet), at decode, a token tile and the GEMM's
+// token counts, and matrices of 1 to 300 rows (chunk boundaries in bytes fall inside every matrix).
+TEST(CpuQuantDot, MatmulsOfOneInputEqualSeparateCalls) {
+    std::vector<DType> types(std::begin(kTypes), std::end(kTypes));
+    for (DType t : {DType::F32, DType::F16, DType::BF16}) types.push_back(t);
+    std::mt19937 rng(12);
+    const int64_t cols = 512;
+    const int64_t rows_of[] = {300, 1, 16, 77, 5, 130, 2, 64, 33};
+    std::vector<std::vector<uint8_t>> data;
+    std::vector<Matrix> Ws;
+    for (size_t i = 0; i < types.size(); ++i) {
+        const int64_t rows = rows_of[i % std::size(rows_of)];
+        data.push_back(quantized(types[i], normal(rows * cols, rng, 0.05f), rows, cols));
+        Ws.push_back(Matrix{types[i], rows, cols, data.back().data(), *row_bytes(types[i], cols)});
+    }
+    for (int32_t n : {1, 3, 40}) {
+        const std::vector<float> x = normal(size_t(n) * cols, rng);
+        std::vector<std::vector<float>> fused, separate;
+        std::vector<const Matrix*> wp;
+        std::vector<float*> yp;
+        for (const Matrix& W : Ws) {
+            fused.emplace_back(size_t(n) * W.rows, std::nanf(""));
+            separate.emplace_back(size_t(n) * W.rows);
+            cpu::matmul_fast(x.data(), n, W, separate.back().data());
+        }
+        for (size_t i = 0; i < Ws.size(); ++i) wp.push_back(&Ws[i]), yp.push_back(fused[i].data());
+        cpu::matmuls_fast(x.data(), n, wp, yp);
+        for (size_t i = 0; i < Ws.size(); ++i)
+            for (size_t k = 0; k < fused[i].size(); ++k)
+                ASSERT_EQ(std::bit_cast<uint32_t>(fused[i][k]), std::bit_cast<uint32_t>(separate[i][k]))
+                    << dtype_info(Ws[i].type).name << ", " << n << " tokens, element " << k;
     }
 }
 
