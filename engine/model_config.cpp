@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/formats/gguf.h"
+#include "engine/sample_mass.h"
 #include "engine/status.h"
 #include "nlohmann/json.hpp"
 
@@ -30,7 +31,8 @@ absl::Status ModelConfig::validate(const std::string& source) const {
         if (v <= 0 || v > max) return bad(field, absl::StrCat("must be in [1, ", max, "], got ", v));
         return absl::OkStatus();
     };
-    DG_RETURN_IF_ERROR(pos(vocab_size, "vocab_size", int64_t(1) << 22));
+    // The sampler's integer weights sum below 2^63 up to kSampleMaxVocab tokens (engine/sample_mass.h).
+    DG_RETURN_IF_ERROR(pos(vocab_size, "vocab_size", kSampleMaxVocab));
     DG_RETURN_IF_ERROR(pos(hidden, "hidden_size", 65536));
     DG_RETURN_IF_ERROR(pos(n_layers, "num_hidden_layers", 1024));
     if (int64_t(is_attention.size()) != n_layers) return bad("layer_types", "length differs from num_hidden_layers");

@@ -43,14 +43,17 @@ DG_HOST_DEVICE inline Philox4x32Out philox4x32_10(const uint32_t ctr_in[4], cons
     return Philox4x32Out{{c0, c1, c2, c3}};
 }
 
-// The uniform draw in [0, 1) with 53 random bits for token `position` (0 = the continuation's first
-// generated token) of a request seeded `seed`. Counter = (position, 0, 0, 0), key = the seed's halves.
-DG_HOST_DEVICE inline double philox_uniform(uint64_t seed, uint64_t position) {
+// The 53 random bits for token `position` (0 = the continuation's first generated token) of a request
+// seeded `seed`: the top 53 of words 0 and 1. Counter = (position, 0, 0, 0), key = the seed's halves.
+DG_HOST_DEVICE inline uint64_t philox_bits53(uint64_t seed, uint64_t position) {
     const uint32_t ctr[4] = {uint32_t(position), uint32_t(position >> 32), 0u, 0u};
     const uint32_t key[2] = {uint32_t(seed), uint32_t(seed >> 32)};
     const Philox4x32Out r = philox4x32_10(ctr, key);
-    const uint64_t bits = (uint64_t(r.v[0]) << 32 | r.v[1]) >> 11;
-    return double(bits) * 0x1.0p-53;
+    return (uint64_t(r.v[0]) << 32 | r.v[1]) >> 11;
+}
+// The same bits as a uniform draw in [0, 1).
+DG_HOST_DEVICE inline double philox_uniform(uint64_t seed, uint64_t position) {
+    return double(philox_bits53(seed, position)) * 0x1.0p-53;
 }
 
 }  // namespace dg

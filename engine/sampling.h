@@ -1,8 +1,9 @@
 // Token sampling on the host (the oracle; the CUDA backend's device sampler, engine/cuda/sampling.cu,
 // reproduces its token choices bit for bit): penalties first (repetition, frequency, presence), then greedy
 // (temperature 0) or seeded random sampling with temperature, top-k, top-p and min-p, applied in that
-// order (as llama.cpp and vLLM do). Deterministic and stateless: the random draw for a token is
-// philox_uniform(seed, position) (engine/philox.h), a function of the request's seed and the token's
+// order (as llama.cpp and vLLM do), with integer weights (engine/sample_mass.h has the definition; the
+// host computes it without sorting the vocabulary). Deterministic and stateless: the random draw for a
+// token is philox_bits53(seed, position) (engine/philox.h), a function of the request's seed and the token's
 // position in its continuation only, so the same logits, parameters, seed and position give the same token
 // on every machine, after a preemption, and after a migration to another worker. Logprobs are computed
 // apart, from the raw logits (compute_logprobs).

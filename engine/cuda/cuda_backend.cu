@@ -674,7 +674,7 @@ public:
         if (plan.n_adj) b.ws.adj = sample_adj_.need(size_t(plan.n_adj) * vocab);
         if (plan.n_sort) {
             b.ws.keys = sample_keys_.need(size_t(plan.n_sort) * cuda::sample_key_stride(vocab));
-            b.ws.prob = sample_prob_.need(size_t(plan.n_sort) * vocab);
+            b.ws.weight = sample_weight_.need(size_t(plan.n_sort) * vocab);
         }
         b.out = sample_out_.need(std::max<size_t>(plan.rows.size(), 1));
         return b;
@@ -1076,7 +1076,7 @@ private:
     Scratch<uint8_t> sample_in_;
     Scratch<float> sample_adj_;
     Scratch<uint64_t> sample_keys_;
-    Scratch<double> sample_prob_;
+    Scratch<uint64_t> sample_weight_;
     Scratch<cuda::SampleOutDev> sample_out_;
 };
 

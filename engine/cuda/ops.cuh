@@ -192,7 +192,7 @@ struct SampleOutDev {
 struct SampleWorkspace {
     float* adj;     // [n_adj][vocab]
     uint64_t* keys; // [n_sort][sample_key_stride(vocab)]
-    double* prob;   // [n_sort][vocab]
+    uint64_t* weight;  // [n_sort][vocab]: the sorted candidates' integer weights (engine/sample_mass.h)
 };
 // The rows' device descriptors and penalty entries, built on the host (apply_penalties' history reduced to
 // one entry per distinct token), and how many workspace rows they need.

@@ -2,26 +2,21 @@
 // greedy (temperature 0) or temperature -> top-k -> top-p -> min-p -> the Philox draw, and the raw logits'
 // log-softmax for requested logprobs. Only the chosen tokens (and logprobs) go back to the host.
 //
-// Bit-identical token choices with the host. The host orders candidates by (logit descending, id
-// ascending) and does all probability arithmetic in double, sequentially, in that order. This kernel
-// does the same arithmetic on the same values in the same order:
-//  * the order is a sort of one 64-bit key per token (order_key: the logit's bits made monotonic, then
-//    the complement of the id), so ties break by lower id exactly as the host's comparator does;
-//  * the kept candidates' exp((l - top) / T) are computed in parallel (each term is one independent
-//    double expression), but every sum, the top-p scan, the min-p cut and the draw run on one thread in
-//    the host's order, because double addition is not associative;
-//  * the penalties and the draw use explicitly rounded operations (__fmul_rn, __dmul_rn, ...) so nvcc
-//    cannot fuse a multiply and an add into an FMA that the host does not do.
-//  * the exponential is det_exp (engine/det_exp.h), built from IEEE-rounded + and × only, which gives the
-//    same bits on both sides where libm's and CUDA's exp() could differ in the last ulp.
+// Bit-identical token choices with the host. Both sides compute the definition in engine/sample_mass.h:
+// the order is a sort of one 64-bit key per token (sample_order_key: the logit's bits made monotonic, then
+// the complement of the id), so ties break by lower id exactly as the host's; each kept candidate's
+// weight is an integer (sample_weight: det_exp, the same bits on both sides, times 2^42, truncated), so
+// the totals, the top-p prefix and the draw's running sums are integer sums that no summation order
+// changes. The host finds them with a radix descent and sorts nothing; this kernel sorts the keys (a
+// bitonic sort) and finds the prefix crossings with block-wide integer sums (block_first_above).
 //
 // Logprobs are of the raw logits (before penalties and temperature), as compute_logprobs: the max and
 // the sum of exp(l - max) are block reductions (a different summation order from the host's, so the
 // values agree to rounding, not bit for bit); the top-n are chosen exactly (same order, same ties).
 //
 // One block per sampled row. Cost per row: O(P log² P) for the bitonic sort (P = vocab rounded up to a
-// power of two) when temperature > 0, and one thread's sequential pass over the kept candidates (the
-// whole vocabulary when top_k is off). Correctness first; a radix select for top-k is the next step.
+// power of two) when temperature > 0, and O(V / 256) per thread for each weight pass. A radix select for
+// top-k is the next step.
 #include <algorithm>
 #include <cmath>
 #include <span>
@@ -32,20 +27,15 @@
 #include "engine/cuda/ops.cuh"
 #include "engine/det_exp.h"
 #include "engine/philox.h"
+#include "engine/sample_mass.h"
 
 namespace dg::cuda {
 namespace {
 
 constexpr int kSampleThreads = 256;
 
-// One integer per (logit, id) whose order is the sampler's: larger key = higher logit, then lower id.
-// -0 counts as +0 (the host compares floats). Finite logits only (NaN has no place in the order).
-__device__ __forceinline__ uint64_t order_key(float l, int64_t id) {
-    uint32_t u = __float_as_uint(l == 0.f ? 0.f : l);
-    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-    return (uint64_t(u) << 32) | uint64_t(0xFFFFFFFFu - uint32_t(id));
-}
-__device__ __forceinline__ int32_t key_id(uint64_t k) { return int32_t(0xFFFFFFFFu - uint32_t(k)); }
+__device__ __forceinline__ uint64_t order_key(float l, int64_t id) { return sample_order_key(l, id); }
+__device__ __forceinline__ int32_t key_id(uint64_t k) { return sample_key_id(k); }
 __device__ __forceinline__ uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 // Tree reductions over the block (blockDim.x == kSampleThreads); every thread gets the result.
@@ -68,6 +58,54 @@ __device__ double block_sum_f64(double v, double* sh) {
         __syncthreads();
     }
     const double r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+__device__ uint64_t block_sum_u64(uint64_t v, uint64_t* sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = kSampleThreads / 2; s > 0; s >>= 1) {
+        if (int(threadIdx.x) < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    const uint64_t r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+// The first i < n at which the running sum w[0] + ... + w[i] exceeds `mass` (mass < the sum of w[0, n)):
+// each thread sums one contiguous segment, one thread finds the segment the crossing lies in, and that
+// segment's thread walks it. Integer sums, so the result is the host's (sample_mass.h).
+__device__ int64_t block_first_above(const uint64_t* w, int64_t n, uint64_t mass, uint64_t* sh) {
+    __shared__ uint64_t s_before;
+    __shared__ int s_seg;
+    __shared__ int64_t s_index;
+    const int64_t seg = (n + kSampleThreads - 1) / kSampleThreads;
+    const int64_t b = int64_t(threadIdx.x) * seg, e = b + seg < n ? b + seg : n;
+    uint64_t part = 0;
+    for (int64_t i = b; i < e; ++i) part += w[i];
+    sh[threadIdx.x] = part;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        uint64_t before = 0;
+        int t = 0;
+        while (t + 1 < kSampleThreads && before + sh[t] <= mass) before += sh[t++];
+        s_before = before;
+        s_seg = t;
+        s_index = n - 1;
+    }
+    __syncthreads();
+    if (int(threadIdx.x) == s_seg) {
+        uint64_t run = s_before;
+        for (int64_t i = b; i < e; ++i)
+            if ((run += w[i]) > mass) {
+                s_index = i;
+                break;
+            }
+    }
+    __syncthreads();
+    const int64_t r = s_index;
     __syncthreads();
     return r;
 }
@@ -99,11 +137,9 @@ __device__ void bitonic_sort_desc(uint64_t* keys, int64_t P) {
 }
 
 __global__ void sample_kernel(const float* logits, int64_t V, const SampleRowDev* rows, const SamplePenaltyDev* pens,
-                              float* adj_ws, uint64_t* keys_ws, double* prob_ws, int64_t P, SampleOutDev* out) {
+                              float* adj_ws, uint64_t* keys_ws, uint64_t* weight_ws, int64_t P, SampleOutDev* out) {
     __shared__ uint64_t red_key[kSampleThreads];
     __shared__ double red_f64[kSampleThreads];
-    __shared__ double s_sum;
-    __shared__ int32_t s_token;
     const SampleRowDev r = rows[blockIdx.x];
     const int tid = threadIdx.x;
     const float* raw = logits + int64_t(r.logit_row) * V;
@@ -128,53 +164,26 @@ __global__ void sample_kernel(const float* logits, int64_t V, const SampleRowDev
         token = key_id(block_max_key(best, red_key));
     } else {
         uint64_t* keys = keys_ws + int64_t(r.sort_slot) * P;
-        double* prob = prob_ws + int64_t(r.sort_slot) * V;
+        uint64_t* w = weight_ws + int64_t(r.sort_slot) * V;
         for (int64_t i = tid; i < P; i += kSampleThreads) keys[i] = i < V ? order_key(src[i], i) : 0;  // pad sorts last
         __syncthreads();
         bitonic_sort_desc(keys, P);
         const int64_t keep0 = (r.top_k > 0 && r.top_k < V) ? r.top_k : V;
-        const double top = src[key_id(keys[0])];
-        const double temp = r.temperature;
-        for (int64_t i = tid; i < keep0; i += kSampleThreads) prob[i] = det_exp((double(src[key_id(keys[i])]) - top) / temp);
-        __syncthreads();
-        if (tid == 0) {
-            double sum = 0;
-            for (int64_t i = 0; i < keep0; ++i) sum = __dadd_rn(sum, prob[i]);
-            s_sum = sum;
+        const float top = src[key_id(keys[0])];
+        uint64_t part = 0;
+        for (int64_t i = tid; i < keep0; i += kSampleThreads) part += w[i] = sample_weight(src[key_id(keys[i])], top, r.temperature);
+        const uint64_t total = block_sum_u64(part, red_key);  // (its closing barrier publishes w)
+        int64_t keep = keep0;
+        if (r.top_p < 1.f) keep = block_first_above(w, keep0, top_p_target(total, r.top_p) - 1, red_key) + 1;
+        part = 0;
+        const uint64_t floor_w = r.min_p > 0.f ? min_p_floor(r.min_p) : 0;
+        for (int64_t i = tid; i < keep; i += kSampleThreads) {
+            if (i > 0 && w[i] < floor_w) w[i] = 0;  // min-p: never the first
+            part += w[i];
         }
-        __syncthreads();
-        const double sum = s_sum;
-        for (int64_t i = tid; i < keep0; i += kSampleThreads) prob[i] = prob[i] / sum;
-        __syncthreads();
-        if (tid == 0) {
-            int64_t keep = keep0;
-            if (r.top_p < 1.f) {
-                double acc = 0;
-                int64_t n = 0;
-                while (n < keep && acc < double(r.top_p)) acc = __dadd_rn(acc, prob[n++]);
-                keep = n > 1 ? n : 1;
-            }
-            if (r.min_p > 0.f) {
-                const double floor_p = __dmul_rn(double(r.min_p), prob[0]);
-                int64_t n = 1;
-                while (n < keep && prob[n] >= floor_p) ++n;
-                keep = n;
-            }
-            double total = 0;
-            for (int64_t i = 0; i < keep; ++i) total = __dadd_rn(total, prob[i]);
-            double x = __dmul_rn(philox_uniform(r.seed, r.position), total);
-            int32_t chosen = key_id(keys[keep - 1]);
-            for (int64_t i = 0; i < keep; ++i) {
-                x = __dsub_rn(x, prob[i]);
-                if (x < 0) {
-                    chosen = key_id(keys[i]);
-                    break;
-                }
-            }
-            s_token = chosen;
-        }
-        __syncthreads();
-        token = s_token;
+        const uint64_t kept = block_sum_u64(part, red_key);
+        const int64_t at = block_first_above(w, keep, sample_draw_point(kept, r.seed, r.position), red_key);
+        token = key_id(keys[at]);
     }
 
     SampleOutDev* o = out + blockIdx.x;
@@ -273,7 +282,7 @@ void sample_rows(const float* logits, int64_t vocab, const SampleRowDev* rows_de
                  const SamplePenaltyDev* pens_dev, const SampleWorkspace& ws, SampleOutDev* out_dev, cudaStream_t s) {
     if (n_rows == 0) return;
     DG_CUDA_CHECK(DG_LAUNCH(sample_kernel, dim3(unsigned(n_rows)), dim3(kSampleThreads), 0, s, logits, vocab, rows_dev,
-                            pens_dev, ws.adj, ws.keys, ws.prob, sample_key_stride(vocab), out_dev));
+                            pens_dev, ws.adj, ws.keys, ws.weight, sample_key_stride(vocab), out_dev));
 }
 
 }  // namespace dg::cuda

@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "engine/sampling.h"
 #include "services/cli/command.h"
 #include "services/cli/model_args.h"
 
@@ -52,8 +53,9 @@ int run_generate(const std::vector<std::string>& args) {
     auto logits = run.feed(*seq, *prompt, false);
     auto t1 = std::chrono::steady_clock::now();
     std::vector<int32_t> out;
+    const Sampler greedy;  // temperature 0
     while (logits.ok() && int64_t(out.size()) < max_new) {
-        const int32_t next = int32_t(std::max_element(logits->begin(), logits->end()) - logits->begin());
+        const int32_t next = greedy.sample(*logits, int64_t(out.size()));  // the first maximum
         out.push_back(next);
         if (std::find(c.eos_ids.begin(), c.eos_ids.end(), next) != c.eos_ids.end()) break;
         logits = run.feed(*seq, std::vector<int32_t>{next}, false);
