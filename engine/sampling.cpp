@@ -158,14 +158,17 @@ int32_t Sampler::sample_adjusted(std::span<const float> logits, int64_t position
     const int32_t V = int32_t(logits.size());
     if (p_.temperature == 0.f) return first_max_index(logits);
 
-    // The sampler's definition is engine/sample_mass.h's; here it runs in a few passes over the vocabulary,
-    // sorting nothing.
-    const int32_t top_id = first_max_index(logits);
-    const float top = logits[top_id];
-    uint64_t min_key = 0;  // top-k: the k-th largest key
+    // The sampler's definition is engine/sample_mass.h's; here it runs in one to three passes over the
+    // vocabulary, sorting nothing.
+    Candidate* c = candidate_room(size_t(V));
+    size_t nc = 0;
+    uint64_t total = 0;
+    int32_t top_id = 0;
+    float top = 0.f;
     if (p_.top_k > 0 && p_.top_k < V) {
-        // The k best keys in a min-heap: after the first few thousand tokens nearly every key loses to
-        // the heap's smallest with one comparison (nth_element over the vocabulary was 7x slower).
+        // The k best keys in a min-heap: after the first few thousand tokens nearly every token loses to
+        // the heap's smallest with one comparison of logits. They are the candidates (and the largest
+        // is the top), so this is the only pass over the vocabulary.
         thread_local std::vector<uint64_t> best;
         best.clear();
         const auto heap_order = std::greater<uint64_t>();
@@ -183,29 +186,33 @@ int32_t Sampler::sample_adjusted(std::span<const float> logits, int64_t position
             }
             if (int32_t(best.size()) == p_.top_k) weakest = logits[sample_key_id(best.front())];
         }
-        min_key = best.front();
-    }
-    Candidate* c = candidate_room(size_t(V));
-    size_t nc = 0;
-    uint64_t total = 0;
-    // Weights a block at a time (sample_weights: SIMD). Below top - 31 T a weight is 0 (sample_weight's
-    // cut is at -30), so a block entirely below that costs one comparison per token; so does one below
-    // the k-th logit.
-    double skip_below = double(top) - 31.0 * double(p_.temperature);
-    if (min_key != 0) skip_below = std::max(skip_below, double(logits[sample_key_id(min_key)]));
-    constexpr int32_t kBlock = 256;
-    uint64_t w[kBlock];
-    for (int32_t b = 0; b < V; b += kBlock) {
-        const int32_t n = std::min(kBlock, V - b);
-        bool any = false;
-        for (int32_t i = 0; i < n; ++i) any |= double(logits[b + i]) >= skip_below;
-        if (!any) continue;
-        sample_weights(logits.data() + b, n, top, p_.temperature, w);
-        for (int32_t i = 0; i < n; ++i) {
-            const uint64_t key = sample_order_key(logits[b + i], b + i);
-            if (w[i] == 0 || key < min_key) continue;
-            c[nc++] = {key, w[i]};
-            total += w[i];
+        top_id = sample_key_id(*std::max_element(best.begin(), best.end()));
+        top = logits[top_id];
+        for (const uint64_t key : best) {
+            const uint64_t w = sample_weight(logits[sample_key_id(key)], top, p_.temperature);
+            if (w == 0) continue;
+            c[nc++] = {key, w};
+            total += w;
+        }
+    } else {
+        top_id = first_max_index(logits);
+        top = logits[top_id];
+        // Weights a block at a time (sample_weights: SIMD). Below top - 31 T a weight is 0 (sample_weight's
+        // cut is at -30), so a block entirely below that costs one comparison per token.
+        const double skip_below = double(top) - 31.0 * double(p_.temperature);
+        constexpr int32_t kBlock = 256;
+        uint64_t w[kBlock];
+        for (int32_t b = 0; b < V; b += kBlock) {
+            const int32_t n = std::min(kBlock, V - b);
+            bool any = false;
+            for (int32_t i = 0; i < n; ++i) any |= double(logits[b + i]) >= skip_below;
+            if (!any) continue;
+            sample_weights(logits.data() + b, n, top, p_.temperature, w);
+            for (int32_t i = 0; i < n; ++i) {
+                if (w[i] == 0) continue;
+                c[nc++] = {sample_order_key(logits[b + i], b + i), w[i]};
+                total += w[i];
+            }
         }
     }
     const uint64_t top_key = sample_order_key(top, top_id);

@@ -486,7 +486,9 @@ TEST(CudaServingOps, MadeBlocksReadOnlyByTheNextOpOnTheirOutput) {
         });
     });
     expect_bits_equal("the matmul on the norm's blocks", reference(h1), y1);
-    if (launches >= 0) EXPECT_EQ(launches, 2) << "the norm (with its q8 blocks) and the GEMV: no quantisation launch";
+    if (launches >= 0) {
+        EXPECT_EQ(launches, 2) << "the norm (with its q8 blocks) and the GEMV: no quantisation launch";
+    }
     // Voided: the norm's output is written (an add) before the matmul reads it.
     auto [h2, y2] = step([&] {
         be.rmsnorm(dx, mw.final_norm.data(), n, H, 1e-6f, dh);
@@ -509,7 +511,9 @@ TEST(CudaServingOps, MadeBlocksReadOnlyByTheNextOpOnTheirOutput) {
         });
     });
     expect_bits_equal("the matmul on SwiGLU's blocks", reference(h4), y4);
-    if (launches >= 0) EXPECT_EQ(launches, 2) << "SwiGLU (with its q8 blocks) and the GEMV: no quantisation launch";
+    if (launches >= 0) {
+        EXPECT_EQ(launches, 2) << "SwiGLU (with its q8 blocks) and the GEMV: no quantisation launch";
+    }
     auto [h5, y5] = step([&] {
         be.swiglu(dx, dz, n * H, dh);
         be.add(dh, dz, n * H);

@@ -206,8 +206,9 @@ TEST(MatmulPaths, AddRmsnormQ8EqualsTheOpsOneByOne) {
                     return b;
                 };
                 EXPECT_EQ(bits(x2.get(size_t(count))), bits(x1.get(size_t(count)))) << what << ": the residual";
-                if (!in_place)
+                if (!in_place) {
                     EXPECT_EQ(bits(y2.get(size_t(count))), bits(y1.get(size_t(count)))) << what << ": the normed rows";
+                }
                 EXPECT_EQ(q2.get(size_t(count)), q1.get(size_t(count))) << what << ": the q8 values";
                 EXPECT_EQ(bits(d2.get(size_t(nb))), bits(d1.get(size_t(nb)))) << what << ": the q8 scales";
                 EXPECT_EQ(s2.get(size_t(nb)), s1.get(size_t(nb))) << what << ": the q8 sums";
@@ -443,7 +444,9 @@ void expect_of_one_input_equals_one_by_one(const DeviceMatrices& dm, int32_t n, 
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 #ifdef DG_CUDA_EMU
     const int tiles = (n + cuda::kGemvMaxTokens - 1) / cuda::kGemvMaxTokens;
-    if (n < cuda::kGemmMinTokens) EXPECT_EQ(emu::counters().kernel_launches, 1 + launches_per_tile * tiles) << "n=" << n;
+    if (n < cuda::kGemmMinTokens) {
+        EXPECT_EQ(emu::counters().kernel_launches, 1 + launches_per_tile * tiles) << "n=" << n;
+    }
 #else
     (void)launches_per_tile;
 #endif

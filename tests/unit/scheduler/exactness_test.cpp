@@ -48,7 +48,9 @@ TEST_P(MultiTurnTest, ResumedTurnsMatchColdRuns) {
         Outcome o = h.run_greedy(history, gen);
         EXPECT_EQ(o.tokens[0], cold_greedy(P.fixture, history, gen, P.kv)) << "turn " << turn;
         EXPECT_EQ(o.usage.cached_tokens_device + o.usage.cached_tokens_host, expect_cached) << "turn " << turn;
-        if (P.spare_slots == 0) EXPECT_EQ(o.usage.cached_tokens_device, 0);
+        if (P.spare_slots == 0) {
+            EXPECT_EQ(o.usage.cached_tokens_device, 0);
+        }
         EXPECT_EQ(o.usage.prefill_tokens, int32_t(history.size()) - expect_cached);
         expect_cached = int32_t(history.size()) + gen - 1;
         history.insert(history.end(), o.tokens[0].begin(), o.tokens[0].end());

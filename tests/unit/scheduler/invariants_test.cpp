@@ -112,7 +112,9 @@ TEST_P(Invariants, RandomSubmitCancelPreempt) {
     // Evicted blocks reached the host tier; under kValue a budget of three states may refuse them all
     // (each worth less than the states there), under kLru they go in.
     EXPECT_GT(st.block_spills + st.block_lost, 0);
-    if (GetParam() == CheckpointPolicy::kLru) EXPECT_GT(st.block_spills, 0);
+    if (GetParam() == CheckpointPolicy::kLru) {
+        EXPECT_GT(st.block_spills, 0);
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, Invariants, ::testing::Values(CheckpointPolicy::kValue, CheckpointPolicy::kLru),
