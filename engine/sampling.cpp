@@ -68,26 +68,6 @@ void apply_penalties(const SamplingParams& p, std::span<float> logits, std::span
     }
 }
 
-TokenLogprobs compute_logprobs(std::span<const float> logits, int32_t token, int32_t top_n) {
-    const int32_t V = int32_t(logits.size());
-    TokenLogprobs out;
-    if (V == 0) return out;
-    const double mx = *std::max_element(logits.begin(), logits.end());
-    double sum = 0;
-    for (float l : logits) sum += std::exp(double(l) - mx);
-    const double lse = mx + std::log(sum);
-    if (token >= 0 && token < V) out.logprob = float(double(logits[token]) - lse);
-    top_n = std::min(top_n, V);
-    if (top_n > 0) {
-        std::vector<int32_t> idx(V);
-        std::iota(idx.begin(), idx.end(), 0);
-        std::partial_sort(idx.begin(), idx.begin() + top_n, idx.end(),
-                          [&](int32_t a, int32_t b) { return logits[a] != logits[b] ? logits[a] > logits[b] : a < b; });
-        for (int32_t i = 0; i < top_n; ++i) out.top.emplace_back(idx[i], float(double(logits[idx[i]]) - lse));
-    }
-    return out;
-}
-
 uint64_t child_seed(uint64_t seed, int32_t index) {
     return index == 0 ? seed : seed ^ (0x9e3779b97f4a7c15ull * uint64_t(index));
 }
@@ -123,6 +103,27 @@ int32_t first_max_index(std::span<const float> l) {
     return 0;  // NaN everywhere: no order to follow
 }
 
+// The k largest sample_order_keys (logit descending, id ascending), in a min-heap, in one pass: after the
+// first few thousand tokens nearly every token loses to the heap's smallest with one comparison of logits.
+void best_keys(std::span<const float> logits, int32_t k, std::vector<uint64_t>& best) {
+    best.clear();
+    const auto heap_order = std::greater<uint64_t>();
+    const float* l = logits.data();
+    const int32_t V = int32_t(logits.size()), first = std::min(k, V);
+    for (int32_t i = 0; i < first; ++i) best.push_back(sample_order_key(l[i], i));
+    std::make_heap(best.begin(), best.end(), heap_order);
+    float weakest = l[sample_key_id(best.front())];  // the heap's smallest logit: below it nothing enters
+    for (int32_t i = first; i < V; ++i) {
+        if (l[i] < weakest) continue;
+        const uint64_t key = sample_order_key(l[i], i);
+        if (key <= best.front()) continue;
+        std::pop_heap(best.begin(), best.end(), heap_order);
+        best.back() = key;
+        std::push_heap(best.begin(), best.end(), heap_order);
+        weakest = l[sample_key_id(best.front())];
+    }
+}
+
 struct Candidate {
     uint64_t key;     // sample_order_key
     uint64_t weight;  // sample_weight, > 0
@@ -154,6 +155,23 @@ Candidate* candidate_room(size_t n) {
 
 }  // namespace
 
+TokenLogprobs compute_logprobs(std::span<const float> logits, int32_t token, int32_t top_n) {
+    const int32_t V = int32_t(logits.size());
+    TokenLogprobs out;
+    if (V == 0) return out;
+    const float mx = logits[first_max_index(logits)];
+    const double lse = double(mx) + std::log(sum_exp_shifted(logits.data(), V, mx));
+    if (token >= 0 && token < V) out.logprob = float(double(logits[token]) - lse);
+    top_n = std::min(top_n, V);
+    if (top_n > 0) {
+        thread_local std::vector<uint64_t> best;
+        best_keys(logits, top_n, best);
+        std::sort(best.begin(), best.end(), std::greater<uint64_t>());  // best first, ties by lower id
+        for (const uint64_t key : best) out.top.emplace_back(sample_key_id(key), float(double(logits[sample_key_id(key)]) - lse));
+    }
+    return out;
+}
+
 int32_t Sampler::sample_adjusted(std::span<const float> logits, int64_t position) const {
     const int32_t V = int32_t(logits.size());
     if (p_.temperature == 0.f) return first_max_index(logits);
@@ -170,22 +188,7 @@ int32_t Sampler::sample_adjusted(std::span<const float> logits, int64_t position
         // the heap's smallest with one comparison of logits. They are the candidates (and the largest
         // is the top), so this is the only pass over the vocabulary.
         thread_local std::vector<uint64_t> best;
-        best.clear();
-        const auto heap_order = std::greater<uint64_t>();
-        float weakest = -INFINITY;  // the heap's smallest logit once it is full: below it nothing enters
-        for (int32_t i = 0; i < V; ++i) {
-            if (logits[i] < weakest) continue;
-            const uint64_t key = sample_order_key(logits[i], i);
-            if (int32_t(best.size()) < p_.top_k) {
-                best.push_back(key);
-                std::push_heap(best.begin(), best.end(), heap_order);
-            } else if (key > best.front()) {
-                std::pop_heap(best.begin(), best.end(), heap_order);
-                best.back() = key;
-                std::push_heap(best.begin(), best.end(), heap_order);
-            }
-            if (int32_t(best.size()) == p_.top_k) weakest = logits[sample_key_id(best.front())];
-        }
+        best_keys(logits, p_.top_k, best);
         top_id = sample_key_id(*std::max_element(best.begin(), best.end()));
         top = logits[top_id];
         for (const uint64_t key : best) {

@@ -1,7 +1,7 @@
 // The host sampler's cost per sampled row (engine/sampling.cpp: the CPU backend's sampler, called once per
 // generated token), at Qwen3.5's 248,320 tokens, for the parameter sets clients send: greedy, the
 // OpenAI default (temperature 1, nothing else), top-p, top-k with top-p (Qwen's recommended settings),
-// min-p. Rows: normal logits (σ 3) with one peak 27 above the mean, as a trained model's next-token
+// min-p; then the logprobs a request may ask for. Rows: normal logits (σ 3) with one peak 27 above the mean, as a trained model's next-token
 // logits roughly are, and a flat row (σ 1, no peak: every token within the weight cut).
 //
 //   bench_sampler [--vocab N] [--reps N]
@@ -71,6 +71,23 @@ int main(int argc, char** argv) {
         double med_p = 0, med_f = 0;
         const double best_p = ms_per_row(s, peaked, reps, &med_p), best_f = ms_per_row(s, flat, reps, &med_f);
         std::printf("| %s | %.3f / %.3f | %.3f / %.3f |\n", c.name, best_p, med_p, best_f, med_f);
+    }
+    // A request's logprobs (compute_logprobs: the chosen token's and the top n), after its draw.
+    for (int32_t top_n : {0, 5, 20}) {
+        double best[2], med[2];
+        for (int k = 0; k < 2; ++k) {
+            const std::vector<float>& l = k == 0 ? peaked : flat;
+            std::vector<double> t;
+            volatile float sink = 0;
+            for (int r = 0; r < reps; ++r) {
+                const auto t0 = std::chrono::steady_clock::now();
+                sink = sink + dg::compute_logprobs(l, r, top_n).logprob;
+                t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+            }
+            std::sort(t.begin(), t.end());
+            best[k] = t.front(), med[k] = t[t.size() / 2];
+        }
+        std::printf("| logprobs, top %d | %.3f / %.3f | %.3f / %.3f |\n", top_n, best[0], med[0], best[1], med[1]);
     }
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
@@ -131,6 +132,17 @@ TEST(SamplerDefinition, SimdWeightsEqualTheScalarDefinition) {
             }
         }
     }
+    // The SIMD exponential itself, bit for bit det_exp's (the weights above only see it to 2^-42): one live
+    // lane of 8 in sum_exp_shifted, so the sum is that one term.
+    std::uniform_real_distribution<float> wide(-60.f, 0.f);
+    for (int i = 0; i < 20000; ++i) {
+        const float mx = 3.f;
+        std::vector<float> l(8, mx - 200.f);
+        l[size_t(i % 8)] = i % 100 == 0 ? mx : mx + wide(rng);
+        const double want = det_exp(double(l[size_t(i % 8)]) - double(mx));
+        ASSERT_EQ(std::bit_cast<uint64_t>(sum_exp_shifted(l.data(), 8, mx)), std::bit_cast<uint64_t>(want))
+            << "x " << double(l[size_t(i % 8)]) - double(mx);
+    }
 }
 
 // Qwen3.5's vocabulary: the sizes the server samples at, fewer parameter sets.
@@ -145,6 +157,39 @@ TEST(SamplerDefinition, LargeVocabulary) {
             for (int64_t pos = 0; pos < 4; ++pos)
                 ASSERT_EQ(Sampler(p).sample(l, pos), by_definition(l, p, uint64_t(pos)))
                     << "kind " << kind << " T " << p.temperature << " top_k " << p.top_k << " position " << pos;
+    }
+}
+
+// compute_logprobs (SIMD sum of exponentials, top-n from a heap) against the plain way: libm exp over
+// every token summed in id order, a full sort for the top n. Values within the float result's rounding;
+// the same ids in the same order (ties by lower id; rows of ties included). The sums agree to 1e-11: the
+// id-order sum of 248,320 terms itself rounds that far (3.5e-12 seen), the 8-lane sum less.
+TEST(SamplerDefinition, LogprobsAgainstThePlainComputation) {
+    std::mt19937 rng(24);
+    for (int kind = 0; kind < 5; ++kind) {
+        for (int64_t V : {int64_t(3), int64_t(1001), int64_t(248320)}) {
+            const std::vector<float> l = row(rng, kind, V);
+            const double mx = *std::max_element(l.begin(), l.end());
+            double sum = 0;
+            for (float x : l) sum += std::exp(double(x) - mx);
+            const double lse = mx + std::log(sum);
+            std::vector<int32_t> order(static_cast<size_t>(V));
+            std::iota(order.begin(), order.end(), 0);
+            std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+            const int32_t token = int32_t(rng() % uint32_t(V));
+            const TokenLogprobs got = compute_logprobs(l, token, 20);
+            EXPECT_NEAR(got.logprob, double(l[token]) - lse, 2e-7 * std::max(1.0, std::fabs(double(l[token]) - lse)))
+                << "kind " << kind << " V " << V;
+            ASSERT_EQ(got.top.size(), size_t(std::min<int64_t>(20, V)));
+            for (size_t i = 0; i < got.top.size(); ++i) {
+                EXPECT_EQ(got.top[i].first, order[i]) << "kind " << kind << " V " << V << " rank " << i;
+                EXPECT_FLOAT_EQ(got.top[i].second, float(double(l[order[i]]) - lse));
+            }
+            // The SIMD and scalar sums agree to rounding.
+            const float mxf = float(mx);
+            EXPECT_NEAR(sum_exp_shifted(l.data(), V, mxf), sum_exp_shifted_scalar(l.data(), V, mxf), 1e-11 * sum);
+            EXPECT_NEAR(sum_exp_shifted(l.data(), V, mxf), sum, 1e-11 * sum);
+        }
     }
 }
 
