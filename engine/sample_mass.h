@@ -13,7 +13,7 @@
 // top-k keeps the first k; the weights W as above (only W > 0 can be drawn); top-p keeps the shortest
 // prefix of the order whose weight reaches top_p_target(); min-p drops tokens with W < min_p_floor()
 // (never the first); the draw r = sample_draw_point(kept total) picks the first kept token whose running
-// sum of W exceeds r.
+// sum of W exceeds r; where no token has weight, the first token of the order.
 #pragma once
 
 #include <cstdint>
@@ -42,9 +42,14 @@ DG_HOST_DEVICE inline int32_t sample_key_id(uint64_t k) { return int32_t(0xFFFFF
 // W of a token with logit l when the top logit is `top` (l <= top): floor(det_exp((l - top) / T) x 2^42).
 DG_HOST_DEVICE inline uint64_t sample_weight(float l, float top, float temperature) {
     const double x = (double(l) - double(top)) / double(temperature);
-    if (x < -30.0) return 0;  // det_exp(x) < 2^-43: the weight truncates to 0 (skipping det_exp is exact)
+    // Below -30 det_exp(x) < 2^-43: the weight truncates to 0 (skipping det_exp is exact). NaN (an infinite
+    // top logit) weighs 0 too; a row with no weight left draws its first token (sample_no_weight).
+    if (!(x >= -30.0)) return 0;
     return uint64_t(det_exp(x) * 0x1p42);  // exact (a power of two), so nothing to fuse
 }
+
+// Where every weight is 0 (only when the top logit is +inf, or NaN logits), the draw is the first token of
+// the order: the top, as greedy picks it.
 
 // p as a fraction of 2^24 (truncated): top_p and min_p enter the integer arithmetic this way.
 DG_HOST_DEVICE inline uint64_t sample_fraction_24(float p) { return uint64_t(double(p) * 16777216.0); }

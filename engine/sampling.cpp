@@ -218,6 +218,7 @@ int32_t Sampler::sample_adjusted(std::span<const float> logits, int64_t position
             }
         }
     }
+    if (total == 0) return top_id;  // an infinite top logit: nothing has a finite share (sample_mass.h)
     const uint64_t top_key = sample_order_key(top, top_id);
     if (p_.top_p < 1.f) {
         const uint64_t last = crossing(c, nc, top_p_target(total, p_.top_p) - 1).key;  // the nucleus' last token

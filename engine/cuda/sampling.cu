@@ -173,17 +173,21 @@ __global__ void sample_kernel(const float* logits, int64_t V, const SampleRowDev
         uint64_t part = 0;
         for (int64_t i = tid; i < keep0; i += kSampleThreads) part += w[i] = sample_weight(src[key_id(keys[i])], top, r.temperature);
         const uint64_t total = block_sum_u64(part, red_key);  // (its closing barrier publishes w)
-        int64_t keep = keep0;
-        if (r.top_p < 1.f) keep = block_first_above(w, keep0, top_p_target(total, r.top_p) - 1, red_key) + 1;
-        part = 0;
-        const uint64_t floor_w = r.min_p > 0.f ? min_p_floor(r.min_p) : 0;
-        for (int64_t i = tid; i < keep; i += kSampleThreads) {
-            if (i > 0 && w[i] < floor_w) w[i] = 0;  // min-p: never the first
-            part += w[i];
+        if (total == 0) {  // an infinite top logit: the first of the order, as the host (sample_mass.h)
+            token = key_id(keys[0]);
+        } else {
+            int64_t keep = keep0;
+            if (r.top_p < 1.f) keep = block_first_above(w, keep0, top_p_target(total, r.top_p) - 1, red_key) + 1;
+            part = 0;
+            const uint64_t floor_w = r.min_p > 0.f ? min_p_floor(r.min_p) : 0;
+            for (int64_t i = tid; i < keep; i += kSampleThreads) {
+                if (i > 0 && w[i] < floor_w) w[i] = 0;  // min-p: never the first
+                part += w[i];
+            }
+            const uint64_t kept = block_sum_u64(part, red_key);
+            const int64_t at = block_first_above(w, keep, sample_draw_point(kept, r.seed, r.position), red_key);
+            token = key_id(keys[at]);
         }
-        const uint64_t kept = block_sum_u64(part, red_key);
-        const int64_t at = block_first_above(w, keep, sample_draw_point(kept, r.seed, r.position), red_key);
-        token = key_id(keys[at]);
     }
 
     SampleOutDev* o = out + blockIdx.x;

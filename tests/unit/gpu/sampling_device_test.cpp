@@ -153,6 +153,47 @@ TEST(DeviceSampling, MatchesHostSamplerOnRandomRows) {
     EXPECT_GT(non_greedy, rows_total / 10) << "too few sampled tokens differ from the argmax";
 }
 
+// Infinite logits: -inf tokens (never drawn) and a row whose top is +inf (no token has a finite share:
+// both samplers draw the first +inf token, as greedy does).
+TEST(DeviceSampling, InfiniteLogits) {
+    SKIP_WITHOUT_CUDA();
+    Backends be = make();
+    ASSERT_TRUE(be.cpu && be.gpu);
+    std::mt19937 rng(11);
+    const int64_t V = 300;
+    std::vector<float> logits(2 * V);
+    std::normal_distribution<float> nd(0.f, 2.f);
+    for (float& x : logits) x = nd(rng);
+    for (int64_t i = 0; i < V; i += 3) logits[size_t(i)] = -INFINITY;
+    logits[size_t(V + 17)] = logits[size_t(V + 200)] = INFINITY;
+    std::vector<SampleRow> rows;
+    for (int32_t i = 0; i < 96; ++i) {
+        SampleRow r;
+        r.logit_row = i % 2;
+        r.params.temperature = i % 3 == 0 ? 0.f : i % 3 == 1 ? 0.7f : 1.f;
+        r.params.top_k = (i / 3) % 2 ? 5 : 0;
+        r.params.top_p = (i / 6) % 2 ? 0.5f : 1.f;
+        r.params.min_p = (i / 12) % 2 ? 0.2f : 0.f;
+        r.params.seed = uint64_t(i);
+        r.position = i;
+        rows.push_back(r);
+    }
+    compare(be, logits, 2, V, rows);
+    std::vector<SampledToken> got;
+    auto buf = be.gpu->alloc_f32(int64_t(logits.size()));
+    ASSERT_TRUE(buf.ok());
+    be.gpu->from_host(logits.data(), *buf, int64_t(logits.size()));
+    ASSERT_TRUE(be.gpu->sample(*buf, 2, V, rows, &got).ok());
+    be.gpu->free(*buf);
+    for (size_t i = 0; i < rows.size(); ++i) {
+        if (rows[i].logit_row == 1) {
+            EXPECT_EQ(got[i].token, 17) << "row " << i;
+        } else {
+            EXPECT_NE(got[i].token % 3, 0) << "row " << i << " drew a -inf token";
+        }
+    }
+}
+
 // The OpenAI default (temperature 1, nothing else) over many seeds and positions: every token equal,
 // and a fork's children reading one logit row.
 TEST(DeviceSampling, SeedsAndPositionsOnOneRow) {

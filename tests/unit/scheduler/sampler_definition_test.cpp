@@ -145,6 +145,27 @@ TEST(SamplerDefinition, SimdWeightsEqualTheScalarDefinition) {
     }
 }
 
+// -inf logits weigh 0 (never drawn; the definition with a full sort agrees); a +inf top leaves no token a
+// finite share, and the draw is the first +inf token, as greedy's.
+TEST(SamplerDefinition, InfiniteLogits) {
+    std::vector<float> l = {1.f, -INFINITY, 2.f, -INFINITY, 0.5f, 1.5f, -INFINITY};
+    for (float T : {0.5f, 1.f, 4.f})
+        for (int32_t top_k : {0, 3})
+            for (float top_p : {1.f, 0.6f}) {
+                const SamplingParams p{.temperature = T, .top_k = top_k, .top_p = top_p, .seed = 9};
+                for (int64_t pos = 0; pos < 200; ++pos) {
+                    const int32_t got = Sampler(p).sample(l, pos);
+                    ASSERT_TRUE(got != 1 && got != 3 && got != 6) << got;
+                    ASSERT_EQ(got, by_definition(l, p, uint64_t(pos)));
+                }
+            }
+    const std::vector<float> inf_top = {1.f, INFINITY, 3.f, INFINITY, -INFINITY};
+    for (int32_t top_k : {0, 2})
+        for (float min_p : {0.f, 0.5f})
+            for (int64_t pos = 0; pos < 20; ++pos)
+                EXPECT_EQ(Sampler({.temperature = 1.f, .top_k = top_k, .min_p = min_p, .seed = 4}).sample(inf_top, pos), 1);
+}
+
 // Qwen3.5's vocabulary: the sizes the server samples at, fewer parameter sets.
 TEST(SamplerDefinition, LargeVocabulary) {
     std::mt19937 rng(22);
