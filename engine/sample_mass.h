@@ -3,8 +3,8 @@
 //
 // Why integers: a candidate's share of the draw is its weight exp((l - top) / T) relative to the top
 // token (det_exp, the same bits on both sides), truncated to an integer count of 2^-42. Sums of integers
-// do not depend on their order, so the host can add the weights in one pass in id order and the device in
-// a tree, without either sorting the vocabulary or walking it on one thread, and still agree bit for bit.
+// do not depend on their order, so the host can add the weights in one pass in id order (sorting nothing)
+// and the device in a tree (walking nothing on one thread), and still agree bit for bit.
 // The price: a token whose weight is below 2^-42 of the top's (more than 29.1 x T below the top logit)
 // is never drawn; at Qwen3.5's 248,320 tokens that drops at most 6e-8 of the mass, far below what the
 // model's own rounding moves.
