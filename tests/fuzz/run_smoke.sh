@@ -67,7 +67,9 @@ fi
 if wants fuzz_front_request || wants fuzz_worker_request; then
   "$PROTOC" -I"$ROOT/proto" --cpp_out="$WORK/gen" deltagate/v1/inference.proto deltagate/worker/v1/worker.proto
   for f in "$WORK"/gen/deltagate/v1/inference.pb.cc "$WORK"/gen/deltagate/worker/v1/worker.pb.cc \
-           "$ROOT"/services/worker/convert.cpp "$ROOT"/engine/sampling.cpp; do sources+=("$f req"); done
+           "$ROOT"/services/worker/convert.cpp "$ROOT"/engine/sampling.cpp "$ROOT"/engine/sample_weights.cpp; do
+    sources+=("$f req")
+  done
   if wants fuzz_front_request; then
     # The tokenizer without gguf_vocab.cpp (reading a vocabulary out of a GGUF: engine/formats' business).
     for f in "$ROOT"/engine/tokenizer/*.cpp "$ROOT"/services/front/{request_builder,openai_api,anthropic_api}.cpp \
@@ -80,7 +82,10 @@ compile() {  # SOURCE SUBDIR
   local flags="$CXXFLAGS -fsanitize=fuzzer-no-link"
   # Generated protobuf code: plain and unoptimised (its coverage tells the fuzzer nothing, and
   # instrumenting it triples the build time); ASan-instrumented callers work with it as with libprotobuf.
-  case $1 in *.pb.cc) flags="-std=c++20 -O0 -g0 -I$WORK/gen" ;; esac
+  case $1 in
+    *.pb.cc) flags="-std=c++20 -O0 -g0 -I$WORK/gen" ;;
+    *sample_weights.cpp) flags="$flags -ffp-contract=off" ;;  # as engine/CMakeLists.txt builds it
+  esac
   # From inside the work dir, with it as ccache's base_dir and the directory left out of the hash: the
   # command line ccache sees is the same from one (randomly named) work dir to the next.
   (cd "$WORK" && CCACHE_BASEDIR="$WORK" CCACHE_NOHASHDIR=1 \
@@ -98,7 +103,7 @@ objs_for() {
   case $1 in
     fuzz_gguf|fuzz_safetensors) echo "$WORK"/obj/formats/*.o "$ABSL_LIBS" ;;
     fuzz_worker_request) echo "$WORK"/obj/req/inference.pb.o "$WORK"/obj/req/worker.pb.o "$WORK"/obj/req/convert.o \
-                              "$WORK"/obj/req/sampling.o "$REQ_LIBS" ;;
+                              "$WORK"/obj/req/sampling.o "$WORK"/obj/req/sample_weights.o "$REQ_LIBS" ;;
     fuzz_front_request) echo "$WORK"/obj/req/*.o "$REQ_LIBS" ;;
   esac
 }
