@@ -56,7 +56,7 @@ __attribute__((target("avx512f,avx512dq"))) void weights_avx512(const float* l, 
         const __m512d e = _mm512_mul_pd(det_exp_x8(x, live), _mm512_set1_pd(0x1p42));
         _mm512_storeu_si512(w + i, _mm512_maskz_cvttpd_epu64(live, e));
     }
-    for (; i < n; ++i) w[i] = sample_weight(l[i], top, temperature);
+    sample_weights_scalar(l + i, n - i, top, temperature, w + i);
 }
 
 __attribute__((target("avx512f,avx512dq"))) double sum_exp_avx512(const float* l, int64_t n, float mx) {
@@ -68,12 +68,7 @@ __attribute__((target("avx512f,avx512dq"))) double sum_exp_avx512(const float* l
         const __mmask8 live = _mm512_cmp_pd_mask(x, cut, _CMP_GE_OQ);
         if (live) acc = _mm512_mask_add_pd(acc, live, acc, det_exp_x8(x, live));
     }
-    double sum = _mm512_reduce_add_pd(acc);
-    for (; i < n; ++i) {
-        const double x = double(l[i]) - double(mx);
-        if (x >= kSumExpCut) sum += det_exp(x);
-    }
-    return sum;
+    return _mm512_reduce_add_pd(acc) + sum_exp_shifted_scalar(l + i, n - i, mx);
 }
 
 }  // namespace

@@ -5,12 +5,9 @@
 #include <memory>
 #include <cstdint>
 #include <cmath>
-#include <numeric>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/det_exp.h"
-#include "engine/philox.h"
 #include "engine/sample_mass.h"
 #include "engine/sample_weights.h"
 

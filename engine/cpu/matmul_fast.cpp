@@ -148,26 +148,30 @@ bool plan_rows(const float* x, int32_t n, const Matrix& W, float* y, FastActs ac
 
 // The rows of every job in one pass over the pool. Work is measured in weight bytes (the matrices of one
 // input may differ in type): a chunk [b, e) of the concatenated bytes takes the rows that start in it.
-void run_jobs(int32_t n, const std::vector<RowsJob>& jobs) {
+void run_jobs(int32_t n, std::span<const RowsJob> jobs) {
     if (jobs.empty()) return;
-    std::vector<int64_t> start(jobs.size() + 1, 0);
-    int64_t min_rb = INT64_MAX;
-    for (size_t i = 0; i < jobs.size(); ++i) {
-        const int64_t rb = int64_t(jobs[i].W->row_bytes);
-        start[i + 1] = start[i] + jobs[i].W->rows * rb;
-        min_rb = std::min(min_rb, rb);
+    int64_t total = 0, min_rb = INT64_MAX;
+    for (const RowsJob& j : jobs) {
+        total += j.W->rows * int64_t(j.W->row_bytes);
+        min_rb = std::min(min_rb, int64_t(j.W->row_bytes));
     }
-    parallel_for_balanced(start.back(), [&](int64_t b, int64_t e) {
-        for (size_t i = 0; i < jobs.size(); ++i) {
-            const int64_t rb = int64_t(jobs[i].W->row_bytes), rows = jobs[i].W->rows;
-            auto first_row_from = [&](int64_t byte) {
-                return std::clamp<int64_t>((byte - start[i] + rb - 1) / rb, 0, rows);
-            };
-            if (e <= start[i] || b >= start[i + 1]) continue;
-            const int64_t r0 = first_row_from(std::max(b, start[i])), r1 = first_row_from(e);
-            if (r0 < r1) jobs[i].run(n, r0, r1);
+    parallel_for_balanced(total, [&](int64_t b, int64_t e) {
+        int64_t start = 0;  // where this job's bytes begin in the concatenation
+        for (const RowsJob& j : jobs) {
+            const int64_t rb = int64_t(j.W->row_bytes), rows = j.W->rows, end = start + rows * rb;
+            if (e > start && b < end) {
+                auto first_row_from = [&](int64_t byte) { return std::clamp<int64_t>((byte - start + rb - 1) / rb, 0, rows); };
+                const int64_t r0 = first_row_from(std::max(b, start)), r1 = first_row_from(e);
+                if (r0 < r1) j.run(n, r0, r1);
+            }
+            start = end;
         }
     }, matmul_chunks_per_thread(), 16 * min_rb);
+}
+
+// Where matmul_fast takes the tiled GEMM instead of the per-row kernels.
+bool takes_gemm(int32_t n, const Matrix& W) {
+    return n >= gemm_min_tokens(W.type) && gemm_supported(W.type) && W.cols % kActBlock == 0;
 }
 
 thread_local PreparedInput t_input;
@@ -175,24 +179,24 @@ thread_local PreparedInput t_input;
 }  // namespace
 
 void matmul_fast(const float* x, int32_t n, const Matrix& W, float* y) {
-    if (n >= gemm_min_tokens(W.type) && gemm_supported(W.type) && W.cols % kActBlock == 0) return gemm(x, n, W, y);
+    if (takes_gemm(n, W)) return gemm(x, n, W, y);
     matmul_fast_rows(x, n, W, y);
 }
 
 void matmul_fast_rows(const float* x, int32_t n, const Matrix& W, float* y, FastActs acts) {
     t_input.reset();
-    std::vector<RowsJob> jobs(1);
-    if (!plan_rows(x, n, W, y, acts, t_input, &jobs[0])) return matmul(x, n, W, y);
-    run_jobs(n, jobs);
+    RowsJob job;
+    if (!plan_rows(x, n, W, y, acts, t_input, &job)) return matmul(x, n, W, y);
+    run_jobs(n, std::span(&job, 1));
 }
 
 void matmuls_fast(const float* x, int32_t n, std::span<const Matrix* const> Ws, std::span<float* const> ys) {
     t_input.reset();
-    std::vector<RowsJob> jobs;
-    jobs.reserve(Ws.size());
+    thread_local std::vector<RowsJob> jobs;  // a decode step makes dozens of these calls
+    jobs.clear();
     for (size_t i = 0; i < Ws.size(); ++i) {
         const Matrix& W = *Ws[i];
-        if (n >= gemm_min_tokens(W.type) && gemm_supported(W.type) && W.cols % kActBlock == 0) {
+        if (takes_gemm(n, W)) {
             gemm(x, n, W, ys[i]);
             continue;
         }

@@ -25,8 +25,6 @@
 #include "engine/cuda/cuda_common.cuh"
 #include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.cuh"
-#include "engine/det_exp.h"
-#include "engine/philox.h"
 #include "engine/sample_mass.h"
 
 namespace dg::cuda {
@@ -34,44 +32,28 @@ namespace {
 
 constexpr int kSampleThreads = 256;
 
-__device__ __forceinline__ uint64_t order_key(float l, int64_t id) { return sample_order_key(l, id); }
-__device__ __forceinline__ int32_t key_id(uint64_t k) { return sample_key_id(k); }
-__device__ __forceinline__ uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
-
-// Tree reductions over the block (blockDim.x == kSampleThreads); every thread gets the result.
-__device__ uint64_t block_max_key(uint64_t v, uint64_t* sh) {
+// A tree reduction over the block (blockDim.x == kSampleThreads) with `op`; every thread gets the result.
+template <class T, class Op>
+__device__ T block_reduce(T v, T* sh, Op op) {
     sh[threadIdx.x] = v;
     __syncthreads();
     for (int s = kSampleThreads / 2; s > 0; s >>= 1) {
-        if (int(threadIdx.x) < s) sh[threadIdx.x] = max_u64(sh[threadIdx.x], sh[threadIdx.x + s]);
+        if (int(threadIdx.x) < s) sh[threadIdx.x] = op(sh[threadIdx.x], sh[threadIdx.x + s]);
         __syncthreads();
     }
-    const uint64_t r = sh[0];
+    const T r = sh[0];
     __syncthreads();
     return r;
+}
+__device__ __forceinline__ uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+__device__ uint64_t block_max_key(uint64_t v, uint64_t* sh) {
+    return block_reduce(v, sh, [](uint64_t a, uint64_t b) { return max_u64(a, b); });
+}
+__device__ uint64_t block_sum_u64(uint64_t v, uint64_t* sh) {
+    return block_reduce(v, sh, [](uint64_t a, uint64_t b) { return a + b; });
 }
 __device__ double block_sum_f64(double v, double* sh) {
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = kSampleThreads / 2; s > 0; s >>= 1) {
-        if (int(threadIdx.x) < s) sh[threadIdx.x] = sh[threadIdx.x] + sh[threadIdx.x + s];
-        __syncthreads();
-    }
-    const double r = sh[0];
-    __syncthreads();
-    return r;
-}
-
-__device__ uint64_t block_sum_u64(uint64_t v, uint64_t* sh) {
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = kSampleThreads / 2; s > 0; s >>= 1) {
-        if (int(threadIdx.x) < s) sh[threadIdx.x] += sh[threadIdx.x + s];
-        __syncthreads();
-    }
-    const uint64_t r = sh[0];
-    __syncthreads();
-    return r;
+    return block_reduce(v, sh, [](double a, double b) { return a + b; });
 }
 
 // The first i < n at which the running sum w[0] + ... + w[i] exceeds `mass` (mass < the sum of w[0, n)):
@@ -160,21 +142,21 @@ __global__ void sample_kernel(const float* logits, int64_t V, const SampleRowDev
     int32_t token;
     if (r.temperature == 0.f) {  // greedy: the first maximum
         uint64_t best = 0;
-        for (int64_t i = tid; i < V; i += kSampleThreads) best = max_u64(best, order_key(src[i], i));
-        token = key_id(block_max_key(best, red_key));
+        for (int64_t i = tid; i < V; i += kSampleThreads) best = max_u64(best, sample_order_key(src[i], i));
+        token = sample_key_id(block_max_key(best, red_key));
     } else {
         uint64_t* keys = keys_ws + int64_t(r.sort_slot) * P;
         uint64_t* w = weight_ws + int64_t(r.sort_slot) * V;
-        for (int64_t i = tid; i < P; i += kSampleThreads) keys[i] = i < V ? order_key(src[i], i) : 0;  // pad sorts last
+        for (int64_t i = tid; i < P; i += kSampleThreads) keys[i] = i < V ? sample_order_key(src[i], i) : 0;  // pad sorts last
         __syncthreads();
         bitonic_sort_desc(keys, P);
         const int64_t keep0 = (r.top_k > 0 && r.top_k < V) ? r.top_k : V;
-        const float top = src[key_id(keys[0])];
+        const float top = src[sample_key_id(keys[0])];
         uint64_t part = 0;
-        for (int64_t i = tid; i < keep0; i += kSampleThreads) part += w[i] = sample_weight(src[key_id(keys[i])], top, r.temperature);
+        for (int64_t i = tid; i < keep0; i += kSampleThreads) part += w[i] = sample_weight(src[sample_key_id(keys[i])], top, r.temperature);
         const uint64_t total = block_sum_u64(part, red_key);  // (its closing barrier publishes w)
         if (total == 0) {  // an infinite top logit: the first of the order, as the host (sample_mass.h)
-            token = key_id(keys[0]);
+            token = sample_key_id(keys[0]);
         } else {
             int64_t keep = keep0;
             if (r.top_p < 1.f) keep = block_first_above(w, keep0, top_p_target(total, r.top_p) - 1, red_key) + 1;
@@ -186,7 +168,7 @@ __global__ void sample_kernel(const float* logits, int64_t V, const SampleRowDev
             }
             const uint64_t kept = block_sum_u64(part, red_key);
             const int64_t at = block_first_above(w, keep, sample_draw_point(kept, r.seed, r.position), red_key);
-            token = key_id(keys[at]);
+            token = sample_key_id(keys[at]);
         }
     }
 
@@ -199,9 +181,9 @@ __global__ void sample_kernel(const float* logits, int64_t V, const SampleRowDev
     if (!r.want_logprob && r.top_n == 0) return;  // uniform per block
     // Log-softmax of the raw logits.
     uint64_t best = 0;
-    for (int64_t i = tid; i < V; i += kSampleThreads) best = max_u64(best, order_key(raw[i], i));
+    for (int64_t i = tid; i < V; i += kSampleThreads) best = max_u64(best, sample_order_key(raw[i], i));
     const uint64_t top_key = block_max_key(best, red_key);
-    const double mx = raw[key_id(top_key)];
+    const double mx = raw[sample_key_id(top_key)];
     double part = 0;
     for (int64_t i = tid; i < V; i += kSampleThreads) part += exp(double(raw[i]) - mx);
     const double lse = mx + log(block_sum_f64(part, red_f64));
@@ -213,14 +195,14 @@ __global__ void sample_kernel(const float* logits, int64_t V, const SampleRowDev
         if (n > 0) {  // the best key below the previous one
             uint64_t b = 0;
             for (int64_t i = tid; i < V; i += kSampleThreads) {
-                const uint64_t c = order_key(raw[i], i);
+                const uint64_t c = sample_order_key(raw[i], i);
                 if (c < prev && c > b) b = c;
             }
             k = block_max_key(b, red_key);
         }
         if (tid == 0) {
-            o->top_id[n] = key_id(k);
-            o->top_lp[n] = float(double(raw[key_id(k)]) - lse);
+            o->top_id[n] = sample_key_id(k);
+            o->top_lp[n] = float(double(raw[sample_key_id(k)]) - lse);
         }
         prev = k;
     }
