@@ -22,12 +22,21 @@
 
 namespace dg {
 
+// How a matrix's rows lie in its bytes. Only the serving CPU backend packs (engine/cpu/q4k_rows16.h); what
+// the loader, the oracle and the GPU backends see is always kRows.
+enum class Packing : uint8_t {
+    kRows,       // row r at data + r * row_bytes, in its file layout
+    kQ4kRows16,  // Q4_K, 16 rows interleaved per super-block: cpu::plain_row puts a row back
+};
+
 struct Matrix {
     DType type = DType::F32;
     int64_t rows = 0;        // output features
     int64_t cols = 0;        // input features (contiguous)
     const uint8_t* data = nullptr;
     uint64_t row_bytes = 0;
+    Packing packing = Packing::kRows;
+    // Only for kRows (a packed matrix's rows are not contiguous: cpu::plain_row).
     const uint8_t* row(int64_t r) const { return data + uint64_t(r) * row_bytes; }
     bool empty() const { return data == nullptr; }
 };

@@ -10,6 +10,7 @@
 #include "engine/backend.h"
 #include "engine/cpu/huge_page_weights.h"
 #include "engine/cpu/ops.h"
+#include "engine/cpu/q4k_rows16.h"
 #include "engine/status.h"
 
 namespace dg {
@@ -41,7 +42,12 @@ public:
         if (mode == "0") return absl::OkStatus();
         if (mode != "1")
             return absl::InvalidArgumentError(absl::StrCat("DG_CPU_HUGE_PAGES='", mode, "': use 1 (the default) or 0"));
-        DG_ASSIGN_OR_RETURN(const cpu::HugePagePlacement p, cpu::move_matrices_to_huge_pages(w));
+        // DG_CPU_PACK_Q4K=0 keeps Q4_K matrices in their file layout (the per-row kernel): for A/B runs.
+        const char* pk = std::getenv("DG_CPU_PACK_Q4K");
+        const std::string pack = pk ? pk : "1";
+        if (pack != "0" && pack != "1")
+            return absl::InvalidArgumentError(absl::StrCat("DG_CPU_PACK_Q4K='", pack, "': use 1 (the default) or 0"));
+        DG_ASSIGN_OR_RETURN(const cpu::HugePagePlacement p, cpu::move_matrices_to_huge_pages(w, pack == "1"));
         placement_ = cpu::describe(p);
         return absl::OkStatus();
     }
@@ -118,7 +124,10 @@ public:
     }
 
     void embed(const int32_t* tokens, int32_t n, const Matrix& table, float* x) override {
-        for (int32_t t = 0; t < n; ++t) dequantize_row(table.type, table.row(tokens[t]), x + int64_t(t) * table.cols, table.cols);
+        std::vector<uint8_t> scratch(table.packing == Packing::kRows ? 0 : table.row_bytes);
+        for (int32_t t = 0; t < n; ++t)
+            dequantize_row(table.type, cpu::plain_row(table, tokens[t], scratch.data()), x + int64_t(t) * table.cols,
+                           table.cols);
     }
     void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
         cpu::rmsnorm(x, w, rows, dim, eps, y);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/cpu/parallel.h"
+#include "engine/cpu/q4k_rows16.h"
 #include "engine/cpu/quant_dot.h"
 #include "engine/formats/quant_blocks.h"
 
@@ -96,6 +97,30 @@ inline void put32(int8_t* w, float* dw, int32_t* corr, int64_t g, __m256i v, flo
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + 32 * g), v);
     dw[g] = scale;
     if (corr) corr[g] = 128 * sum_s8(v);
+}
+
+// unpack_row's Q4_K case for row r of a matrix packed by 16 rows (q4k_rows16.h), read in place: the row's
+// 4-byte quads lie 64 bytes apart, gathered 8 at a time.
+void unpack_row_q4k_rows16(const Matrix& W, int64_t r, int8_t* w, float* dw, float* mw) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F), quads = _mm256_setr_epi32(0, 64, 128, 192, 256, 320, 384, 448);
+    const uint8_t* group = W.data + (r / kQ4kGroupRows) * kQ4kGroupRows * int64_t(W.row_bytes);
+    const int rr = int(r % kQ4kGroupRows);
+    for (int64_t sb = 0; sb < W.cols / 256; ++sb) {
+        const uint8_t* blk = group + sb * kQ4kGroupBlockBytes;
+        const float d = f16(blk + kQ4kOffD + 2 * rr), dmin = f16(blk + kQ4kOffDmin + 2 * rr);
+        for (int c = 0; c < 4; ++c) {
+            const __m256i q = _mm256_i32gather_epi32(reinterpret_cast<const int*>(blk + kQ4kOffQs + 8 * c * 64 + 4 * rr), quads, 1);
+            const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+            const int64_t g = 8 * sb + 2 * c;
+            uint8_t sc, mn;
+            q4k_rows16_scale_min(blk, 2 * c, rr, &sc, &mn);
+            put32(w, dw, nullptr, g, lo, d * sc);
+            mw[g] = -dmin * mn;
+            q4k_rows16_scale_min(blk, 2 * c + 1, rr, &sc, &mn);
+            put32(w, dw, nullptr, g + 1, hi, d * sc);
+            mw[g + 1] = -dmin * mn;
+        }
+    }
 }
 
 // Unpacks one stored row of `cols` elements into int8 + group scales (+ mins): w = dw * q + mw per group.
@@ -420,9 +445,13 @@ void gemm_quant(const float* x, int32_t n, const Matrix& W, float* y, const Quan
         alignas(64) float tile[kTokVecs * kRows * 16];
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t r0 = p * kPanel, nrows = std::min<int64_t>(kPanel, out_rows - r0);
-            for (int64_t i = 0; i < nrows; ++i)
-                unpack_row(W.type, W.row(r0 + i), cols, P.w + i * cols, P.dw + i * groups, P.mw + i * groups,
-                           P.corr + i * groups);
+            for (int64_t i = 0; i < nrows; ++i) {
+                if (W.packing == Packing::kQ4kRows16)
+                    unpack_row_q4k_rows16(W, r0 + i, P.w + i * cols, P.dw + i * groups, P.mw + i * groups);
+                else
+                    unpack_row(W.type, W.row(r0 + i), cols, P.w + i * cols, P.dw + i * groups, P.mw + i * groups,
+                               P.corr + i * groups);
+            }
             PanelPrefetch pf = next_panel(W, p, p1);
             int64_t calls_left = ((vecs + kTokVecs - 1) / kTokVecs) * ((nrows + kRows - 1) / kRows);
             for (int64_t tv = 0; tv < vecs; tv += kTokVecs) {

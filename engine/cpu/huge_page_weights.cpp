@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/cpu/q4k_rows16.h"
 #include "engine/status.h"
 
 namespace dg::cpu {
@@ -75,7 +76,7 @@ absl::StatusOr<std::shared_ptr<uint8_t>> map_huge_pages(uint64_t bytes) {
     return std::shared_ptr<uint8_t>(base, [size](uint8_t* p) { ::munmap(p, size); });
 }
 
-absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w) {
+absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w, bool pack_q4k) {
     HugePagePlacement out;
     out.thp_mode = thp_mode();
     std::vector<Run> runs;
@@ -98,10 +99,6 @@ absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w) {
     DG_ASSIGN_OR_RETURN(std::shared_ptr<uint8_t> mapping, map_huge_pages(size));
     uint8_t* base = mapping.get();
     for (const Run& r : merged) std::memcpy(base + r.offset, r.begin, uint64_t(r.end - r.begin));
-    // A stray write faults, as it did on the read-only file mapping. The whole mapping, so it stays one.
-    ::mprotect(base, align_up(size, kHugePage), PROT_READ);
-    out.huge_bytes = std::min(anon_huge_bytes(base), out.bytes);
-
     w.for_each_matrix([&](Matrix& m) {
         // The run holding m: the last one that begins at or before it.
         auto it = std::upper_bound(merged.begin(), merged.end(), m.data,
@@ -109,6 +106,11 @@ absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w) {
         --it;
         m.data = base + it->offset + uint64_t(m.data - it->begin);
     });
+    if (pack_q4k) out.packed_bytes = pack_q4k_matrices(w);
+    // A stray write faults, as it did on the read-only file mapping. The whole mapping, so it stays one.
+    ::mprotect(base, align_up(size, kHugePage), PROT_READ);
+    out.huge_bytes = std::min(anon_huge_bytes(base), out.bytes);
+
     w.owned.clear();
     w.keep_alive.clear();
     w.keep_alive.push_back(std::move(mapping));
@@ -117,10 +119,12 @@ absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w) {
 
 std::string describe(const HugePagePlacement& p) {
     const double gb = 1e-9;
+    const std::string packed =
+        p.packed_bytes ? absl::StrFormat(", %.2f GB of Q4_K packed by 16 rows", p.packed_bytes * gb) : "";
     if (p.huge_bytes >= p.bytes)
-        return absl::StrFormat("%.2f GB of weights in 2 MiB pages (THP %s)", p.bytes * gb, p.thp_mode);
-    return absl::StrFormat("%.2f GB of weights, %.2f GB of them in 2 MiB pages (THP %s)", p.bytes * gb,
-                           p.huge_bytes * gb, p.thp_mode);
+        return absl::StrFormat("%.2f GB of weights in 2 MiB pages (THP %s)%s", p.bytes * gb, p.thp_mode, packed);
+    return absl::StrFormat("%.2f GB of weights, %.2f GB of them in 2 MiB pages (THP %s)%s", p.bytes * gb,
+                           p.huge_bytes * gb, p.thp_mode, packed);
 }
 
 }  // namespace dg::cpu

@@ -7,6 +7,7 @@
 
 #include "engine/cpu/ops.h"
 #include "engine/cpu/parallel.h"
+#include "engine/cpu/q4k_rows16.h"
 #include "engine/formats/quant_blocks.h"
 
 namespace dg::cpu {
@@ -108,16 +109,20 @@ void matmul(const float* x, int32_t n, const Matrix& W, float* y) {
     const bool plain_f32 = W.type == DType::F32;
     parallel_for(out, [&](int64_t r0, int64_t r1) {
         std::vector<float> row(plain_f32 || n == 1 ? 0 : in);  // decode dots straight from the stored row
+        // A matrix the serving backend packed (the MoE router's oracle call, a fallback) is read row by row
+        // as it was in the file.
+        std::vector<uint8_t> unpacked(W.packing == Packing::kRows ? 0 : W.row_bytes);
         float dots[kTile];
         for (int64_t r = r0; r < r1; ++r) {
             const float* wr;
+            const uint8_t* stored = plain_row(W, r, unpacked.data());
             if (plain_f32) {
-                wr = reinterpret_cast<const float*>(W.row(r));
+                wr = reinterpret_cast<const float*>(stored);
             } else if (n == 1) {
-                y[r] = dot_row_cpu(W.type, W.row(r), x, in);  // fused dequant+dot: no row buffer
+                y[r] = dot_row_cpu(W.type, stored, x, in);  // fused dequant+dot: no row buffer
                 continue;
             } else {
-                dequantize_row(W.type, W.row(r), row.data(), in);
+                dequantize_row(W.type, stored, row.data(), in);
                 wr = row.data();
             }
             for (int32_t t = 0; t < n; t += kTile) {

@@ -23,6 +23,7 @@
 #include "engine/cpu/gemm.h"
 #include "engine/cpu/ops.h"
 #include "engine/cpu/parallel.h"
+#include "engine/cpu/q4k_rows16.h"
 #include "engine/cpu/quant_dot.h"
 
 namespace dg::cpu {
@@ -72,6 +73,7 @@ struct RowsJob {
     float* y = nullptr;
     Bf16RowsDotFn brows = nullptr;
     const uint16_t* xb = nullptr;
+    Q4kRows16DotFn rows16 = nullptr;  // a Q4_K matrix packed by 16 rows (kBlock32 activations in acts)
     FloatDotFn fdot = nullptr;
     const float* x = nullptr;
     QuantDotFn dot = nullptr;
@@ -100,6 +102,11 @@ struct RowsJob {
         }
         const int64_t ns = in / kActBlock;
         auto act = [&](int64_t t) { return Q8Row{acts->q.data() + t * in, acts->d.data() + t * nd, acts->s.data() + t * ns}; };
+        if (rows16) {  // r0 and r1 are group boundaries (run_jobs); a group of 16 rows is 9 KiB at 1,024 columns
+            for (int64_t r = r0; r < r1; r += kQ4kGroupRows)
+                for (int32_t t = 0; t < n; ++t) rows16(W->data + r * int64_t(W->row_bytes), in, act(t), y + int64_t(t) * out + r);
+            return;
+        }
         for (int64_t r = r0; r < r1; ++r) {
             const uint8_t* row = W->row(r);
             if (!tile) {
@@ -131,6 +138,12 @@ bool plan_rows(const float* x, int32_t n, const Matrix& W, float* y, FastActs ac
         job->xb = in.as_bf16(x, n, W.cols);
         return true;
     }
+    if (W.packing == Packing::kQ4kRows16) {  // packed only where the kernel exists (can_pack_q4k_rows16)
+        job->rows16 = q4k_rows16_dot_kernel();
+        job->acts = &in.quantised(ActFormat::kBlock32, x, n, W.cols);
+        job->nd = W.cols / kActBlock;
+        return job->rows16 != nullptr;
+    }
     const QuantIsa isa = best_quant_isa();
     if (const FloatDotFn fdot = float_dot_kernel(W.type, isa)) {
         job->fdot = fdot;
@@ -160,7 +173,11 @@ void run_jobs(int32_t n, std::span<const RowsJob> jobs) {
         for (const RowsJob& j : jobs) {
             const int64_t rb = int64_t(j.W->row_bytes), rows = j.W->rows, end = start + rows * rb;
             if (e > start && b < end) {
-                auto first_row_from = [&](int64_t byte) { return std::clamp<int64_t>((byte - start + rb - 1) / rb, 0, rows); };
+                // A packed matrix is split at group boundaries (its rows are a multiple of the group).
+                const int64_t step = j.rows16 ? kQ4kGroupRows : 1;
+                auto first_row_from = [&](int64_t byte) {
+                    return std::clamp<int64_t>((byte - start + rb * step - 1) / (rb * step) * step, 0, rows);
+                };
                 const int64_t r0 = first_row_from(std::max(b, start)), r1 = first_row_from(e);
                 if (r0 < r1) j.run(n, r0, r1);
             }

@@ -4,9 +4,10 @@
 // the weights, and whether a type's decode is bound by memory (GB/s near the read loop's) or by the
 // kernel's instructions (well below it). Prints a table; never asserts on time.
 //
-//   bench_decode_matmuls FILE.gguf [FILE.gguf ...] [--rounds N] [--in-place]
+//   bench_decode_matmuls FILE.gguf [FILE.gguf ...] [--rounds N] [--in-place] [--no-pack]
 // --in-place reads the weights where the loader put them (the file mapping, 4 KiB pages) instead of
-// moving them into 2 MiB pages as the serving backend does (huge_page_weights.h).
+// moving them into 2 MiB pages as the serving backend does (huge_page_weights.h). --no-pack moves them
+// but leaves Q4_K matrices in their file layout (the serving backend packs them by 16 rows, q4k_rows16.h).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -32,18 +33,19 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 int main(int argc, char** argv) {
     std::vector<std::string> files;
     int rounds = 3;
-    bool in_place = false;
+    bool in_place = false, pack = true;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--rounds" && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
         else if (a == "--in-place") in_place = true;
+        else if (a == "--no-pack") pack = false;
         else if (a.rfind("--", 0) == 0) {
-            std::fprintf(stderr, "usage: bench_decode_matmuls FILE.gguf [...] [--rounds N] [--in-place]\n");
+            std::fprintf(stderr, "usage: bench_decode_matmuls FILE.gguf [...] [--rounds N] [--in-place] [--no-pack]\n");
             return 2;
         } else files.push_back(a);
     }
     if (files.empty()) {
-        std::fprintf(stderr, "usage: bench_decode_matmuls FILE.gguf [...] [--rounds N] [--in-place]\n");
+        std::fprintf(stderr, "usage: bench_decode_matmuls FILE.gguf [...] [--rounds N] [--in-place] [--no-pack]\n");
         return 2;
     }
     std::printf("%d threads; weights %s\n\n", dg::cpu::num_threads(),
@@ -59,7 +61,7 @@ int main(int argc, char** argv) {
             }
             std::string placement = "in place";
             if (!in_place) {
-                auto p = dg::cpu::move_matrices_to_huge_pages(**w);
+                auto p = dg::cpu::move_matrices_to_huge_pages(**w, pack);
                 if (!p.ok()) {
                     std::fprintf(stderr, "%s: %s\n", f.c_str(), std::string(p.status().message()).c_str());
                     return 1;
