@@ -26,7 +26,7 @@ namespace dg {
 // the loader, the oracle and the GPU backends see is always kRows.
 enum class Packing : uint8_t {
     kRows,       // row r at data + r * row_bytes, in its file layout
-    kQ4kRows16,  // Q4_K, 16 rows interleaved per super-block: cpu::plain_row puts a row back
+    kRows16,     // Q4_K or Q8_0, 16 rows interleaved per block (cpu/rows16.h): cpu::plain_row puts a row back
 };
 
 struct Matrix {

@@ -10,7 +10,7 @@
 #include "engine/backend.h"
 #include "engine/cpu/huge_page_weights.h"
 #include "engine/cpu/ops.h"
-#include "engine/cpu/q4k_rows16.h"
+#include "engine/cpu/rows16.h"
 #include "engine/status.h"
 
 namespace dg {
@@ -42,11 +42,12 @@ public:
         if (mode == "0") return absl::OkStatus();
         if (mode != "1")
             return absl::InvalidArgumentError(absl::StrCat("DG_CPU_HUGE_PAGES='", mode, "': use 1 (the default) or 0"));
-        // DG_CPU_PACK_Q4K=0 keeps Q4_K matrices in their file layout (the per-row kernel): for A/B runs.
-        const char* pk = std::getenv("DG_CPU_PACK_Q4K");
+        // DG_CPU_PACK=0 keeps Q4_K and Q8_0 matrices in their file layout (the per-row kernels; rows16.h):
+        // for A/B runs.
+        const char* pk = std::getenv("DG_CPU_PACK");
         const std::string pack = pk ? pk : "1";
         if (pack != "0" && pack != "1")
-            return absl::InvalidArgumentError(absl::StrCat("DG_CPU_PACK_Q4K='", pack, "': use 1 (the default) or 0"));
+            return absl::InvalidArgumentError(absl::StrCat("DG_CPU_PACK='", pack, "': use 1 (the default) or 0"));
         DG_ASSIGN_OR_RETURN(const cpu::HugePagePlacement p, cpu::move_matrices_to_huge_pages(w, pack == "1"));
         placement_ = cpu::describe(p);
         return absl::OkStatus();

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "engine/cpu/parallel.h"
-#include "engine/cpu/q4k_rows16.h"
+#include "engine/cpu/rows16.h"
 #include "engine/cpu/quant_dot.h"
 #include "engine/formats/quant_blocks.h"
 
@@ -99,14 +99,22 @@ inline void put32(int8_t* w, float* dw, int32_t* corr, int64_t g, __m256i v, flo
     if (corr) corr[g] = 128 * sum_s8(v);
 }
 
-// unpack_row's Q4_K case for row r of a matrix packed by 16 rows (q4k_rows16.h), read in place: the row's
-// 4-byte quads lie 64 bytes apart, gathered 8 at a time.
-void unpack_row_q4k_rows16(const Matrix& W, int64_t r, int8_t* w, float* dw, float* mw) {
+// unpack_row for row r of a matrix packed by 16 rows (rows16.h), read in place: the row's 4-byte quads lie
+// 64 bytes apart, gathered 8 at a time. Q4_K and Q8_0, the types that are packed.
+void unpack_row_rows16(const Matrix& W, int64_t r, int8_t* w, float* dw, float* mw, int32_t* corr) {
     const __m256i low4 = _mm256_set1_epi8(0x0F), quads = _mm256_setr_epi32(0, 64, 128, 192, 256, 320, 384, 448);
-    const uint8_t* group = W.data + (r / kQ4kGroupRows) * kQ4kGroupRows * int64_t(W.row_bytes);
-    const int rr = int(r % kQ4kGroupRows);
+    const uint8_t* group = W.data + (r / kRows16) * kRows16 * int64_t(W.row_bytes);
+    const int rr = int(r % kRows16);
+    if (W.type == DType::Q8_0) {
+        for (int64_t b = 0; b < W.cols / 32; ++b) {
+            const uint8_t* blk = group + b * kQ8Rows16Block;
+            const __m256i q = _mm256_i32gather_epi32(reinterpret_cast<const int*>(blk + kQ8OffQs + 4 * rr), quads, 1);
+            put32(w, dw, corr, b, _mm256_xor_si256(q, _mm256_set1_epi8(char(0x80))), f16(blk + kQ8OffD + 2 * rr));
+        }
+        return;
+    }
     for (int64_t sb = 0; sb < W.cols / 256; ++sb) {
-        const uint8_t* blk = group + sb * kQ4kGroupBlockBytes;
+        const uint8_t* blk = group + sb * kQ4kRows16Block;
         const float d = f16(blk + kQ4kOffD + 2 * rr), dmin = f16(blk + kQ4kOffDmin + 2 * rr);
         for (int c = 0; c < 4; ++c) {
             const __m256i q = _mm256_i32gather_epi32(reinterpret_cast<const int*>(blk + kQ4kOffQs + 8 * c * 64 + 4 * rr), quads, 1);
@@ -446,8 +454,8 @@ void gemm_quant(const float* x, int32_t n, const Matrix& W, float* y, const Quan
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t r0 = p * kPanel, nrows = std::min<int64_t>(kPanel, out_rows - r0);
             for (int64_t i = 0; i < nrows; ++i) {
-                if (W.packing == Packing::kQ4kRows16)
-                    unpack_row_q4k_rows16(W, r0 + i, P.w + i * cols, P.dw + i * groups, P.mw + i * groups);
+                if (W.packing == Packing::kRows16)
+                    unpack_row_rows16(W, r0 + i, P.w + i * cols, P.dw + i * groups, P.mw + i * groups, P.corr + i * groups);
                 else
                     unpack_row(W.type, W.row(r0 + i), cols, P.w + i * cols, P.dw + i * groups, P.mw + i * groups,
                                P.corr + i * groups);

@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/cpu/q4k_rows16.h"
+#include "engine/cpu/rows16.h"
 #include "engine/status.h"
 
 namespace dg::cpu {
@@ -76,7 +76,7 @@ absl::StatusOr<std::shared_ptr<uint8_t>> map_huge_pages(uint64_t bytes) {
     return std::shared_ptr<uint8_t>(base, [size](uint8_t* p) { ::munmap(p, size); });
 }
 
-absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w, bool pack_q4k) {
+absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w, bool pack_rows16) {
     HugePagePlacement out;
     out.thp_mode = thp_mode();
     std::vector<Run> runs;
@@ -106,7 +106,7 @@ absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w, b
         --it;
         m.data = base + it->offset + uint64_t(m.data - it->begin);
     });
-    if (pack_q4k) out.packed_bytes = pack_q4k_matrices(w);
+    if (pack_rows16) out.packed_bytes = pack_rows16_matrices(w);
     // A stray write faults, as it did on the read-only file mapping. The whole mapping, so it stays one.
     ::mprotect(base, align_up(size, kHugePage), PROT_READ);
     out.huge_bytes = std::min(anon_huge_bytes(base), out.bytes);
@@ -120,7 +120,7 @@ absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w, b
 std::string describe(const HugePagePlacement& p) {
     const double gb = 1e-9;
     const std::string packed =
-        p.packed_bytes ? absl::StrFormat(", %.2f GB of Q4_K packed by 16 rows", p.packed_bytes * gb) : "";
+        p.packed_bytes ? absl::StrFormat(", %.2f GB of them packed by 16 rows", p.packed_bytes * gb) : "";
     if (p.huge_bytes >= p.bytes)
         return absl::StrFormat("%.2f GB of weights in 2 MiB pages (THP %s)%s", p.bytes * gb, p.thp_mode, packed);
     return absl::StrFormat("%.2f GB of weights, %.2f GB of them in 2 MiB pages (THP %s)%s", p.bytes * gb,

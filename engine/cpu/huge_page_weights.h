@@ -7,8 +7,8 @@
 // 4 KiB pages the stream takes a TLB miss every 4 KiB, and under a hypervisor each miss is a two-level
 // page walk. Measurements: docs/PERFORMANCE.md (issue 12, fifth part).
 //
-// The bytes are copied unchanged (unless pack_q4k asks for the decode layout of Q4_K matrices), so every
-// op's result is too. Matrices that share bytes (a tied output
+// The bytes are copied unchanged (unless pack_rows16 asks for the decode layout of Q4_K and Q8_0
+// matrices, rows16.h), so every op's result is too. Matrices that share bytes (a tied output
 // head) or overlap or touch (slices of one tensor) still do after the move. The loader's buffers (the file
 // mapping, transformed copies) are released, so the weights are held once. The mapping is read-only.
 #pragma once
@@ -26,13 +26,13 @@ struct HugePagePlacement {
     uint64_t bytes = 0;       // matrix bytes moved (shared bytes once)
     uint64_t huge_bytes = 0;  // of those, backed by 2 MiB pages right after the copy (/proc/self/smaps)
     std::string thp_mode;     // the system's transparent huge page mode: always, madvise, never (none then)
-    uint64_t packed_bytes = 0;  // of those, Q4_K matrices packed by 16 rows (q4k_rows16.h)
+    uint64_t packed_bytes = 0;  // of those, matrices packed by 16 rows (rows16.h)
 };
 
 // Moves every matrix of `w` (for_each_matrix) and repoints it. Fails only when the memory cannot be
 // mapped; a system without transparent huge pages gets the copy in 4 KiB pages (huge_bytes 0).
-// pack_q4k: also pack the Q4_K matrices for the decode kernel (pack_q4k_matrices), in the copy.
-absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w, bool pack_q4k = false);
+// pack_rows16: also pack the Q4_K and Q8_0 matrices for the decode kernels (pack_rows16_matrices), in the copy.
+absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w, bool pack_rows16 = false);
 
 // A zeroed anonymous mapping of `bytes` rounded up to 2 MiB, starting on a 2 MiB boundary and advised
 // MADV_HUGEPAGE before its first touch; unmapped when the last pointer goes. The benchmarks' bandwidth

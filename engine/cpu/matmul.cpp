@@ -7,7 +7,7 @@
 
 #include "engine/cpu/ops.h"
 #include "engine/cpu/parallel.h"
-#include "engine/cpu/q4k_rows16.h"
+#include "engine/cpu/rows16.h"
 #include "engine/formats/quant_blocks.h"
 
 namespace dg::cpu {

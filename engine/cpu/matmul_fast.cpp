@@ -23,7 +23,7 @@
 #include "engine/cpu/gemm.h"
 #include "engine/cpu/ops.h"
 #include "engine/cpu/parallel.h"
-#include "engine/cpu/q4k_rows16.h"
+#include "engine/cpu/rows16.h"
 #include "engine/cpu/quant_dot.h"
 
 namespace dg::cpu {
@@ -73,7 +73,7 @@ struct RowsJob {
     float* y = nullptr;
     Bf16RowsDotFn brows = nullptr;
     const uint16_t* xb = nullptr;
-    Q4kRows16DotFn rows16 = nullptr;  // a Q4_K matrix packed by 16 rows (kBlock32 activations in acts)
+    Rows16DotFn rows16 = nullptr;  // a matrix packed by 16 rows (kBlock32 activations in acts)
     FloatDotFn fdot = nullptr;
     const float* x = nullptr;
     QuantDotFn dot = nullptr;
@@ -102,8 +102,8 @@ struct RowsJob {
         }
         const int64_t ns = in / kActBlock;
         auto act = [&](int64_t t) { return Q8Row{acts->q.data() + t * in, acts->d.data() + t * nd, acts->s.data() + t * ns}; };
-        if (rows16) {  // r0 and r1 are group boundaries (run_jobs); a group of 16 rows is 9 KiB at 1,024 columns
-            for (int64_t r = r0; r < r1; r += kQ4kGroupRows)
+        if (rows16) {  // r0 and r1 are group boundaries (run_jobs); a group is 9 KiB (Q4_K) or 17 KiB (Q8_0) at 1,024 columns
+            for (int64_t r = r0; r < r1; r += kRows16)
                 for (int32_t t = 0; t < n; ++t) rows16(W->data + r * int64_t(W->row_bytes), in, act(t), y + int64_t(t) * out + r);
             return;
         }
@@ -138,8 +138,8 @@ bool plan_rows(const float* x, int32_t n, const Matrix& W, float* y, FastActs ac
         job->xb = in.as_bf16(x, n, W.cols);
         return true;
     }
-    if (W.packing == Packing::kQ4kRows16) {  // packed only where the kernel exists (can_pack_q4k_rows16)
-        job->rows16 = q4k_rows16_dot_kernel();
+    if (W.packing == Packing::kRows16) {  // packed only where the kernel exists (can_pack_rows16)
+        job->rows16 = rows16_dot_kernel(W.type);
         job->acts = &in.quantised(ActFormat::kBlock32, x, n, W.cols);
         job->nd = W.cols / kActBlock;
         return job->rows16 != nullptr;
@@ -174,7 +174,7 @@ void run_jobs(int32_t n, std::span<const RowsJob> jobs) {
             const int64_t rb = int64_t(j.W->row_bytes), rows = j.W->rows, end = start + rows * rb;
             if (e > start && b < end) {
                 // A packed matrix is split at group boundaries (its rows are a multiple of the group).
-                const int64_t step = j.rows16 ? kQ4kGroupRows : 1;
+                const int64_t step = j.rows16 ? kRows16 : 1;
                 auto first_row_from = [&](int64_t byte) {
                     return std::clamp<int64_t>((byte - start + rb * step - 1) / (rb * step) * step, 0, rows);
                 };

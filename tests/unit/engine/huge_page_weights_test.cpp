@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "engine/cpu/huge_page_weights.h"
-#include "engine/cpu/q4k_rows16.h"
+#include "engine/cpu/rows16.h"
 #include "engine/model_export.h"
 #include "engine/model_source.h"
 #include "engine/runner.h"
@@ -140,7 +140,7 @@ TEST_F(HugePageWeights, ServingFromHugePagesGivesTheSameLogits) {
         std::vector<int32_t> prompt;
         for (int i = 0; i < 40; ++i) prompt.push_back((i * 37 + 3) % 1000);
         std::vector<std::vector<float>> logits[2];
-        setenv("DG_CPU_PACK_Q4K", "0", 1);  // the move alone (packing changes the kernel: the tests below)
+        setenv("DG_CPU_PACK", "0", 1);  // the move alone (packing changes the kernel: the tests below)
         for (const bool huge : {true, false}) {
             setenv("DG_CPU_HUGE_PAGES", huge ? "1" : "0", 1);
             auto r = Runner::open(path, BackendKind::kCpu, RunnerOptions{DType::F32});
@@ -160,86 +160,90 @@ TEST_F(HugePageWeights, ServingFromHugePagesGivesTheSameLogits) {
         }
         EXPECT_EQ(logits[0], logits[1]) << type;
     }
-    unsetenv("DG_CPU_PACK_Q4K");
+    unsetenv("DG_CPU_PACK");
 }
 
-// Packing Q4_K matrices for the decode kernel (q4k_rows16.h) on the move: every eligible matrix is packed
+// Packing Q4_K and Q8_0 matrices for the decode kernels (rows16.h) on the move: every eligible matrix is packed
 // (the tied head and its table once, both marked), and every row of every matrix still reads as the
 // file's bytes. (The tiny MoE preset's expert widths are not whole super-blocks: no q4_k_m file of it.)
 TEST_F(HugePageWeights, PackingKeepsEveryRowOfEveryMatrix) {
-    if (!cpu::q4k_rows16_dot_kernel()) GTEST_SKIP() << "no AVX-512 VNNI: nothing is packed";
-    for (const bool moe : {false}) {
-        const std::string path = write_model(moe, "q4_k_m");
+    if (!cpu::rows16_dot_kernel(DType::Q4_K)) GTEST_SKIP() << "no AVX-512 VNNI: nothing is packed";
+    for (const std::string type : {"q4_k_m", "q8_0"}) {
+        const bool moe = false;
+        const std::string path = write_model(moe, type);
         auto moved = load_gguf_model(path), in_place = load_gguf_model(path);
         ASSERT_TRUE(moved.ok() && in_place.ok());
         auto p = cpu::move_matrices_to_huge_pages(**moved, true);
         ASSERT_TRUE(p.ok()) << p.status();
-        std::printf("%s: %s\n", moe ? "tiny-moe" : "tiny", cpu::describe(*p).c_str());
+        std::printf("tiny %s: %s\n", type.c_str(), cpu::describe(*p).c_str());
         const std::vector<Matrix> after = matrices(**moved), before = matrices(**in_place);
         ASSERT_EQ(after.size(), before.size());
         uint64_t packed = 0;
         std::set<const uint8_t*> counted;
         for (size_t i = 0; i < after.size(); ++i) {
-            const bool eligible = cpu::can_pack_q4k_rows16(before[i]);
-            EXPECT_EQ(after[i].packing == Packing::kQ4kRows16, eligible) << "matrix " << i;
+            const bool eligible = cpu::can_pack_rows16(before[i]);
+            EXPECT_EQ(after[i].packing == Packing::kRows16, eligible) << type << " matrix " << i;
             if (eligible && counted.insert(after[i].data).second) packed += uint64_t(after[i].rows) * after[i].row_bytes;
             std::vector<uint8_t> scratch(after[i].row_bytes);
             for (int64_t r = 0; r < after[i].rows; ++r)
                 ASSERT_EQ(std::memcmp(cpu::plain_row(after[i], r, scratch.data()), before[i].row(r), before[i].row_bytes), 0)
                     << "matrix " << i << " row " << r;
         }
-        EXPECT_GT(packed, 0u) << "no matrix of the q4_k_m model was packed";
+        EXPECT_GT(packed, 0u) << "no matrix of the " << type << " model was packed";
         EXPECT_EQ(p->packed_bytes, packed);
         EXPECT_EQ((*moved)->embed.packing, (*moved)->lm_head.packing) << "the tied head and its table";
     }
 }
 
-// The serving backend on packed matrices against the oracle: the activation rounding's error (a scale per
-// 32 where the per-row Q4_K kernel has one per 256), bounded as the fast path's is.
-TEST_F(HugePageWeights, PackedQ4kModelAgainstTheOracle) {
-    if (!cpu::q4k_rows16_dot_kernel()) GTEST_SKIP() << "no AVX-512 VNNI: nothing is packed";
-    const std::string path = write_model(false, "q4_k_m");
-    std::vector<int32_t> prompt;
-    for (int i = 0; i < 6; ++i) prompt.push_back((i * 37 + 3) % 1000);
-    auto logits = [&](BackendKind kind, const char* pack) {
-        setenv("DG_CPU_PACK_Q4K", pack, 1);
-        auto r = Runner::open(path, kind, RunnerOptions{DType::F32});
-        EXPECT_TRUE(r.ok()) << r.status();
-        if (kind == BackendKind::kCpu) {
-            const std::string device = (*r)->model().backend().device_name();
-            EXPECT_EQ(device.find("packed by 16 rows") != std::string::npos, std::string(pack) == "1") << device;
-        }
-        const int32_t s = *(*r)->new_sequence();
-        std::vector<std::vector<float>> out{*(*r)->feed(s, prompt, false)};  // prefill: 6 tokens, per-row kernels
-        for (int step = 0; step < 3; ++step) {
-            const int32_t next = (step * 101 + 7) % 1000;
-            out.push_back(*(*r)->feed(s, {&next, 1}, false));
-        }
-        unsetenv("DG_CPU_PACK_Q4K");
-        return out;
-    };
-    const auto oracle = logits(BackendKind::kCpuExact, "1"), packed = logits(BackendKind::kCpu, "1"),
-               unpacked = logits(BackendKind::kCpu, "0");
-    auto worst = [&](const std::vector<std::vector<float>>& got) {
-        double w = 0;
-        for (size_t k = 0; k < got.size(); ++k) {
-            double num = 0, den = 0;
-            for (size_t i = 0; i < got[k].size(); ++i) {
-                num += (got[k][i] - oracle[k][i]) * double(got[k][i] - oracle[k][i]);
-                den += double(oracle[k][i]) * oracle[k][i];
+// The serving backend on packed matrices against the oracle: the activation rounding's error, bounded as
+// the fast path's is (Q4_K: a scale per 32 where the per-row kernel has one per 256).
+TEST_F(HugePageWeights, PackedModelsAgainstTheOracle) {
+    if (!cpu::rows16_dot_kernel(DType::Q4_K)) GTEST_SKIP() << "no AVX-512 VNNI: nothing is packed";
+    for (const std::string type : {"q4_k_m", "q8_0"}) {
+        const std::string path = write_model(false, type);
+        std::vector<int32_t> prompt;
+        for (int i = 0; i < 6; ++i) prompt.push_back((i * 37 + 3) % 1000);
+        auto logits = [&](BackendKind kind, const char* pack) {
+            setenv("DG_CPU_PACK", pack, 1);
+            auto r = Runner::open(path, kind, RunnerOptions{DType::F32});
+            EXPECT_TRUE(r.ok()) << r.status();
+            if (kind == BackendKind::kCpu) {
+                const std::string device = (*r)->model().backend().device_name();
+                EXPECT_EQ(device.find("packed by 16 rows") != std::string::npos, std::string(pack) == "1") << device;
             }
-            w = std::max(w, std::sqrt(num / den));
-        }
-        return w;
-    };
-    const double e_packed = worst(packed), e_unpacked = worst(unpacked);
-    std::printf("tiny q4_k_m vs oracle, worst normalised logit error: packed %.2e, per-row kernels %.2e\n", e_packed,
-                e_unpacked);
-    EXPECT_NE(packed, unpacked) << "packing changed nothing: did the packed kernel run?";
-    EXPECT_GT(e_packed, 0.0);
-    // Measured 6.0e-2 packed, 1.0e-1 with the per-row kernels (one activation scale per 256) on this random
-    // tiny model, whose errors compound over its layers more than CpuQuantDot's model's (bounded there).
-    EXPECT_LT(e_packed, 1e-1);
+            const int32_t s = *(*r)->new_sequence();
+            std::vector<std::vector<float>> out{*(*r)->feed(s, prompt, false)};  // 6 tokens: the per-row kernels
+            for (int step = 0; step < 3; ++step) {
+                const int32_t next = (step * 101 + 7) % 1000;
+                out.push_back(*(*r)->feed(s, {&next, 1}, false));
+            }
+            unsetenv("DG_CPU_PACK");
+            return out;
+        };
+        const auto oracle = logits(BackendKind::kCpuExact, "1"), packed = logits(BackendKind::kCpu, "1"),
+                   unpacked = logits(BackendKind::kCpu, "0");
+        auto worst = [&](const std::vector<std::vector<float>>& got) {
+            double w = 0;
+            for (size_t k = 0; k < got.size(); ++k) {
+                double num = 0, den = 0;
+                for (size_t i = 0; i < got[k].size(); ++i) {
+                    num += (got[k][i] - oracle[k][i]) * double(got[k][i] - oracle[k][i]);
+                    den += double(oracle[k][i]) * oracle[k][i];
+                }
+                w = std::max(w, std::sqrt(num / den));
+            }
+            return w;
+        };
+        const double e_packed = worst(packed), e_unpacked = worst(unpacked);
+        std::printf("tiny %s vs oracle, worst normalised logit error: packed %.2e, per-row kernels %.2e\n", type.c_str(),
+                    e_packed, e_unpacked);
+        EXPECT_NE(packed, unpacked) << type << ": packing changed nothing: did the packed kernels run?";
+        EXPECT_GT(e_packed, 0.0) << type;
+        // Measured on this random tiny model, whose errors compound over its layers more than CpuQuantDot's
+        // model's (bounded there): q4_k_m 6.0e-2 packed, 1.0e-1 per row (a scale per 256); q8_0 alike packed
+        // and per row (the same activations, another summation order).
+        EXPECT_LT(e_packed, 1e-1) << type;
+    }
 }
 
 TEST_F(HugePageWeights, ABadSettingIsRefused) {

@@ -1,11 +1,10 @@
-// Packing, unpacking and the dot of Q4_K rows in groups of 16 (q4k_rows16.h has the layout and why).
-#include "engine/cpu/q4k_rows16.h"
+// Q4_K rows in groups of 16: packing a block, putting a row back, and the dot (rows16.h has the layout
+// and why).
+#include "engine/cpu/rows16.h"
 
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "engine/formats/quant_blocks.h"
 
@@ -14,6 +13,8 @@ namespace {
 
 constexpr int kBlockBytes = 144;  // one row's Q4_K super-block
 constexpr int kOffD = kQ4kOffD, kOffDmin = kQ4kOffDmin, kOffSc = kQ4kOffSc, kOffMh = kQ4kOffMh, kOffQs = kQ4kOffQs;
+constexpr int64_t kQ4kGroupBlockBytes = kQ4kRows16Block;
+constexpr int kQ4kGroupRows = kRows16;
 
 // The inverse of qb::scale_min_k4 for j = 0..7: the 12 bytes that decode to these 6-bit values (every
 // 12-byte string decodes to a distinct set of 16 values, so this gives back the file's bytes).
@@ -57,71 +58,7 @@ void unpack_block(const uint8_t* blk, int r, uint8_t* b) {
             std::memcpy(b + qb::kQ4_K_Qs + 32 * c + 4 * k, blk + kOffQs + (8 * c + k) * 64 + 4 * r, 4);
 }
 
-}  // namespace
-
-bool can_pack_q4k_rows16(const Matrix& m) {
-    return m.type == DType::Q4_K && m.packing == Packing::kRows && m.rows % kQ4kGroupRows == 0 &&
-           m.cols % 256 == 0 && m.row_bytes == uint64_t(m.cols / 256 * kBlockBytes) && q4k_rows16_dot_kernel();
-}
-
-void pack_q4k_rows16(Matrix& m, uint8_t* data) {
-    const int64_t blocks = m.cols / 256, group_bytes = kQ4kGroupRows * int64_t(m.row_bytes);
-    std::vector<uint8_t> packed(static_cast<size_t>(group_bytes));
-    for (int64_t g = 0; g < m.rows / kQ4kGroupRows; ++g) {
-        uint8_t* group = data + g * group_bytes;
-        for (int64_t sb = 0; sb < blocks; ++sb) {
-            const uint8_t* rows[kQ4kGroupRows];
-            for (int r = 0; r < kQ4kGroupRows; ++r) rows[r] = group + r * int64_t(m.row_bytes) + sb * kBlockBytes;
-            pack_block(rows, packed.data() + sb * kQ4kGroupBlockBytes);
-        }
-        std::memcpy(group, packed.data(), size_t(group_bytes));
-    }
-    m.data = data;
-    m.packing = Packing::kQ4kRows16;
-}
-
-uint64_t pack_q4k_matrices(ModelWeights& w) {
-    struct Ref {
-        const uint8_t* begin;
-        const uint8_t* end;
-        Matrix* m;
-    };
-    std::vector<Ref> refs;
-    w.for_each_matrix([&](Matrix& m) { refs.push_back({m.data, m.data + uint64_t(m.rows) * m.row_bytes, &m}); });
-    std::sort(refs.begin(), refs.end(),
-              [](const Ref& a, const Ref& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
-    uint64_t packed = 0;
-    uintptr_t max_end_before = 0;  // of the ranges before the current one
-    for (size_t i = 0; i < refs.size();) {
-        size_t k = i;  // [i, k): the matrices on exactly these bytes
-        while (k < refs.size() && refs[k].begin == refs[i].begin && refs[k].end == refs[i].end) ++k;
-        const bool alone = max_end_before <= uintptr_t(refs[i].begin) &&
-                           (k == refs.size() || refs[k].begin >= refs[i].end);
-        bool same_shape = true;
-        for (size_t j = i + 1; j < k; ++j) {
-            const Matrix &a = *refs[i].m, &b = *refs[j].m;
-            same_shape = same_shape && a.type == b.type && a.rows == b.rows && a.cols == b.cols && a.row_bytes == b.row_bytes;
-        }
-        if (alone && same_shape && can_pack_q4k_rows16(*refs[i].m)) {
-            pack_q4k_rows16(*refs[i].m, const_cast<uint8_t*>(refs[i].begin));
-            for (size_t j = i + 1; j < k; ++j) refs[j].m->packing = Packing::kQ4kRows16;
-            packed += uint64_t(refs[i].end - refs[i].begin);
-        }
-        for (size_t j = i; j < k; ++j) max_end_before = std::max(max_end_before, uintptr_t(refs[j].end));
-        i = k;
-    }
-    return packed;
-}
-
-const uint8_t* plain_row(const Matrix& m, int64_t r, uint8_t* scratch) {
-    if (m.packing == Packing::kRows) return m.row(r);
-    const uint8_t* group = m.data + (r / kQ4kGroupRows) * kQ4kGroupRows * int64_t(m.row_bytes);
-    for (int64_t sb = 0; sb < m.cols / 256; ++sb)
-        unpack_block(group + sb * kQ4kGroupBlockBytes, int(r % kQ4kGroupRows), scratch + sb * kBlockBytes);
-    return scratch;
-}
-
-void q4k_rows16_dot_scalar(const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
+void dot_scalar(const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
     uint8_t b[kBlockBytes];
     for (int r = 0; r < kQ4kGroupRows; ++r) {
         float sum = 0.f;
@@ -143,6 +80,8 @@ void q4k_rows16_dot_scalar(const uint8_t* group, int64_t n, const Q8Row& x, floa
         out16[r] = sum;
     }
 }
+
+}  // namespace
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")
@@ -202,9 +141,10 @@ void dot_vnni(const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
 }  // namespace
 #pragma GCC pop_options
 
-Q4kRows16DotFn q4k_rows16_dot_kernel() {
-    static const bool ok = best_quant_isa() == QuantIsa::kAvx512Vnni;
-    return ok ? dot_vnni : nullptr;
+const Rows16Format& rows16_q4k() {
+    static const Rows16Format f{256, kBlockBytes, pack_block, unpack_block, dot_scalar,
+                                best_quant_isa() == QuantIsa::kAvx512Vnni ? dot_vnni : nullptr};
+    return f;
 }
 
 }  // namespace dg::cpu

@@ -1,0 +1,90 @@
+// Quantised matrices repacked for decode: 16 rows interleaved per block, so that one 512-bit register
+// holds 4 quant bytes of each of 16 rows and every int32 lane of a vpdpbusd belongs to one row. Q4_K
+// (rows16_q4k.cpp) and Q8_0 (rows16_q8_0.cpp), the weight types of q4_k_m and q8_0 files.
+//
+// Why: the GGUF layout dots one row at a time (quant_dot_x86.inc). A 1,024-element row is 4 Q4_K
+// super-blocks or 32 Q8_0 blocks, and the row pays for its scale unpacking, float conversions and a final
+// horizontal sum: about 50 instructions per 144 Q4_K bytes, which held q4_k_m decode at ~43 GB/s on two
+// cores where the read loop does 70-87 (docs/PERFORMANCE.md, issue 12 ninth part). Here the activations
+// are broadcast (4 bytes for all 16 rows), the scales of 16 rows are unpacked by one register op each, and
+// no horizontal sum is left, and each thread reads one linear stream with a software prefetch ahead
+// (interleaving rows of the GGUF layout would give 16 short streams, which the hardware prefetcher does not
+// follow: a 4-row kernel over GGUF rows read 16 GB/s, PERFORMANCE.md eighth part).
+//
+// The packed bytes are a bijection of the GGUF bytes of the same size, so every row can be put back
+// exactly (plain_row): the GEMM, the oracle and the embedding lookup read packed matrices that way.
+// Activations: kBlock32 (a scale per 32 elements, quant_dot.h).
+//
+// Group g (rows 16g .. 16g + 15) takes the bytes the 16 rows had, [16g x row_bytes, ...), and holds
+// their blocks in column order, 16 x (the type's block bytes) each.
+//
+// Q4_K, 2,304 bytes per super-block:
+//   0     d[16]     f16, row r at 2r
+//   32    dmin[16]  f16
+//   64    sc[8][16] byte 16j + r: scale_j of row r (6 bits) | (min_j of row r & 3) << 6
+//   192   mh[64]    min_j of row r >> 2, index i = 16j + r: low nibble of byte i (i < 64), high nibble of
+//                   byte i - 64 (i >= 64)
+//   256   qs[4][8][64]  pair c (sub-blocks 2c, 2c + 1), quad k: row r's GGUF quant bytes 32c + 4k .. + 3 at
+//                   byte 4r (low nibbles: elements 64c + 4k .. + 3; high nibbles: 64c + 32 + 4k .. + 3)
+// Q8_0, 544 bytes per block of 32:
+//   0     d[16]     f16
+//   32    qs[8][64] quad k: row r's quants 4k .. 4k + 3 at byte 4r, each XOR 0x80 (q + 128, the unsigned
+//                   operand of vpdpbusd; the kernel takes 128 x the activations' block sum off)
+#pragma once
+
+#include <cstdint>
+
+#include "engine/cpu/quant_dot.h"
+#include "engine/weights.h"
+
+namespace dg::cpu {
+
+constexpr int kRows16 = 16;
+
+// Whether m can be packed: Q4_K or Q8_0, rows a multiple of 16, whole blocks (Q4_K: 256 elements; Q8_0:
+// 32), plain layout, and a CPU with the kernels (AVX-512 VNNI).
+bool can_pack_rows16(const Matrix& m);
+// Repacks m's bytes in place (they must be writable) and marks it Packing::kRows16.
+void pack_rows16(Matrix& m, uint8_t* writable_data);
+// Packs every matrix of w that can be packed and whose bytes no matrix of another shape overlaps (a tied
+// output head and its embedding table, the same bytes, are packed once and both marked). The matrices'
+// bytes must be writable: the serving backend's copy in 2 MiB pages (huge_page_weights.h), before it is
+// made read-only. Returns the bytes packed.
+uint64_t pack_rows16_matrices(ModelWeights& w);
+// Row r in its GGUF bytes: m.row(r) for a plain matrix; for a packed one, put back into scratch
+// (m.row_bytes bytes) and returned. Every reader of a matrix row that may be packed goes through this.
+const uint8_t* plain_row(const Matrix& m, int64_t r, uint8_t* scratch);
+
+// out16[r] = dot(row 16g + r, x) for r < 16, from group g's packed bytes; n elements.
+using Rows16DotFn = void (*)(const uint8_t* group, int64_t n, const Q8Row& x, float* out16);
+// The AVX-512 VNNI kernel for a packed matrix of type t, or nullptr (a CPU without it, another type).
+Rows16DotFn rows16_dot_kernel(DType t);
+// The definitions (tests): per 32-element block, in float, summed in column order; Q4_K: d x scale x d_x x
+// (integer dot) - dmin x min x d_x x s; Q8_0: d x d_x x (integer dot).
+Rows16DotFn rows16_dot_scalar(DType t);
+
+// One type's packing: a block of 16 rows (pack_block reads each row's GGUF block at rows[r]) and back.
+struct Rows16Format {
+    int64_t block_elems;      // elements per block (a column of the group)
+    int64_t row_block_bytes;  // one row's GGUF bytes per block; the packed block is 16 times that
+    void (*pack_block)(const uint8_t* const* rows, uint8_t* out);
+    void (*unpack_block)(const uint8_t* packed, int r, uint8_t* out);
+    Rows16DotFn scalar;
+    Rows16DotFn vnni;  // nullptr on a CPU without AVX-512 VNNI
+};
+const Rows16Format& rows16_q4k();
+const Rows16Format& rows16_q8_0();
+
+// Where the parts of a packed block start (the layouts above).
+constexpr int64_t kQ4kRows16Block = 16 * 144, kQ8Rows16Block = 16 * 34;
+constexpr int kQ4kOffD = 0, kQ4kOffDmin = 32, kQ4kOffSc = 64, kQ4kOffMh = 192, kQ4kOffQs = 256;
+constexpr int kQ8OffD = 0, kQ8OffQs = 32;
+// The 6-bit scale and min of sub-block j of row r (of 16) in a packed Q4_K super-block.
+inline void q4k_rows16_scale_min(const uint8_t* blk, int j, int r, uint8_t* sc, uint8_t* mn) {
+    const int i = 16 * j + r;
+    const uint8_t v = blk[kQ4kOffSc + i];
+    *sc = v & 63;
+    *mn = uint8_t((v >> 6) | (((blk[kQ4kOffMh + i % 64] >> (i < 64 ? 0 : 4)) & 15) << 2));
+}
+
+}  // namespace dg::cpu
