@@ -131,6 +131,49 @@ void unpack_row_rows16(const Matrix& W, int64_t r, int8_t* w, float* dw, float* 
     }
 }
 
+// The 16 rows of a Q8_0 group (rows16.h) at once, for a panel of 16 rows: per block, the 8 registers of
+// quads (row r at dword r) transposed to rows (two per register) by three rounds of permutes, where a
+// gather per row and block had made q8_0 prefill ~25% slower than on the file layout.
+void unpack_group_q8_0_rows16(const Matrix& W, int64_t r0, int64_t cols, int8_t* w, float* dw, int32_t* corr) {
+    const int64_t groups = cols / 32;
+    const uint8_t* group = W.data + r0 * int64_t(W.row_bytes);
+    // Round 1: dwords of quads k, k + 1 interleaved: lo = rows 0-7, hi = rows 8-15.
+    const __m512i pair_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i pair_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    // Round 2: qwords (a row's quads k, k + 1) of two such registers: lo = their rows 0-3, hi = rows 4-7.
+    const __m512i quad_lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), quad_hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    const __m512i flip = _mm512_set1_epi8(char(0x80));
+    for (int64_t b = 0; b < groups; ++b) {
+        const uint8_t* blk = group + b * kQ8Rows16Block;
+        __m512i z[8];
+        for (int k = 0; k < 8; ++k) z[k] = _mm512_xor_si512(_mm512_loadu_si512(blk + kQ8OffQs + 64 * k), flip);
+        __m512i a[4][2];  // quads 2m, 2m + 1; [0] rows 0-7, [1] rows 8-15
+        for (int m = 0; m < 4; ++m) {
+            a[m][0] = _mm512_permutex2var_epi32(z[2 * m], pair_lo, z[2 * m + 1]);
+            a[m][1] = _mm512_permutex2var_epi32(z[2 * m], pair_hi, z[2 * m + 1]);
+        }
+        for (int h = 0; h < 2; ++h)      // rows 8h .. 8h + 7
+            for (int q = 0; q < 2; ++q) {  // rows 8h + 4q .. + 3
+                const __m512i& idx = q ? quad_hi : quad_lo;
+                const __m512i q03 = _mm512_permutex2var_epi64(a[0][h], idx, a[1][h]);  // quads 0-3 of 4 rows
+                const __m512i q47 = _mm512_permutex2var_epi64(a[2][h], idx, a[3][h]);  // quads 4-7
+                // Round 3: 128-bit halves: a row's quads 0-3 then 4-7, two rows per register.
+                const __m512i rows01 = _mm512_shuffle_i64x2(q03, q47, 0x44), rows23 = _mm512_shuffle_i64x2(q03, q47, 0xEE);
+                const int base = 8 * h + 4 * q;
+                const __m512i two[2] = {rows01, rows23};
+                for (int t = 0; t < 2; ++t) {
+                    // 128-bit lanes of `two[t]`: row base + 2t: q03 lane 0 | q47 lane 0; row base + 2t + 1: lane 1s.
+                    const __m512i ordered = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7), two[t]);
+                    for (int u = 0; u < 2; ++u) {
+                        const int i = base + 2 * t + u;
+                        const __m256i v = u ? _mm512_extracti64x4_epi64(ordered, 1) : _mm512_castsi512_si256(ordered);
+                        put32(w + i * cols, dw + i * groups, corr + i * groups, b, v, f16(blk + kQ8OffD + 2 * i));
+                    }
+                }
+            }
+    }
+}
+
 // Unpacks one stored row of `cols` elements into int8 + group scales (+ mins): w = dw * q + mw per group.
 void unpack_row(DType t, const uint8_t* row, int64_t cols, int8_t* w, float* dw, float* mw, int32_t* corr) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
@@ -453,7 +496,9 @@ void gemm_quant(const float* x, int32_t n, const Matrix& W, float* y, const Quan
         alignas(64) float tile[kTokVecs * kRows * 16];
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t r0 = p * kPanel, nrows = std::min<int64_t>(kPanel, out_rows - r0);
-            for (int64_t i = 0; i < nrows; ++i) {
+            const bool whole_q8_group = W.packing == Packing::kRows16 && W.type == DType::Q8_0 && nrows == kRows16;
+            if (whole_q8_group) unpack_group_q8_0_rows16(W, r0, cols, P.w, P.dw, P.corr);
+            for (int64_t i = 0; i < nrows && !whole_q8_group; ++i) {
                 if (W.packing == Packing::kRows16)
                     unpack_row_rows16(W, r0 + i, P.w + i * cols, P.dw + i * groups, P.mw + i * groups, P.corr + i * groups);
                 else
