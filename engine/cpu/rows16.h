@@ -32,6 +32,8 @@
 //                   operand of vpdpbusd; the kernel takes 128 x the activations' block sum off)
 #pragma once
 
+#include <immintrin.h>
+
 #include <cstdint>
 
 #include "engine/cpu/quant_dot.h"
@@ -79,6 +81,10 @@ const Rows16Format& rows16_q8_0();
 constexpr int64_t kQ4kRows16Block = 16 * 144, kQ8Rows16Block = 16 * 34;
 constexpr int kQ4kOffD = 0, kQ4kOffDmin = 32, kQ4kOffSc = 64, kQ4kOffMh = 192, kQ4kOffQs = 256;
 constexpr int kQ8OffD = 0, kQ8OffQs = 32;
+// The packed kernels read one stream per thread and prefetch it a few KiB ahead, a block at a time.
+inline void prefetch_rows16_block(const uint8_t* p, int64_t bytes) {
+    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
 // The 6-bit scale and min of sub-block j of row r (of 16) in a packed Q4_K super-block.
 inline void q4k_rows16_scale_min(const uint8_t* blk, int j, int r, uint8_t* sc, uint8_t* mn) {
     const int i = 16 * j + r;

@@ -55,8 +55,7 @@ void dot_vnni(const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
         const uint8_t* blk = group + b * kQ8Rows16Block;
         // About 4.3 KiB ahead (8 blocks; the next group's when this one ends), as the Q4_K kernel's two
         // super-blocks: the stream is the same shape.
-        for (int64_t o = 0; o < kQ8Rows16Block; o += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(blk + 8 * kQ8Rows16Block + o), _MM_HINT_T0);
+        prefetch_rows16_block(blk + 8 * kQ8Rows16Block, kQ8Rows16Block);
         const int8_t* xq = x.q + 32 * b;
         __m512i s0 = _mm512_setzero_si512(), s1 = s0;
         for (int k = 0; k < 8; k += 2) {
