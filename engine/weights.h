@@ -22,7 +22,7 @@
 
 namespace dg {
 
-// How a matrix's rows lie in its bytes. Only the serving CPU backend packs (engine/cpu/q4k_rows16.h); what
+// How a matrix's rows lie in its bytes. Only the serving CPU backend packs (engine/cpu/rows16.h); what
 // the loader, the oracle and the GPU backends see is always kRows.
 enum class Packing : uint8_t {
     kRows,       // row r at data + r * row_bytes, in its file layout

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "engine/cpu/parallel.h"
-#include "engine/cpu/rows16.h"
 #include "engine/cpu/quant_dot.h"
+#include "engine/cpu/rows16.h"
 #include "engine/formats/quant_blocks.h"
 
 namespace dg::cpu {
@@ -99,21 +99,11 @@ inline void put32(int8_t* w, float* dw, int32_t* corr, int64_t g, __m256i v, flo
     if (corr) corr[g] = 128 * sum_s8(v);
 }
 
-// unpack_row for row r of a matrix packed by 16 rows (rows16.h), read in place: the row's 4-byte quads lie
-// 64 bytes apart, gathered 8 at a time. Q4_K and Q8_0, the types that are packed.
-void unpack_row_rows16(const Matrix& W, int64_t r, int8_t* w, float* dw, float* mw, int32_t* corr) {
+// Row rr (of 16) of a packed Q4_K group (rows16.h) as unpack_row would give it, read in place: the row's
+// 4-byte quads lie 64 bytes apart, gathered 8 at a time.
+void unpack_q4k_rows16_row(const uint8_t* group, int rr, int64_t cols, int8_t* w, float* dw, float* mw) {
     const __m256i low4 = _mm256_set1_epi8(0x0F), quads = _mm256_setr_epi32(0, 64, 128, 192, 256, 320, 384, 448);
-    const uint8_t* group = W.data + (r / kRows16) * kRows16 * int64_t(W.row_bytes);
-    const int rr = int(r % kRows16);
-    if (W.type == DType::Q8_0) {
-        for (int64_t b = 0; b < W.cols / 32; ++b) {
-            const uint8_t* blk = group + b * kQ8Rows16Block;
-            const __m256i q = _mm256_i32gather_epi32(reinterpret_cast<const int*>(blk + kQ8OffQs + 4 * rr), quads, 1);
-            put32(w, dw, corr, b, _mm256_xor_si256(q, _mm256_set1_epi8(char(0x80))), f16(blk + kQ8OffD + 2 * rr));
-        }
-        return;
-    }
-    for (int64_t sb = 0; sb < W.cols / 256; ++sb) {
+    for (int64_t sb = 0; sb < cols / 256; ++sb) {
         const uint8_t* blk = group + sb * kQ4kRows16Block;
         const float d = f16(blk + kQ4kOffD + 2 * rr), dmin = f16(blk + kQ4kOffDmin + 2 * rr);
         for (int c = 0; c < 4; ++c) {
@@ -131,12 +121,11 @@ void unpack_row_rows16(const Matrix& W, int64_t r, int8_t* w, float* dw, float* 
     }
 }
 
-// The 16 rows of a Q8_0 group (rows16.h) at once, for a panel of 16 rows: per block, the 8 registers of
-// quads (row r at dword r) transposed to rows (two per register) by three rounds of permutes, where a
+// The 16 rows of a packed Q8_0 group (rows16.h) as unpack_row would give them: per block, the 8 registers
+// of quads (row r at dword r) transposed to rows (two per register) by three rounds of permutes, where a
 // gather per row and block had made q8_0 prefill ~25% slower than on the file layout.
-void unpack_group_q8_0_rows16(const Matrix& W, int64_t r0, int64_t cols, int8_t* w, float* dw, int32_t* corr) {
+void unpack_q8_0_rows16_group(const uint8_t* group, int64_t cols, int8_t* w, float* dw, int32_t* corr) {
     const int64_t groups = cols / 32;
-    const uint8_t* group = W.data + r0 * int64_t(W.row_bytes);
     // Round 1: dwords of quads k, k + 1 interleaved: lo = rows 0-7, hi = rows 8-15.
     const __m512i pair_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i pair_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -172,6 +161,16 @@ void unpack_group_q8_0_rows16(const Matrix& W, int64_t r0, int64_t cols, int8_t*
                 }
             }
     }
+}
+
+// The panel of a packed matrix: its 16 rows are one group (a packed matrix's rows are a multiple of 16).
+static_assert(kPanel == kRows16, "a panel of a packed matrix is one group of rows16.h");
+void unpack_group_rows16(const Matrix& W, int64_t r0, const QPanel& P) {
+    const int64_t cols = W.cols, groups = cols / 32;
+    const uint8_t* group = W.data + r0 * int64_t(W.row_bytes);
+    if (W.type == DType::Q8_0) return unpack_q8_0_rows16_group(group, cols, P.w, P.dw, P.corr);
+    for (int rr = 0; rr < kRows16; ++rr)
+        unpack_q4k_rows16_row(group, rr, cols, P.w + rr * cols, P.dw + rr * groups, P.mw + rr * groups);
 }
 
 // Unpacks one stored row of `cols` elements into int8 + group scales (+ mins): w = dw * q + mw per group.
@@ -496,15 +495,12 @@ void gemm_quant(const float* x, int32_t n, const Matrix& W, float* y, const Quan
         alignas(64) float tile[kTokVecs * kRows * 16];
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t r0 = p * kPanel, nrows = std::min<int64_t>(kPanel, out_rows - r0);
-            const bool whole_q8_group = W.packing == Packing::kRows16 && W.type == DType::Q8_0 && nrows == kRows16;
-            if (whole_q8_group) unpack_group_q8_0_rows16(W, r0, cols, P.w, P.dw, P.corr);
-            for (int64_t i = 0; i < nrows && !whole_q8_group; ++i) {
-                if (W.packing == Packing::kRows16)
-                    unpack_row_rows16(W, r0 + i, P.w + i * cols, P.dw + i * groups, P.mw + i * groups, P.corr + i * groups);
-                else
+            if (W.packing == Packing::kRows16)
+                unpack_group_rows16(W, r0, P);
+            else
+                for (int64_t i = 0; i < nrows; ++i)
                     unpack_row(W.type, W.row(r0 + i), cols, P.w + i * cols, P.dw + i * groups, P.mw + i * groups,
                                P.corr + i * groups);
-            }
             PanelPrefetch pf = next_panel(W, p, p1);
             int64_t calls_left = ((vecs + kTokVecs - 1) / kTokVecs) * ((nrows + kRows - 1) / kRows);
             for (int64_t tv = 0; tv < vecs; tv += kTokVecs) {

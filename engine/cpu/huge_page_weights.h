@@ -7,9 +7,10 @@
 // 4 KiB pages the stream takes a TLB miss every 4 KiB, and under a hypervisor each miss is a two-level
 // page walk. Measurements: docs/PERFORMANCE.md (issue 12, fifth part).
 //
-// The bytes are copied unchanged (unless pack_rows16 asks for the decode layout of Q4_K and Q8_0
-// matrices, rows16.h), so every op's result is too. Matrices that share bytes (a tied output
-// head) or overlap or touch (slices of one tensor) still do after the move. The loader's buffers (the file
+// The bytes are copied unchanged, so every op's result is too; pack_rows16 then repacks Q4_K and Q8_0
+// matrices for the decode kernels (rows16.h: the decode dots round differently, the rows read back
+// exactly). Matrices that share bytes (a tied output head) or overlap or touch (slices of one tensor)
+// still do after the move. The loader's buffers (the file
 // mapping, transformed copies) are released, so the weights are held once. The mapping is read-only.
 #pragma once
 

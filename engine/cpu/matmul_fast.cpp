@@ -1,7 +1,8 @@
 // The serving matmul (the default CPU backend; `cpu-exact` keeps matmul.cpp's f32 oracle): for quantised
 // weights, each token's activations are quantised once per call to 8-bit blocks (quant_dot.h) and every
 // weight row is dotted with them in integers, whole blocks at a time, with the widest kernel the CPU
-// has (Q4_K and Q5_K with VNNI: one activation scale per 256 elements, quant_dot.h's kSuper256). Rows
+// has (Q4_K and Q5_K with VNNI: one activation scale per 256 elements, quant_dot.h's kSuper256), or, for
+// matrices the backend packed by 16 rows (rows16.h: Q4_K, Q8_0), 16 rows at a time with a scale per 32. Rows
 // are split over the thread pool; a row is read once per call and reused from L1 for every token of a
 // prefill tile. A token's result does not depend on the other tokens of the call (same
 // quantisation, same kernel), so batched == single and prefill == decode for each row.
@@ -23,8 +24,8 @@
 #include "engine/cpu/gemm.h"
 #include "engine/cpu/ops.h"
 #include "engine/cpu/parallel.h"
-#include "engine/cpu/rows16.h"
 #include "engine/cpu/quant_dot.h"
+#include "engine/cpu/rows16.h"
 
 namespace dg::cpu {
 namespace {

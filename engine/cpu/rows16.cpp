@@ -93,9 +93,12 @@ Rows16DotFn rows16_dot_kernel(DType t) {
     return f ? f->vnni : nullptr;
 }
 
-Rows16DotFn rows16_dot_scalar(DType t) {
-    const Rows16Format* f = format_of(t);
-    return f ? f->scalar : nullptr;
+void rows16_dot_scalar(DType t, const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
+    const Rows16Format& f = *format_of(t);
+    const Matrix m{t, kRows16, n, group, uint64_t(n / f.block_elems * f.row_block_bytes), Packing::kRows16};
+    const QuantDotFn dot = quant_dot_kernel(t, QuantIsa::kScalar, ActFormat::kBlock32);
+    std::vector<uint8_t> row(m.row_bytes);
+    for (int r = 0; r < kRows16; ++r) out16[r] = dot(plain_row(m, r, row.data()), x, n);
 }
 
 }  // namespace dg::cpu

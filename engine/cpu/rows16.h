@@ -61,9 +61,9 @@ const uint8_t* plain_row(const Matrix& m, int64_t r, uint8_t* scratch);
 using Rows16DotFn = void (*)(const uint8_t* group, int64_t n, const Q8Row& x, float* out16);
 // The AVX-512 VNNI kernel for a packed matrix of type t, or nullptr (a CPU without it, another type).
 Rows16DotFn rows16_dot_kernel(DType t);
-// The definitions (tests): per 32-element block, in float, summed in column order; Q4_K: d x scale x d_x x
-// (integer dot) - dmin x min x d_x x s; Q8_0: d x d_x x (integer dot).
-Rows16DotFn rows16_dot_scalar(DType t);
+// The reference (tests): each row put back (plain_row) and dotted by its type's scalar kBlock32 kernel
+// (quant_dot.h), the definition of the per-row dots.
+void rows16_dot_scalar(DType t, const uint8_t* group, int64_t n, const Q8Row& x, float* out16);
 
 // One type's packing: a block of 16 rows (pack_block reads each row's GGUF block at rows[r]) and back.
 struct Rows16Format {
@@ -71,7 +71,6 @@ struct Rows16Format {
     int64_t row_block_bytes;  // one row's GGUF bytes per block; the packed block is 16 times that
     void (*pack_block)(const uint8_t* const* rows, uint8_t* out);
     void (*unpack_block)(const uint8_t* packed, int r, uint8_t* out);
-    Rows16DotFn scalar;
     Rows16DotFn vnni;  // nullptr on a CPU without AVX-512 VNNI
 };
 const Rows16Format& rows16_q4k();

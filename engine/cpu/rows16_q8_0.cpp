@@ -5,7 +5,6 @@
 #include <cstring>
 
 #include "engine/cpu/rows16.h"
-#include "engine/formats/quant_blocks.h"
 
 namespace dg::cpu {
 namespace {
@@ -24,20 +23,6 @@ void unpack_block(const uint8_t* blk, int r, uint8_t* b) {
     std::memcpy(b, blk + kQ8OffD + 2 * r, 2);
     for (int k = 0; k < 8; ++k)
         for (int i = 0; i < 4; ++i) b[2 + 4 * k + i] = blk[kQ8OffQs + 64 * k + 4 * r + i] ^ 0x80;
-}
-
-void dot_scalar(const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
-    uint8_t b[kBlockBytes];
-    for (int r = 0; r < kRows16; ++r) {
-        float sum = 0.f;
-        for (int64_t blk = 0; blk < n / 32; ++blk) {
-            unpack_block(group + blk * kQ8Rows16Block, r, b);
-            int32_t isum = 0;
-            for (int l = 0; l < 32; ++l) isum += int32_t(int8_t(b[2 + l])) * x.q[32 * blk + l];
-            sum += qb::load_f16(b) * x.d[blk] * float(isum);
-        }
-        out16[r] = sum;
-    }
 }
 
 }  // namespace
@@ -76,7 +61,7 @@ void dot_vnni(const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
 #pragma GCC pop_options
 
 const Rows16Format& rows16_q8_0() {
-    static const Rows16Format f{32, kBlockBytes, pack_block, unpack_block, dot_scalar,
+    static const Rows16Format f{32, kBlockBytes, pack_block, unpack_block,
                                 best_quant_isa() == QuantIsa::kAvx512Vnni ? dot_vnni : nullptr};
     return f;
 }

@@ -1,7 +1,6 @@
-// engine/cpu/rows16: Q4_K and Q8_0 rows packed in groups of 16 for the decode kernels.
+// engine/cpu/rows16: Q4_K and Q8_0 rows packed in groups of 16 for the decode kernels. For both types:
 // * packing is a permutation: every row comes back byte for byte (random block bytes, every scale bit);
-// * (every test for both types)
-// * the scalar definitions and the VNNI kernels against a double-precision dot of the formats library's
+// * the scalar reference and the VNNI kernels against a double-precision dot of the formats library's
 //   dequantised row with the dequantised activations (the product, without the kernels' integer tricks);
 // * matmul_fast on a packed matrix: decode and the small-batch path against the oracle (the activation
 //   rounding's error, bounded as for the other Q4_K paths), batched == single bit for bit, and the
@@ -17,8 +16,8 @@
 #include "engine/backend.h"
 #include "engine/cpu/gemm.h"
 #include "engine/cpu/ops.h"
-#include "engine/cpu/rows16.h"
 #include "engine/cpu/quant_dot.h"
+#include "engine/cpu/rows16.h"
 #include "engine/formats/dtype.h"
 
 namespace dg {
@@ -106,7 +105,7 @@ TEST(CpuRows16, DotsEqualTheDequantisedProduct) {
         for (int64_t g = 0; g < rows / 16; ++g) {
             float def[16], fast[16];
             const uint8_t* group = m.data + g * 16 * m.row_bytes;
-            cpu::rows16_dot_scalar(t)(group, cols, act.row(), def);
+            cpu::rows16_dot_scalar(t, group, cols, act.row(), def);
             if (kernel) kernel(group, cols, act.row(), fast);
             for (int r = 0; r < 16; ++r) {
                 std::vector<float> w(cols);

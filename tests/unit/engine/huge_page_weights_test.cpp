@@ -6,11 +6,11 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <cmath>
 #include <map>
 #include <set>
 #include <string>
@@ -169,8 +169,7 @@ TEST_F(HugePageWeights, ServingFromHugePagesGivesTheSameLogits) {
 TEST_F(HugePageWeights, PackingKeepsEveryRowOfEveryMatrix) {
     if (!cpu::rows16_dot_kernel(DType::Q4_K)) GTEST_SKIP() << "no AVX-512 VNNI: nothing is packed";
     for (const std::string type : {"q4_k_m", "q8_0"}) {
-        const bool moe = false;
-        const std::string path = write_model(moe, type);
+        const std::string path = write_model(false, type);
         auto moved = load_gguf_model(path), in_place = load_gguf_model(path);
         ASSERT_TRUE(moved.ok() && in_place.ok());
         auto p = cpu::move_matrices_to_huge_pages(**moved, true);
