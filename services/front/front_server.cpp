@@ -1,5 +1,7 @@
 #include "services/front/front_server.h"
 
+#include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -146,6 +148,23 @@ void FrontServer::wait() { server_->Wait(); }
 FrontServer::~FrontServer() {
     shutdown(0);
     if (server_) server_->Wait();
+    if (state_) wait_for_calls_to_end();
+}
+
+// Wait() returns once every server call is over, but a call the shutdown cancelled still has its worker
+// calls ending on gRPC's threads: each holds its GenerateCall, which refers to state_ (and the call is
+// destroyed, `inflight` decremented, when the last of them is done). They were cancelled, so this is short;
+// it has no time limit because going on would free state_ under them.
+void FrontServer::wait_for_calls_to_end() {
+    const auto start = std::chrono::steady_clock::now();
+    bool told = false;
+    while (state_->inflight.load() > 0) {
+        if (!told && std::chrono::steady_clock::now() - start > std::chrono::seconds(5)) {
+            std::fprintf(stderr, "front: waiting for %d cancelled calls' worker calls to end\n", state_->inflight.load());
+            told = true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
 }
 
 }  // namespace dg::front

@@ -32,6 +32,7 @@ public:
 private:
     FrontServer() = default;
     void health_loop();
+    void wait_for_calls_to_end();
 
     std::unique_ptr<FrontState> state_;
     std::unique_ptr<InferenceService> service_;

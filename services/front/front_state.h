@@ -46,6 +46,10 @@ struct FrontOptions {
     // Test-only seam (never set by the CLI): runs in ~GenerateCall before it unregisters, so the call
     // lifetime race test can widen the window in which Abort may find a call whose last reference is gone.
     std::function<void()> test_call_deleting;
+    // Test-only seam: runs in a worker call's OnDone after the call has taken its end, while that worker call
+    // still holds the call (its last reference when the server's stream has already finished), so the
+    // shutdown test can widen the window in which the front could be freed under that reference.
+    std::function<void()> test_attempt_ended;
 };
 
 class GenerateCall;

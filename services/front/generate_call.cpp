@@ -60,7 +60,9 @@ public:
     void OnDone(const grpc::Status& s) override {
         std::shared_ptr<GenerateCall> call = std::move(call_);
         call->on_attempt_done(this, s);
-        // `call` may be the last reference: the call, and this attempt with it, can be destroyed here.
+        if (call->front_.options().test_attempt_ended) call->front_.options().test_attempt_ended();
+        // `call` may be the last reference: the call, and this attempt with it, can be destroyed here (the
+        // server may have stopped since on_attempt_done: the front waits for the call, generate_call.h).
     }
 
     std::shared_ptr<GenerateCall> call_;
@@ -79,7 +81,7 @@ std::shared_ptr<GenerateCall> GenerateCall::create(FrontState& front, grpc::Call
 }
 
 GenerateCall::GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, CallPlan plan)
-    : front_(front), ctx_(ctx), plan_(std::move(plan)) {
+    : front_(front), inflight_count_(front.inflight), ctx_(ctx), plan_(std::move(plan)) {
     // The workers keep a live session's checkpoints first; the key is stable across front replicas.
     const uint64_t session_key =
         plan_.session_id.empty() ? 0 : salt_from_string(absl::StrCat(plan_.session_id, "/", plan_.cache_salt)) | 1;
@@ -94,7 +96,6 @@ GenerateCall::GenerateCall(FrontState& front, grpc::CallbackServerContext* ctx, 
     sent_tokens_.resize(tracks_.size());
     migrated_.resize(tracks_.size());
     for (size_t i = 0; i < legs_.size(); ++i) legs_[i].origin_leg = int(i);
-    front_.inflight.fetch_add(1);
     front_.metrics().running.add(1);
     // The gen_ai span nests in the server span and parents the worker calls (GenAI semconv).
     gen_span_.trace_id = plan_.server_span.trace_id;
@@ -110,8 +111,8 @@ GenerateCall::~GenerateCall() {
     // this object even while it is still registered.
     if (front_.options().test_call_deleting) front_.options().test_call_deleting();
     if (registered_) front_.unregister_call(plan_.request_id, this);
-    front_.inflight.fetch_sub(1);
     front_.metrics().running.add(-1);
+    // inflight_count_ goes last, after the members: see generate_call.h.
 }
 
 void GenerateCall::run(Attempt* a, FollowUps& after) {

@@ -17,6 +17,7 @@
 // cancel the worker calls (their deadline is the client's).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -121,6 +122,15 @@ private:
     void on_finishing(const grpc::Status& s) override;  // metrics and spans of the outcome
 
     FrontState& front_;
+    // This call's count in front_.inflight, from construction until the last of its members is destroyed
+    // (declared first after front_, so destroyed last): the front frees its state only once the count is 0
+    // (FrontServer::wait_for_calls_to_end), and the call can be destroyed on a gRPC thread after the server
+    // has stopped (its last worker call ending), so nothing may touch front_ after this is gone.
+    struct InflightCount {
+        explicit InflightCount(std::atomic<int32_t>& n) : n_(n) { n_.fetch_add(1); }
+        ~InflightCount() { n_.fetch_sub(1); }
+        std::atomic<int32_t>& n_;
+    } inflight_count_;
     grpc::CallbackServerContext* ctx_;
     CallPlan plan_;
 

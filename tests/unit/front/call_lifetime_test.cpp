@@ -11,6 +11,9 @@
 //
 // The third races mid-stream migration (a worker process SIGKILLed under streams whose clients cancel at
 // random points) against cancellation and completion.
+//
+// The fourth shuts the front down while its streams run past the drain: the server cancels them, and its
+// worker calls end on gRPC's threads after the server has stopped; the front must outlive them.
 // CTest also runs them under AddressSanitizer (test_front_lifetime_asan, tests/cmake/front.cmake).
 #include <gtest/gtest.h>
 
@@ -214,6 +217,65 @@ TEST(FrontCallLifetime, MigrationRacesCancelAndCompletion) {
     std::printf("%d completed, %d cancelled, %.0f continuations migrated\n", ok.load(), cancelled.load(),
                 front.metrics().migrations.value());
     (*server)->shutdown(0);
+}
+
+// A drain shorter than the streams: shutdown cancels them, and each call's worker call ends (its OnDone, on
+// a gRPC thread) only after the server has stopped. Destroying the front must wait for those: a worker call
+// ending after the front's state is gone reads freed memory (ASan, test_front_lifetime_asan). Several
+// rounds, each with a fresh front and streams at different points (queued, mid-stream, just started).
+TEST(FrontCallLifetime, ShutdownCancelsStreamsPastTheDrain) {
+    WorkerProcess worker;
+    ASSERT_GT(worker.pid, 0);
+    for (int round = 0; round < 6; ++round) {
+        FrontOptions o;
+        o.listen = "127.0.0.1:0";
+        o.pool.static_workers = {worker.addr};
+        // Widen the window a real exit hits rarely (it once corrupted the heap of a front draining under CI
+        // load): a worker call ends, the call finishes its stream, the server stops and the front is
+        // destroyed, while that worker call still holds the call and is about to drop it (then ~GenerateCall
+        // runs on its thread).
+        o.test_attempt_ended = [] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); };
+        o.test_call_deleting = [] { std::this_thread::sleep_for(std::chrono::milliseconds(5)); };
+        auto server = FrontServer::start(o);
+        ASSERT_TRUE(server.ok()) << server.status();
+        auto stub = v1::Inference::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                                                               grpc::InsecureChannelCredentials()));
+        ASSERT_TRUE(wait_healthy(*stub)) << "the worker did not become healthy";
+        const int kStreams = 8;
+        std::atomic<int> started{0}, ended{0};
+        std::vector<std::string> unexpected(kStreams);
+        std::vector<std::thread> clients;
+        for (int i = 0; i < kStreams; ++i)
+            clients.emplace_back([&, i] {
+                // Most far longer than the drain (cancelled by it); every fourth ends on its own near the
+                // shutdown (or is cancelled too, as the timing falls).
+                v1::GenerateRequest req = ids_request({i + 1, round + 2, 5}, i % 4 == 1 ? 20 + 15 * round : 4000);
+                if (i % 4 == 3) req.set_n(2);
+                grpc::ClientContext ctx;
+                ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+                auto reader = stub->Generate(&ctx, req);
+                v1::GenerateResponse msg;
+                bool first = true;
+                while (reader->Read(&msg))
+                    if (first && msg.has_delta()) first = false, started.fetch_add(1);
+                const grpc::Status st = reader->Finish();
+                if (first) started.fetch_add(1);
+                ended.fetch_add(1);
+                // The server cancels what the drain did not finish; the client sees CANCELLED or UNAVAILABLE.
+                if ((st.ok() && i % 4 != 1) || (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED &&
+                                                 st.error_code() != grpc::StatusCode::UNAVAILABLE))
+                    unexpected[size_t(i)] = std::to_string(int(st.error_code())) + " " + st.error_message();
+            });
+        // Round r shuts down after r/6 of the streams have a token: some rounds catch calls still routing.
+        for (int i = 0; i < 4000 && started.load() < round * kStreams / 6; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        (*server)->shutdown(round % 2 ? 50 : 0);
+        server->reset();  // the front's state goes here: no worker call may still be running
+        for (auto& t : clients) t.join();
+        EXPECT_EQ(ended.load(), kStreams);
+        for (int i = 0; i < kStreams; ++i)
+            EXPECT_TRUE(unexpected[size_t(i)].empty()) << "round " << round << ", stream " << i << ": " << unexpected[size_t(i)];
+    }
 }
 
 }  // namespace
