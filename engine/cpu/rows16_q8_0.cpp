@@ -37,10 +37,11 @@ namespace {
 void dot_vnni(const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t b = 0; b < n / 32; ++b) {
+        // No software prefetch, unlike the Q4_K kernel: the hardware prefetcher follows this one stream,
+        // and prefetching 1-16 blocks ahead (to L1 or L2) made it slower: 47-50 against 57-58 GB/s on two
+        // cores streaming 3584 x 1024 matrices, and 52-53 against 57-59 tok/s of 0.8B q8_0 decode
+        // (PERFORMANCE.md, tenth part).
         const uint8_t* blk = group + b * kQ8Rows16Block;
-        // About 4.3 KiB ahead (8 blocks; the next group's when this one ends), as the Q4_K kernel's two
-        // super-blocks: the stream is the same shape.
-        prefetch_rows16_block(blk + 8 * kQ8Rows16Block, kQ8Rows16Block);
         const int8_t* xq = x.q + 32 * b;
         __m512i s0 = _mm512_setzero_si512(), s1 = s0;
         for (int k = 0; k < 8; k += 2) {
