@@ -42,7 +42,7 @@ public:
         if (mode == "0") return absl::OkStatus();
         if (mode != "1")
             return absl::InvalidArgumentError(absl::StrCat("DG_CPU_HUGE_PAGES='", mode, "': use 1 (the default) or 0"));
-        // DG_CPU_PACK=0 keeps Q4_K and Q8_0 matrices in their file layout (the per-row kernels; rows16.h):
+        // DG_CPU_PACK=0 keeps Q4_K, Q8_0 and BF16 matrices in their file layout (the per-row kernels; rows16.h):
         // for A/B runs.
         const char* pk = std::getenv("DG_CPU_PACK");
         const std::string pack = pk ? pk : "1";

@@ -348,9 +348,11 @@ void fkernel(const float* panel, const int r[kRows], int64_t cols, const float* 
 }
 
 // The bf16 micro-kernel: the stored bf16 rows (pairs of elements as one 32-bit broadcast), activations as
-// bf16 pairs [vec][cols / 2][16][2].
+// bf16 pairs [vec][cols / 2][16][2]. Row i's pair k lies at rows[i] + k x pair_stride: 4 in the file layout,
+// 64 in a matrix packed by 16 rows (rows16.h), read in place.
 template <int NV>
-void bkernel(const uint8_t* const rows[kRows], int64_t cols, const uint16_t* X, int64_t tv, float* out) {
+void bkernel(const uint8_t* const rows[kRows], int64_t pair_stride, int64_t cols, const uint16_t* X, int64_t tv,
+             float* out) {
     __m512 acc[NV][kRows];
     for (int v = 0; v < NV; ++v)
         for (int i = 0; i < kRows; ++i) acc[v][i] = _mm512_setzero_ps();
@@ -361,7 +363,7 @@ void bkernel(const uint8_t* const rows[kRows], int64_t cols, const uint16_t* X, 
         for (int v = 0; v < NV; ++v) xv[v] = (__m512bh)_mm512_loadu_si512(xv_base[v] + k2 * 32);
         for (int i = 0; i < kRows; ++i) {
             int32_t pair;
-            std::memcpy(&pair, rows[i] + 4 * k2, 4);
+            std::memcpy(&pair, rows[i] + pair_stride * k2, 4);
             const __m512bh wb = (__m512bh)_mm512_set1_epi32(pair);
             for (int v = 0; v < NV; ++v) acc[v][i] = _mm512_dpbf16_ps(acc[v][i], xv[v], wb);
         }
@@ -528,6 +530,8 @@ void gemm_float(const float* x, int32_t n, const Matrix& W, float* y) {
     const int64_t cols = W.cols, out_rows = W.rows;
     const int64_t vecs = (n + kLanes - 1) / kLanes;
     const bool bf16 = W.type == DType::BF16 && has_avx512_bf16() && cols % 2 == 0;
+    // A packed matrix (BF16 only: packing needs AVX512_BF16) is read in place; a panel is one group.
+    const bool packed = W.packing == Packing::kRows16;
     // Activations token-transposed: f32 [vec][cols][16], or bf16 pairs [vec][cols/2][16][2].
     thread_local std::vector<float> xf;
     thread_local std::vector<uint16_t> xb, rowb;
@@ -576,14 +580,15 @@ void gemm_float(const float* x, int32_t n, const Matrix& W, float* y) {
                     for (int i = 0; i < kRows; ++i) {
                         r[i] = int(i0 + std::min(i, valid - 1));
                         row0[i] = r0 + r[i];
-                        rows[i] = W.row(row0[i]);
+                        rows[i] = packed ? W.data + r0 * int64_t(W.row_bytes) + 4 * r[i] : W.row(row0[i]);
                     }
                     if (bf16) {
+                        const int64_t stride = packed ? 4 * kRows16 : 4;
                         switch (nv) {
-                            case 4: bkernel<4>(rows, cols, XB, tv, tile); break;
-                            case 3: bkernel<3>(rows, cols, XB, tv, tile); break;
-                            case 2: bkernel<2>(rows, cols, XB, tv, tile); break;
-                            default: bkernel<1>(rows, cols, XB, tv, tile); break;
+                            case 4: bkernel<4>(rows, stride, cols, XB, tv, tile); break;
+                            case 3: bkernel<3>(rows, stride, cols, XB, tv, tile); break;
+                            case 2: bkernel<2>(rows, stride, cols, XB, tv, tile); break;
+                            default: bkernel<1>(rows, stride, cols, XB, tv, tile); break;
                         }
                     } else {
                         if (nv == 2) fkernel<2>(pf.data(), r, cols, XF, tv, tile);

@@ -7,7 +7,7 @@
 // 4 KiB pages the stream takes a TLB miss every 4 KiB, and under a hypervisor each miss is a two-level
 // page walk. Measurements: docs/PERFORMANCE.md (issue 12, fifth part).
 //
-// The bytes are copied unchanged, so every op's result is too; pack_rows16 then repacks Q4_K and Q8_0
+// The bytes are copied unchanged, so every op's result is too; pack_rows16 then repacks Q4_K, Q8_0 and BF16
 // matrices for the decode kernels (rows16.h: the decode dots round differently, the rows read back
 // exactly). Matrices that share bytes (a tied output head) or overlap or touch (slices of one tensor)
 // still do after the move. The loader's buffers (the file
@@ -32,7 +32,7 @@ struct HugePagePlacement {
 
 // Moves every matrix of `w` (for_each_matrix) and repoints it. Fails only when the memory cannot be
 // mapped; a system without transparent huge pages gets the copy in 4 KiB pages (huge_bytes 0).
-// pack_rows16: also pack the Q4_K and Q8_0 matrices for the decode kernels (pack_rows16_matrices), in the copy.
+// pack_rows16: also pack the Q4_K, Q8_0 and BF16 matrices for the decode kernels (pack_rows16_matrices), in the copy.
 absl::StatusOr<HugePagePlacement> move_matrices_to_huge_pages(ModelWeights& w, bool pack_rows16 = false);
 
 // A zeroed anonymous mapping of `bytes` rounded up to 2 MiB, starting on a 2 MiB boundary and advised

@@ -6,7 +6,8 @@
 // are split over the thread pool; a row is read once per call and reused from L1 for every token of a
 // prefill tile. A token's result does not depend on the other tokens of the call (same
 // quantisation, same kernel), so batched == single and prefill == decode for each row.
-// Float weights (f32, f16, bf16) use float_dot.h's FMA kernels at decode. From gemm_min_tokens() tokens on,
+// Float weights (f32, f16, bf16) use float_dot.h's FMA kernels at decode, and bf16 matrices packed by 16
+// rows (rows16.h) its 16-row kernel. From gemm_min_tokens() tokens on,
 // every type goes through the tiled GEMM (gemm.h) where the CPU has it; there a token's result depends on
 // the GEMM's summation order, not on the other tokens, but differs from the per-row kernels' in rounding.
 //
@@ -74,7 +75,8 @@ struct RowsJob {
     float* y = nullptr;
     Bf16RowsDotFn brows = nullptr;
     const uint16_t* xb = nullptr;
-    Rows16DotFn rows16 = nullptr;  // a matrix packed by 16 rows (kBlock32 activations in acts)
+    Rows16DotFn rows16 = nullptr;  // a quantised matrix packed by 16 rows (kBlock32 activations in acts)
+    Rows16Bf16DotFn rows16_bf16 = nullptr;  // a BF16 matrix packed by 16 rows (activations in xb)
     FloatDotFn fdot = nullptr;
     const float* x = nullptr;
     QuantDotFn dot = nullptr;
@@ -85,6 +87,12 @@ struct RowsJob {
     // y[t][r] for rows [r0, r1) and every token t < n.
     void run(int32_t n, int64_t r0, int64_t r1) const {
         const int64_t in = W->cols, out = W->rows;
+        if (rows16_bf16) {  // r0 and r1 are group boundaries (run_jobs): 32 KiB at 1,024 columns
+            for (int64_t r = r0; r < r1; r += kRows16)
+                for (int32_t t = 0; t < n; ++t)
+                    rows16_bf16(W->data + r * int64_t(W->row_bytes), in, xb + int64_t(t) * in, y + int64_t(t) * out + r);
+            return;
+        }
         if (brows) {
             float o[kBf16Rows];
             for (int64_t r = r0; r < r1; r += kBf16Rows) {
@@ -134,6 +142,11 @@ bool plan_rows(const float* x, int32_t n, const Matrix& W, float* y, FastActs ac
     *job = RowsJob{};
     job->W = &W;
     job->y = y;
+    if (W.type == DType::BF16 && W.packing == Packing::kRows16) {  // packed only where the kernel exists
+        job->rows16_bf16 = rows16_bf16_dot_kernel();
+        job->xb = in.as_bf16(x, n, W.cols);
+        return job->rows16_bf16 != nullptr;
+    }
     if (W.type == DType::BF16 && brows) {
         job->brows = brows;
         job->xb = in.as_bf16(x, n, W.cols);
@@ -175,7 +188,7 @@ void run_jobs(int32_t n, std::span<const RowsJob> jobs) {
             const int64_t rb = int64_t(j.W->row_bytes), rows = j.W->rows, end = start + rows * rb;
             if (e > start && b < end) {
                 // A packed matrix is split at group boundaries (its rows are a multiple of the group).
-                const int64_t step = j.rows16 ? kRows16 : 1;
+                const int64_t step = j.W->packing == Packing::kRows16 ? kRows16 : 1;
                 auto first_row_from = [&](int64_t byte) {
                     return std::clamp<int64_t>((byte - start + rb * step - 1) / (rb * step) * step, 0, rows);
                 };

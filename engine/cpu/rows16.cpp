@@ -1,5 +1,5 @@
 // Which matrices are packed by 16 rows, the packing pass over a model, and rows put back (rows16.h).
-// The per-type layouts and kernels: rows16_q4k.cpp, rows16_q8_0.cpp.
+// The per-type layouts and kernels: rows16_q4k.cpp, rows16_q8_0.cpp, rows16_bf16.cpp.
 #include "engine/cpu/rows16.h"
 
 #include <algorithm>
@@ -15,6 +15,7 @@ const Rows16Format* format_of(DType t) {
     switch (t) {
         case DType::Q4_K: return &rows16_q4k();
         case DType::Q8_0: return &rows16_q8_0();
+        case DType::BF16: return &rows16_bf16();
         default: return nullptr;
     }
 }
@@ -23,7 +24,7 @@ const Rows16Format* format_of(DType t) {
 
 bool can_pack_rows16(const Matrix& m) {
     const Rows16Format* f = format_of(m.type);
-    return f && f->vnni && m.packing == Packing::kRows && m.rows % kRows16 == 0 && m.cols % f->block_elems == 0 &&
+    return f && (f->vnni || f->bf16) && m.packing == Packing::kRows && m.rows % kRows16 == 0 && m.cols % f->block_elems == 0 &&
            m.row_bytes == uint64_t(m.cols / f->block_elems * f->row_block_bytes);
 }
 
@@ -92,6 +93,8 @@ Rows16DotFn rows16_dot_kernel(DType t) {
     const Rows16Format* f = format_of(t);
     return f ? f->vnni : nullptr;
 }
+
+Rows16Bf16DotFn rows16_bf16_dot_kernel() { return rows16_bf16().bf16; }
 
 void rows16_dot_scalar(DType t, const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
     const Rows16Format& f = *format_of(t);

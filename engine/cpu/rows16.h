@@ -1,6 +1,7 @@
-// Quantised matrices repacked for decode: 16 rows interleaved per block, so that one 512-bit register
-// holds 4 quant bytes of each of 16 rows and every int32 lane of a vpdpbusd belongs to one row. Q4_K
-// (rows16_q4k.cpp) and Q8_0 (rows16_q8_0.cpp), the weight types of q4_k_m and q8_0 files.
+// Matrices repacked for decode: 16 rows interleaved per block, so that one 512-bit register holds 4 bytes
+// of each of 16 rows and every 32-bit lane of a vpdpbusd (or, for bf16, a vdpbf16ps) belongs to one row.
+// Q4_K (rows16_q4k.cpp), Q8_0 (rows16_q8_0.cpp) and BF16 (rows16_bf16.cpp): the weight types of q4_k_m,
+// q8_0 and bf16 files.
 //
 // Why: the GGUF layout dots one row at a time (quant_dot_x86.inc). A 1,024-element row is 4 Q4_K
 // super-blocks or 32 Q8_0 blocks, and the row pays for its scale unpacking, float conversions and a final
@@ -15,7 +16,10 @@
 //
 // The packed bytes are a bijection of the GGUF bytes of the same size, so every row can be put back
 // exactly (plain_row): the GEMM, the oracle and the embedding lookup read packed matrices that way.
-// Activations: kBlock32 (a scale per 32 elements, quant_dot.h).
+// Activations: kBlock32 (a scale per 32 elements, quant_dot.h); for BF16, the activations rounded to bf16
+// (gemm.h's to_bf16), as the 8-row bf16 kernel of the file layout takes them (float_dot.h). A bf16 matrix
+// read as 8-row blocks of the file layout was 8 interleaved streams: 55-60 GB/s on two cores where the
+// packed one reads 63-70 (PERFORMANCE.md, tenth part).
 //
 // Group g (rows 16g .. 16g + 15) takes the bytes the 16 rows had, [16g x row_bytes, ...), and holds
 // their blocks in column order, 16 x (the type's block bytes) each.
@@ -32,6 +36,10 @@
 //   0     d[16]     f16
 //   32    qs[8][64] quad k: row r's quants 4k .. 4k + 3 at byte 4r, each XOR 0x80 (q + 128, the unsigned
 //                   operand of vpdpbusd; the kernel takes 128 x the activations' block sum off)
+// BF16, 1,024 bytes per block of 32:
+//   0     v[16][64] pair p: row r's elements 2p, 2p + 1 at byte 4r. Over the whole group, row r's pair k
+//                   (elements 2k, 2k + 1) lies at 64k + 4r: one stride for every pair, which the bf16 GEMM
+//                   reads in place.
 #pragma once
 
 #include <immintrin.h>
@@ -45,8 +53,8 @@ namespace dg::cpu {
 
 constexpr int kRows16 = 16;
 
-// Whether m can be packed: Q4_K or Q8_0, rows a multiple of 16, whole blocks (Q4_K: 256 elements; Q8_0:
-// 32), plain layout, and a CPU with the kernels (AVX-512 VNNI).
+// Whether m can be packed: Q4_K, Q8_0 or BF16, rows a multiple of 16, whole blocks (Q4_K: 256 elements;
+// Q8_0 and BF16: 32), plain layout, and a CPU with the type's kernel (AVX-512 VNNI; AVX512_BF16).
 bool can_pack_rows16(const Matrix& m);
 // Repacks m's bytes in place (they must be writable) and marks it Packing::kRows16.
 void pack_rows16(Matrix& m, uint8_t* writable_data);
@@ -61,11 +69,17 @@ const uint8_t* plain_row(const Matrix& m, int64_t r, uint8_t* scratch);
 
 // out16[r] = dot(row 16g + r, x) for r < 16, from group g's packed bytes; n elements.
 using Rows16DotFn = void (*)(const uint8_t* group, int64_t n, const Q8Row& x, float* out16);
-// The AVX-512 VNNI kernel for a packed matrix of type t, or nullptr (a CPU without it, another type).
+// The AVX-512 VNNI kernel for a packed matrix of type t (Q4_K, Q8_0), or nullptr (a CPU without it,
+// another type).
 Rows16DotFn rows16_dot_kernel(DType t);
 // The reference (tests): each row put back (plain_row) and dotted by its type's scalar kBlock32 kernel
 // (quant_dot.h), the definition of the per-row dots.
 void rows16_dot_scalar(DType t, const uint8_t* group, int64_t n, const Q8Row& x, float* out16);
+// The same for a packed BF16 matrix: out16[r] = dot(row 16g + r, xb), xb n bf16 values; nullptr on a CPU
+// without AVX512_BF16. Each lane adds its row's products in its own order: the result differs from the
+// 8-row kernel's by rounding only.
+using Rows16Bf16DotFn = void (*)(const uint8_t* group, int64_t n, const uint16_t* xb, float* out16);
+Rows16Bf16DotFn rows16_bf16_dot_kernel();
 
 // One type's packing: a block of 16 rows (pack_block reads each row's GGUF block at rows[r]) and back.
 struct Rows16Format {
@@ -73,13 +87,15 @@ struct Rows16Format {
     int64_t row_block_bytes;  // one row's GGUF bytes per block; the packed block is 16 times that
     void (*pack_block)(const uint8_t* const* rows, uint8_t* out);
     void (*unpack_block)(const uint8_t* packed, int r, uint8_t* out);
-    Rows16DotFn vnni;  // nullptr on a CPU without AVX-512 VNNI
+    Rows16DotFn vnni;      // quantised types; nullptr on a CPU without AVX-512 VNNI
+    Rows16Bf16DotFn bf16;  // BF16; nullptr on a CPU without AVX512_BF16
 };
 const Rows16Format& rows16_q4k();
 const Rows16Format& rows16_q8_0();
+const Rows16Format& rows16_bf16();
 
 // Where the parts of a packed block start (the layouts above).
-constexpr int64_t kQ4kRows16Block = 16 * 144, kQ8Rows16Block = 16 * 34;
+constexpr int64_t kQ4kRows16Block = 16 * 144, kQ8Rows16Block = 16 * 34, kBf16Rows16Block = 16 * 64;
 constexpr int kQ4kOffD = 0, kQ4kOffDmin = 32, kQ4kOffSc = 64, kQ4kOffMh = 192, kQ4kOffQs = 256;
 constexpr int kQ8OffD = 0, kQ8OffQs = 32;
 // The 6-bit scale and min of sub-block j of row r (of 16) in a packed Q4_K super-block.

@@ -117,7 +117,7 @@ void dot_vnni(const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
 
 const Rows16Format& rows16_q4k() {
     static const Rows16Format f{256, kBlockBytes, pack_block, unpack_block,
-                                best_quant_isa() == QuantIsa::kAvx512Vnni ? dot_vnni : nullptr};
+                                best_quant_isa() == QuantIsa::kAvx512Vnni ? dot_vnni : nullptr, nullptr};
     return f;
 }
 

@@ -7,7 +7,7 @@
 //   bench_decode_matmuls FILE.gguf [FILE.gguf ...] [--rounds N] [--in-place] [--no-pack]
 // --in-place reads the weights where the loader put them (the file mapping, 4 KiB pages) instead of
 // moving them into 2 MiB pages as the serving backend does (huge_page_weights.h). --no-pack moves them
-// but leaves Q4_K and Q8_0 matrices in their file layout (the serving backend packs them by 16 rows,
+// but leaves Q4_K, Q8_0 and BF16 matrices in their file layout (the serving backend packs them by 16 rows,
 // rows16.h).
 #include <algorithm>
 #include <chrono>

@@ -1,7 +1,8 @@
-// engine/cpu/rows16: Q4_K and Q8_0 rows packed in groups of 16 for the decode kernels. For both types:
+// engine/cpu/rows16: Q4_K, Q8_0 and BF16 rows packed in groups of 16 for the decode kernels. For each type:
 // * packing is a permutation: every row comes back byte for byte (random block bytes, every scale bit);
 // * the scalar reference and the VNNI kernels against a double-precision dot of the formats library's
 //   dequantised row with the dequantised activations (the product, without the kernels' integer tricks);
+//   the BF16 kernel against the double-precision dot of the bf16 row and the bf16-rounded activations;
 // * matmul_fast on a packed matrix: decode and the small-batch path against the oracle (the activation
 //   rounding's error, bounded as for the other Q4_K paths), batched == single bit for bit, and the
 //   prefill GEMM bit for bit what it gives on the plain matrix (it reads the rows put back);
@@ -30,15 +31,17 @@ std::vector<float> normal(size_t n, std::mt19937& rng, float scale = 1.f) {
     return v;
 }
 
-const DType kPacked[] = {DType::Q4_K, DType::Q8_0};
+const DType kQuantPacked[] = {DType::Q4_K, DType::Q8_0};
+const DType kPacked[] = {DType::Q4_K, DType::Q8_0, DType::BF16};
 
 // Rows of random bytes (every quant, scale and min bit varies) with finite f16 scales: Q4_K d = 1/16 and
-// dmin = 1/64, Q8_0 d = 1/16.
+// dmin = 1/64, Q8_0 d = 1/16. BF16: every byte random (any bit pattern, NaN included, packs and comes back).
 std::vector<uint8_t> random_rows(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
     const uint64_t rb = *row_bytes(t, cols);
     std::vector<uint8_t> out(rb * rows);
     for (auto& b : out) b = uint8_t(rng());
     const uint16_t d_half = 0x2c00, dmin_half = 0x2400;
+    if (t == DType::BF16) return out;
     const uint64_t block = t == DType::Q4_K ? 144 : 34;
     for (uint64_t b = 0; b < out.size(); b += block) {
         std::memcpy(&out[b], &d_half, 2);
@@ -96,7 +99,7 @@ TEST(CpuRows16, PackingPutsEveryRowBack) {
 TEST(CpuRows16, DotsEqualTheDequantisedProduct) {
     std::mt19937 rng(5);
     const int64_t rows = 32, cols = 1024;
-    for (DType t : kPacked) {
+    for (DType t : kQuantPacked) {
         const std::vector<uint8_t> plain = random_rows(t, rows, cols, rng);
         std::vector<uint8_t> storage;
         const Matrix m = packed_copy(t, plain, rows, cols, storage);
@@ -125,6 +128,34 @@ TEST(CpuRows16, DotsEqualTheDequantisedProduct) {
     }
 }
 
+TEST(CpuRows16, Bf16DotEqualsTheProductOfTheRoundedValues) {
+    const auto kernel = cpu::rows16_bf16_dot_kernel();
+    if (!kernel) GTEST_SKIP() << "no AVX512_BF16: bf16 matrices are not packed";
+    std::mt19937 rng(7);
+    const int64_t rows = 32, cols = 1056;  // 33 blocks of 32
+    const std::vector<uint8_t> plain = quantised_rows(DType::BF16, rows, cols, rng);
+    std::vector<uint8_t> storage;
+    const Matrix m = packed_copy(DType::BF16, plain, rows, cols, storage);
+    const std::vector<float> x = normal(cols, rng);
+    std::vector<uint16_t> xb(cols);
+    cpu::to_bf16(x.data(), cols, xb.data());
+    std::vector<float> xr(cols), w(cols);
+    dequantize_row(DType::BF16, xb.data(), xr.data(), cols);
+    for (int64_t g = 0; g < rows / 16; ++g) {
+        float fast[16];
+        kernel(m.data + g * 16 * m.row_bytes, cols, xb.data(), fast);
+        for (int r = 0; r < 16; ++r) {
+            dequantize_row(DType::BF16, plain.data() + (16 * g + r) * m.row_bytes, w.data(), cols);
+            double want = 0, mag = 0;
+            for (int64_t i = 0; i < cols; ++i) {
+                want += double(w[i]) * xr[i];
+                mag += std::fabs(double(w[i]) * xr[i]);
+            }
+            EXPECT_NEAR(fast[r], want, 2e-6 * mag) << "row " << 16 * g + r;
+        }
+    }
+}
+
 TEST(CpuRows16, MatmulOnAPackedMatrix) {
     std::mt19937 rng(9);
     const int64_t rows = 96, cols = 512;
@@ -132,7 +163,10 @@ TEST(CpuRows16, MatmulOnAPackedMatrix) {
         const char* name = dtype_info(t).name;
         const std::vector<uint8_t> plain_bytes = quantised_rows(t, rows, cols, rng);
         const Matrix plain{t, rows, cols, plain_bytes.data(), *row_bytes(t, cols)};
-        if (!cpu::can_pack_rows16(plain)) GTEST_SKIP() << "no AVX-512 VNNI: the serving backend does not pack";
+        if (!cpu::can_pack_rows16(plain)) {
+            std::printf("%s: no kernel on this CPU (AVX-512 VNNI, AVX512_BF16): not packed, not tested\n", name);
+            continue;
+        }
         std::vector<uint8_t> storage;
         const Matrix packed = packed_copy(t, plain_bytes, rows, cols, storage);
 
@@ -164,7 +198,7 @@ TEST(CpuRows16, MatmulOnAPackedMatrix) {
         EXPECT_EQ(exact_packed, exact) << name;
 
         // Prefill through the GEMM: the rows put back, so the same result as on the plain matrix.
-        const int32_t np = cpu::kGemmMinTokensQuant + 3;
+        const int32_t np = cpu::gemm_min_tokens(t) + 3;
         if (cpu::gemm_supported(t)) {
             const std::vector<float> xp = normal(size_t(np) * cols, rng);
             std::vector<float> from_plain(size_t(np) * rows), from_packed(size_t(np) * rows);

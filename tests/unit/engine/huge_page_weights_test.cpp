@@ -163,12 +163,12 @@ TEST_F(HugePageWeights, ServingFromHugePagesGivesTheSameLogits) {
     unsetenv("DG_CPU_PACK");
 }
 
-// Packing Q4_K and Q8_0 matrices for the decode kernels (rows16.h) on the move: every eligible matrix is packed
+// Packing Q4_K, Q8_0 and BF16 matrices for the decode kernels (rows16.h) on the move: every eligible matrix is packed
 // (the tied head and its table once, both marked), and every row of every matrix still reads as the
 // file's bytes. (The tiny MoE preset's expert widths are not whole super-blocks: no q4_k_m file of it.)
 TEST_F(HugePageWeights, PackingKeepsEveryRowOfEveryMatrix) {
     if (!cpu::rows16_dot_kernel(DType::Q4_K)) GTEST_SKIP() << "no AVX-512 VNNI: nothing is packed";
-    for (const std::string type : {"q4_k_m", "q8_0"}) {
+    for (const std::string type : {"q4_k_m", "q8_0", "bf16"}) {
         const std::string path = write_model(false, type);
         auto moved = load_gguf_model(path), in_place = load_gguf_model(path);
         ASSERT_TRUE(moved.ok() && in_place.ok());
@@ -198,7 +198,8 @@ TEST_F(HugePageWeights, PackingKeepsEveryRowOfEveryMatrix) {
 // the fast path's is (Q4_K: a scale per 32 where the per-row kernel has one per 256).
 TEST_F(HugePageWeights, PackedModelsAgainstTheOracle) {
     if (!cpu::rows16_dot_kernel(DType::Q4_K)) GTEST_SKIP() << "no AVX-512 VNNI: nothing is packed";
-    for (const std::string type : {"q4_k_m", "q8_0"}) {
+    for (const std::string type : {"q4_k_m", "q8_0", "bf16"}) {
+        if (type == "bf16" && !cpu::rows16_bf16_dot_kernel()) continue;  // no AVX512_BF16: not packed
         const std::string path = write_model(false, type);
         std::vector<int32_t> prompt;
         for (int i = 0; i < 6; ++i) prompt.push_back((i * 37 + 3) % 1000);
