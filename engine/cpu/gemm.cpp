@@ -485,7 +485,7 @@ void gemm_quant(const float* x, int32_t n, const Matrix& W, float* y, const Quan
     const QActs X{xu.data(), xd.data(), xds.data()};  // the caller's buffers, for every pool thread
     const QKernel k2 = pick_qkernel<2>(L), k1 = pick_qkernel<1>(L);
     const int64_t panels = (out_rows + kPanel - 1) / kPanel;
-    parallel_for(panels, [&](int64_t p0, int64_t p1) {
+    parallel_for_stealing(panels, [&](int64_t p0, int64_t p1) {
         thread_local std::vector<int8_t> pw;
         thread_local std::vector<float> pdw, pmw;
         thread_local std::vector<int32_t> pcorr;
@@ -558,7 +558,7 @@ void gemm_float(const float* x, int32_t n, const Matrix& W, float* y) {
     const float* XF = xf.data();
     const uint16_t* XB = xb.data();
     const int64_t panels = (out_rows + kPanel - 1) / kPanel;
-    parallel_for(panels, [&](int64_t p0, int64_t p1) {
+    parallel_for_stealing(panels, [&](int64_t p0, int64_t p1) {
         thread_local std::vector<float> pf;
         if (!bf16) pf.resize(size_t(kPanel) * cols);
         alignas(64) float tile[kTokVecsBf16 * kRows * 16];

@@ -182,7 +182,7 @@ void run_jobs(int32_t n, std::span<const RowsJob> jobs) {
         total += j.W->rows * int64_t(j.W->row_bytes);
         min_rb = std::min(min_rb, int64_t(j.W->row_bytes));
     }
-    parallel_for_balanced(total, [&](int64_t b, int64_t e) {
+    parallel_for_stealing(total, [&](int64_t b, int64_t e) {
         int64_t start = 0;  // where this job's bytes begin in the concatenation
         for (const RowsJob& j : jobs) {
             const int64_t rb = int64_t(j.W->row_bytes), rows = j.W->rows, end = start + rows * rb;
@@ -197,7 +197,7 @@ void run_jobs(int32_t n, std::span<const RowsJob> jobs) {
             }
             start = end;
         }
-    }, matmul_chunks_per_thread(), 16 * min_rb);
+    }, 16 * min_rb);
 }
 
 // Where matmul_fast takes the tiled GEMM instead of the per-row kernels.

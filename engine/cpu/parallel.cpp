@@ -1,10 +1,12 @@
 #include "engine/cpu/parallel.h"
 
 #include <algorithm>
+#include <climits>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -185,13 +187,79 @@ void parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t)
     run_parts(n, fn, min_chunk, per_thread);
 }
 
-int matmul_chunks_per_thread() {
-    static const int v = [] {
-        const char* e = std::getenv("DG_CPU_MATMUL_CHUNKS");
-        const int k = e ? std::atoi(e) : 0;
-        return k > 0 ? std::min(k, 64) : kMatmulChunksPerThread;
-    }();
-    return v;
+namespace {
+
+// One thread's share of a parallel_for_stealing call: [front, back) in grains, in one word so that the
+// owner's claims from the front and the thieves' from the back can never overlap.
+struct alignas(64) StealRange {
+    std::atomic<uint64_t> front_back;
+};
+constexpr uint64_t pack_range(uint64_t front, uint64_t back) { return back << 32 | front; }
+
+// The owner's next claim from the front: an eighth of what is left, so the claims shrink toward the end
+// and the last one the owner holds when a thief arrives is short. Consecutive claims are adjacent, so the
+// owner's reads stay one forward stream.
+bool claim_front(StealRange& r, int64_t* b, int64_t* e) {
+    const uint64_t w = r.front_back.load(std::memory_order_relaxed);
+    const int64_t front = int64_t(w & 0xffffffff), back = int64_t(w >> 32);
+    if (front >= back) return false;
+    const int64_t want = std::max<int64_t>(1, (back - front) / 8);
+    // fetch_add moves only the front; it may pass the back (a thief took the rest): then nothing is ours.
+    const uint64_t was = r.front_back.fetch_add(uint64_t(want), std::memory_order_acq_rel);
+    const int64_t f = int64_t(was & 0xffffffff), bk = int64_t(was >> 32);
+    if (f >= bk) return false;
+    *b = f;
+    *e = std::min(f + want, bk);
+    return true;
+}
+
+// A thief's claim from the back: half of what is left, so owner and thief finish together unless one of
+// them is slowed again (then the next steal halves the rest).
+bool claim_back(StealRange& r, int64_t* b, int64_t* e) {
+    uint64_t w = r.front_back.load(std::memory_order_relaxed);
+    for (;;) {
+        const int64_t front = int64_t(w & 0xffffffff), back = int64_t(w >> 32);
+        if (front >= back) return false;
+        const int64_t take = std::max<int64_t>(1, (back - front) / 2);
+        if (r.front_back.compare_exchange_weak(w, pack_range(uint64_t(front), uint64_t(back - take)),
+                                               std::memory_order_acq_rel, std::memory_order_relaxed)) {
+            *b = back - take;
+            *e = back;
+            return true;
+        }
+    }
+}
+
+}  // namespace
+
+void parallel_for_stealing(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(grain, 1);
+    const int64_t grains = (n + grain - 1) / grain;
+    const int parts = int(std::min<int64_t>(num_threads(), grains));
+    if (t_in_pool || parts <= 1 || grains > INT32_MAX) return run_parts(n, fn, grain, 1);
+    std::unique_ptr<StealRange[]> ranges(new StealRange[size_t(parts)]);
+    for (int i = 0; i < parts; ++i)
+        ranges[i].front_back.store(pack_range(uint64_t(grains * i / parts), uint64_t(grains * (i + 1) / parts)),
+                                   std::memory_order_relaxed);
+    auto run_grains = [&](int64_t g0, int64_t g1) { fn(g0 * grain, std::min(n, g1 * grain)); };
+    run_parts(parts, [&](int64_t p0, int64_t p1) {
+        int64_t b, e;
+        for (int64_t p = p0; p < p1; ++p)
+            while (claim_front(ranges[p], &b, &e)) run_grains(b, e);
+        // Own share done: help the range with the most left, from its back, until every range is empty.
+        for (;;) {
+            int most = -1;
+            int64_t most_left = 0;
+            for (int i = 0; i < parts; ++i) {
+                const uint64_t w = ranges[i].front_back.load(std::memory_order_relaxed);
+                const int64_t left = int64_t(w >> 32) - int64_t(w & 0xffffffff);
+                if (left > most_left) most = i, most_left = left;
+            }
+            if (most < 0) return;
+            if (claim_back(ranges[most], &b, &e)) run_grains(b, e);
+        }
+    }, 1, 1);
 }
 
 int num_threads() { return pool().size(); }

@@ -27,13 +27,15 @@ int num_threads();
 // half. Each chunk stays one contiguous range (so a matmul's threads still stream long runs of rows).
 void parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int per_thread,
                            int64_t min_chunk = 1);
-// The decode matmuls' chunks per thread (matmul_fast.cpp): kMatmulChunksPerThread, or DG_CPU_MATMUL_CHUNKS
-// (1-64) to measure another split. 1, a static split into one contiguous half per thread as ggml's: on the
-// 2-core VM (docs/PERFORMANCE.md, issue 12 fourth part) 1 beat 4 in 5 of 6 alternating bf16 pairs (+1-7%)
-// and both q8_0 pairs (+9%), once the mixer's serial time had shrunk; with 4, each thread jumps between
-// chunks and restarts its prefetch streams (and prefetches past its chunk into the other thread's rows).
-// An earlier A/B (4 vs 1, before the fast recurrent form) had been within the spread.
-constexpr int kMatmulChunksPerThread = 1;
-int matmul_chunks_per_thread();
+// As parallel_for, for work whose cost follows the index (a matmul's rows by their bytes): one contiguous
+// range per thread, which the thread walks from the front in shrinking claims (one forward stream); a
+// thread done with its own takes half of what is left of the fullest range, from its back, until nothing
+// is left. fn gets [b, e) on multiples of `grain` (but the last, n). No thread waits for a slower one
+// longer than the slower one's current claim, where static halves wait for the whole difference.
+// The decode and prefill matmuls use it (matmul_fast.cpp, gemm.cpp). Why one stream per thread: a matmul
+// split into several chunks per thread, handed out in turn (parallel_for_balanced), restarts each thread's
+// prefetch streams at every chunk and lost to static halves on the 2-core VM; static halves left a thread
+// idle for 6-12% of a decode step (docs/PERFORMANCE.md, issue 12 fourth and eleventh parts).
+void parallel_for_stealing(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
 }  // namespace dg::cpu

@@ -2,6 +2,7 @@
 // min_chunk and the thread count, many tiny calls in a row (a decode step's pattern) stay correct, nested
 // calls run inline, an exception in a chunk reaches the caller and leaves the pool usable, calls from
 // several threads at once are serialised, and a process with a pool (idle or just used) exits cleanly.
+// parallel_for_stealing: the same cover on grain boundaries, and a stalled thread's range finished by the others.
 // Nothing here measures time.
 #include <gtest/gtest.h>
 
@@ -127,6 +128,70 @@ TEST(ParallelFor, CallsFromSeveralThreads) {
     for (int t = 0; t < kThreads; ++t) EXPECT_EQ(sums[size_t(t)], int64_t(kCalls) * (36 + t) * (37 + t) / 2);
 }
 
+// parallel_for_stealing: every index once, each call on grain boundaries (the last may end at n).
+void check_stealing_cover(int64_t n, int64_t grain) {
+    std::vector<std::atomic<int>> hits(size_t(std::max<int64_t>(n, 0)));
+    std::atomic<bool> on_grain{true};
+    cpu::parallel_for_stealing(n, [&](int64_t b, int64_t e) {
+        const int64_t g = std::max<int64_t>(grain, 1);
+        if (b >= e || b % g != 0 || (e % g != 0 && e != n)) on_grain.store(false);
+        for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1);
+    }, grain);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "n=" << n << " grain=" << grain << " index " << i;
+    EXPECT_TRUE(on_grain.load()) << "n=" << n << " grain=" << grain;
+}
+
+TEST(ParallelFor, StealingCoversEveryIndexOnce) {
+    for (int64_t n : {-3, 0, 1, 2, 3, 7, 16, 17, 63, 64, 65, 1000, 4099, 1 << 20})
+        for (int64_t grain : {0, 1, 2, 16, 64, 5000}) check_stealing_cover(n, grain);
+    for (int call = 0; call < 3000; ++call) check_stealing_cover(1 + call % 300, 1 + call % 7);  // a decode step's pattern
+}
+
+// The thread that owns the first range stalls (as a descheduled or slower thread would); the others must
+// take the rest of its range from the back instead of waiting for it.
+TEST(ParallelFor, StealingTakesOverAStalledThreadsRange) {
+    if (cpu::num_threads() < 2) GTEST_SKIP() << "one pool thread: nothing to steal from";
+    constexpr int64_t kN = 1000;
+    std::vector<std::atomic<int>> hits(kN);
+    std::mutex mu;
+    std::vector<std::pair<std::thread::id, std::pair<int64_t, int64_t>>> calls;
+    std::atomic<bool> stalled{false};
+    cpu::parallel_for_stealing(kN, [&](int64_t b, int64_t e) {
+        {
+            std::lock_guard<std::mutex> lk(mu);
+            calls.push_back({std::this_thread::get_id(), {b, e}});
+        }
+        if (b == 0 && !stalled.exchange(true)) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1);
+    });
+    for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+    std::thread::id first_owner;
+    for (const auto& c : calls)
+        if (c.second.first == 0) first_owner = c.first;
+    const int64_t first_range_end = kN / cpu::num_threads();
+    int64_t taken_by_others = 0;
+    for (const auto& c : calls)
+        if (c.first != first_owner && c.second.first < first_range_end)
+            taken_by_others += std::min(c.second.second, first_range_end) - c.second.first;
+    // The stalled owner claimed an eighth of its range before stalling; the rest is left to the others.
+    EXPECT_GE(taken_by_others, first_range_end / 2) << "calls: " << calls.size();
+}
+
+TEST(ParallelFor, StealingNestedRunsInlineAndErrorsReachTheCaller) {
+    std::vector<std::atomic<int>> hits(8 * 100);
+    cpu::parallel_for(8, [&](int64_t b, int64_t e) {
+        for (int64_t o = b; o < e; ++o)
+            cpu::parallel_for_stealing(100, [&](int64_t ib, int64_t ie) {
+                for (int64_t i = ib; i < ie; ++i) hits[size_t(o * 100 + i)].fetch_add(1);
+            }, 3);
+    });
+    for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+    EXPECT_THROW(cpu::parallel_for_stealing(1000, [](int64_t b, int64_t e) {
+        if (b <= 500 && 500 < e) throw std::runtime_error("claim failed");
+    }), std::runtime_error);
+    check_stealing_cover(1000, 1);  // the pool still works
+}
+
 // In a fresh process (the death-test child re-runs this test alone), so DG_CPU_THREADS is read before the
 // pool exists: more threads than this machine's cores, a burst of calls, idle, more calls, then exit,
 // which destroys the pool with its workers asleep.
@@ -141,6 +206,9 @@ TEST(ParallelFor, ThreadCountFromEnvAndCleanExit) {
                     std::atomic<int64_t> s{0};
                     cpu::parallel_for(70, [&](int64_t b, int64_t e) { s.fetch_add(e - b); }, 10);
                     if (s.load() != 70) std::exit(4);
+                    std::atomic<int64_t> t{0};  // 7 ranges on (usually) fewer cores: stealing between them
+                    cpu::parallel_for_stealing(700, [&](int64_t b, int64_t e) { t.fetch_add(e - b); }, 3);
+                    if (t.load() != 700) std::exit(5);
                 }
                 std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let the workers go to sleep
             }
