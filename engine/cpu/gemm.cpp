@@ -121,6 +121,45 @@ void unpack_q4k_rows16_row(const uint8_t* group, int rr, int64_t cols, int8_t* w
     }
 }
 
+// Half h of Q6_K super-block sb of a row from its 32 low-nibble bytes 64h .. (ql0), 64h + 32 .. (ql1) and
+// 32 high-bit bytes (qh): four 32-element blocks of q - 32, each as two groups of 16 with their scales
+// (sc[j * sc_stride], j = 0..15).
+inline void put_q6k_half(__m256i ql0, __m256i ql1, __m256i qh, float d, const int8_t* sc, int sc_stride, int64_t sb,
+                         int h, int8_t* w, float* dw, int32_t* corr) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F), bits45 = _mm256_set1_epi8(0x30), k32 = _mm256_set1_epi8(32);
+    const __m256i v[4] = {
+        _mm256_or_si256(_mm256_and_si256(ql0, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45)),
+        _mm256_or_si256(_mm256_and_si256(ql1, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), _mm256_and_si256(qh, bits45)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45)),
+    };
+    for (int k = 0; k < 4; ++k) {
+        const int j = 4 * h + k;  // 32-element block of the super-block: groups 2j, 2j+1
+        const __m256i s = _mm256_sub_epi8(v[k], k32);
+        const int64_t g = 16 * sb + 2 * j;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + 16 * g), s);
+        int32_t lo, hi;
+        sum_s8_halves(s, &lo, &hi);
+        corr[g] = 128 * lo, corr[g + 1] = 128 * hi;
+        dw[g] = d * sc[2 * j * sc_stride], dw[g + 1] = d * sc[(2 * j + 1) * sc_stride];
+    }
+}
+
+// Row rr (of 16) of a packed Q6_K group (rows16.h), read in place: its quads lie 64 bytes apart, 8 to a gather.
+void unpack_q6k_rows16_row(const uint8_t* group, int rr, int64_t cols, int8_t* w, float* dw, int32_t* corr) {
+    const __m256i quads = _mm256_setr_epi32(0, 64, 128, 192, 256, 320, 384, 448);
+    auto gather8 = [&](const uint8_t* first) {
+        return _mm256_i32gather_epi32(reinterpret_cast<const int*>(first + 4 * rr), quads, 1);
+    };
+    for (int64_t sb = 0; sb < cols / 256; ++sb) {
+        const uint8_t* blk = group + sb * kQ6kRows16Block;
+        const int8_t* sc = reinterpret_cast<const int8_t*>(blk + kQ6kOffSc + rr);
+        for (int h = 0; h < 2; ++h)
+            put_q6k_half(gather8(blk + kQ6kOffQl + 64 * 16 * h), gather8(blk + kQ6kOffQl + 64 * (16 * h + 8)),
+                         gather8(blk + kQ6kOffQh + 64 * 8 * h), f16(blk + kQ6kOffD + 2 * rr), sc, 16, sb, h, w, dw, corr);
+    }
+}
+
 // The 16 rows of a packed Q8_0 group (rows16.h) as unpack_row would give them: per block, the 8 registers
 // of quads (row r at dword r) transposed to rows (two per register) by three rounds of permutes, where a
 // gather per row and block had made q8_0 prefill ~25% slower than on the file layout.
@@ -165,10 +204,16 @@ void unpack_q8_0_rows16_group(const uint8_t* group, int64_t cols, int8_t* w, flo
 
 // The panel of a packed matrix: its 16 rows are one group (a packed matrix's rows are a multiple of 16).
 static_assert(kPanel == kRows16, "a panel of a packed matrix is one group of rows16.h");
-void unpack_group_rows16(const Matrix& W, int64_t r0, const QPanel& P) {
-    const int64_t cols = W.cols, groups = cols / 32;
+// groups: a row's scale groups in the panel (QuantLayout::group: 16 elements for Q6_K, 32 for Q4_K and Q8_0).
+void unpack_group_rows16(const Matrix& W, int64_t r0, int64_t groups, const QPanel& P) {
+    const int64_t cols = W.cols;
     const uint8_t* group = W.data + r0 * int64_t(W.row_bytes);
     if (W.type == DType::Q8_0) return unpack_q8_0_rows16_group(group, cols, P.w, P.dw, P.corr);
+    if (W.type == DType::Q6_K) {
+        for (int rr = 0; rr < kRows16; ++rr)
+            unpack_q6k_rows16_row(group, rr, cols, P.w + rr * cols, P.dw + rr * groups, P.corr + rr * groups);
+        return;
+    }
     for (int rr = 0; rr < kRows16; ++rr)
         unpack_q4k_rows16_row(group, rr, cols, P.w + rr * cols, P.dw + rr * groups, P.mw + rr * groups);
 }
@@ -224,36 +269,15 @@ void unpack_row(DType t, const uint8_t* row, int64_t cols, int8_t* w, float* dw,
             }
             return;
         }
-        case DType::Q6_K: {
-            const __m256i bits45 = _mm256_set1_epi8(0x30), k32 = _mm256_set1_epi8(32);
+        case DType::Q6_K:
             for (int64_t sb = 0; sb < cols / 256; ++sb) {
                 const uint8_t* p = row + 210 * sb;
-                const float d = f16(p + qb::kQ6_K_D);
                 const int8_t* sc = reinterpret_cast<const int8_t*>(p + qb::kQ6_K_Sc);
-                for (int h = 0; h < 2; ++h) {
-                    const __m256i ql0 = load32(p + qb::kQ6_K_Ql + 64 * h), ql1 = load32(p + qb::kQ6_K_Ql + 64 * h + 32);
-                    const __m256i qh = load32(p + qb::kQ6_K_Qh + 32 * h);
-                    const __m256i v[4] = {
-                        _mm256_or_si256(_mm256_and_si256(ql0, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45)),
-                        _mm256_or_si256(_mm256_and_si256(ql1, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), _mm256_and_si256(qh, bits45)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45)),
-                    };
-                    for (int k = 0; k < 4; ++k) {
-                        const int j = 4 * h + k;  // 32-element block of the super-block: groups 2j, 2j+1
-                        const __m256i s = _mm256_sub_epi8(v[k], k32);
-                        const int64_t g = 16 * sb + 2 * j;
-                        _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + 16 * g), s);
-                        int32_t lo, hi;
-                        sum_s8_halves(s, &lo, &hi);
-                        corr[g] = 128 * lo, corr[g + 1] = 128 * hi;
-                        dw[g] = d * sc[2 * j], dw[g + 1] = d * sc[2 * j + 1];
-                    }
-                }
+                for (int h = 0; h < 2; ++h)
+                    put_q6k_half(load32(p + qb::kQ6_K_Ql + 64 * h), load32(p + qb::kQ6_K_Ql + 64 * h + 32),
+                                 load32(p + qb::kQ6_K_Qh + 32 * h), f16(p + qb::kQ6_K_D), sc, 1, sb, h, w, dw, corr);
             }
             return;
-        }
         default: return;
     }
 }
@@ -498,7 +522,7 @@ void gemm_quant(const float* x, int32_t n, const Matrix& W, float* y, const Quan
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t r0 = p * kPanel, nrows = std::min<int64_t>(kPanel, out_rows - r0);
             if (W.packing == Packing::kRows16)
-                unpack_group_rows16(W, r0, P);
+                unpack_group_rows16(W, r0, groups, P);
             else
                 for (int64_t i = 0; i < nrows; ++i)
                     unpack_row(W.type, W.row(r0 + i), cols, P.w + i * cols, P.dw + i * groups, P.mw + i * groups,

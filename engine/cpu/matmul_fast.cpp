@@ -2,7 +2,7 @@
 // weights, each token's activations are quantised once per call to 8-bit blocks (quant_dot.h) and every
 // weight row is dotted with them in integers, whole blocks at a time, with the widest kernel the CPU
 // has (Q4_K and Q5_K with VNNI: one activation scale per 256 elements, quant_dot.h's kSuper256), or, for
-// matrices the backend packed by 16 rows (rows16.h: Q4_K, Q8_0), 16 rows at a time with a scale per 32. Rows
+// matrices the backend packed by 16 rows (rows16.h: Q4_K, Q6_K, Q8_0), 16 rows at a time with a scale per 32. Rows
 // are split over the thread pool; a row is read once per call and reused from L1 for every token of a
 // prefill tile. A token's result does not depend on the other tokens of the call (same
 // quantisation, same kernel), so batched == single and prefill == decode for each row.
@@ -35,10 +35,10 @@ namespace {
 // blocks per activation format. Reused across calls on the calling thread: a decode step makes hundreds.
 struct PreparedInput {
     struct Quantised {
-        bool ready = false;
+        bool ready = false, s16_ready = false;
         std::vector<int8_t> q;
         std::vector<float> d;
-        std::vector<int32_t> s;
+        std::vector<int32_t> s, s16;  // s16: made only for a kernel that reads it (Q8Row)
     };
     bool bf16_ready = false;
     std::vector<uint16_t> bf16;
@@ -64,6 +64,17 @@ struct PreparedInput {
             a.s.resize(size_t(n) * (in / kActBlock));
             quantize_act(f, x, n, in, a.q.data(), a.d.data(), a.s.data());
             a.ready = true;
+            a.s16_ready = false;
+        }
+        return a;
+    }
+    const Quantised& quantised_with_sums16(const float* x, int32_t n, int64_t in) {
+        quantised(ActFormat::kBlock32, x, n, in);
+        Quantised& a = fmt[int(ActFormat::kBlock32)];
+        if (!a.s16_ready) {
+            a.s16.resize(size_t(n) * (in / 16));
+            act_sums16(a.q.data(), n, in, a.s16.data());
+            a.s16_ready = true;
         }
         return a;
     }
@@ -110,7 +121,11 @@ struct RowsJob {
             return;
         }
         const int64_t ns = in / kActBlock;
-        auto act = [&](int64_t t) { return Q8Row{acts->q.data() + t * in, acts->d.data() + t * nd, acts->s.data() + t * ns}; };
+        const bool s16 = acts->s16_ready && !acts->s16.empty();
+        auto act = [&](int64_t t) {
+            return Q8Row{acts->q.data() + t * in, acts->d.data() + t * nd, acts->s.data() + t * ns,
+                         s16 ? acts->s16.data() + t * (in / 16) : nullptr};
+        };
         if (rows16) {  // r0 and r1 are group boundaries (run_jobs); a group is 9 KiB (Q4_K) or 17 KiB (Q8_0) at 1,024 columns
             for (int64_t r = r0; r < r1; r += kRows16)
                 for (int32_t t = 0; t < n; ++t) rows16(W->data + r * int64_t(W->row_bytes), in, act(t), y + int64_t(t) * out + r);
@@ -154,7 +169,8 @@ bool plan_rows(const float* x, int32_t n, const Matrix& W, float* y, FastActs ac
     }
     if (W.packing == Packing::kRows16) {  // packed only where the kernel exists (can_pack_rows16)
         job->rows16 = rows16_dot_kernel(W.type);
-        job->acts = &in.quantised(ActFormat::kBlock32, x, n, W.cols);
+        job->acts = W.type == DType::Q6_K ? &in.quantised_with_sums16(x, n, W.cols)
+                                          : &in.quantised(ActFormat::kBlock32, x, n, W.cols);
         job->nd = W.cols / kActBlock;
         return job->rows16 != nullptr;
     }

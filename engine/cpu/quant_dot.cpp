@@ -103,6 +103,14 @@ void quantize_act(ActFormat f, const float* x, int64_t rows, int64_t n, int8_t* 
     quantize_act_rows(x, rows, n, q, d, s);
 }
 
+void act_sums16(const int8_t* q, int64_t rows, int64_t n, int32_t* s16) {
+    for (int64_t j = 0; j < rows * n / 16; ++j) {
+        int32_t sum = 0;
+        for (int i = 0; i < 16; ++i) sum += q[16 * j + i];
+        s16[j] = sum;
+    }
+}
+
 void quantize_act_rows(const float* x, int64_t rows, int64_t n, int8_t* q, float* d, int32_t* s) {
     if (has_avx512_quantize()) return quantize_groups_avx512<kActBlock>(x, rows * n, q, d, s);
     quantize_act_rows_scalar(x, rows, n, q, d, s);

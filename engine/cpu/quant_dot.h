@@ -37,12 +37,17 @@ inline int64_t super256_pos(int64_t i) {
 // One token's activations.
 //   kBlock32:  q[i] * d[i / 32] ~ x[i];                 s[b] = sum of the q of elements 32b .. 32b + 31.
 //   kSuper256: q[super256_pos(i)] * d[i / 256] ~ x[i];  s[b] the same (elements 32b .. 32b + 31).
-// s serves the weight offsets (Q4_1's m, the K-quants' mins).
+// s serves the weight offsets (Q4_1's m, the K-quants' mins). s16 (kBlock32, where a kernel asks for it:
+// the packed Q6_K one, rows16.h): s16[j] = sum of the q of elements 16j .. 16j + 15, for Q6_K's offset of
+// 32 per sub-block of 16; nullptr elsewhere.
 struct Q8Row {
     const int8_t* q;
     const float* d;
     const int32_t* s;
+    const int32_t* s16 = nullptr;
 };
+// s16 of rows of n int8 activations (n a multiple of 16).
+void act_sums16(const int8_t* q, int64_t rows, int64_t n, int32_t* s16);
 
 // Quantises rows of n floats (n a multiple of 32) into caller-owned storage: d = max|x| / 127 per block,
 // q = round(x / d) (ties to even, as std::nearbyint), s = sum of q.

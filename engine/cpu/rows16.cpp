@@ -1,5 +1,5 @@
 // Which matrices are packed by 16 rows, the packing pass over a model, and rows put back (rows16.h).
-// The per-type layouts and kernels: rows16_q4k.cpp, rows16_q8_0.cpp, rows16_bf16.cpp.
+// The per-type layouts and kernels: rows16_q4k.cpp, rows16_q6k.cpp, rows16_q8_0.cpp, rows16_bf16.cpp.
 #include "engine/cpu/rows16.h"
 
 #include <algorithm>
@@ -14,6 +14,7 @@ namespace {
 const Rows16Format* format_of(DType t) {
     switch (t) {
         case DType::Q4_K: return &rows16_q4k();
+        case DType::Q6_K: return &rows16_q6k();
         case DType::Q8_0: return &rows16_q8_0();
         case DType::BF16: return &rows16_bf16();
         default: return nullptr;

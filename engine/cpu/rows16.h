@@ -1,7 +1,7 @@
 // Matrices repacked for decode: 16 rows interleaved per block, so that one 512-bit register holds 4 bytes
 // of each of 16 rows and every 32-bit lane of a vpdpbusd (or, for bf16, a vdpbf16ps) belongs to one row.
-// Q4_K (rows16_q4k.cpp), Q8_0 (rows16_q8_0.cpp) and BF16 (rows16_bf16.cpp): the weight types of q4_k_m,
-// q8_0 and bf16 files.
+// Q4_K (rows16_q4k.cpp), Q6_K (rows16_q6k.cpp), Q8_0 (rows16_q8_0.cpp) and BF16 (rows16_bf16.cpp): the
+// weight types of q4_k_m (whose output head and some ffn_down are Q6_K), q8_0 and bf16 files.
 //
 // Why: the GGUF layout dots one row at a time (quant_dot_x86.inc). A 1,024-element row is 4 Q4_K
 // super-blocks or 32 Q8_0 blocks, and the row pays for its scale unpacking, float conversions and a final
@@ -32,6 +32,13 @@
 //                   byte i - 64 (i >= 64)
 //   256   qs[4][8][64]  pair c (sub-blocks 2c, 2c + 1), quad k: row r's GGUF quant bytes 32c + 4k .. + 3 at
 //                   byte 4r (low nibbles: elements 64c + 4k .. + 3; high nibbles: 64c + 32 + 4k .. + 3)
+// Q6_K, 3,360 bytes per super-block (the quant registers first, so that half the blocks read them from
+// whole cache lines):
+//   0     ql[32][64]  quad k: row r's GGUF ql bytes 4k .. 4k + 3 at byte 4r
+//   2048  qh[16][64]  quad k: row r's GGUF qh bytes 4k .. 4k + 3 at byte 4r
+//   3072  sc[16][16]  byte 16j + r: int8 scale of sub-block j (elements 16j .. 16j + 15) of row r
+//   3328  d[16]       f16
+//   The kernel takes the format's offset (q - 32) off with the activations' sums per 16 (Q8Row::s16).
 // Q8_0, 544 bytes per block of 32:
 //   0     d[16]     f16
 //   32    qs[8][64] quad k: row r's quants 4k .. 4k + 3 at byte 4r, each XOR 0x80 (q + 128, the unsigned
@@ -53,7 +60,7 @@ namespace dg::cpu {
 
 constexpr int kRows16 = 16;
 
-// Whether m can be packed: Q4_K, Q8_0 or BF16, rows a multiple of 16, whole blocks (Q4_K: 256 elements;
+// Whether m can be packed: Q4_K, Q6_K, Q8_0 or BF16, rows a multiple of 16, whole blocks (K-quants: 256 elements;
 // Q8_0 and BF16: 32), plain layout, and a CPU with the type's kernel (AVX-512 VNNI; AVX512_BF16).
 bool can_pack_rows16(const Matrix& m);
 // Repacks m's bytes in place (they must be writable) and marks it Packing::kRows16.
@@ -69,8 +76,8 @@ const uint8_t* plain_row(const Matrix& m, int64_t r, uint8_t* scratch);
 
 // out16[r] = dot(row 16g + r, x) for r < 16, from group g's packed bytes; n elements.
 using Rows16DotFn = void (*)(const uint8_t* group, int64_t n, const Q8Row& x, float* out16);
-// The AVX-512 VNNI kernel for a packed matrix of type t (Q4_K, Q8_0), or nullptr (a CPU without it,
-// another type).
+// The AVX-512 VNNI kernel for a packed matrix of type t (Q4_K, Q6_K, Q8_0), or nullptr (a CPU without it,
+// another type). x: kBlock32 activations; Q6_K's kernel also reads x.s16.
 Rows16DotFn rows16_dot_kernel(DType t);
 // The reference (tests): each row put back (plain_row) and dotted by its type's scalar kBlock32 kernel
 // (quant_dot.h), the definition of the per-row dots.
@@ -91,11 +98,14 @@ struct Rows16Format {
     Rows16Bf16DotFn bf16;  // BF16; nullptr on a CPU without AVX512_BF16
 };
 const Rows16Format& rows16_q4k();
+const Rows16Format& rows16_q6k();
 const Rows16Format& rows16_q8_0();
 const Rows16Format& rows16_bf16();
 
 // Where the parts of a packed block start (the layouts above).
-constexpr int64_t kQ4kRows16Block = 16 * 144, kQ8Rows16Block = 16 * 34, kBf16Rows16Block = 16 * 64;
+constexpr int64_t kQ4kRows16Block = 16 * 144, kQ6kRows16Block = 16 * 210, kQ8Rows16Block = 16 * 34,
+                  kBf16Rows16Block = 16 * 64;
+constexpr int kQ6kOffQl = 0, kQ6kOffQh = 2048, kQ6kOffSc = 3072, kQ6kOffD = 3328;
 constexpr int kQ4kOffD = 0, kQ4kOffDmin = 32, kQ4kOffSc = 64, kQ4kOffMh = 192, kQ4kOffQs = 256;
 constexpr int kQ8OffD = 0, kQ8OffQs = 32;
 // The 6-bit scale and min of sub-block j of row r (of 16) in a packed Q4_K super-block.

@@ -1,4 +1,4 @@
-// engine/cpu/rows16: Q4_K, Q8_0 and BF16 rows packed in groups of 16 for the decode kernels. For each type:
+// engine/cpu/rows16: Q4_K, Q6_K, Q8_0 and BF16 rows packed in groups of 16 for the decode kernels. For each type:
 // * packing is a permutation: every row comes back byte for byte (random block bytes, every scale bit);
 // * the scalar reference and the VNNI kernels against a double-precision dot of the formats library's
 //   dequantised row with the dequantised activations (the product, without the kernels' integer tricks);
@@ -31,20 +31,22 @@ std::vector<float> normal(size_t n, std::mt19937& rng, float scale = 1.f) {
     return v;
 }
 
-const DType kQuantPacked[] = {DType::Q4_K, DType::Q8_0};
-const DType kPacked[] = {DType::Q4_K, DType::Q8_0, DType::BF16};
+const DType kQuantPacked[] = {DType::Q4_K, DType::Q6_K, DType::Q8_0};
+const DType kPacked[] = {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::BF16};
 
 // Rows of random bytes (every quant, scale and min bit varies) with finite f16 scales: Q4_K d = 1/16 and
-// dmin = 1/64, Q8_0 d = 1/16. BF16: every byte random (any bit pattern, NaN included, packs and comes back).
+// dmin = 1/64, Q6_K and Q8_0 d = 1/16 (Q6_K's int8 sub-block scales random). BF16: every byte random (any
+// bit pattern, NaN included, packs and comes back).
 std::vector<uint8_t> random_rows(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
     const uint64_t rb = *row_bytes(t, cols);
     std::vector<uint8_t> out(rb * rows);
     for (auto& b : out) b = uint8_t(rng());
     const uint16_t d_half = 0x2c00, dmin_half = 0x2400;
     if (t == DType::BF16) return out;
-    const uint64_t block = t == DType::Q4_K ? 144 : 34;
+    const uint64_t block = t == DType::Q4_K ? 144 : t == DType::Q6_K ? 210 : 34;
+    const uint64_t d_at = t == DType::Q6_K ? 208 : 0;
     for (uint64_t b = 0; b < out.size(); b += block) {
-        std::memcpy(&out[b], &d_half, 2);
+        std::memcpy(&out[b + d_at], &d_half, 2);
         if (t == DType::Q4_K) std::memcpy(&out[b + 2], &dmin_half, 2);
     }
     return out;
@@ -62,13 +64,14 @@ std::vector<uint8_t> quantised_rows(DType t, int64_t rows, int64_t cols, std::mt
 struct Acts {
     std::vector<int8_t> q;
     std::vector<float> d;
-    std::vector<int32_t> s;
-    cpu::Q8Row row() const { return {q.data(), d.data(), s.data()}; }
+    std::vector<int32_t> s, s16;
+    cpu::Q8Row row() const { return {q.data(), d.data(), s.data(), s16.data()}; }
 };
 Acts block32_acts(const std::vector<float>& x) {
     const int64_t n = int64_t(x.size());
-    Acts a{std::vector<int8_t>(n), std::vector<float>(n / 32), std::vector<int32_t>(n / 32)};
+    Acts a{std::vector<int8_t>(n), std::vector<float>(n / 32), std::vector<int32_t>(n / 32), std::vector<int32_t>(n / 16)};
     cpu::quantize_act(cpu::ActFormat::kBlock32, x.data(), 1, n, a.q.data(), a.d.data(), a.s.data());
+    cpu::act_sums16(a.q.data(), 1, n, a.s16.data());
     return a;
 }
 
