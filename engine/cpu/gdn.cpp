@@ -185,7 +185,9 @@ void gdn_mixer(const StepBatch& b, const GdnDims& d, const GdnWeights& w, float 
         }
 
     const int64_t jobs = int64_t(b.seqs.size()) * Hv;
-    parallel_for(jobs, [&](int64_t j0, int64_t j1) {
+    // Heads cost alike, but a thread that finishes its half early takes the other's last heads instead of
+    // waiting (parallel.h).
+    parallel_for_stealing(jobs, [&](int64_t j0, int64_t j1) {
         for (int64_t j = j0; j < j1; ++j) {
             const SeqSlice& s = b.seqs[j / Hv];
             const int64_t h = j % Hv, kh = h % Hk;
