@@ -28,7 +28,8 @@ int num_threads();
 void parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int per_thread,
                            int64_t min_chunk = 1);
 // As parallel_for, for work whose cost follows the index (a matmul's rows by their bytes): one contiguous
-// range per thread, which the thread walks from the front in shrinking claims (one forward stream); a
+// range per thread, which the thread walks from the front in shrinking claims (half of what is left each
+// time: one forward stream); a
 // thread done with its own takes half of what is left of the fullest range, from its back, until nothing
 // is left. fn gets [b, e) on multiples of `grain` (but the last, n). No thread waits for a slower one
 // longer than the slower one's current claim, where static halves wait for the whole difference.

@@ -161,20 +161,33 @@ TEST(ParallelFor, StealingTakesOverAStalledThreadsRange) {
             std::lock_guard<std::mutex> lk(mu);
             calls.push_back({std::this_thread::get_id(), {b, e}});
         }
-        if (b == 0 && !stalled.exchange(true)) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        if (b == 0 && !stalled.exchange(true)) {
+            // Stall until the others have done the rest of this range (at most 10 s on a loaded machine).
+            const int64_t range_end = kN / cpu::num_threads();
+            const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+            auto rest_done = [&] {
+                for (int64_t i = e; i < range_end; ++i)
+                    if (hits[size_t(i)].load() == 0) return false;
+                return true;
+            };
+            while (!rest_done() && std::chrono::steady_clock::now() < give_up)
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
         for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1);
     });
     for (auto& h : hits) ASSERT_EQ(h.load(), 1);
     std::thread::id first_owner;
+    int64_t stalled_claim = 0;
     for (const auto& c : calls)
-        if (c.second.first == 0) first_owner = c.first;
+        if (c.second.first == 0) first_owner = c.first, stalled_claim = c.second.second;
     const int64_t first_range_end = kN / cpu::num_threads();
+    ASSERT_LT(stalled_claim, first_range_end) << "the owner's first claim took its whole range";
     int64_t taken_by_others = 0;
     for (const auto& c : calls)
         if (c.first != first_owner && c.second.first < first_range_end)
             taken_by_others += std::min(c.second.second, first_range_end) - c.second.first;
-    // The stalled owner claimed an eighth of its range before stalling; the rest is left to the others.
-    EXPECT_GE(taken_by_others, first_range_end / 2) << "calls: " << calls.size();
+    // The stalled owner holds its first claim; everything after it in its range is done by the others.
+    EXPECT_EQ(taken_by_others, first_range_end - stalled_claim) << "calls: " << calls.size();
 }
 
 TEST(ParallelFor, StealingNestedRunsInlineAndErrorsReachTheCaller) {
