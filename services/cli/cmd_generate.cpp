@@ -53,16 +53,21 @@ int run_generate(const std::vector<std::string>& args) {
     auto logits = run.feed(*seq, *prompt, false);
     auto t1 = std::chrono::steady_clock::now();
     std::vector<int32_t> out;
-    const Sampler greedy;  // temperature 0
-    while (logits.ok() && int64_t(out.size()) < max_new) {
-        const int32_t next = greedy.sample(*logits, int64_t(out.size()));  // the first maximum
+    // The first token from the prompt's logits; each later one drawn as the server draws it, from the logits
+    // where the backend left them (Runner::feed_sample), not from a copy of all 248,320 per token.
+    const SampleRow greedy_row;  // temperature 0: the first maximum
+    absl::Status status = logits.status();
+    int32_t next = status.ok() && max_new > 0 ? Sampler().sample(*logits, 0) : -1;
+    while (status.ok() && int64_t(out.size()) < max_new) {
         out.push_back(next);
         if (std::find(c.eos_ids.begin(), c.eos_ids.end(), next) != c.eos_ids.end()) break;
-        logits = run.feed(*seq, std::vector<int32_t>{next}, false);
+        auto drawn = run.feed_sample(*seq, std::vector<int32_t>{next}, {&greedy_row, 1});
+        status = drawn.status();
+        if (status.ok()) next = (*drawn)[0].token;
     }
     auto t2 = std::chrono::steady_clock::now();
-    if (!logits.ok()) {
-        std::fprintf(stderr, "deltagate generate: %s\n", std::string(logits.status().message()).c_str());
+    if (!status.ok()) {
+        std::fprintf(stderr, "deltagate generate: %s\n", std::string(status.message()).c_str());
         return 1;
     }
     const double pre = std::chrono::duration<double>(t1 - t0).count(), dec = std::chrono::duration<double>(t2 - t1).count();
