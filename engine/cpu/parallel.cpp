@@ -1,9 +1,9 @@
 #include "engine/cpu/parallel.h"
 
 #include <algorithm>
-#include <climits>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <exception>
 #include <memory>
