@@ -121,10 +121,9 @@ struct RowsJob {
             return;
         }
         const int64_t ns = in / kActBlock;
-        const bool s16 = acts->s16_ready && !acts->s16.empty();
         auto act = [&](int64_t t) {
             return Q8Row{acts->q.data() + t * in, acts->d.data() + t * nd, acts->s.data() + t * ns,
-                         s16 ? acts->s16.data() + t * (in / 16) : nullptr};
+                         acts->s16_ready ? acts->s16.data() + t * (in / 16) : nullptr};
         };
         if (rows16) {  // r0 and r1 are group boundaries (run_jobs); a group is 9 KiB (Q4_K) or 17 KiB (Q8_0) at 1,024 columns
             for (int64_t r = r0; r < r1; r += kRows16)

@@ -10,9 +10,9 @@
 // are broadcast (4 bytes for all 16 rows), the scales of 16 rows are unpacked by one register op each, and
 // no horizontal sum is left, and each thread reads one linear stream (interleaving rows of the GGUF layout
 // would give 16 short streams, which the hardware prefetcher does not follow: a 4-row kernel over GGUF rows
-// read 16 GB/s, PERFORMANCE.md eighth part). The Q4_K kernel prefetches that stream in software as well;
-// the Q8_0 kernel, which consumes bytes about twice as fast, reads faster without (PERFORMANCE.md, tenth
-// part).
+// read 16 GB/s, PERFORMANCE.md eighth part). The Q4_K and Q6_K kernels prefetch that stream in software as
+// well; the Q8_0 kernel, which consumes bytes about twice as fast, reads faster without (PERFORMANCE.md,
+// tenth part).
 //
 // The packed bytes are a bijection of the GGUF bytes of the same size, so every row can be put back
 // exactly (plain_row): the GEMM, the oracle and the embedding lookup read packed matrices that way.
@@ -108,6 +108,10 @@ constexpr int64_t kQ4kRows16Block = 16 * 144, kQ6kRows16Block = 16 * 210, kQ8Row
 constexpr int kQ6kOffQl = 0, kQ6kOffQh = 2048, kQ6kOffSc = 3072, kQ6kOffD = 3328;
 constexpr int kQ4kOffD = 0, kQ4kOffDmin = 32, kQ4kOffSc = 64, kQ4kOffMh = 192, kQ4kOffQs = 256;
 constexpr int kQ8OffD = 0, kQ8OffQs = 32;
+// The Q4_K and Q6_K kernels prefetch their stream two blocks ahead, a block (bytes) at a time.
+inline void prefetch_rows16_block(const uint8_t* p, int64_t bytes) {
+    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
 // The 6-bit scale and min of sub-block j of row r (of 16) in a packed Q4_K super-block.
 inline void q4k_rows16_scale_min(const uint8_t* blk, int j, int r, uint8_t* sc, uint8_t* mn) {
     const int i = 16 * j + r;

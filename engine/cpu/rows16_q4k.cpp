@@ -74,8 +74,7 @@ void dot_vnni(const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
         const uint8_t* blk = group + sb * kQ4kRows16Block;
         // Two blocks ahead (the next group's when this one ends): without it the loads wait on memory and
         // decode ran ~30% slower (PERFORMANCE.md, ninth part); one to three blocks ahead measured alike.
-        for (int64_t o = 0; o < kQ4kRows16Block; o += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(blk + 2 * kQ4kRows16Block + o), _MM_HINT_T0);
+        prefetch_rows16_block(blk + 2 * kQ4kRows16Block, kQ4kRows16Block);
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQ4kOffD)));
         const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQ4kOffDmin)));
         const int8_t* xq = x.q + 256 * sb;

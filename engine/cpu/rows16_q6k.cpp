@@ -51,8 +51,7 @@ void dot_vnni(const uint8_t* group, int64_t n, const Q8Row& x, float* out16) {
         // Two blocks ahead, as the Q4_K kernel: without it this kernel read 19-20 GB/s against 48-54 on the
         // 0.8B q4_k_m file's Q6_K matrices (its three interleaved streams per block defeat the hardware
         // prefetcher); one or four blocks ahead measured alike (PERFORMANCE.md, eleventh part).
-        for (int64_t o = 0; o < kQ6kRows16Block; o += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(blk + 2 * kQ6kRows16Block + o), _MM_HINT_T0);
+        prefetch_rows16_block(blk + 2 * kQ6kRows16Block, kQ6kRows16Block);
         const int8_t* xq = x.q + 256 * sb;
         __m512 block_acc = _mm512_setzero_ps();  // sum over the activation blocks of d_x x (scaled integer sums)
         for (int h = 0; h < 2; ++h) {
