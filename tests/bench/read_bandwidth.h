@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,33 +43,51 @@ __attribute__((target("avx2"))) inline uint64_t xor_stream_256(const uint8_t* p,
     return uint64_t(_mm256_extract_epi64(a, 0) ^ _mm256_extract_epi64(a, 3));
 }
 
-inline double read_gbs(double bytes, int reps = 8) {
-    const int64_t chunk = int64_t(1) << 20;  // bytes per task of the pool
-    const double clamped = std::min(std::max(bytes, 64.0 * (1 << 20)), 2048.0 * (1 << 20));
-    const int64_t chunks = std::max<int64_t>(2, int64_t(clamped / double(chunk)));
-    auto mapping = dg::cpu::map_huge_pages(uint64_t(chunks * chunk));
-    if (!mapping.ok()) {
-        std::fprintf(stderr, "read_gbs: %s\n", std::string(mapping.status().message()).c_str());
-        std::exit(1);
+// The buffer is mapped and written once; each call of best_gbs reads it again, so that a benchmark can
+// measure the bound between its own runs (bench_engine_cpu measures it before and after every decode, on
+// a VM whose memory rate drifts by 10-30% over minutes).
+class ReadLoop {
+public:
+    explicit ReadLoop(double bytes) {
+        const double clamped = std::min(std::max(bytes, 64.0 * (1 << 20)), 2048.0 * (1 << 20));
+        chunks_ = std::max<int64_t>(2, int64_t(clamped / double(kChunk)));
+        auto mapping = dg::cpu::map_huge_pages(uint64_t(chunks_ * kChunk));
+        if (!mapping.ok()) {
+            std::fprintf(stderr, "read_gbs: %s\n", std::string(mapping.status().message()).c_str());
+            std::exit(1);
+        }
+        mapping_ = std::move(*mapping);
+        std::memset(mapping_.get(), 1, size_t(chunks_ * kChunk));
+        part_.resize(size_t(chunks_));
     }
-    uint8_t* a = mapping->get();
-    std::memset(a, 1, size_t(chunks * chunk));
-    static const bool wide = __builtin_cpu_supports("avx512f");
-    std::vector<uint64_t> part(static_cast<size_t>(chunks));
-    double best = 0;
-    for (int rep = 0; rep < reps; ++rep) {
-        const auto t = std::chrono::steady_clock::now();
-        dg::cpu::parallel_for(chunks, [&](int64_t c0, int64_t c1) {
-            const uint8_t* p = a + c0 * chunk;
-            const int64_t n = (c1 - c0) * chunk;
-            part[size_t(c0)] = wide ? xor_stream_512(p, n) : xor_stream_256(p, n);
-        });
-        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-        best = std::max(best, double(chunks * chunk) / sec / 1e9);
+
+    // GB/s, best of `reps` passes over the whole buffer with every thread of the pool.
+    double best_gbs(int reps) {
+        static const bool wide = __builtin_cpu_supports("avx512f");
+        const uint8_t* a = mapping_.get();
+        double best = 0;
+        for (int rep = 0; rep < reps; ++rep) {
+            const auto t = std::chrono::steady_clock::now();
+            dg::cpu::parallel_for(chunks_, [&](int64_t c0, int64_t c1) {
+                const uint8_t* p = a + c0 * kChunk;
+                const int64_t n = (c1 - c0) * kChunk;
+                part_[size_t(c0)] = wide ? xor_stream_512(p, n) : xor_stream_256(p, n);
+            });
+            const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+            best = std::max(best, double(chunks_ * kChunk) / sec / 1e9);
+        }
+        volatile uint64_t sink = 0;
+        for (uint64_t x : part_) sink = sink ^ x;
+        return best;
     }
-    volatile uint64_t sink = 0;
-    for (uint64_t x : part) sink = sink ^ x;
-    return best;
-}
+
+private:
+    static constexpr int64_t kChunk = int64_t(1) << 20;  // bytes per task of the pool
+    int64_t chunks_ = 0;
+    std::shared_ptr<uint8_t> mapping_;
+    std::vector<uint64_t> part_;
+};
+
+inline double read_gbs(double bytes, int reps = 8) { return ReadLoop(bytes).best_gbs(reps); }
 
 }  // namespace dg::bench
