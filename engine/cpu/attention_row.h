@@ -24,12 +24,19 @@ using AttendGroupFn = void (*)(const float* q_g_hd, int G, const float* K_p_hd, 
 // the scalar loops then).
 AttendGroupFn attend_group_fast(int64_t hd);
 
-// The same over K/V rows where the paged cache stores them (F32, F16 or BF16), converted in registers:
-// the decode path. Dequantising the sequence's whole history into f32 first, as a prefill does once for
-// all its query rows, cost a decode step as much as the attention itself at 2K tokens of context.
-using AttendCachedRowFn = void (*)(const float* q, const uint8_t* const* k_rows, const uint8_t* const* v_rows,
-                                   int64_t n_keys, int64_t hd, float scale, float* scores, float* out);
+// The decode form, over K/V rows where the paged cache stores them (F32, F16 or BF16, converted in
+// registers): the G query rows of one KV head (q_g_hd) over one part of the keys, unnormalised, for the
+// caller to merge the parts (flash-decoding's split of the keys):
+//   m[g] = max_p s_gp, l[g] = sum_p exp(s_gp - m[g]), out_g_hd[g] = sum_p exp(s_gp - m[g]) V_p,
+//   s_gp = scale x q_g . K_p over the n_keys rows k_rows[p], v_rows[p].
+// Each K and V row is converted once for up to 4 query rows: one row at a time read a KV head's history G
+// times over (2 MiB per KV head at 2K tokens of the 0.8B, past L2), and dequantising the whole history to
+// f32 first, as a prefill does once for all its rows, cost a decode step as much as the attention itself.
+// scores: scratch of 4 * n_keys floats.
+using AttendCachedPartFn = void (*)(const float* q_g_hd, int G, const uint8_t* const* k_rows, const uint8_t* const* v_rows,
+                                    int64_t n_keys, int64_t hd, float scale, float* scores, float* out_g_hd, float* m,
+                                    float* l);
 // nullptr for other cache types (the quantised ones keep the dequantise-then-attend path) or as above.
-AttendCachedRowFn attend_cached_row_fast(DType kv_type, int64_t hd);
+AttendCachedPartFn attend_cached_part_fast(DType kv_type, int64_t hd);
 
 }  // namespace dg::cpu

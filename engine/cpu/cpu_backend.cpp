@@ -1,6 +1,7 @@
 // The CPU backend: host memory, and every op from engine/cpu/ops.h. Two flavours, fixed at creation:
 // "cpu-exact" (the oracle tests compare against) and "cpu" (serving: matmul_fast, the AVX-512 conv, delta
 // rule and gated norm of gdn_fast.cpp, the AVX-512 attention rows).
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -76,8 +77,11 @@ public:
             const uint64_t bytes = uint64_t(layout.n_blocks) * layout.block_tokens * c.n_kv_heads * kv_row_bytes_;
             kv_.assign(c.n_attention_layers(), {});
             for (auto& l : kv_) {
-                l.k.assign(bytes, 0);
-                l.v.assign(bytes, 0);
+                auto k = zeroed_huge_buffer(bytes, "KV cache");
+                if (!k.ok()) return k.status();
+                auto v = zeroed_huge_buffer(bytes, "KV cache");
+                if (!v.ok()) return v.status();
+                l.k = std::move(*k), l.v = std::move(*v);
             }
         }
         conv_floats_ = (c.conv_kernel - 1) * c.conv_dim();
@@ -85,12 +89,14 @@ public:
         n_gdn_ = c.n_gdn_layers();
         if (n_gdn_ > 0 && layout.n_state_slots <= 0)
             return absl::InvalidArgumentError("state pool: n_state_slots must be positive");
-        states_.assign(uint64_t(layout.n_state_slots) * state_floats(), 0.f);
+        auto states = zeroed_huge_buffer(uint64_t(std::max(0, layout.n_state_slots)) * state_floats() * sizeof(float), "state pool");
+        if (!states.ok()) return states.status();
+        states_ = std::move(*states);
         return absl::OkStatus();
     }
     const CacheLayout& cache_layout() const override { return layout_; }
     int64_t state_floats() const override { return n_gdn_ * (conv_floats_ + s_floats_); }
-    float* slot(int32_t s) { return states_.data() + int64_t(s) * state_floats(); }
+    float* slot(int32_t s) { return reinterpret_cast<float*>(states_.data()) + int64_t(s) * state_floats(); }
     void state_clear(int32_t s) override { std::fill_n(slot(s), state_floats(), 0.f); }
     void state_copy(int32_t dst, int32_t src) override {
         if (dst != src) std::memcpy(slot(dst), slot(src), state_floats() * sizeof(float));
@@ -187,8 +193,23 @@ private:
             return {base, base + c->self->conv_floats_};
         }
     };
+    // A zeroed buffer in 2 MiB pages (huge_page_weights.h's mapping), written once at once so that the
+    // pool's memory is committed when init_caches returns, as with the vectors it replaced. A decode step
+    // reads every cached K/V row of its sequence and reads and writes the GDN state (18 MiB per sequence for
+    // the 0.8B): from 4 KiB pages each of those pages is a TLB miss, under a hypervisor a two-level walk.
+    struct HugeBuffer {
+        std::shared_ptr<uint8_t> bytes;
+        uint8_t* data() const { return bytes.get(); }
+    };
+    static absl::StatusOr<HugeBuffer> zeroed_huge_buffer(uint64_t n, const char* what) {
+        if (n == 0) return HugeBuffer{};
+        auto m = cpu::map_huge_pages(n);
+        if (!m.ok()) return absl::ResourceExhaustedError(absl::StrCat(what, ": ", m.status().message()));
+        std::memset(m->get(), 0, n);  // the mapping reads as zeros already: this commits its pages
+        return HugeBuffer{std::move(*m)};
+    }
     struct KvStore {
-        std::vector<uint8_t> k, v;
+        HugeBuffer k, v;
     };
 
     bool exact_;  // the f32 oracle matmul instead of the quantised-activation one
@@ -196,7 +217,7 @@ private:
     CacheLayout layout_;
     int64_t kv_row_bytes_ = 0, n_kv_heads_ = 0, conv_floats_ = 0, s_floats_ = 0, n_gdn_ = 0;
     std::vector<KvStore> kv_;
-    std::vector<float> states_;  // [slot][gdn layer][conv (K-1)*C | S Hv*dk*dv]
+    HugeBuffer states_;  // floats [slot][gdn layer][conv (K-1)*C | S Hv*dk*dv]
     std::vector<std::vector<float>> conv_taps_;  // per GDN layer, the fast conv's taps [K][conv_dim]
 };
 

@@ -150,5 +150,56 @@ TEST_P(CpuFastAttention, AgainstTheOracle) {
 }
 INSTANTIATE_TEST_SUITE_P(Gqa, CpuFastAttention, ::testing::Values(int64_t(4), int64_t(6)));
 
+// Decode over a long history: the fast path splits the keys into parts of 128 (attention.cpp) and merges
+// them; decode tokens attend to 127, 128, 129, 301 and 302 keys (one part, one whole, one and one key,
+// three with a partial last), after prefills, in a cache of 16-token blocks in shuffled order. GQA 4:1 and
+// 6:1 (the kernel's groups of 4, 2 and 1 query rows), head dims 48 (partial register groups) and 256 (the
+// 0.8B's and 27B's), f16 and bf16 caches. Against the oracle backend on its own cache.
+TEST(CpuFastAttentionDecode, LongHistoryInPartsAgainstTheOracle) {
+    if (!cpu::attend_group_fast(48)) GTEST_SKIP() << "no AVX-512 on this CPU: attention keeps the oracle's loops";
+    std::mt19937 rng(21);
+    std::normal_distribution<float> nd;
+    for (DType kv_type : {DType::F16, DType::BF16})
+        for (int64_t gqa : {int64_t(4), int64_t(6)})
+            for (int64_t hd : {int64_t(48), int64_t(256)}) {
+                const AttnDims d{2 * gqa, 2, hd, 32, 10000.f};
+                AttnWeights w;
+                for (int64_t j = 0; j < hd; ++j) w.q_norm.push_back(1.f + 0.1f * nd(rng)), w.k_norm.push_back(1.f + 0.1f * nd(rng));
+                const int32_t block_tokens = 16, n_blocks = 19;
+                const int64_t row_bytes = hd * 2;
+                std::vector<int32_t> blocks(n_blocks);
+                for (int32_t i = 0; i < n_blocks; ++i) blocks[size_t(i)] = (i * 7) % n_blocks;  // 7 is prime to 19
+                std::vector<uint8_t> k_fast(size_t(n_blocks) * block_tokens * d.Hkv * row_bytes), v_fast = k_fast;
+                std::vector<uint8_t> k_exact = k_fast, v_exact = k_fast;
+                const cpu::KvLayer kv_fast{kv_type, block_tokens, row_bytes, k_fast.data(), v_fast.data()};
+                const cpu::KvLayer kv_exact{kv_type, block_tokens, row_bytes, k_exact.data(), v_exact.data()};
+                struct Step { int32_t pos0, len; };
+                double worst = 0, mag = 0;
+                for (const Step st : {Step{0, 126}, Step{126, 1}, Step{127, 1}, Step{128, 1}, Step{129, 171}, Step{300, 1},
+                                      Step{301, 1}}) {
+                    StepBatch b;
+                    b.seqs.push_back(SeqSlice{0, st.len, st.pos0, 0, blocks.data(), n_blocks});
+                    b.tokens.assign(size_t(st.len), 0);
+                    std::vector<float> qg(size_t(st.len) * d.Hq * 2 * hd), k(size_t(st.len) * d.Hkv * hd), v(k.size());
+                    for (auto* vec : {&qg, &k, &v})
+                        for (auto& e : *vec) e = nd(rng);
+                    std::vector<float> out_exact(size_t(st.len) * d.Hq * hd), out_fast(out_exact.size());
+                    cpu::attention(b, d, w, 1e-6f, qg.data(), k.data(), v.data(), out_exact.data(), kv_exact, false);
+                    cpu::attention(b, d, w, 1e-6f, qg.data(), k.data(), v.data(), out_fast.data(), kv_fast, true);
+                    if (st.len != 1) continue;  // the prefills fill the caches; the decode steps are checked
+                    for (size_t i = 0; i < out_exact.size(); ++i) {
+                        ASSERT_TRUE(std::isfinite(out_fast[i])) << i;
+                        worst = std::max(worst, double(std::fabs(out_fast[i] - out_exact[i])));
+                        mag = std::max(mag, double(std::fabs(out_exact[i])));
+                    }
+                }
+                std::printf("decode attention in parts vs oracle, %s cache, GQA %ld:1, head dim %ld: worst absolute "
+                            "difference %.2e (largest output %.2f)\n",
+                            dtype_info(kv_type).name, long(gqa), long(hd), worst, mag);
+                EXPECT_GT(mag, 0.05);
+                EXPECT_LT(worst, 2e-6 * mag) << dtype_info(kv_type).name << " GQA " << gqa << " hd " << hd;
+            }
+}
+
 }  // namespace
 }  // namespace dg
