@@ -56,11 +56,12 @@ inline __m512 sum_lanes16(const __m512 v[16]) {
     return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
 }
 
-// scores[g][p] = scale x q_g . K_p for the G (1, 2 or 4) query rows and keys p < n of the cache, 16 / G keys
-// at a time: each 16-element piece of a key is converted once for all G rows, and the 16 (row, key) sums
-// are reduced together (sum_lanes16). scores is [G][n].
-template <DType T, int G>
-void score_cached_keys(const float* q, const uint8_t* const* k_rows, int64_t n, int64_t hd, float scale, float* scores) {
+// scores[g][p] = scale x q_g . K_p for the G (1 to 4) query rows and keys p < n, 16 / G keys at a time:
+// each 16-element piece of a key is converted once for all G rows, and the 16 (row, key) sums are reduced
+// together (sum_lanes16). Key p's row (of type T) starts at row_at(p): a cache row (decode) or a row of the
+// prefill's f32 copy. scores is [G][n].
+template <DType T, int G, class RowAt>
+void score_keys_of(const float* q, RowAt row_at, int64_t n, int64_t hd, float scale, float* scores) {
     constexpr int KP = 16 / G;
     constexpr int64_t kAhead = 16;  // keys: the history comes from memory, ~16 lines per key of 256 f16 K
     const int64_t row_bytes = hd * (T == DType::F32 ? 4 : 2);
@@ -72,12 +73,12 @@ void score_cached_keys(const float* q, const uint8_t* const* k_rows, int64_t n, 
         // (bench_attention_cpu --cold 1; 12 and 32 keys ahead measured alike).
         for (int k = 0; k < KP; ++k)
             if (p + kAhead + k < n)
-                for (int64_t o = 0; o < row_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(k_rows[p + kAhead + k]) + o, _MM_HINT_T0);
+                for (int64_t o = 0; o < row_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(row_at(p + kAhead + k)) + o, _MM_HINT_T0);
         __m512 a[16];
         for (int i = 0; i < 16; ++i) a[i] = _mm512_setzero_ps();
         for (int64_t j = 0; j < hd; j += 16) {
             __m512 kv[KP];
-            for (int k = 0; k < KP; ++k) kv[k] = load_row16<T>(k_rows[p + k], j);
+            for (int k = 0; k < KP; ++k) kv[k] = load_row16<T>(row_at(p + k), j);
             for (int g = 0; g < G; ++g) {
                 const __m512 qv = _mm512_loadu_ps(q + g * hd + j);
                 for (int k = 0; k < KP; ++k) a[g * KP + k] = _mm512_fmadd_ps(qv, kv[k], a[g * KP + k]);
@@ -92,7 +93,7 @@ void score_cached_keys(const float* q, const uint8_t* const* k_rows, int64_t n, 
         __m512 a[G];
         for (int g = 0; g < G; ++g) a[g] = _mm512_setzero_ps();
         for (int64_t j = 0; j < hd; j += 16) {
-            const __m512 kv = load_row16<T>(k_rows[p], j);
+            const __m512 kv = load_row16<T>(row_at(p), j);
             for (int g = 0; g < G; ++g) a[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * hd + j), kv, a[g]);
         }
         for (int g = 0; g < G; ++g) scores[g * n + p] = _mm512_reduce_add_ps(a[g]) * scale;
@@ -127,7 +128,7 @@ void accumulate_cached_v(const float* e, const uint8_t* const* v_rows, int64_t n
 template <DType T, int G>
 void attend_cached_part_of(const float* q, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t n,
                            int64_t hd, float scale, float* scores, float* out, float* m, float* l) {
-    score_cached_keys<T, G>(q, k_rows, n, hd, scale, scores);
+    score_keys_of<T, G>(q, [k_rows](int64_t p) { return k_rows[p]; }, n, hd, scale, scores);
     for (int g = 0; g < G; ++g) {
         float* sg = scores + g * n;
         float mx = -INFINITY;
@@ -158,41 +159,6 @@ void attend_cached_part(const float* q, int G, const uint8_t* const* k_rows, con
     }
 }
 
-// KP keys' scores for the G query rows q[G][hd]: each 16-float piece of a key is loaded once for all G
-// rows. Per (key, row) the sums run in the order of the one-row kernel this replaced (four accumulators,
-// one per 16-float piece of each 64, a tail piece into the first, ((a0 + a1) + (a2 + a3)) reduced), so a
-// prefill's attention gives the bits it gave before grouping: the exact-resume tests' greedy streams on
-// the tiny model (docs/reliability.md) pass through near-ties that a change of summation order flips.
-// scores is [G][stride]. Registers: G x KP x 4 accumulators <= 16.
-template <int G, int KP>
-void score_keys(const float* q, const float* K, int64_t hd, float scale, float* scores, int64_t stride) {
-    __m512 a[KP][G][4];
-    for (int k = 0; k < KP; ++k)
-        for (int g = 0; g < G; ++g) a[k][g][0] = a[k][g][1] = a[k][g][2] = a[k][g][3] = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 64 <= hd; j += 64)
-        for (int h = 0; h < 4; ++h) {
-            __m512 qv[G];
-            for (int g = 0; g < G; ++g) qv[g] = _mm512_loadu_ps(q + g * hd + j + 16 * h);
-            for (int k = 0; k < KP; ++k) {
-                const __m512 kv = _mm512_loadu_ps(K + k * hd + j + 16 * h);
-                for (int g = 0; g < G; ++g) a[k][g][h] = _mm512_fmadd_ps(qv[g], kv, a[k][g][h]);
-            }
-        }
-    for (; j < hd; j += 16) {
-        __m512 qv[G];
-        for (int g = 0; g < G; ++g) qv[g] = _mm512_loadu_ps(q + g * hd + j);
-        for (int k = 0; k < KP; ++k) {
-            const __m512 kv = _mm512_loadu_ps(K + k * hd + j);
-            for (int g = 0; g < G; ++g) a[k][g][0] = _mm512_fmadd_ps(qv[g], kv, a[k][g][0]);
-        }
-    }
-    for (int k = 0; k < KP; ++k)
-        for (int g = 0; g < G; ++g)
-            scores[g * stride + k] =
-                _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[k][g][0], a[k][g][1]), _mm512_add_ps(a[k][g][2], a[k][g][3]))) * scale;
-}
-
 // out[g][j0, j0 + 16 NZ) = sum_p e[g][p] V_p[j0 ...] for the G rows: each V piece loaded once for all G.
 template <int G, int NZ>
 void accumulate_v_group(const float* e, const float* V, int64_t n_keys, int64_t hd, int64_t j0, float* out) {
@@ -215,10 +181,8 @@ void accumulate_v_group(const float* e, const float* V, int64_t n_keys, int64_t 
 template <int G>
 void attend_group_of(const float* q, const float* K, const float* V, int64_t n_keys, int64_t hd, float scale,
                      float* scores, float* out) {
-    constexpr int KP = G >= 3 ? 1 : 4 / G;
-    int64_t p = 0;
-    for (; p + KP <= n_keys; p += KP) score_keys<G, KP>(q, K + p * hd, hd, scale, scores + p, n_keys);
-    for (; p < n_keys; ++p) score_keys<G, 1>(q, K + p * hd, hd, scale, scores + p, n_keys);
+    score_keys_of<DType::F32, G>(q, [K, hd](int64_t p) { return reinterpret_cast<const uint8_t*>(K + p * hd); }, n_keys, hd,
+                                 scale, scores);
     float sum[G];
     for (int g = 0; g < G; ++g) {
         float* sg = scores + g * n_keys;

@@ -14,9 +14,10 @@ namespace dg::cpu {
 
 // The prefill form: the G query rows of one KV head's group (q_g_hd, out_g_hd: G rows of hd) over the
 // same f32 K/V rows, so each K and V row is read once for up to 4 of them (a 1,024-position K of 256 dims
-// is 1 MiB per KV head, which one query row at a time streamed from L2 G times over). Each row's result
-// is bit for bit that of the one-row kernel it replaced (same summation order; attention_row.cpp says
-// why). scores: scratch of 4 * n_keys floats; hd: any multiple of 16.
+// is 1 MiB per KV head, which one query row at a time streamed from L2 G times over). The scores go as
+// the decode form's do: 16 / G keys at a time, one sum per (row, key), the 16 sums reduced together (one
+// horizontal sum per (row, key) was a quarter of a 4K-token prefill). scores: scratch of 4 * n_keys
+// floats; hd: any multiple of 16.
 using AttendGroupFn = void (*)(const float* q_g_hd, int G, const float* K_p_hd, const float* V_p_hd, int64_t n_keys,
                                int64_t hd, float scale, float* scores, float* out_g_hd);
 
