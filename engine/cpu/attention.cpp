@@ -148,12 +148,15 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
         }
     };
 
-    // 2. Each query row attends to positions [0, pos] of its own sequence. The oracle, and a prefill on
-    //    the fast path, first dequantise the sequence's K/V once into f32 ([kv head][position][hd]), shared
-    //    by every query row and head; a decode row on the fast path reads the cache rows in place.
+    // 2. Each query row attends to positions [0, pos] of its own sequence. The fast path reads the cache
+    //    rows in place where its type has a kernel (F16, BF16, F32); the oracle, and the fast path over a
+    //    quantised cache, first dequantise the sequence's K/V once into f32 ([kv head][position][hd]),
+    //    shared by every query row and head. In place, a prefill reads half the bytes of the f32 copy per
+    //    token and row (the history is read once per token: from memory at 8K positions) and skips
+    //    writing the copy.
     for (const SeqSlice& s : b.seqs) {
         const int64_t P = int64_t(s.pos0) + s.len;
-        const bool in_place = attend_cached && s.len == 1;
+        const bool in_place = attend_cached != nullptr;
         const float *kf = nullptr, *vf = nullptr;
         thread_local std::vector<const uint8_t*> k_rows, v_rows;  // [kv head][position]
         if (in_place) {
@@ -191,7 +194,7 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
         // in small chunks to whichever thread is free (one half per thread left the early half's thread
         // idle for most of a prefill's attention).
         constexpr int kChunksPerThread = 16;
-        if (!in_place && attend_group) {  // a prefill on the fast path: a KV head's query heads together
+        if (!in_place && attend_group) {  // a prefill on the fast path over a quantised cache: a KV head's query heads together
             parallel_for_balanced(int64_t(s.len) * Hkv, [&](int64_t i0, int64_t i1) {
                 std::vector<float> q(size_t(group * hd)), acc(q.size()), scores(size_t(4 * P));
                 for (int64_t i = i0; i < i1; ++i) {
@@ -204,8 +207,26 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
             }, kChunksPerThread);
             continue;
         }
-        if (in_place) {  // a decode token on the fast path: parts of the keys, merged per query head
+        if (in_place && s.len == 1) {  // a decode token on the fast path: parts of the keys, merged per query head
             decode_in_parts(P, query, gated_out, kr, vr);
+            continue;
+        }
+        if (in_place) {  // a prefill on the fast path: a KV head's query heads together, each token's keys as one part
+            parallel_for_balanced(int64_t(s.len) * Hkv, [&](int64_t i0, int64_t i1) {
+                std::vector<float> q(size_t(group * hd)), acc(q.size()), scores(size_t(4 * P)), m(static_cast<size_t>(group)), l(m.size());
+                for (int64_t i = i0; i < i1; ++i) {
+                    const int64_t t = i / Hkv, kvh = i % Hkv;
+                    for (int64_t g = 0; g < group; ++g) query(t, kvh * group + g, &q[size_t(g * hd)]);
+                    attend_cached(q.data(), int(group), kr + kvh * P, vr + kvh * P, s.pos0 + t + 1, hd, scale, scores.data(),
+                                  acc.data(), m.data(), l.data());
+                    for (int64_t g = 0; g < group; ++g) {
+                        const float inv = 1.f / l[size_t(g)];
+                        float* a = &acc[size_t(g * hd)];
+                        for (int64_t j = 0; j < hd; ++j) a[j] *= inv;
+                        gated_out(t, kvh * group + g, a);
+                    }
+                }
+            }, kChunksPerThread);
             continue;
         }
         parallel_for_balanced(int64_t(s.len) * Hq, [&](int64_t i0, int64_t i1) {
