@@ -100,53 +100,56 @@ TEST(CpuFastOps, GatedRmsnormAgainstTheOracle) {
 }
 
 // Two sequences in one step (a 37-token prefill on 20 cached tokens, and one decode token at position 70),
-// GQA 4:1 and 6:1 (the 27B's: the prefill kernel takes a group of 4 query heads, then one of 2), head dim
-// 48 (three 16-lane vectors: the kernel's partial register groups), blocks of 16 tokens in an f16 cache.
-// Each step writes its K/V and attends over everything before, so the fast and the oracle backends each
-// get their own cache. The outputs agree to f32 rounding (summation order, the vector exp's 1e-7, one
-// division instead of one per key).
+// GQA 4:1 and 6:1 (the 27B's: the kernels take a group of 4 query heads, then one of 2), blocks of 16 tokens.
+// An f16 cache with head dim 48 (three 16-lane vectors: the kernels' partial register groups), which the
+// fast path reads in place, prefill and decode; and a q8_0 cache with head dim 64, which the fast path's
+// prefill dequantises to f32 first (attend_group_fast). Each step writes its K/V and attends over
+// everything before, so the fast and the oracle backends each get their own cache. The outputs agree to
+// f32 rounding (summation order, the vector exp's 1e-7, one division instead of one per key).
 class CpuFastAttention : public ::testing::TestWithParam<int64_t> {};
 
 TEST_P(CpuFastAttention, AgainstTheOracle) {
     if (!cpu::attend_group_fast(48)) GTEST_SKIP() << "no AVX-512 on this CPU: attention keeps the oracle's loops";
     std::mt19937 rng(9);
     std::normal_distribution<float> nd;
-    const AttnDims d{2 * GetParam(), 2, 48, 32, 10000.f};
-    AttnWeights w;
-    for (int64_t j = 0; j < d.hd; ++j) w.q_norm.push_back(1.f + 0.1f * nd(rng)), w.k_norm.push_back(1.f + 0.1f * nd(rng));
-    const int32_t block_tokens = 16, n_blocks = 8;
-    const int64_t row_bytes = d.hd * 2;
-    std::vector<uint8_t> k_fast(size_t(n_blocks) * block_tokens * d.Hkv * row_bytes), v_fast = k_fast;
-    std::vector<uint8_t> k_exact = k_fast, v_exact = k_fast;
-    const cpu::KvLayer kv_fast{DType::F16, block_tokens, row_bytes, k_fast.data(), v_fast.data()};
-    const cpu::KvLayer kv_exact{DType::F16, block_tokens, row_bytes, k_exact.data(), v_exact.data()};
-    const std::vector<int32_t> blocks_a = {3, 0, 5, 1}, blocks_b = {2, 4, 6, 7, 0};  // b's block 0 unused past 70
-    // Step 1: prefill a (20 tokens) and b (70 tokens); step 2: a's next 37 tokens and b's decode token.
-    struct Step { int32_t a_pos0, a_len, b_pos0, b_len; };
-    double worst = 0, mag = 0;
-    for (const Step st : {Step{0, 20, 0, 70}, Step{20, 37, 70, 1}}) {
-        StepBatch b;
-        b.seqs.push_back(SeqSlice{0, st.a_len, st.a_pos0, 0, blocks_a.data(), int32_t(blocks_a.size())});
-        b.seqs.push_back(SeqSlice{st.a_len, st.b_len, st.b_pos0, 1, blocks_b.data(), 4});
-        const int32_t n = st.a_len + st.b_len;
-        b.tokens.assign(n, 0);
-        std::vector<float> qg(size_t(n) * d.Hq * 2 * d.hd), k(size_t(n) * d.Hkv * d.hd), v(k.size());
-        for (auto* vec : {&qg, &k, &v})
-            for (auto& e : *vec) e = nd(rng);
-        std::vector<float> out_exact(size_t(n) * d.Hq * d.hd), out_fast(out_exact.size());
-        cpu::attention(b, d, w, 1e-6f, qg.data(), k.data(), v.data(), out_exact.data(), kv_exact, /*fast=*/false);
-        cpu::attention(b, d, w, 1e-6f, qg.data(), k.data(), v.data(), out_fast.data(), kv_fast, /*fast=*/true);
-        EXPECT_EQ(k_fast, k_exact);  // the K/V store is the same code on both paths
-        for (size_t i = 0; i < out_exact.size(); ++i) {
-            ASSERT_TRUE(std::isfinite(out_fast[i])) << i;
-            worst = std::max(worst, double(std::fabs(out_fast[i] - out_exact[i])));
-            mag = std::max(mag, double(std::fabs(out_exact[i])));
+    for (const auto& [kv_type, hd] : {std::pair{DType::F16, int64_t(48)}, std::pair{DType::Q8_0, int64_t(64)}}) {
+        const AttnDims d{2 * GetParam(), 2, hd, 32, 10000.f};
+        AttnWeights w;
+        for (int64_t j = 0; j < d.hd; ++j) w.q_norm.push_back(1.f + 0.1f * nd(rng)), w.k_norm.push_back(1.f + 0.1f * nd(rng));
+        const int32_t block_tokens = 16, n_blocks = 8;
+        const int64_t rb = int64_t(*row_bytes(kv_type, d.hd));
+        std::vector<uint8_t> k_fast(size_t(n_blocks) * block_tokens * d.Hkv * rb), v_fast = k_fast;
+        std::vector<uint8_t> k_exact = k_fast, v_exact = k_fast;
+        const cpu::KvLayer kv_fast{kv_type, block_tokens, rb, k_fast.data(), v_fast.data()};
+        const cpu::KvLayer kv_exact{kv_type, block_tokens, rb, k_exact.data(), v_exact.data()};
+        const std::vector<int32_t> blocks_a = {3, 0, 5, 1}, blocks_b = {2, 4, 6, 7, 0};  // b's block 0 unused past 70
+        // Step 1: prefill a (20 tokens) and b (70 tokens); step 2: a's next 37 tokens and b's decode token.
+        struct Step { int32_t a_pos0, a_len, b_pos0, b_len; };
+        double worst = 0, mag = 0;
+        for (const Step st : {Step{0, 20, 0, 70}, Step{20, 37, 70, 1}}) {
+            StepBatch b;
+            b.seqs.push_back(SeqSlice{0, st.a_len, st.a_pos0, 0, blocks_a.data(), int32_t(blocks_a.size())});
+            b.seqs.push_back(SeqSlice{st.a_len, st.b_len, st.b_pos0, 1, blocks_b.data(), 4});
+            const int32_t n = st.a_len + st.b_len;
+            b.tokens.assign(n, 0);
+            std::vector<float> qg(size_t(n) * d.Hq * 2 * d.hd), k(size_t(n) * d.Hkv * d.hd), v(k.size());
+            for (auto* vec : {&qg, &k, &v})
+                for (auto& e : *vec) e = nd(rng);
+            std::vector<float> out_exact(size_t(n) * d.Hq * d.hd), out_fast(out_exact.size());
+            cpu::attention(b, d, w, 1e-6f, qg.data(), k.data(), v.data(), out_exact.data(), kv_exact, /*fast=*/false);
+            cpu::attention(b, d, w, 1e-6f, qg.data(), k.data(), v.data(), out_fast.data(), kv_fast, /*fast=*/true);
+            EXPECT_EQ(k_fast, k_exact);  // the K/V store is the same code on both paths
+            for (size_t i = 0; i < out_exact.size(); ++i) {
+                ASSERT_TRUE(std::isfinite(out_fast[i])) << i;
+                worst = std::max(worst, double(std::fabs(out_fast[i] - out_exact[i])));
+                mag = std::max(mag, double(std::fabs(out_exact[i])));
+            }
         }
+        std::printf("attention fast vs oracle, %s cache, GQA %ld:1: worst absolute difference %.2e (largest output %.2f)\n",
+                    dtype_info(kv_type).name, long(GetParam()), worst, mag);
+        EXPECT_GT(mag, 0.1);
+        EXPECT_LT(worst, 2e-6 * mag) << dtype_info(kv_type).name;
     }
-    std::printf("attention fast vs oracle, GQA %ld:1: worst absolute difference %.2e (largest output %.2f)\n",
-                long(GetParam()), worst, mag);
-    EXPECT_GT(mag, 0.1);
-    EXPECT_LT(worst, 2e-6 * mag);
 }
 INSTANTIATE_TEST_SUITE_P(Gqa, CpuFastAttention, ::testing::Values(int64_t(4), int64_t(6)));
 
