@@ -77,7 +77,7 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
                const float* k_in, const float* v_in, float* out, const KvLayer& kv, bool fast) {
     const int64_t Hq = d.Hq, Hkv = d.Hkv, hd = d.hd, group = Hq / Hkv;
     const AttendGroupFn attend_group = fast ? attend_group_fast(hd) : nullptr;
-    const AttendCachedPartFn attend_cached = fast ? attend_cached_part_fast(kv.type, hd) : nullptr;
+    const AttendCachedRowFn attend_cached = fast ? attend_cached_row_fast(kv.type, hd) : nullptr;
     const float scale = 1.f / std::sqrt(float(hd));
     auto kv_row = [&](uint8_t* base, const SeqSlice& s, int64_t pos, int64_t head) {
         const int64_t block = s.blocks[pos / kv.block_tokens], off = pos % kv.block_tokens;
@@ -100,63 +100,12 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
         }, 8);  // a decode token's few heads are a microsecond of work: not worth a dispatch
     }
 
-    // A decode token's attention (fast path): the keys in parts of kKeysPerPart, one (part, KV head) per
-    // item over the pool, each part's unnormalised sums merged per query head in part order (flash-
-    // decoding's split). The parts do not depend on the thread count, so neither do the bits. One item per
-    // query head, as before, read a KV head's history G times over and could not use more threads than
-    // query heads: 2.0x / 3.2x slower at 2K / 8K positions with the history in the caches, 1.8x / 3.0x with
-    // it in memory (bench_attention_cpu, the 0.8B's heads; docs/PERFORMANCE.md, twelfth part).
-    auto decode_in_parts = [&](int64_t P, auto& query, auto& gated_out, const uint8_t* const* kr, const uint8_t* const* vr) {
-        constexpr int64_t kKeysPerPart = 128;
-        const int64_t parts = (P + kKeysPerPart - 1) / kKeysPerPart;
-        thread_local std::vector<float> q_all, part_out, part_m, part_l;  // [Hq][hd]; [Hkv][part][group](hd)
-        q_all.resize(size_t(Hq * hd));
-        part_out.resize(size_t(Hkv * parts * group * hd));
-        part_m.resize(size_t(Hkv * parts * group));
-        part_l.resize(part_m.size());
-        for (int64_t h = 0; h < Hq; ++h) query(0, h, &q_all[size_t(h * hd)]);
-        float *qa = q_all.data(), *po = part_out.data(), *pm = part_m.data(), *pl = part_l.data();
-        // Items part-major (part c's KV heads one after another), so that a thread's range covers whole
-        // cache blocks in order: the KV heads' rows of a position are adjacent in the cache, and one KV head
-        // at a time over the whole history read every block twice over, half of it each time (~20% slower
-        // from memory at 8K positions, bench_attention_cpu --cold 1).
-        parallel_for(parts * Hkv, [&](int64_t i0, int64_t i1) {
-            std::vector<float> scores(size_t(4 * kKeysPerPart));
-            for (int64_t item = i0; item < i1; ++item) {
-                const int64_t c = item / Hkv, kvh = item % Hkv, i = kvh * parts + c;
-                const int64_t k0 = c * kKeysPerPart, n = std::min(P, k0 + kKeysPerPart) - k0;
-                attend_cached(qa + kvh * group * hd, int(group), kr + kvh * P + k0, vr + kvh * P + k0, n, hd, scale,
-                              scores.data(), po + i * group * hd, pm + i * group, pl + i * group);
-            }
-        });
-        std::vector<float> acc(hd);
-        for (int64_t h = 0; h < Hq; ++h) {
-            const int64_t kvh = h / group, g = h % group;
-            float mx = -INFINITY;
-            for (int64_t c = 0; c < parts; ++c) mx = std::max(mx, pm[(kvh * parts + c) * group + g]);
-            std::fill(acc.begin(), acc.end(), 0.f);
-            float sum = 0.f;
-            for (int64_t c = 0; c < parts; ++c) {
-                const int64_t i = kvh * parts + c;
-                const float w = std::exp(pm[i * group + g] - mx);
-                sum += w * pl[i * group + g];
-                const float* o = po + (i * group + g) * hd;
-                for (int64_t j = 0; j < hd; ++j) acc[size_t(j)] += w * o[j];
-            }
-            for (int64_t j = 0; j < hd; ++j) acc[size_t(j)] /= sum;
-            gated_out(0, h, acc.data());
-        }
-    };
-
-    // 2. Each query row attends to positions [0, pos] of its own sequence. The fast path reads the cache
-    //    rows in place where its type has a kernel (F16, BF16, F32); the oracle, and the fast path over a
-    //    quantised cache, first dequantise the sequence's K/V once into f32 ([kv head][position][hd]),
-    //    shared by every query row and head. In place, a prefill reads half the bytes of the f32 copy per
-    //    token and row (the history is read once per token: from memory at 8K positions) and skips
-    //    writing the copy.
+    // 2. Each query row attends to positions [0, pos] of its own sequence. The oracle, and a prefill on
+    //    the fast path, first dequantise the sequence's K/V once into f32 ([kv head][position][hd]), shared
+    //    by every query row and head; a decode row on the fast path reads the cache rows in place.
     for (const SeqSlice& s : b.seqs) {
         const int64_t P = int64_t(s.pos0) + s.len;
-        const bool in_place = attend_cached != nullptr;
+        const bool in_place = attend_cached && s.len == 1;
         const float *kf = nullptr, *vf = nullptr;
         thread_local std::vector<const uint8_t*> k_rows, v_rows;  // [kv head][position]
         if (in_place) {
@@ -194,7 +143,7 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
         // in small chunks to whichever thread is free (one half per thread left the early half's thread
         // idle for most of a prefill's attention).
         constexpr int kChunksPerThread = 16;
-        if (!in_place && attend_group) {  // a prefill on the fast path over a quantised cache: a KV head's query heads together
+        if (!in_place && attend_group) {  // a prefill on the fast path: a KV head's query heads together
             parallel_for_balanced(int64_t(s.len) * Hkv, [&](int64_t i0, int64_t i1) {
                 std::vector<float> q(size_t(group * hd)), acc(q.size()), scores(size_t(4 * P));
                 for (int64_t i = i0; i < i1; ++i) {
@@ -207,34 +156,13 @@ void attention(const StepBatch& b, const AttnDims& d, const AttnWeights& w, floa
             }, kChunksPerThread);
             continue;
         }
-        if (in_place && s.len == 1) {  // a decode token on the fast path: parts of the keys, merged per query head
-            decode_in_parts(P, query, gated_out, kr, vr);
-            continue;
-        }
-        if (in_place) {  // a prefill on the fast path: a KV head's query heads together, each token's keys as one part
-            parallel_for_balanced(int64_t(s.len) * Hkv, [&](int64_t i0, int64_t i1) {
-                std::vector<float> q(size_t(group * hd)), acc(q.size()), scores(size_t(4 * P)), m(static_cast<size_t>(group)), l(m.size());
-                for (int64_t i = i0; i < i1; ++i) {
-                    const int64_t t = i / Hkv, kvh = i % Hkv;
-                    for (int64_t g = 0; g < group; ++g) query(t, kvh * group + g, &q[size_t(g * hd)]);
-                    attend_cached(q.data(), int(group), kr + kvh * P, vr + kvh * P, s.pos0 + t + 1, hd, scale, scores.data(),
-                                  acc.data(), m.data(), l.data());
-                    for (int64_t g = 0; g < group; ++g) {
-                        const float inv = 1.f / l[size_t(g)];
-                        float* a = &acc[size_t(g * hd)];
-                        for (int64_t j = 0; j < hd; ++j) a[j] *= inv;
-                        gated_out(t, kvh * group + g, a);
-                    }
-                }
-            }, kChunksPerThread);
-            continue;
-        }
         parallel_for_balanced(int64_t(s.len) * Hq, [&](int64_t i0, int64_t i1) {
             std::vector<float> q(hd), acc(hd), scores(P);
             for (int64_t i = i0; i < i1; ++i) {
                 const int64_t t = i / Hq, h = i % Hq, pos = s.pos0 + t, kvh = h / group;
                 query(t, h, q.data());
-                attend_row_exact(q.data(), &kf[kvh * P * hd], &vf[kvh * P * hd], pos + 1, hd, scale, scores.data(), acc.data());
+                if (in_place) attend_cached(q.data(), kr + kvh * P, vr + kvh * P, pos + 1, hd, scale, scores.data(), acc.data());
+                else attend_row_exact(q.data(), &kf[kvh * P * hd], &vf[kvh * P * hd], pos + 1, hd, scale, scores.data(), acc.data());
                 gated_out(t, h, acc.data());
             }
         }, kChunksPerThread);

@@ -3,7 +3,6 @@
 
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cmath>
 
 #include "engine/cpu/exp_avx512.h"
@@ -24,6 +23,29 @@ inline __m512 load_row16(const uint8_t* row, int64_t j) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+template <DType T>
+float dot16_row(const float* q, const uint8_t* row, int64_t hd) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int64_t j = 0;
+    for (; j + 32 <= hd; j += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), load_row16<T>(row, j), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j + 16), load_row16<T>(row, j + 16), s1);
+    }
+    for (; j < hd; j += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), load_row16<T>(row, j), s0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+template <DType T, int NZ>
+void accumulate_v_rows(const float* e, const uint8_t* const* v_rows, int64_t n_keys, int64_t j0, float* out) {
+    __m512 acc[NZ];
+    for (int z = 0; z < NZ; ++z) acc[z] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < n_keys; ++p) {
+        const __m512 ep = _mm512_set1_ps(e[p]);
+        for (int z = 0; z < NZ; ++z) acc[z] = _mm512_fmadd_ps(ep, load_row16<T>(v_rows[p], j0 + 16 * z), acc[z]);
+    }
+    for (int z = 0; z < NZ; ++z) _mm512_storeu_ps(out + j0 + 16 * z, acc[z]);
+}
+
 // scores[0, n) <- exp(scores - max); returns their sum.
 float softmax_numerators(float* scores, int64_t n_keys, float mx) {
     const __m512 vmx = _mm512_set1_ps(mx);
@@ -42,121 +64,59 @@ void scale_out(float* out, int64_t hd, float sum) {
     for (int64_t j = 0; j < hd; j += 16) _mm512_storeu_ps(out + j, _mm512_mul_ps(_mm512_loadu_ps(out + j), inv));
 }
 
-// v[i] for i < 16 -> one register whose lane i is the sum of v[i]'s 16 lanes: 31 shuffles and adds where
-// 16 separate horizontal sums take ~130 instructions (the decode scores of up to 16 (key, row) pairs).
-inline __m512 sum_lanes16(const __m512 v[16]) {
-    __m512 x[8], y[4];
-    for (int k = 0; k < 8; ++k)  // per 128-bit lane: (a0 + a2, b0 + b2, a1 + a3, b1 + b3) of v[2k], v[2k + 1]
-        x[k] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]), _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]));
-    for (int m = 0; m < 4; ++m)  // per 128-bit lane l: the sums over lane l of v[4m] .. v[4m + 3]
-        y[m] = _mm512_add_ps(_mm512_shuffle_ps(x[2 * m], x[2 * m + 1], 0x44), _mm512_shuffle_ps(x[2 * m], x[2 * m + 1], 0xEE));
-    // Across the four 128-bit lanes: lane pairs (0 + 2, 1 + 3), then (0 + 1).
-    const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], 0x44), _mm512_shuffle_f32x4(y[0], y[1], 0xEE));
-    const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(y[2], y[3], 0x44), _mm512_shuffle_f32x4(y[2], y[3], 0xEE));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
+template <DType T>
+void attend_cached_row_avx512(const float* q, const uint8_t* const* k_rows, const uint8_t* const* v_rows,
+                              int64_t n_keys, int64_t hd, float scale, float* scores, float* out) {
+    float mx = -INFINITY;
+    for (int64_t p = 0; p < n_keys; ++p) {
+        scores[p] = dot16_row<T>(q, k_rows[p], hd) * scale;
+        mx = std::max(mx, scores[p]);
+    }
+    const float sum = softmax_numerators(scores, n_keys, mx);
+    for (int64_t j0 = 0; j0 < hd;) {
+        switch (std::min<int64_t>(8, (hd - j0) / 16)) {
+            case 8: accumulate_v_rows<T, 8>(scores, v_rows, n_keys, j0, out), j0 += 128; break;
+            case 4: case 5: case 6: case 7: accumulate_v_rows<T, 4>(scores, v_rows, n_keys, j0, out), j0 += 64; break;
+            case 2: case 3: accumulate_v_rows<T, 2>(scores, v_rows, n_keys, j0, out), j0 += 32; break;
+            default: accumulate_v_rows<T, 1>(scores, v_rows, n_keys, j0, out), j0 += 16; break;
+        }
+    }
+    scale_out(out, hd, sum);
 }
 
-// scores[g][p] = scale x q_g . K_p for the G (1 to 4) query rows and keys p < n, 16 / G keys at a time:
-// each 16-element piece of a key is converted once for all G rows, and the 16 (row, key) sums are reduced
-// together (sum_lanes16). Key p's row (of type T) starts at row_at(p): a cache row (decode) or a row of the
-// prefill's f32 copy. scores is [G][n].
-template <DType T, int G, class RowAt>
-void score_keys_of(const float* q, RowAt row_at, int64_t n, int64_t hd, float scale, float* scores) {
-    constexpr int KP = 16 / G;
-    constexpr int64_t kAhead = 16;  // keys: the history comes from memory, ~16 lines per key of 256 f16 K
-    const int64_t row_bytes = hd * (T == DType::F32 ? 4 : 2);
-    int64_t p = 0;
-    for (; p + KP <= n; p += KP) {
-        // The rows of keys kAhead on, in software: each key's row is a separate short run of lines (the
-        // cache's rows of one KV head are Hkv rows apart), and the FMAs per line leave too few loads in
-        // flight to cover the memory's latency: ~13% faster from memory at 2K-8K positions
-        // (bench_attention_cpu --cold 1; 12 and 32 keys ahead measured alike).
-        for (int k = 0; k < KP; ++k)
-            if (p + kAhead + k < n)
-                for (int64_t o = 0; o < row_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(row_at(p + kAhead + k)) + o, _MM_HINT_T0);
-        __m512 a[16];
-        for (int i = 0; i < 16; ++i) a[i] = _mm512_setzero_ps();
-        for (int64_t j = 0; j < hd; j += 16) {
-            __m512 kv[KP];
-            for (int k = 0; k < KP; ++k) kv[k] = load_row16<T>(row_at(p + k), j);
-            for (int g = 0; g < G; ++g) {
-                const __m512 qv = _mm512_loadu_ps(q + g * hd + j);
-                for (int k = 0; k < KP; ++k) a[g * KP + k] = _mm512_fmadd_ps(qv, kv[k], a[g * KP + k]);
+// KP keys' scores for the G query rows q[G][hd]: each 16-float piece of a key is loaded once for all G
+// rows. Per (key, row) the sums run in the order of the one-row kernel this replaced (four accumulators,
+// one per 16-float piece of each 64, a tail piece into the first, ((a0 + a1) + (a2 + a3)) reduced), so a
+// prefill's attention gives the bits it gave before grouping: the exact-resume tests' greedy streams on
+// the tiny model (docs/reliability.md) pass through near-ties that a change of summation order flips.
+// scores is [G][stride]. Registers: G x KP x 4 accumulators <= 16.
+template <int G, int KP>
+void score_keys(const float* q, const float* K, int64_t hd, float scale, float* scores, int64_t stride) {
+    __m512 a[KP][G][4];
+    for (int k = 0; k < KP; ++k)
+        for (int g = 0; g < G; ++g) a[k][g][0] = a[k][g][1] = a[k][g][2] = a[k][g][3] = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 64 <= hd; j += 64)
+        for (int h = 0; h < 4; ++h) {
+            __m512 qv[G];
+            for (int g = 0; g < G; ++g) qv[g] = _mm512_loadu_ps(q + g * hd + j + 16 * h);
+            for (int k = 0; k < KP; ++k) {
+                const __m512 kv = _mm512_loadu_ps(K + k * hd + j + 16 * h);
+                for (int g = 0; g < G; ++g) a[k][g][h] = _mm512_fmadd_ps(qv[g], kv, a[k][g][h]);
             }
         }
-        alignas(64) float sums[16];
-        _mm512_store_ps(sums, _mm512_mul_ps(sum_lanes16(a), _mm512_set1_ps(scale)));
+    for (; j < hd; j += 16) {
+        __m512 qv[G];
+        for (int g = 0; g < G; ++g) qv[g] = _mm512_loadu_ps(q + g * hd + j);
+        for (int k = 0; k < KP; ++k) {
+            const __m512 kv = _mm512_loadu_ps(K + k * hd + j);
+            for (int g = 0; g < G; ++g) a[k][g][0] = _mm512_fmadd_ps(qv[g], kv, a[k][g][0]);
+        }
+    }
+    for (int k = 0; k < KP; ++k)
         for (int g = 0; g < G; ++g)
-            for (int k = 0; k < KP; ++k) scores[g * n + p + k] = sums[g * KP + k];
-    }
-    for (; p < n; ++p) {  // the last n % KP keys one at a time
-        __m512 a[G];
-        for (int g = 0; g < G; ++g) a[g] = _mm512_setzero_ps();
-        for (int64_t j = 0; j < hd; j += 16) {
-            const __m512 kv = load_row16<T>(row_at(p), j);
-            for (int g = 0; g < G; ++g) a[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * hd + j), kv, a[g]);
-        }
-        for (int g = 0; g < G; ++g) scores[g * n + p] = _mm512_reduce_add_ps(a[g]) * scale;
-    }
-}
-
-// out[g][j0, j0 + 16 NZ) = sum_p e[g][p] V_p[j0 ...] over the cache's rows: each V piece converted once for
-// all G rows. Registers: G x NZ accumulators + NZ pieces.
-template <DType T, int G, int NZ>
-void accumulate_cached_v(const float* e, const uint8_t* const* v_rows, int64_t n, int64_t j0, int64_t hd, float* out) {
-    __m512 acc[G][NZ];
-    for (int g = 0; g < G; ++g)
-        for (int z = 0; z < NZ; ++z) acc[g][z] = _mm512_setzero_ps();
-    constexpr int64_t kAhead = 16;  // keys, as in score_cached_keys
-    constexpr int64_t kElemBytes = T == DType::F32 ? 4 : 2;
-    for (int64_t p = 0; p < n; ++p) {
-        if (p + kAhead < n)
-            for (int64_t o = 0; o < 16 * NZ * kElemBytes; o += 64)
-                _mm_prefetch(reinterpret_cast<const char*>(v_rows[p + kAhead]) + j0 * kElemBytes + o, _MM_HINT_T0);
-        __m512 v[NZ];
-        for (int z = 0; z < NZ; ++z) v[z] = load_row16<T>(v_rows[p], j0 + 16 * z);
-        for (int g = 0; g < G; ++g) {
-            const __m512 ep = _mm512_set1_ps(e[g * n + p]);
-            for (int z = 0; z < NZ; ++z) acc[g][z] = _mm512_fmadd_ps(ep, v[z], acc[g][z]);
-        }
-    }
-    for (int g = 0; g < G; ++g)
-        for (int z = 0; z < NZ; ++z) _mm512_storeu_ps(out + g * hd + j0 + 16 * z, acc[g][z]);
-}
-
-// attention_row.h's AttendCachedPartFn for G (1, 2 or 4) rows.
-template <DType T, int G>
-void attend_cached_part_of(const float* q, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t n,
-                           int64_t hd, float scale, float* scores, float* out, float* m, float* l) {
-    score_keys_of<T, G>(q, [k_rows](int64_t p) { return k_rows[p]; }, n, hd, scale, scores);
-    for (int g = 0; g < G; ++g) {
-        float* sg = scores + g * n;
-        float mx = -INFINITY;
-        for (int64_t p = 0; p < n; ++p) mx = std::max(mx, sg[p]);
-        m[g] = mx;
-        l[g] = softmax_numerators(sg, n, mx);
-    }
-    constexpr int kNZ = G == 4 ? 4 : 8;
-    for (int64_t j0 = 0; j0 < hd;) {
-        const int64_t left = (hd - j0) / 16;
-        if (left >= kNZ) accumulate_cached_v<T, G, kNZ>(scores, v_rows, n, j0, hd, out), j0 += 16 * kNZ;
-        else if (left >= 4) accumulate_cached_v<T, G, 4>(scores, v_rows, n, j0, hd, out), j0 += 64;
-        else if (left >= 2) accumulate_cached_v<T, G, 2>(scores, v_rows, n, j0, hd, out), j0 += 32;
-        else accumulate_cached_v<T, G, 1>(scores, v_rows, n, j0, hd, out), j0 += 16;
-    }
-}
-
-template <DType T>
-void attend_cached_part(const float* q, int G, const uint8_t* const* k_rows, const uint8_t* const* v_rows, int64_t n,
-                        int64_t hd, float scale, float* scores, float* out, float* m, float* l) {
-    for (int g0 = 0; g0 < G;) {
-        const int left = G - g0;
-        const float* qg = q + g0 * hd;
-        float* og = out + g0 * hd;
-        if (left >= 4) attend_cached_part_of<T, 4>(qg, k_rows, v_rows, n, hd, scale, scores, og, m + g0, l + g0), g0 += 4;
-        else if (left >= 2) attend_cached_part_of<T, 2>(qg, k_rows, v_rows, n, hd, scale, scores, og, m + g0, l + g0), g0 += 2;
-        else attend_cached_part_of<T, 1>(qg, k_rows, v_rows, n, hd, scale, scores, og, m + g0, l + g0), g0 += 1;
-    }
+            scores[g * stride + k] =
+                _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[k][g][0], a[k][g][1]), _mm512_add_ps(a[k][g][2], a[k][g][3]))) * scale;
 }
 
 // out[g][j0, j0 + 16 NZ) = sum_p e[g][p] V_p[j0 ...] for the G rows: each V piece loaded once for all G.
@@ -181,8 +141,10 @@ void accumulate_v_group(const float* e, const float* V, int64_t n_keys, int64_t 
 template <int G>
 void attend_group_of(const float* q, const float* K, const float* V, int64_t n_keys, int64_t hd, float scale,
                      float* scores, float* out) {
-    score_keys_of<DType::F32, G>(q, [K, hd](int64_t p) { return reinterpret_cast<const uint8_t*>(K + p * hd); }, n_keys, hd,
-                                 scale, scores);
+    constexpr int KP = G >= 3 ? 1 : 4 / G;
+    int64_t p = 0;
+    for (; p + KP <= n_keys; p += KP) score_keys<G, KP>(q, K + p * hd, hd, scale, scores + p, n_keys);
+    for (; p < n_keys; ++p) score_keys<G, 1>(q, K + p * hd, hd, scale, scores + p, n_keys);
     float sum[G];
     for (int g = 0; g < G; ++g) {
         float* sg = scores + g * n_keys;
@@ -225,12 +187,12 @@ AttendGroupFn attend_group_fast(int64_t hd) {
     return attend_group_avx512;
 }
 
-AttendCachedPartFn attend_cached_part_fast(DType kv_type, int64_t hd) {
+AttendCachedRowFn attend_cached_row_fast(DType kv_type, int64_t hd) {
     if (!attend_group_fast(hd)) return nullptr;
     switch (kv_type) {
-        case DType::F32: return attend_cached_part<DType::F32>;
-        case DType::F16: return attend_cached_part<DType::F16>;
-        case DType::BF16: return attend_cached_part<DType::BF16>;
+        case DType::F32: return attend_cached_row_avx512<DType::F32>;
+        case DType::F16: return attend_cached_row_avx512<DType::F16>;
+        case DType::BF16: return attend_cached_row_avx512<DType::BF16>;
         default: return nullptr;
     }
 }

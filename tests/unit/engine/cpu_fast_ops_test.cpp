@@ -101,9 +101,9 @@ TEST(CpuFastOps, GatedRmsnormAgainstTheOracle) {
 
 // Two sequences in one step (a 37-token prefill on 20 cached tokens, and one decode token at position 70),
 // GQA 4:1 and 6:1 (the 27B's: the kernels take a group of 4 query heads, then one of 2), blocks of 16 tokens.
-// An f16 cache with head dim 48 (three 16-lane vectors: the kernels' partial register groups), which the
-// fast path reads in place, prefill and decode; and a q8_0 cache with head dim 64, which the fast path's
-// prefill dequantises to f32 first (attend_group_fast). Each step writes its K/V and attends over
+// An f16 cache with head dim 48 (three 16-lane vectors: the kernels' partial register groups), and a q8_0
+// cache with head dim 64 (the decode token then takes the dequantise-first path too: no in-place kernel
+// for quantised caches). Each step writes its K/V and attends over
 // everything before, so the fast and the oracle backends each get their own cache. The outputs agree to
 // f32 rounding (summation order, the vector exp's 1e-7, one division instead of one per key).
 class CpuFastAttention : public ::testing::TestWithParam<int64_t> {};
@@ -153,12 +153,11 @@ TEST_P(CpuFastAttention, AgainstTheOracle) {
 }
 INSTANTIATE_TEST_SUITE_P(Gqa, CpuFastAttention, ::testing::Values(int64_t(4), int64_t(6)));
 
-// Decode over a long history: the fast path splits the keys into parts of 128 (attention.cpp) and merges
-// them; decode tokens attend to 127, 128, 129, 301 and 302 keys (one part, one whole, one and one key,
-// three with a partial last), after prefills, in a cache of 16-token blocks in shuffled order. GQA 4:1 and
-// 6:1 (the kernel's groups of 4, 2 and 1 query rows), head dims 48 (partial register groups) and 256 (the
-// 0.8B's and 27B's), f16 and bf16 caches. Against the oracle backend on its own cache.
-TEST(CpuFastAttentionDecode, LongHistoryInPartsAgainstTheOracle) {
+// Decode over a long history, the fast path reading the cache rows in place: decode tokens attend to 127,
+// 128, 129, 301 and 302 keys after prefills, in a cache of 16-token blocks in shuffled order. GQA 4:1 and
+// 6:1, head dims 48 (partial register groups) and 256 (the 0.8B's and 27B's), f16 and bf16 caches.
+// Against the oracle backend on its own cache.
+TEST(CpuFastAttentionDecode, LongHistoryAgainstTheOracle) {
     if (!cpu::attend_group_fast(48)) GTEST_SKIP() << "no AVX-512 on this CPU: attention keeps the oracle's loops";
     std::mt19937 rng(21);
     std::normal_distribution<float> nd;
@@ -196,7 +195,7 @@ TEST(CpuFastAttentionDecode, LongHistoryInPartsAgainstTheOracle) {
                         mag = std::max(mag, double(std::fabs(out_exact[i])));
                     }
                 }
-                std::printf("decode attention in parts vs oracle, %s cache, GQA %ld:1, head dim %ld: worst absolute "
+                std::printf("decode attention over a long history vs oracle, %s cache, GQA %ld:1, head dim %ld: worst absolute "
                             "difference %.2e (largest output %.2f)\n",
                             dtype_info(kv_type).name, long(gqa), long(hd), worst, mag);
                 EXPECT_GT(mag, 0.05);
