@@ -30,8 +30,9 @@ void parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t)
 // As parallel_for, for work whose cost follows the index (a matmul's rows by their bytes): one contiguous
 // range per thread, which the thread walks from the front in shrinking claims (half of what is left each
 // time: one forward stream); a thread done with its own takes half of what is left of the fullest range,
-// from its back, until nothing is left. fn gets [b, e) on multiples of `grain` (but the last, n). No thread waits for a slower one
-// longer than the slower one's current claim, where static halves wait for the whole difference.
+// from its back, until nothing is left. fn gets [b, e) on multiples of `grain` (but the last, n). No thread
+// waits for a slower one longer than the slower one's current claim, where static halves wait for the
+// whole difference.
 // The decode and prefill matmuls use it (matmul_fast.cpp, gemm.cpp). Why one stream per thread: a matmul
 // split into several chunks per thread, handed out in turn (parallel_for_balanced), restarts each thread's
 // prefetch streams at every chunk and lost to static halves on the 2-core VM; static halves left a thread

@@ -1,7 +1,8 @@
 // CPU forward-pass throughput (prefill and decode tok/s) for the tiny and 0.8B shapes, beside the
 // bound: decode bytes per token (weights + GDN state + KV) over the read bandwidth measured on a buffer
 // of that many bytes (so last-level-cache effects count for the bound as they do for decode) right before
-// and after each decode, best pass; prefill FLOPs per token over the achieved FLOP rate. Prints a table; never asserts on time.
+// and after each decode, best pass; prefill FLOPs per token over the achieved FLOP rate. Prints a table;
+// never asserts on time.
 //
 //   bench_engine_cpu [--presets tiny,0.8b] [--type f32|f16|bf16|q8_0|q4_k_m,...] [--backends cpu-exact,cpu]
 //                    [--prefill N] [--decode N] [--repeat N] [--peer PATH/llama-bench] [--peer-reps N]

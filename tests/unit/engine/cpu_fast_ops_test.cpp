@@ -103,9 +103,9 @@ TEST(CpuFastOps, GatedRmsnormAgainstTheOracle) {
 // GQA 4:1 and 6:1 (the 27B's: the kernels take a group of 4 query heads, then one of 2), blocks of 16 tokens.
 // An f16 cache with head dim 48 (three 16-lane vectors: the kernels' partial register groups), and a q8_0
 // cache with head dim 64 (the decode token then takes the dequantise-first path too: no in-place kernel
-// for quantised caches). Each step writes its K/V and attends over
-// everything before, so the fast and the oracle backends each get their own cache. The outputs agree to
-// f32 rounding (summation order, the vector exp's 1e-7, one division instead of one per key).
+// for quantised caches). Each step writes its K/V and attends over everything before, so the fast and the
+// oracle backends each get their own cache. The outputs agree to f32 rounding (summation order, the
+// vector exp's 1e-7, one division instead of one per key).
 class CpuFastAttention : public ::testing::TestWithParam<int64_t> {};
 
 TEST_P(CpuFastAttention, AgainstTheOracle) {
